@@ -19,6 +19,7 @@ Rules
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -103,7 +104,11 @@ def period_containing(
         raise ValueError(f"cadence must be one of {sorted(_CADENCE_MONTHS)}, got {cadence!r}")
     if isinstance(anchor_day, bool) or not isinstance(anchor_day, int) or not 1 <= anchor_day <= 28:
         raise ValueError(f"anchor_day must be an int from 1 to 28, got {anchor_day!r}")
-    if isinstance(anchor_month, bool) or not isinstance(anchor_month, int) or not 1 <= anchor_month <= 12:
+    if (
+        isinstance(anchor_month, bool)
+        or not isinstance(anchor_month, int)
+        or not 1 <= anchor_month <= 12
+    ):
         raise ValueError(f"anchor_month must be an int from 1 to 12, got {anchor_month!r}")
     if isinstance(local_date, datetime) or not isinstance(local_date, date):
         raise TypeError("local_date must be a date (convert timestamps with local_date_of first)")
@@ -167,7 +172,9 @@ def _active_days(period: Period, active_from: date | None, active_to: date | Non
     return max(0, (end - start).days)
 
 
-def proration_ratio(*, period: Period, active_from: date | None, active_to: date | None) -> Fraction:
+def proration_ratio(
+    *, period: Period, active_from: date | None, active_to: date | None
+) -> Fraction:
     """Exact share of ``period`` covered by ``[active_from, active_to)``, by days.
 
     ``None`` means open-ended on that side.  Starting on the 11th of a 30-day
@@ -176,7 +183,9 @@ def proration_ratio(*, period: Period, active_from: date | None, active_to: date
     return Fraction(_active_days(period, active_from, active_to), period.days)
 
 
-def proration_fraction(*, period: Period, active_from: date | None, active_to: date | None) -> Decimal:
+def proration_fraction(
+    *, period: Period, active_from: date | None, active_to: date | None
+) -> Decimal:
     """Share of ``period`` covered by ``[active_from, active_to)``, by days, as a Decimal.
 
     Exactly ``Decimal(active_days) / Decimal(period_days)`` at the default 28
@@ -194,4 +203,4 @@ def split_period(*, period: Period, at: Sequence[date]) -> tuple[Period, ...]:
     """
     cuts = sorted({d for d in at if period.start < d < period.end})
     bounds = [period.start, *cuts, period.end]
-    return tuple(Period(start=a, end=b) for a, b in zip(bounds, bounds[1:], strict=False))
+    return tuple(Period(start=a, end=b) for a, b in itertools.pairwise(bounds))
