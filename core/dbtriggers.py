@@ -1,0 +1,47 @@
+"""Migration operations that put invariants into PostgreSQL triggers.
+
+SQLite (the embedded default) gets nothing from these: the services hold the
+rule there, PostgreSQL holds it in the database too. Tests assert the refusal
+on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import migrations
+
+
+def _run_on_postgres(sql: str):  # type: ignore[no-untyped-def]
+    def run(apps: Any, schema_editor: Any) -> None:
+        if schema_editor.connection.vendor == "postgresql":
+            schema_editor.execute(sql, params=None)
+
+    return run
+
+
+def postgres_only(forward_sql: str, reverse_sql: str) -> migrations.RunPython:
+    return migrations.RunPython(_run_on_postgres(forward_sql), _run_on_postgres(reverse_sql))
+
+
+def append_only(table: str, *, what: str) -> migrations.RunPython:
+    """Refuse UPDATE and DELETE on `table` (PostgreSQL).
+
+    TRUNCATE is left to the table owner (test flushes use it); in production the
+    application's role should not own the tables (docs/decisions.md).
+    """
+    fn = f"{table}_append_only"
+    forward = f"""
+    CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger AS $$
+    BEGIN
+      RAISE EXCEPTION '{what} are append-only: % on {table} refused', TG_OP
+        USING ERRCODE = 'integrity_constraint_violation';
+    END; $$ LANGUAGE plpgsql;
+    CREATE TRIGGER {fn}_row BEFORE UPDATE OR DELETE ON {table}
+      FOR EACH ROW EXECUTE FUNCTION {fn}();
+    """
+    reverse = f"""
+    DROP TRIGGER IF EXISTS {fn}_row ON {table};
+    DROP FUNCTION IF EXISTS {fn}();
+    """
+    return postgres_only(forward, reverse)

@@ -1,0 +1,3 @@
+"""Models of erp_sync; see ../shared/DESIGN.md for what this app owns."""
+
+from django.db import models  # noqa: F401

@@ -1,0 +1,15 @@
+from django.db import migrations
+
+from core.dbtriggers import append_only
+
+
+def create_head(apps, schema_editor):
+    apps.get_model("exceptions", "AuditChainHead").objects.get_or_create(pk=1)
+
+
+class Migration(migrations.Migration):
+    dependencies = [("exceptions", "0001_initial")]
+    operations = [
+        migrations.RunPython(create_head, migrations.RunPython.noop),
+        append_only("exceptions_auditentry", what="Audit entries"),
+    ]

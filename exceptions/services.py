@@ -1,0 +1,336 @@
+"""Writes of the exceptions core: the audit trail and opening exception cases.
+
+Every app calls these inside its own transaction, so an audit entry exists if
+and only if the change it describes was committed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Model
+from django.utils import timezone
+
+from exceptions.models import (
+    OPEN_STATUSES,
+    ActorKind,
+    AuditChainHead,
+    AuditEntry,
+    CaseStatus,
+    ExceptionCase,
+    Severity,
+)
+
+GENESIS_HASH = "0" * 64
+
+
+class AuditOutsideTransaction(RuntimeError):
+    """audit_record was called outside a transaction: the entry could outlive a rolled-back change."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change: a person, an API key, a task or the system itself."""
+
+    kind: str
+    label: str
+    user_id: int | None = None
+    api_key_id: int | None = None
+
+    @classmethod
+    def for_user(cls, user: Any) -> Actor:
+        return cls(kind=ActorKind.USER, label=user.get_username(), user_id=user.pk)
+
+    @classmethod
+    def for_api_key(cls, api_key: Any) -> Actor:
+        return cls(kind=ActorKind.API_KEY, label=f"{api_key.name} ({api_key.prefix})", api_key_id=api_key.pk)
+
+    @classmethod
+    def for_task(cls, name: str) -> Actor:
+        return cls(kind=ActorKind.TASK, label=name)
+
+    @classmethod
+    def system(cls, label: str = "system") -> Actor:
+        return cls(kind=ActorKind.SYSTEM, label=label)
+
+    @classmethod
+    def for_request(cls, request: Any) -> Actor:
+        """The actor of a web or API request (API key if the request carries one)."""
+        auth = getattr(request, "auth", None)
+        if auth is not None and hasattr(auth, "prefix"):
+            return cls.for_api_key(auth)
+        return cls.for_user(request.user)
+
+
+def _json_safe(value: Any) -> Any:
+    """Round-trip through JSON so the hashed value equals what the database returns."""
+    if value is None:
+        return None
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+def audit_content(
+    *,
+    seq: int,
+    at: datetime,
+    actor_kind: str,
+    actor_label: str,
+    actor_user_id: int | None,
+    actor_api_key_id: int | None,
+    action: str,
+    object_type: str,
+    object_id: str,
+    object_repr: str,
+    before: Any,
+    after: Any,
+    reason: str,
+    prev_hash: str,
+) -> bytes:
+    """The canonical bytes an entry's hash covers (sorted keys, UTC microseconds)."""
+    payload = {
+        "seq": seq,
+        "at": at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        "actor_kind": actor_kind,
+        "actor_label": actor_label,
+        "actor_user_id": actor_user_id,
+        "actor_api_key_id": actor_api_key_id,
+        "action": action,
+        "object_type": object_type,
+        "object_id": object_id,
+        "object_repr": object_repr,
+        "before": before,
+        "after": after,
+        "reason": reason,
+        "prev_hash": prev_hash,
+    }
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def entry_hash_of(entry: AuditEntry) -> str:
+    content = audit_content(
+        seq=entry.seq,
+        at=entry.at,
+        actor_kind=entry.actor_kind,
+        actor_label=entry.actor_label,
+        actor_user_id=entry.actor_user_id,
+        actor_api_key_id=entry.actor_api_key_id,
+        action=entry.action,
+        object_type=entry.object_type,
+        object_id=entry.object_id,
+        object_repr=entry.object_repr,
+        before=entry.before,
+        after=entry.after,
+        reason=entry.reason,
+        prev_hash=entry.prev_hash,
+    )
+    return hashlib.sha256(content).hexdigest()
+
+
+def object_ref(obj: Model) -> tuple[str, str, str]:
+    """(object_type, object_id, object_repr) of a model instance."""
+    return obj._meta.label_lower, str(obj.pk), str(obj)[:200]
+
+
+def audit_record(
+    *,
+    actor: Actor,
+    action: str,
+    obj: Model | None = None,
+    object_type: str = "",
+    object_id: str = "",
+    object_repr: str = "",
+    before: Any = None,
+    after: Any = None,
+    reason: str = "",
+) -> AuditEntry:
+    """Append one entry to the audit trail, in the caller's transaction.
+
+    Pass the changed model instance as `obj`, or `object_type`/`object_id` for
+    something that is not one row. Raises AuditOutsideTransaction when there is
+    no transaction: an entry must never outlive a change that rolled back.
+    """
+    if not connection.in_atomic_block:
+        raise AuditOutsideTransaction(f"audit_record({action!r}) must run inside transaction.atomic().")
+    if obj is not None:
+        object_type, object_id, object_repr = object_ref(obj)
+    if not action or not object_type:
+        raise ValueError("audit_record needs an action and an object.")
+    before, after = _json_safe(before), _json_safe(after)
+
+    # The head row serialises appends: each entry links to the one committed before it.
+    head = AuditChainHead.objects.select_for_update().filter(pk=1).first()
+    if head is None:  # a fresh or flushed database: the chain starts at genesis
+        head, _ = AuditChainHead.objects.select_for_update().get_or_create(pk=1)
+    entry = AuditEntry(
+        seq=head.last_seq + 1,
+        at=timezone.now(),
+        actor_kind=actor.kind,
+        actor_label=actor.label[:200],
+        actor_user_id=actor.user_id,
+        actor_api_key_id=actor.api_key_id,
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id),
+        object_repr=object_repr[:200],
+        before=before,
+        after=after,
+        reason=reason,
+        prev_hash=head.last_hash,
+    )
+    entry.entry_hash = entry_hash_of(entry)
+    entry.save(force_insert=True)
+    AuditChainHead.objects.filter(pk=1).update(last_seq=entry.seq, last_hash=entry.entry_hash)
+    return entry
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    seq: int
+    entry_id: int | None
+    problem: str
+
+
+def audit_verify_chain(*, batch_size: int = 2000) -> tuple[int, ChainBreak | None]:
+    """Walk the chain in order; return (entries checked, first break or None)."""
+    expected_prev = GENESIS_HASH
+    expected_seq = 1
+    checked = 0
+    entries = AuditEntry.objects.order_by("seq").iterator(chunk_size=batch_size)
+    for entry in entries:
+        if entry.seq != expected_seq:
+            return checked, ChainBreak(
+                expected_seq, None, f"entry #{expected_seq} is missing (next present is #{entry.seq})"
+            )
+        if entry.prev_hash != expected_prev:
+            return checked, ChainBreak(
+                entry.seq, entry.pk, "its prev_hash does not match the hash of the entry before it"
+            )
+        if entry_hash_of(entry) != entry.entry_hash:
+            return checked, ChainBreak(
+                entry.seq, entry.pk, "its content does not match its hash (the entry was altered)"
+            )
+        checked += 1
+        expected_prev = entry.entry_hash
+        expected_seq += 1
+    head = AuditChainHead.objects.filter(pk=1).first()
+    if head is not None and head.last_seq != expected_seq - 1:
+        return checked, ChainBreak(
+            expected_seq, None, f"the chain ends at #{expected_seq - 1} but the head says #{head.last_seq}"
+        )
+    return checked, None
+
+
+def case_open_or_update(
+    *,
+    kind: str,
+    fingerprint: str,
+    title: str,
+    actor: Actor,
+    severity: str = Severity.MEDIUM,
+    error_code: str = "",
+    error_message: str = "",
+    source: Model | None = None,
+    source_type: str = "",
+    source_id: str = "",
+    details: dict[str, Any] | None = None,
+    occurrences: int = 1,
+    amount_at_stake: Decimal | None = None,
+    currency_id: str | None = None,
+    legal_entity_id: int | None = None,
+    customer_id: int | None = None,
+) -> tuple[ExceptionCase, bool]:
+    """Open a case for a failure, or count another occurrence on the open one.
+
+    One open case per `fingerprint` (a partial unique constraint holds it under
+    concurrency). Returns (case, created).
+    """
+    if source is not None:
+        source_type, source_id, _ = object_ref(source)
+    now = timezone.now()
+    with transaction.atomic():
+        case = (
+            ExceptionCase.objects.select_for_update()
+            .filter(fingerprint=fingerprint, status__in=OPEN_STATUSES)
+            .first()
+        )
+        created = False
+        if case is None:
+            try:
+                with transaction.atomic():
+                    case = ExceptionCase.objects.create(
+                        kind=kind,
+                        fingerprint=fingerprint,
+                        title=title[:255],
+                        severity=severity,
+                        source_type=source_type,
+                        source_id=str(source_id),
+                        error_code=error_code,
+                        error_message=error_message,
+                        details=_json_safe(details or {}),
+                        occurrence_count=occurrences,
+                        amount_at_stake=amount_at_stake,
+                        currency_id=currency_id,
+                        legal_entity_id=legal_entity_id,
+                        customer_id=customer_id,
+                        first_seen_at=now,
+                        last_seen_at=now,
+                    )
+                    created = True
+            except IntegrityError:
+                # Another transaction opened it between our read and our insert.
+                case = ExceptionCase.objects.select_for_update().get(
+                    fingerprint=fingerprint, status__in=OPEN_STATUSES
+                )
+        if created:
+            audit_record(
+                actor=actor,
+                action="case.open",
+                obj=case,
+                after={"kind": kind, "severity": severity, "error_code": error_code, "occurrences": occurrences},
+                reason=error_message[:500],
+            )
+            return case, True
+
+        ExceptionCase.objects.filter(pk=case.pk).update(
+            occurrence_count=F("occurrence_count") + occurrences,
+            last_seen_at=now,
+            error_message=error_message or case.error_message,
+            details=_json_safe(details) if details is not None else case.details,
+            amount_at_stake=amount_at_stake if amount_at_stake is not None else case.amount_at_stake,
+        )
+        before_count = case.occurrence_count
+        case.refresh_from_db()
+        audit_record(
+            actor=actor,
+            action="case.recur",
+            obj=case,
+            before={"occurrences": before_count},
+            after={"occurrences": case.occurrence_count},
+        )
+        return case, False
+
+
+def case_close(*, case: ExceptionCase, actor: Actor, status: str, resolution: str) -> ExceptionCase:
+    """Resolve or dismiss an open case, with the reason."""
+    if status not in (CaseStatus.RESOLVED, CaseStatus.DISMISSED):
+        raise ValueError(f"A case is closed as resolved or dismissed, not {status!r}.")
+    if not resolution.strip():
+        raise ValueError("Say why the case is closed.")
+    with transaction.atomic():
+        locked = ExceptionCase.objects.select_for_update().get(pk=case.pk)
+        before = {"status": locked.status}
+        locked.status = status
+        locked.resolution = resolution
+        locked.resolved_at = timezone.now()
+        locked.full_clean()
+        locked.save()
+        audit_record(actor=actor, action=f"case.{status}", obj=locked, before=before,
+                     after={"status": status}, reason=resolution)
+    return locked

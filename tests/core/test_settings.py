@@ -1,0 +1,46 @@
+"""Settings come from the environment and refuse unsafe production setups."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG", "DJANGO_SETTINGS_MODULE", "SECURE_SSL_REDIRECT"}}
+    clean.update(env)
+    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=clean, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_missing_secret_key_is_refused_with_debug_off(tmp_path: Path) -> None:
+    result = _manage("check", DEBUG="0", LEDGERLINE_VAR_DIR=str(tmp_path))
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+def test_development_generates_and_keeps_a_secret_key(tmp_path: Path) -> None:
+    assert _manage("check", DEBUG="1", LEDGERLINE_VAR_DIR=str(tmp_path)).returncode == 0
+    key = (tmp_path / "secret_key").read_text()
+    assert len(key) > 40
+    assert _manage("check", DEBUG="1", LEDGERLINE_VAR_DIR=str(tmp_path)).returncode == 0
+    assert (tmp_path / "secret_key").read_text() == key
+
+
+def test_check_deploy_passes_with_production_settings(tmp_path: Path) -> None:
+    result = _manage(
+        "check", "--deploy", "--fail-level", "WARNING",
+        DEBUG="0", SECRET_KEY="k" * 20 + "-Zq8#pL2@vR5!xW9$mN3^bT7&cY1*hJ6(", ALLOWED_HOSTS="ledgerline.example.com",
+        LEDGERLINE_VAR_DIR=str(tmp_path),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_bad_boolean_is_explained(tmp_path: Path) -> None:
+    result = _manage("check", DEBUG="maybe", LEDGERLINE_VAR_DIR=str(tmp_path))
+    assert result.returncode != 0
+    assert "DEBUG='maybe' is not a boolean" in result.stderr
