@@ -41,7 +41,10 @@ Amounts tied to time (fixed fees, minimum commitments, fixed-amount
 discounts) are prorated by each segment's ``proration``.  Allowances tied to
 usage (included units, caps) belong to the whole period and are consumed in
 segment order, keyed by component ``code``: a segment gets what earlier
-segments left of its own terms' allowance.  Usage is never counted twice: each
+segments left of its own terms' allowance.  Graduated tiers and started
+packages also fill once per period: a later segment continues from the units
+earlier segments billed (under its own tier prices).  Volume pricing is the
+exception: each segment's volume tier is chosen from that segment's units.  Usage is never counted twice: each
 segment is rated on its own ``usages``, and segments' service periods (when
 given) must not overlap.
 """
@@ -983,6 +986,7 @@ class _PeriodState:
 
     free_units_used: dict[str, Decimal] = field(default_factory=dict)
     usage_charged: dict[str, Decimal] = field(default_factory=dict)
+    units_billed: dict[str, Decimal] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -1030,8 +1034,17 @@ def _charge_per_unit(c: PerUnitPrice, billable: Decimal) -> _Charge:
     )
 
 
-def _charge_package(c: PackagePrice, billable: Decimal) -> _Charge:
-    packages = (billable / c.package_size).to_integral_value(rounding=ROUND_CEILING)
+def _charge_package(c: PackagePrice, billable: Decimal, *, offset: Decimal) -> _Charge:
+    """Packages started by units ``(offset, offset + billable]``.
+
+    ``offset`` is what earlier segments of the period already billed, so a
+    package opened before an amendment is not billed again after it.
+    """
+
+    def started(units: Decimal) -> Decimal:
+        return (units / c.package_size).to_integral_value(rounding=ROUND_CEILING)
+
+    packages = started(offset + billable) - started(offset)
     return _Charge(
         raw=packages * c.package_price,
         quantity=packages,
@@ -1041,28 +1054,34 @@ def _charge_package(c: PackagePrice, billable: Decimal) -> _Charge:
     )
 
 
-def _charge_graduated(c: GraduatedPrice, billable: Decimal) -> _Charge:
+def _charge_graduated(c: GraduatedPrice, billable: Decimal, *, offset: Decimal) -> _Charge:
+    """Price units ``(offset, offset + billable]`` through the tiers.
+
+    ``offset`` is what earlier segments of the period already billed: a
+    period's tiers fill once, not once per amendment segment, and a tier's
+    flat fee is charged by the segment whose units first enter the tier.
+    """
     breakdown: list[TierCharge] = []
+    start, end = offset, offset + billable
     lower = ZERO
     for tier in c.tiers:
-        if billable <= lower:
-            break
-        upper = billable if tier.up_to is None else min(billable, tier.up_to)
-        units = upper - lower
-        amount = units * tier.unit_price + tier.flat_fee
-        breakdown.append(
-            TierCharge(
-                from_units=lower,
-                to_units=tier.up_to,
-                units=units,
-                unit_price=tier.unit_price,
-                flat_fee=tier.flat_fee,
-                amount=amount,
+        upper = tier.up_to
+        units = (end if upper is None else min(end, upper)) - max(start, lower)
+        if units > 0:
+            flat_fee = tier.flat_fee if start <= lower else ZERO
+            breakdown.append(
+                TierCharge(
+                    from_units=lower,
+                    to_units=upper,
+                    units=units,
+                    unit_price=tier.unit_price,
+                    flat_fee=flat_fee,
+                    amount=units * tier.unit_price + flat_fee,
+                )
             )
-        )
-        if tier.up_to is None:
+        if upper is None or end <= upper:
             break
-        lower = tier.up_to
+        lower = upper
     raw = sum((t.amount for t in breakdown), ZERO)
     return _Charge(
         raw=raw,
@@ -1150,12 +1169,14 @@ def _rate_usage(
         metered = usage.quantity
         used_free = min(free_left, metered)
         billable = metered - used_free
+        offset = state.units_billed.get(c.code, ZERO)
+        state.units_billed[c.code] = offset + billable
         if isinstance(c, PerUnitPrice):
             charge = _charge_per_unit(c, billable)
         elif isinstance(c, PackagePrice):
-            charge = _charge_package(c, billable)
+            charge = _charge_package(c, billable, offset=offset)
         elif isinstance(c, GraduatedPrice):
-            charge = _charge_graduated(c, billable)
+            charge = _charge_graduated(c, billable, offset=offset)
         else:
             charge = _charge_volume(c, billable)
     state.free_units_used[c.code] = state.free_units_used.get(c.code, ZERO) + used_free

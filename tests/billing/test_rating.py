@@ -773,6 +773,32 @@ CASES = [
             },
         ],
     ),
+    # tiers fill once per period: seg 1 80 GB = 80 x 0.10 = 8.00; seg 2 continues at 80:
+    # 20 x 0.10 = 2.00, then 20 x 0.08 + 2 flat = 3.60 -> 5.60; total 13.60, same as 120 GB
+    # in one go (10.00 + 20 x 0.08 + 2)
+    Case(
+        "amendment continues graduated tiers",
+        [],
+        {},
+        [("usage", "storage", "8.00"), ("usage", "storage", "5.60")],
+        "13.60",
+        segments=[
+            {"components": [STORAGE], "usages": {"gb": U(80)}, "proration": Fraction(1, 2)},
+            {"components": [STORAGE], "usages": {"gb": U(40)}, "proration": Fraction(1, 2)},
+        ],
+    ),
+    # a package opened in seg 1 (600 of 1000 -> 5.00) is not billed again for 300 more
+    Case(
+        "amendment continues open package",
+        [],
+        {},
+        [("usage", "sms", "5.00"), ("usage", "sms", "0.00")],
+        "5.00",
+        segments=[
+            {"components": [SMS], "usages": {"sms": U(600)}, "proration": Fraction(1, 2)},
+            {"components": [SMS], "usages": {"sms": U(300)}, "proration": Fraction(1, 2)},
+        ],
+    ),
     # cancellation on the 21st: one segment 20/30; platform 300 -> 200.00; credit applies once
     Case(
         "amendment cancellation with credit",
