@@ -1,0 +1,57 @@
+"""Reads of metering, including the ones billing uses for lineage and percentage pricing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+
+from django.db.models import QuerySet
+from django.db.models.fields.json import KT
+
+from metering.models import UsageEvent, UsageSummary
+
+
+def summary_events(*, summary: UsageSummary) -> QuerySet[UsageEvent]:
+    """The events a summary covers, in seq order (the caller paginates)."""
+    return UsageEvent.objects.filter(
+        customer_id=summary.customer_id,
+        metric_id=summary.metric_id,
+        timestamp__gte=summary.period_start,
+        timestamp__lt=summary.period_end,
+        seq__lte=summary.watermark_seq,
+    ).order_by("seq")
+
+
+def summary_event_values(*, summary: UsageSummary, property_name: str) -> Iterator[Decimal]:
+    """Per-event amounts of `property_name` (or the event value for "value"), in seq order.
+
+    Events without the property, or with one that is not a number, are skipped.
+    """
+    events = summary_events(summary=summary)
+    if property_name == "value":
+        for value in events.values_list("value", flat=True).iterator(chunk_size=5000):
+            if value is not None:
+                yield Decimal(value)
+        return
+    for raw in events.annotate(_v=KT(f"properties__{property_name}")).values_list("_v", flat=True).iterator(
+        chunk_size=5000
+    ):
+        if raw is None:
+            continue
+        try:
+            amount = Decimal(str(raw))
+        except InvalidOperation:
+            continue
+        if amount.is_finite():
+            yield amount
+
+
+def summaries_for_event(*, event: UsageEvent) -> QuerySet[UsageSummary]:
+    """The summaries (every revision) that include `event`."""
+    return UsageSummary.objects.filter(
+        customer_id=event.customer_id,
+        metric_id=event.metric_id,
+        period_start__lte=event.timestamp,
+        period_end__gt=event.timestamp,
+        watermark_seq__gte=event.seq,
+    ).order_by("period_start", "revision")
