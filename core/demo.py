@@ -10,11 +10,12 @@ from django.db import transaction
 
 from core import roles
 from core.models import Currency, Customer, LegalEntity
-from core.services import customer_create, legal_entity_create
+from core.services import currency_ensure, customer_create, legal_entity_create
 from exceptions.services import Actor
 
 DEMO_PASSWORD = "ledgerline-demo"
 
+CURRENCIES = [("USD", "US Dollar", 2), ("EUR", "Euro", 2), ("JPY", "Yen", 0)]
 ENTITIES = [
     ("ll-us", "Ledgerline Inc.", "USD", "US", "America/New_York"),
     ("ll-de", "Ledgerline GmbH", "EUR", "DE", "Europe/Berlin"),
@@ -49,6 +50,8 @@ def load_demo_data() -> list[DemoUser]:
     actor = Actor.system("demo data")
     roles.sync_role_permissions()
     with transaction.atomic():
+        for code, name, minor_units in CURRENCIES:  # shipped by a migration; ensured for flushed test DBs
+            currency_ensure(code=code, name=name, minor_units=minor_units)
         for code, name, currency, country, tz in ENTITIES:
             if not LegalEntity.objects.filter(code=code).exists():
                 legal_entity_create(code=code, name=name, base_currency=Currency.objects.get(code=currency),
