@@ -128,3 +128,23 @@ def test_openapi_schema_and_docs_are_served(client, clerk) -> None:
     assert docs.status_code == 200
     assert b"swagger-ui" in docs.content
     assert b"cdn" not in docs.content.lower()
+
+
+def test_integration_admin_revokes_a_key_in_the_admin(client, integrator, make_api_key, api_client) -> None:
+    issued = make_api_key("usage:write")
+    client.force_login(integrator)
+    response = client.post("/admin/core/apikey/", {"action": "revoke", "_selected_action": [issued.api_key.pk]})
+    assert response.status_code == 302
+    issued.api_key.refresh_from_db()
+    assert issued.api_key.revoked_at is not None
+    entry = AuditEntry.objects.get(action="api_key.revoke")
+    assert entry.actor_label == "integrator" and entry.reason == "revoked in admin"
+    assert api_client(issued.raw_key).get("/api/v1/me").status_code == 401
+
+
+def test_auditor_cannot_revoke_a_key(client, auditor, make_api_key) -> None:
+    issued = make_api_key("usage:write")
+    client.force_login(auditor)
+    client.post("/admin/core/apikey/", {"action": "revoke", "_selected_action": [issued.api_key.pk]})
+    issued.api_key.refresh_from_db()
+    assert issued.api_key.revoked_at is None
