@@ -1527,7 +1527,11 @@ def rate_segments(
                 raise type(exc)(exc.code, exc.message, path=_join(prefix, exc.path)) from None
 
         total = sum((ln.amount for ln in lines), ZERO)
-        drawdown = min(prepaid_balance, max(total, ZERO))
+        # round_money only fixes the exponent here (both sides are already whole
+        # minor units), so a balance given as Decimal("100") yields "-100.00".
+        drawdown = round_money(
+            min(prepaid_balance, max(total, ZERO)), minor_units=minor_units, rounding=rounding
+        )
         if drawdown > 0:
             lines.append(
                 RatedLine(
@@ -1547,7 +1551,9 @@ def rate_segments(
             subtotal=round_money(
                 subtotal, minor_units=minor_units, rounding=rounding
             ),  # exact already; fixes exponent
-            prepaid_balance_remaining=prepaid_balance - drawdown,
+            prepaid_balance_remaining=round_money(
+                prepaid_balance - drawdown, minor_units=minor_units, rounding=rounding
+            ),
             minor_units=minor_units,
             rounding=rounding,
         )
