@@ -5,19 +5,36 @@ audit entry inside it.
 
 from __future__ import annotations
 
+import uuid
+from collections import defaultdict
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fastjsonschema
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from core.errors import AppError, Conflict
-from exceptions.services import Actor, audit_record
-from metering import error_codes
-from metering.models import Aggregation, MetricDefinition, MetricVersion, UsageSummary
-from metering.summaries import aggregate_window, current_watermark, metrics_for
+from core.models import ApiKey, Customer
+from exceptions.models import OPEN_STATUSES, CaseStatus, ExceptionCase
+from exceptions.services import Actor, audit_record, case_close, case_open_or_update
+from metering import error_codes, event_store, ingest, partitions
+from metering.models import (
+    Aggregation,
+    CustomerMapping,
+    DuplicateConflict,
+    HeldEvent,
+    MetricDefinition,
+    MetricVersion,
+    RejectedEvent,
+    RejectedStatus,
+    UsageEvent,
+    UsageSummary,
+)
+from metering.summaries import aggregate_window, current_watermark, event_insert_lock, metrics_for
 
 # --- metric definitions -----------------------------------------------------------
 
@@ -186,7 +203,7 @@ def usage_summarize_window(
         if created or updated:
             audit_record(
                 actor=actor, action="usage.summarize", object_type="metering.usagesummary",
-                object_id=f"{period_start.isoformat()}/{period_end.isoformat()}",
+                object_id=f"{period_start:%Y%m%dT%H%M%S}-{period_end:%Y%m%dT%H%M%S}",
                 object_repr=f"usage {period_start:%Y-%m-%d %H:%M}..{period_end:%Y-%m-%d %H:%M}",
                 after={"created": len(created), "updated": len(updated), "watermark_seq": watermark,
                        "revisions": sorted({s.revision for s in created})},
@@ -212,3 +229,310 @@ def usage_summaries_close(*, summary_ids: Iterable[int], actor: Actor) -> int:
                      after={"closed_ids": open_ids})
     return closed
 
+
+
+# --- ingestion ------------------------------------------------------------------------
+
+
+@dataclass
+class IngestResult:
+    """Per-event outcomes (input order) and the counts."""
+
+    results: list[dict[str, Any]]
+    counts: dict[str, int]
+    batch_id: str
+
+
+def _catalog(codes: set[str]) -> dict[str, list[ingest.VersionInfo]]:
+    catalog: dict[str, list[ingest.VersionInfo]] = {}
+    rows = (MetricVersion.objects.filter(metric__code__in=codes)
+            .select_related("metric").order_by("-effective_from"))
+    for v in rows:
+        catalog.setdefault(v.metric.code, []).append(ingest.VersionInfo(
+            id=v.pk, metric_id=v.metric_id, code=v.metric.code, effective_from=v.effective_from,
+            aggregation=v.aggregation, value_property=v.value_property,
+            validate=ingest.compiled_schema(v.pk, v.properties_schema),
+        ))
+    return catalog
+
+
+def _resolve_customers(cands: list[ingest.Candidate]) -> None:
+    by_source: dict[str, set[str]] = defaultdict(set)
+    for c in cands:
+        by_source[c.source].add(c.customer_ref)
+    mapping: dict[tuple[str, str], int] = {}
+    for source, refs in by_source.items():
+        for ref, cid in CustomerMapping.objects.filter(source=source, customer_ref__in=refs).values_list(
+            "customer_ref", "customer_id"
+        ):
+            mapping[(source, ref)] = cid
+    for c in cands:
+        c.customer_id = mapping.get((c.source, c.customer_ref))
+
+
+def usage_ingest(
+    *,
+    items: list[tuple[Any, Any]],
+    actor: Actor,
+    api_key: ApiKey | None = None,
+    channel: str = "native",
+    store_rejections: bool = True,
+    now: datetime | None = None,
+) -> IngestResult:
+    """Ingest canonical events (each with its raw payload): validate, de-duplicate, map, store.
+
+    Outcome per event: accepted, duplicate, rejected (code, message) or held.
+    Writes one audit entry for the batch, the control totals, the dead letter
+    and the exception cases, all in one transaction.
+    """
+    now = now or timezone.now()
+    conf = settings.LEDGERLINE
+    validated = ingest.validate_batch(
+        items, _catalog({e.get("metric") for e, _ in items if isinstance(e, dict) and isinstance(e.get("metric"), str)}),
+        now=now, max_age=timedelta(days=conf["EVENT_MAX_AGE_DAYS"]),
+        max_future=timedelta(seconds=conf["EVENT_MAX_FUTURE_SECONDS"]),
+    )
+    cands = validated.candidates
+    _resolve_customers(cands)
+    if connection.vendor == "postgresql":
+        partitions.ensure_months({(c.timestamp.year, c.timestamp.month) for c in cands if c.customer_id})
+
+    results: list[dict[str, Any] | None] = [None] * len(items)
+    counts = {"received": len(items), "accepted": 0, "duplicate": 0, "rejected": 0, "held": 0}
+    tally: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    day = now.astimezone(UTC).date().isoformat()
+    batch_id = uuid.uuid4().hex
+    api_key_id = api_key.pk if api_key is not None else None
+
+    with transaction.atomic():
+        inserted, conflicts = event_store.insert(cands, received_at=now, api_key_id=api_key_id)
+        held = [c for c in cands if c.customer_id is None and (c.source, c.event_id) in inserted]
+        if held:
+            HeldEvent.objects.bulk_create([
+                HeldEvent(source=c.source, event_id=c.event_id, customer_ref=c.customer_ref,
+                          metric_id=c.version.metric_id, metric_version_id=c.version.id, timestamp=c.timestamp,
+                          value=c.value, properties=c.properties, received_at=now, api_key_id=api_key_id)
+                for c in held
+            ], batch_size=1000)
+        conflict_raws: list[ingest.Candidate] = [c for c in cands if (c.source, c.event_id) in conflicts]
+        for c in cands:
+            if (c.source, c.event_id) not in inserted:
+                status = ingest.DUPLICATE
+            elif c.customer_id is None:
+                status = ingest.HELD
+            else:
+                status = ingest.ACCEPTED
+            results[c.index] = {"index": c.index, "event_id": c.event_id, "status": status}
+            counts[status] += 1
+            tally[(c.source, day)][status] += 1
+        by_index = {c.index: c for c in cands}
+        for index, (first, same) in validated.in_batch_duplicates.items():
+            orig = by_index[first]
+            results[index] = {"index": index, "event_id": orig.event_id, "status": ingest.DUPLICATE}
+            counts[ingest.DUPLICATE] += 1
+            tally[(orig.source, day)][ingest.DUPLICATE] += 1
+            if not same:
+                conflict_raws.append(ingest.Candidate(
+                    index=index, source=orig.source, event_id=orig.event_id, customer_ref="", version=orig.version,
+                    timestamp=orig.timestamp, value=None, properties={}, content_hash="", raw=items[index][1]))
+        for rej in validated.rejections:
+            results[rej.index] = {"index": rej.index, "event_id": rej.event_id or None, "status": ingest.REJECTED,
+                                  "code": rej.code, "message": rej.message}
+            counts[ingest.REJECTED] += 1
+            tally[(rej.source, day)][ingest.REJECTED] += 1
+        if store_rejections and validated.rejections:
+            _dead_letter(validated.rejections, actor=actor, api_key_id=api_key_id, now=now)
+        if held:
+            _open_unmapped_cases(held, actor=actor)
+        if conflict_raws:
+            _record_conflicts(conflict_raws, actor=actor, api_key_id=api_key_id, now=now)
+        if store_rejections or counts["accepted"] or counts["held"] or counts["duplicate"]:
+            _tally_add(tally)
+        audit_record(
+            actor=actor, action="usage.ingest", object_type="metering.ingestbatch", object_id=batch_id,
+            object_repr=f"{channel} batch of {len(items)}",
+            after={**counts, "channel": channel, "sources": sorted({s for s, _ in tally})[:20]},
+        )
+    return IngestResult(results=[r for r in results if r is not None], counts=counts, batch_id=batch_id)
+
+
+def _dead_letter(rejections: list[ingest.Rejection], *, actor: Actor, api_key_id: int | None,
+                 now: datetime) -> list[RejectedEvent]:
+    groups: dict[tuple[str, str], list[ingest.Rejection]] = defaultdict(list)
+    for rej in rejections:
+        groups[(rej.source, rej.code)].append(rej)
+    rows: list[RejectedEvent] = []
+    for (source, code), rejs in sorted(groups.items()):
+        case, _ = case_open_or_update(
+            kind=error_codes.CASE_REJECTED, fingerprint=f"metering:rejected:{source}:{code}",
+            title=f"Usage events from {source or 'an unidentified source'} rejected: {code}",
+            actor=actor, error_code=code, error_message=rejs[0].message, occurrences=len(rejs),
+            details={"source": source, "code": code, "last_event_id": rejs[-1].event_id},
+        )
+        for rej in rejs:
+            raw_json, raw_text = _raw_for_storage(rej.raw)
+            rows.append(RejectedEvent(received_at=now, api_key_id=api_key_id, source=rej.source,
+                                      event_id=rej.event_id, code=rej.code, message=rej.message,
+                                      raw=raw_json, raw_text=raw_text, case=case))
+    return RejectedEvent.objects.bulk_create(rows, batch_size=1000)
+
+
+def _raw_for_storage(raw: Any) -> tuple[Any, str]:
+    if isinstance(raw, bytes | bytearray):
+        return None, raw.decode("utf-8", errors="replace")
+    if isinstance(raw, str):
+        return None, raw
+    return raw, ""
+
+
+def dead_letter_request(*, code: str, message: str, raw: Any, actor: Actor, api_key: ApiKey | None,
+                        source: str = "") -> RejectedEvent:
+    """Keep a request nothing could be read from (not JSON, wrong shape, too large) as one dead letter."""
+    now = timezone.now()
+    with transaction.atomic():
+        rejected = _dead_letter([ingest.Rejection(0, source, "", code, message, raw)], actor=actor,
+                                api_key_id=api_key.pk if api_key else None, now=now)[0]
+        _tally_add({(source, now.astimezone(UTC).date().isoformat()): {"rejected": 1}})
+        audit_record(actor=actor, action="usage.ingest_refused", obj=rejected, after={"code": code},
+                     reason=message[:500])
+    return rejected
+
+
+def _open_unmapped_cases(held: list[ingest.Candidate], *, actor: Actor) -> None:
+    groups: dict[tuple[str, str], int] = defaultdict(int)
+    for c in held:
+        groups[(c.source, c.customer_ref)] += 1
+    for (source, ref), n in sorted(groups.items()):
+        case_open_or_update(
+            kind=error_codes.CASE_UNMAPPED, fingerprint=unmapped_fingerprint(source, ref),
+            title=f"No customer mapped for {source}:{ref}; its usage is held",
+            actor=actor, error_code=error_codes.CASE_UNMAPPED, occurrences=n,
+            error_message=f"Events from source '{source}' for customer_ref '{ref}' are held until a "
+                          "customer mapping is added.",
+            details={"source": source, "customer_ref": ref},
+        )
+
+
+def unmapped_fingerprint(source: str, customer_ref: str) -> str:
+    return f"metering:unmapped:{source}:{customer_ref}"
+
+
+def _record_conflicts(cands: list[ingest.Candidate], *, actor: Actor, api_key_id: int | None,
+                      now: datetime) -> None:
+    groups: dict[str, list[ingest.Candidate]] = defaultdict(list)
+    for c in cands:
+        groups[c.source].append(c)
+    rows = []
+    for source, group in sorted(groups.items()):
+        case, _ = case_open_or_update(
+            kind=error_codes.CASE_CONFLICT, fingerprint=f"metering:conflict:{source}",
+            title=f"Events from {source} re-sent with different content", actor=actor,
+            error_code=error_codes.CASE_CONFLICT, occurrences=len(group),
+            error_message="An event id already received was sent again with different content; the "
+                          "original stands until finance decides.",
+            details={"source": source, "last_event_id": group[-1].event_id},
+        )
+        rows += [DuplicateConflict(source=source, event_id=c.event_id, received_at=now, api_key_id=api_key_id,
+                                   raw=_raw_for_storage(c.raw)[0] or {"raw": _raw_for_storage(c.raw)[1]},
+                                   case=case) for c in group]
+    DuplicateConflict.objects.bulk_create(rows, batch_size=1000)
+
+
+TALLY_COLUMNS = ("accepted", "duplicate", "rejected", "held", "released")
+
+
+def _tally_add(tally: dict[tuple[str, str], dict[str, int]]) -> None:
+    """Add to the control totals (one upsert per source and day, in key order: no deadlocks)."""
+    if not tally:
+        return
+    cols = ", ".join(TALLY_COLUMNS)
+    updates = ", ".join(f"{c} = metering_ingesttally.{c} + excluded.{c}" for c in TALLY_COLUMNS)
+    sql = (f"INSERT INTO metering_ingesttally (source, day, {cols}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+           f"ON CONFLICT (source, day) DO UPDATE SET {updates}")
+    with connection.cursor() as cur:
+        for (source, day), c in sorted(tally.items()):
+            cur.execute(sql, [source, day, *(c.get(col, 0) for col in TALLY_COLUMNS)])
+
+
+# --- identity mapping and release of held events ----------------------------------------
+
+
+def customer_mapping_create(*, source: str, customer_ref: str, customer: Customer, actor: Actor) -> CustomerMapping:
+    """Map (source, customer_ref) to a customer and release the events held for it."""
+    source, customer_ref = source.strip(), customer_ref.strip()
+    if not source or not customer_ref:
+        raise AppError("A mapping needs a source and a customer_ref.", code=error_codes.MAPPING_INVALID)
+    with transaction.atomic():
+        if CustomerMapping.objects.filter(source=source, customer_ref=customer_ref).exists():
+            raise Conflict(f"{source}:{customer_ref} is already mapped.", code=error_codes.MAPPING_EXISTS)
+        mapping = CustomerMapping(source=source, customer_ref=customer_ref, customer=customer)
+        mapping.full_clean()
+        mapping.save()
+        audit_record(actor=actor, action="mapping.create", obj=mapping,
+                     after={"source": source, "customer_ref": customer_ref, "customer_id": customer.pk})
+        held_events_release(mapping=mapping, actor=actor)
+    return mapping
+
+
+def held_events_release(*, mapping: CustomerMapping, actor: Actor) -> int:
+    """Move the held events of a mapped (source, customer_ref) into the event table, into their periods."""
+    with transaction.atomic():
+        held = list(HeldEvent.objects.select_for_update().filter(
+            source=mapping.source, customer_ref=mapping.customer_ref, released_at__isnull=True).order_by("id"))
+        if held:
+            if connection.vendor == "postgresql":
+                partitions.ensure_months({(h.timestamp.year, h.timestamp.month) for h in held})
+            event_insert_lock()
+            now = timezone.now()
+            events = UsageEvent.objects.bulk_create([
+                UsageEvent(source=h.source, event_id=h.event_id, customer_ref=h.customer_ref,
+                           customer_id=mapping.customer_id, metric_id=h.metric_id,
+                           metric_version_id=h.metric_version_id, timestamp=h.timestamp, value=h.value,
+                           properties=h.properties, received_at=h.received_at, api_key_id=h.api_key_id,
+                           held_event=h.pk)
+                for h in held
+            ], batch_size=1000)
+            for h, e in zip(held, events, strict=True):
+                h.released_at, h.released_seq, h.customer_id = now, e.seq, mapping.customer_id
+            HeldEvent.objects.bulk_update(held, ["released_at", "released_seq", "customer"], batch_size=1000)
+            per_day: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+            for h in held:
+                per_day[(h.source, h.received_at.astimezone(UTC).date().isoformat())]["released"] += 1
+            _tally_add(per_day)
+            audit_record(actor=actor, action="usage.release", obj=mapping,
+                         after={"released": len(held), "customer_id": mapping.customer_id,
+                                "seq_from": events[0].seq, "seq_to": events[-1].seq})
+        case = ExceptionCase.objects.filter(
+            fingerprint=unmapped_fingerprint(mapping.source, mapping.customer_ref), status__in=OPEN_STATUSES
+        ).first()
+        if case is not None:
+            case_close(case=case, actor=actor, status=CaseStatus.RESOLVED,
+                       resolution=f"Mapped to customer {mapping.customer}; {len(held)} held event(s) released.")
+    return len(held)
+
+
+# --- dead letter: correct and re-submit ------------------------------------------------------
+
+
+def rejected_event_resubmit(*, rejected: RejectedEvent, corrected: dict[str, Any], actor: Actor) -> dict[str, Any]:
+    """Re-submit a corrected rejected event (canonical shape). Returns its outcome.
+
+    Accepted, held or duplicate: the dead letter is marked re-submitted.
+    Rejected again: nothing changes, the error comes back.
+    """
+    with transaction.atomic():
+        locked = RejectedEvent.objects.select_for_update().get(pk=rejected.pk)
+        if locked.status != RejectedStatus.OPEN:
+            raise Conflict("This rejected event was already re-submitted.", code=error_codes.REJECTED_NOT_OPEN)
+        result = usage_ingest(items=[(corrected, corrected)], actor=actor, api_key=None, channel="resubmit",
+                              store_rejections=False)
+        outcome = result.results[0]
+        if outcome["status"] == ingest.REJECTED:
+            return outcome
+        locked.status = RejectedStatus.RESUBMITTED
+        locked.resubmitted_at = timezone.now()
+        locked.resubmission_outcome = outcome["status"]
+        locked.save(update_fields=["status", "resubmitted_at", "resubmission_outcome"])
+        audit_record(actor=actor, action="usage.resubmit", obj=locked, before={"raw": locked.raw or locked.raw_text},
+                     after={"event": corrected, "outcome": outcome["status"]})
+    return outcome

@@ -1,0 +1,378 @@
+"""Metering API: ingestion (native + CloudEvents), metrics, mappings, dead letter, control totals."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
+from rest_framework import generics, serializers
+from rest_framework.parsers import BaseParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core import error_codes as core_codes
+from core.errors import AppError
+from core.models import ApiScope, Customer
+from exceptions.services import Actor
+from metering import error_codes, ingest, selectors
+from metering.models import Aggregation, CustomerMapping, MetricDefinition, RejectedEvent
+from metering.services import (
+    customer_mapping_create,
+    dead_letter_request,
+    metric_create,
+    metric_version_add,
+    rejected_event_resubmit,
+    usage_ingest,
+)
+
+CE_STRUCTURED = "application/cloudevents+json"
+CE_BATCH = "application/cloudevents-batch+json"
+
+
+class _RawParser(BaseParser):
+    """Declares a media type; the view reads request.body itself (fast JSON decoder)."""
+
+    def parse(self, stream: Any, media_type: str | None = None, parser_context: Any = None) -> Any:
+        return None
+
+
+def _parser(media: str) -> type[BaseParser]:
+    return type(f"RawParser_{media}", (_RawParser,), {"media_type": media})
+
+
+def read_body(request: Request, *, actor: Actor) -> bytes:
+    try:
+        return request.body
+    except RequestDataTooBig as exc:
+        raise AppError(
+            f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB; send "
+            "smaller batches.", code=core_codes.REQUEST_TOO_LARGE, status=413,
+        ) from exc
+
+
+def refuse(request: Request, *, code: str, message: str, raw: Any, status: int, **extra: Any) -> AppError:
+    """Keep what could be read of a refused request in the dead letter, and build the 4xx error."""
+    key = request.auth
+    rejected = dead_letter_request(code=code, message=message, raw=raw, actor=Actor.for_request(request),
+                                   api_key=key)
+    return AppError(message, code=code, status=status, extra={"rejected_id": rejected.pk, **extra})
+
+
+def decode_json(request: Request, body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise refuse(request, code=error_codes.MALFORMED_REQUEST, status=400,
+                     message=f"The body is not valid JSON: {exc}.",
+                     raw=body[:1_000_000].decode("utf-8", errors="replace")) from exc
+
+
+def check_batch_size(request: Request, events: list[Any], raw: Any) -> None:
+    limit = settings.LEDGERLINE["MAX_BATCH_EVENTS"]
+    if not events:
+        raise AppError("The batch has no events.", code=error_codes.EMPTY_BATCH, status=400)
+    if len(events) > limit:
+        raise refuse(request, code=error_codes.BATCH_TOO_LARGE, status=413, raw=raw,
+                     message=f"A request takes at most {limit:,} events; this one has {len(events):,}. "
+                             "Split it; the batch is kept in the dead letter.",
+                     limit=limit, received=len(events))
+
+
+def media_type(request: Request) -> str:
+    return (request.content_type or "").split(";")[0].strip().lower()
+
+
+class EventResultSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    event_id = serializers.CharField(allow_null=True)
+    status = serializers.ChoiceField(choices=["accepted", "duplicate", "rejected", "held"])
+    code = serializers.CharField(required=False)
+    message = serializers.CharField(required=False)
+
+
+class CountsSerializer(serializers.Serializer):
+    received = serializers.IntegerField()
+    accepted = serializers.IntegerField()
+    duplicate = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    held = serializers.IntegerField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    extra = serializers.DictField()
+
+
+class EventIngestApi(APIView):
+    """Send usage events: `{"events": [...]}` (up to 10,000), or CloudEvents 1.0
+    (structured, batch, or binary with `ce-*` headers). Each event is answered
+    accepted, duplicate, rejected (code, message) or held."""
+
+    required_scope = ApiScope.USAGE_WRITE
+    parser_classes = [_parser("application/json"), _parser(CE_STRUCTURED), _parser(CE_BATCH)]
+
+    class InputSerializer(serializers.Serializer):
+        class EventSerializer(serializers.Serializer):
+            event_id = serializers.CharField(max_length=200)
+            source = serializers.CharField(max_length=100)
+            customer_ref = serializers.CharField(max_length=200)
+            metric = serializers.CharField(max_length=100)
+            timestamp = serializers.CharField(help_text="ISO 8601 with offset, or Unix seconds.")
+            value = serializers.DecimalField(max_digits=30, decimal_places=6, required=False, allow_null=True,
+                                             coerce_to_string=False)
+            properties = serializers.DictField(required=False)
+
+        events = EventSerializer(many=True)
+
+    class OutputSerializer(serializers.Serializer):
+        batch_id = serializers.CharField()
+        counts = CountsSerializer()
+        results = EventResultSerializer(many=True)
+
+    @extend_schema(
+        operation_id="events_ingest",
+        request={"application/json": InputSerializer, CE_STRUCTURED: OpenApiTypes.OBJECT,
+                 CE_BATCH: OpenApiTypes.OBJECT},
+        responses={200: OutputSerializer, 400: ErrorSerializer, 413: ErrorSerializer, 415: ErrorSerializer},
+        parameters=[OpenApiParameter("ce-specversion", str, OpenApiParameter.HEADER, required=False,
+                                     description="CloudEvents binary mode: with ce-id, ce-source, ce-subject, "
+                                                 "ce-type, ce-time; the body is `data`.")],
+    )
+    def post(self, request: Request) -> HttpResponse:
+        actor = Actor.for_request(request)
+        body = read_body(request, actor=actor)
+        ctype = media_type(request)
+        if request.headers.get("ce-specversion"):
+            items = [binary_cloudevent(request, body, ctype)]
+            channel = "cloudevents-binary"
+        elif ctype == "application/json":
+            doc = decode_json(request, body)
+            events = doc.get("events") if isinstance(doc, dict) else None
+            if not isinstance(events, list):
+                raise refuse(request, code=error_codes.MALFORMED_REQUEST, status=400, raw=doc,
+                             message='The body must be a JSON object with an "events" list.')
+            check_batch_size(request, events, doc)
+            items = [(e, e) for e in events]
+            channel = "native"
+        elif ctype == CE_STRUCTURED:
+            doc = decode_json(request, body)
+            items = [(ingest.from_cloudevent(doc), doc)]
+            channel = "cloudevents"
+        elif ctype == CE_BATCH:
+            doc = decode_json(request, body)
+            if not isinstance(doc, list):
+                raise refuse(request, code=error_codes.MALFORMED_REQUEST, status=400, raw=doc,
+                             message="A CloudEvents batch must be a JSON array of events.")
+            check_batch_size(request, doc, doc)
+            items = [(ingest.from_cloudevent(ce), ce) for ce in doc]
+            channel = "cloudevents-batch"
+        else:
+            raise refuse(request, code=error_codes.UNSUPPORTED_MEDIA_TYPE, status=415,
+                         raw=body[:1_000_000].decode("utf-8", errors="replace"),
+                         message=f"Content type {ctype or '(none)'!r} is not accepted; send application/json, "
+                                 f"{CE_STRUCTURED} or {CE_BATCH}.")
+        result = usage_ingest(items=items, actor=actor, api_key=request.auth, channel=channel)
+        payload = {"batch_id": result.batch_id, "counts": result.counts, "results": result.results}
+        return HttpResponse(orjson.dumps(payload), content_type="application/json")
+
+
+def binary_cloudevent(request: Request, body: bytes, ctype: str) -> tuple[dict[str, Any], Any]:
+    headers = request.headers
+    data: Any = None
+    if body:
+        if ctype.endswith("json"):
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                data = body.decode("utf-8", errors="replace")
+        else:
+            data = body.decode("utf-8", errors="replace")
+    ce = {"specversion": headers.get("ce-specversion"), "id": headers.get("ce-id"),
+          "source": headers.get("ce-source"), "subject": headers.get("ce-subject"), "type": headers.get("ce-type"),
+          "time": headers.get("ce-time"), "data": data}
+    return ingest.from_cloudevent(ce), ce
+
+
+# --- admin: metrics and mappings ------------------------------------------------------
+
+
+class MetricListCreateApi(generics.ListAPIView):
+    """Metric definitions with their versions; POST creates a metric (version 1)."""
+
+    required_scope = ApiScope.ADMIN
+
+    class OutputSerializer(serializers.ModelSerializer):
+        versions = serializers.SerializerMethodField()
+
+        class Meta:
+            model = MetricDefinition
+            fields = ["id", "code", "created_at", "versions"]
+
+        @extend_schema_field(serializers.ListField(child=serializers.DictField()))
+        def get_versions(self, obj: MetricDefinition) -> list[dict[str, Any]]:
+            return [
+                {"version": v.version, "effective_from": v.effective_from, "name": v.name, "unit": v.unit,
+                 "aggregation": v.aggregation, "value_property": v.value_property,
+                 "properties_schema": v.properties_schema}
+                for v in obj.versions.order_by("version")
+            ]
+
+    class InputSerializer(serializers.Serializer):
+        code = serializers.SlugField(max_length=100)
+        name = serializers.CharField(max_length=200)
+        unit = serializers.CharField(max_length=50, required=False, default="")
+        aggregation = serializers.ChoiceField(choices=Aggregation.choices)
+        value_property = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
+        properties_schema = serializers.DictField(required=False, default=dict)
+        effective_from = serializers.DateTimeField(required=False, allow_null=True, default=None)
+
+    serializer_class = OutputSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.metrics()
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        version = metric_create(actor=Actor.for_request(request), **data.validated_data)
+        return Response(self.OutputSerializer(version.metric).data, status=201)
+
+
+class MetricVersionCreateApi(APIView):
+    """A change to a metric: a new version in force from `effective_from`."""
+
+    required_scope = ApiScope.ADMIN
+
+    class InputSerializer(serializers.Serializer):
+        effective_from = serializers.DateTimeField()
+        name = serializers.CharField(max_length=200, required=False)
+        unit = serializers.CharField(max_length=50, required=False, allow_blank=True)
+        aggregation = serializers.ChoiceField(choices=Aggregation.choices, required=False)
+        value_property = serializers.CharField(max_length=100, required=False, allow_blank=True)
+        properties_schema = serializers.DictField(required=False)
+        reason = serializers.CharField(required=False, default="", allow_blank=True)
+
+    @extend_schema(request=InputSerializer, responses={201: MetricListCreateApi.OutputSerializer})
+    def post(self, request: Request, code: str) -> Response:
+        metric = selectors.metric_by_code(code=code)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        metric_version_add(metric=metric, actor=Actor.for_request(request), **data.validated_data)
+        return Response(MetricListCreateApi.OutputSerializer(metric).data, status=201)
+
+
+class MappingListCreateApi(generics.ListAPIView):
+    """Identity mappings (source, customer_ref) → customer; POST adds one and releases held events."""
+
+    required_scope = ApiScope.ADMIN
+
+    class OutputSerializer(serializers.ModelSerializer):
+        customer = serializers.SlugRelatedField(slug_field="code", read_only=True)
+
+        class Meta:
+            model = CustomerMapping
+            fields = ["id", "source", "customer_ref", "customer", "created_at"]
+
+    class InputSerializer(serializers.Serializer):
+        source = serializers.CharField(max_length=100)
+        customer_ref = serializers.CharField(max_length=200)
+        customer_id = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.all())
+
+    serializer_class = OutputSerializer
+    filterset_fields = ["source", "customer_ref"]
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.mappings()
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        mapping = customer_mapping_create(source=data.validated_data["source"],
+                                          customer_ref=data.validated_data["customer_ref"],
+                                          customer=data.validated_data["customer_id"],
+                                          actor=Actor.for_request(request))
+        return Response(self.OutputSerializer(mapping).data, status=201)
+
+
+class RejectedListApi(generics.ListAPIView):
+    """The dead letter: rejected events with their raw payload, code and message."""
+
+    required_scope = ApiScope.ADMIN
+
+    class OutputSerializer(serializers.ModelSerializer):
+        class Meta:
+            model = RejectedEvent
+            fields = ["id", "received_at", "source", "event_id", "code", "message", "raw", "raw_text", "status",
+                      "resubmitted_at", "resubmission_outcome", "case"]
+
+    serializer_class = OutputSerializer
+    filterset_fields = ["source", "code", "status"]
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.rejected_events()
+
+
+class RejectedResubmitApi(APIView):
+    """Correct a rejected event and send it again (canonical event shape)."""
+
+    required_scope = ApiScope.ADMIN
+
+    class InputSerializer(serializers.Serializer):
+        event = serializers.DictField()
+
+    @extend_schema(request=InputSerializer, responses={200: EventResultSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        rejected = selectors.rejected_event(pk=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        outcome = rejected_event_resubmit(rejected=rejected, corrected=data.validated_data["event"],
+                                          actor=Actor.for_request(request))
+        return Response(outcome)
+
+
+class ControlTotalsApi(APIView):
+    """Control totals per source and day of receipt: received = accepted + duplicate + rejected + held."""
+
+    required_scope = ApiScope.USAGE_WRITE
+
+    class OutputSerializer(serializers.Serializer):
+        source = serializers.CharField()
+        day = serializers.DateField()
+        received = serializers.IntegerField()
+        accepted = serializers.IntegerField()
+        duplicate = serializers.IntegerField()
+        rejected = serializers.IntegerField()
+        held = serializers.IntegerField()
+        released = serializers.IntegerField()
+
+    @extend_schema(
+        parameters=[OpenApiParameter("date_from", OpenApiTypes.DATE), OpenApiParameter("date_to", OpenApiTypes.DATE),
+                    OpenApiParameter("source", str)],
+        responses={200: inline_serializer("ControlTotalsList", {"results": OutputSerializer(many=True)}),
+                   400: OpenApiResponse(ErrorSerializer)},
+    )
+    def get(self, request: Request) -> Response:
+        q = request.query_params
+        try:
+            date_from = date.fromisoformat(q["date_from"]) if q.get("date_from") else None
+            date_to = date.fromisoformat(q["date_to"]) if q.get("date_to") else None
+        except ValueError as exc:
+            raise AppError("date_from/date_to must be YYYY-MM-DD.", code=core_codes.VALIDATION_FAILED) from exc
+        rows = selectors.control_totals(date_from=date_from, date_to=date_to, source=q.get("source") or None)
+        return Response({"results": self.OutputSerializer(rows, many=True).data})

@@ -1,0 +1,307 @@
+"""The ingest fast path's pure part: turn decoded events into valid candidates or
+rejections, without the ORM. services.usage_ingest does the database side.
+
+Each input shape (native, CloudEvents, Lago, CSV) is first mapped to the
+canonical event dict by an adapter below, then validated by `validate_batch`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import fastjsonschema
+import orjson
+
+from metering import error_codes as codes
+
+QUANT = Decimal("0.000001")
+_UNIX_RE = re.compile(r"^-?\d+(\.\d+)?$")
+MAX_VALUE = Decimal(10) ** 24
+MAX_LEN = {"source": 100, "event_id": 200, "customer_ref": 200, "metric": 100}
+
+ACCEPTED = "accepted"
+DUPLICATE = "duplicate"
+REJECTED = "rejected"
+HELD = "held"
+
+
+@dataclass(slots=True)
+class VersionInfo:
+    id: int
+    metric_id: int
+    code: str
+    effective_from: datetime
+    aggregation: str
+    value_property: str
+    validate: Callable[[Any], Any]
+
+
+@dataclass(slots=True)
+class Candidate:
+    """A valid event, ready to store."""
+
+    index: int
+    source: str
+    event_id: str
+    customer_ref: str
+    version: VersionInfo
+    timestamp: datetime
+    value: Decimal | None
+    properties: dict[str, Any]
+    content_hash: str
+    raw: Any
+    customer_id: int | None = None
+
+
+@dataclass(slots=True)
+class Rejection:
+    index: int
+    source: str
+    event_id: str
+    code: str
+    message: str
+    raw: Any
+
+
+@dataclass
+class Validated:
+    candidates: list[Candidate] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    # index -> (candidate index it duplicates, same content?)
+    in_batch_duplicates: dict[int, tuple[int, bool]] = field(default_factory=dict)
+
+
+_compiled: dict[tuple[int, bytes], Callable[[Any], Any]] = {}
+
+
+def compiled_schema(version_id: int, schema: dict[str, Any]) -> Callable[[Any], Any]:
+    """The JSON Schema of a metric version, compiled once per process."""
+    key = (version_id, orjson.dumps(schema, option=orjson.OPT_SORT_KEYS))
+    fn = _compiled.get(key)
+    if fn is None:
+        fn = fastjsonschema.compile(schema) if schema else (lambda data: data)
+        _compiled[key] = fn
+    return fn
+
+
+class _Reject(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        self.code = code
+        self.message = message
+
+
+def _text(event: dict[str, Any], name: str) -> str:
+    raw = event.get(name)
+    if raw is None or raw == "":
+        raise _Reject(codes.MISSING_FIELD, f"The event has no '{name}'.")
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        raise _Reject(codes.INVALID_FIELD, f"'{name}' must be a string.")
+    text = str(raw)
+    if len(text) > MAX_LEN[name]:
+        raise _Reject(codes.INVALID_FIELD, f"'{name}' is longer than {MAX_LEN[name]} characters.")
+    return text
+
+
+def parse_timestamp(raw: Any) -> datetime:
+    """ISO 8601 with an offset (or Z), or Unix seconds."""
+    if raw is None or raw == "":
+        raise _Reject(codes.MISSING_FIELD, "The event has no 'timestamp'.")
+    if isinstance(raw, bool):
+        raise _Reject(codes.INVALID_TIMESTAMP, "'timestamp' must be ISO 8601 or Unix seconds.")
+    if isinstance(raw, int | float):
+        try:
+            return datetime.fromtimestamp(raw, tz=UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise _Reject(codes.INVALID_TIMESTAMP, f"'timestamp' {raw} is not a usable Unix time.") from exc
+    if isinstance(raw, str):
+        if _UNIX_RE.match(raw):
+            return parse_timestamp(float(raw) if "." in raw else int(raw))
+        try:
+            ts = datetime.fromisoformat(raw)
+        except ValueError as exc:
+            raise _Reject(codes.INVALID_TIMESTAMP, f"'timestamp' {raw[:60]!r} is not ISO 8601.") from exc
+        if ts.tzinfo is None:
+            raise _Reject(codes.INVALID_TIMESTAMP,
+                          f"'timestamp' {raw[:60]!r} has no time zone; add Z or an offset like +00:00.")
+        return ts.astimezone(UTC)
+    raise _Reject(codes.INVALID_TIMESTAMP, "'timestamp' must be ISO 8601 or Unix seconds.")
+
+
+def parse_value(raw: Any, what: str) -> Decimal:
+    if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
+        raise _Reject(codes.INVALID_VALUE, f"{what} must be a number.")
+    try:
+        value = Decimal(str(raw).strip()) if not isinstance(raw, Decimal) else raw
+    except InvalidOperation as exc:
+        raise _Reject(codes.INVALID_VALUE, f"{what} {str(raw)[:40]!r} is not a number.") from exc
+    if not value.is_finite():
+        raise _Reject(codes.INVALID_VALUE, f"{what} must be a finite number.")
+    if abs(value) >= MAX_VALUE:
+        raise _Reject(codes.INVALID_VALUE, f"{what} is too large (at most 24 digits before the point).")
+    quantized = value.quantize(QUANT)
+    if quantized != value:
+        raise _Reject(codes.INVALID_VALUE, f"{what} has more than 6 decimal places.")
+    return quantized
+
+
+def content_hash(customer_ref: str, metric: str, ts: datetime, value: Decimal | None, props: Any) -> str:
+    blob = orjson.dumps(
+        [customer_ref, metric, ts.isoformat(), None if value is None else str(value.normalize()), props],
+        option=orjson.OPT_SORT_KEYS,
+    )
+    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+
+
+def _pick_version(versions: list[VersionInfo], ts: datetime, code: str) -> VersionInfo:
+    for version in versions:  # newest effective_from first
+        if version.effective_from <= ts:
+            return version
+    raise _Reject(codes.METRIC_NOT_EFFECTIVE,
+                  f"Metric '{code}' has no version in force at {ts.isoformat()}; its first starts "
+                  f"{versions[-1].effective_from.isoformat()}.")
+
+
+def validate_one(
+    index: int, event: Any, raw: Any, catalog: dict[str, list[VersionInfo]], oldest: datetime, newest: datetime
+) -> Candidate:
+    if not isinstance(event, dict):
+        raise _Reject(codes.EVENT_MALFORMED, "The event is not a JSON object.")
+    if "_reject" in event:  # an adapter found the input shape broken
+        raise _Reject(*event["_reject"])
+    source = _text(event, "source")
+    event_id = _text(event, "event_id")
+    customer_ref = _text(event, "customer_ref")
+    code = _text(event, "metric")
+    ts = parse_timestamp(event.get("timestamp"))
+    if ts < oldest:
+        raise _Reject(codes.EVENT_TOO_OLD,
+                      f"The event is from {ts.isoformat()}, before the accepted window starting "
+                      f"{oldest.isoformat(timespec='seconds')}.")
+    if ts > newest:
+        raise _Reject(codes.EVENT_IN_FUTURE,
+                      f"The event is from {ts.isoformat()}, more than the allowed margin in the future.")
+    versions = catalog.get(code)
+    if not versions:
+        raise _Reject(codes.UNKNOWN_METRIC, f"There is no metric with code '{code}'.")
+    version = _pick_version(versions, ts, code)
+    props = event.get("properties")
+    if props is None:
+        props = {}
+    elif not isinstance(props, dict):
+        raise _Reject(codes.INVALID_FIELD, "'properties' must be a JSON object.")
+    raw_value = event.get("value")
+    value: Decimal | None = None
+    if raw_value is not None and raw_value != "":
+        value = parse_value(raw_value, "'value'")
+    elif version.aggregation in ("sum", "max", "latest"):
+        if version.value_property in props and props[version.value_property] not in (None, ""):
+            value = parse_value(props[version.value_property], f"Property '{version.value_property}'")
+        else:
+            raise _Reject(codes.VALUE_REQUIRED,
+                          f"Metric '{code}' ({version.aggregation}) needs a value: send 'value' or "
+                          f"property '{version.value_property}'.")
+    if version.aggregation == "unique_count" and props.get(version.value_property) in (None, ""):
+        raise _Reject(codes.VALUE_REQUIRED,
+                      f"Metric '{code}' counts distinct values of property '{version.value_property}', "
+                      "which the event lacks.")
+    try:
+        version.validate(props)
+    except fastjsonschema.JsonSchemaValueException as exc:
+        raise _Reject(codes.SCHEMA_VIOLATION, f"'properties' do not match metric '{code}': {exc.message}.") from exc
+    return Candidate(
+        index=index, source=source, event_id=event_id, customer_ref=customer_ref, version=version, timestamp=ts,
+        value=value, properties=props, content_hash=content_hash(customer_ref, code, ts, value, props), raw=raw,
+    )
+
+
+def validate_batch(
+    items: Iterable[tuple[Any, Any]],
+    catalog: dict[str, list[VersionInfo]],
+    *,
+    now: datetime,
+    max_age: timedelta,
+    max_future: timedelta,
+) -> Validated:
+    """Validate (canonical event, raw payload) pairs; a later copy of a key in the batch is a duplicate."""
+    out = Validated()
+    oldest, newest = now - max_age, now + max_future
+    seen: dict[tuple[str, str], Candidate] = {}
+    for index, (event, raw) in enumerate(items):
+        try:
+            cand = validate_one(index, event, raw, catalog, oldest, newest)
+        except _Reject as rej:
+            source = event.get("source") if isinstance(event, dict) else None
+            event_id = event.get("event_id") if isinstance(event, dict) else None
+            out.rejections.append(Rejection(index, _short(source, 100), _short(event_id, 200), rej.code,
+                                            rej.message, raw))
+            continue
+        first = seen.get((cand.source, cand.event_id))
+        if first is not None:
+            out.in_batch_duplicates[index] = (first.index, first.content_hash == cand.content_hash)
+            continue
+        seen[(cand.source, cand.event_id)] = cand
+        out.candidates.append(cand)
+    return out
+
+
+def _short(raw: Any, n: int) -> str:
+    return str(raw)[:n] if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+
+
+# --- adapters: each input shape to the canonical event -----------------------------
+
+
+def from_cloudevent(ce: Any) -> Any:
+    """CloudEvents 1.0: id→event_id, source, subject→customer_ref, type→metric, time, data→value/properties.
+
+    `data` may be an object ({"value": 3, ...other properties}) or a bare number (the value).
+    """
+    if not isinstance(ce, dict):
+        return ce
+    if ce.get("specversion") != "1.0":
+        return {"source": ce.get("source"), "event_id": ce.get("id"),
+                "_reject": (codes.EVENT_MALFORMED, "A CloudEvent needs specversion '1.0'.")}
+    data = ce.get("data")
+    value = None
+    properties: Any = {}
+    if isinstance(data, dict):
+        properties = {k: v for k, v in data.items() if k != "value"}
+        value = data.get("value")
+        if isinstance(data.get("properties"), dict) and len(properties) == 1:
+            properties = data["properties"]
+    elif data is not None:
+        value = data
+    return {
+        "event_id": ce.get("id"), "source": ce.get("source"), "customer_ref": ce.get("subject"),
+        "metric": ce.get("type"), "timestamp": ce.get("time"), "value": value, "properties": properties,
+    }
+
+
+LAGO_SOURCE = "lago"
+
+
+def from_lago(ev: Any) -> Any:
+    """Lago's event: transaction_id, external_subscription_id | external_customer_id, code, timestamp, properties."""
+    if not isinstance(ev, dict):
+        return ev
+    ref = ev.get("external_subscription_id") or ev.get("external_customer_id")
+    ts = ev.get("timestamp")
+    if ts is None or ts == "":
+        ts = datetime.now(UTC).isoformat()  # Lago stamps events without a timestamp with the receipt time
+    props = ev.get("properties")
+    value = None
+    amount = ev.get("precise_total_amount_cents")
+    if isinstance(props, dict) and amount not in (None, ""):
+        props = {**props, "precise_total_amount_cents": amount}
+    elif props is None and amount not in (None, ""):
+        props = {"precise_total_amount_cents": amount}
+    return {
+        "event_id": ev.get("transaction_id"), "source": LAGO_SOURCE, "customer_ref": ref,
+        "metric": ev.get("code"), "timestamp": ts, "value": value, "properties": props,
+    }

@@ -1,0 +1,75 @@
+"""Exactly once under concurrent delivery, against PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+
+from core.models import ApiKey, Currency, Customer, LegalEntity
+from exceptions.services import Actor
+from metering.models import CustomerMapping, EventKey, IngestTally, UsageEvent
+from metering.partitions import partition_name
+from metering.services import usage_ingest, usage_summarize_window
+from tests.conftest import requires_postgres
+from tests.metering.factories import make_metric
+
+THREADS = 6
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_same_events_sent_by_several_clients_at_once_count_once() -> None:
+    usd = Currency.objects.get_or_create(code="USD", defaults={"name": "US Dollar", "minor_units": 2})[0]
+    entity = LegalEntity.objects.create(code="ll-us", name="LL", base_currency=usd, country="US")
+    acme = Customer.objects.create(legal_entity=entity, code="acme", name="Acme")
+    CustomerMapping.objects.create(source="app", customer_ref="acct-1", customer=acme)
+    make_metric("api_calls")
+    key = ApiKey.objects.create(name="producer", prefix="p1", key_hash="x", scopes=["usage:write"])
+    ts = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    # Every thread sends the same 300 events, each in its own order, overlapping in time.
+    events = [{"event_id": f"e{i}", "source": "app", "customer_ref": "acct-1", "metric": "api_calls",
+               "timestamp": ts} for i in range(300)]
+    barrier = threading.Barrier(THREADS)
+    outcomes: list[dict[str, int]] = []
+    errors: list[BaseException] = []
+
+    def send(n: int) -> None:
+        try:
+            batch = events[n * 37:] + events[: n * 37] if n % 2 else list(reversed(events))
+            barrier.wait()
+            result = usage_ingest(items=[(e, e) for e in batch], actor=Actor.for_api_key(key), api_key=key)
+            outcomes.append(result.counts)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert sum(o["accepted"] for o in outcomes) == 300
+    assert sum(o["duplicate"] for o in outcomes) == 300 * (THREADS - 1)
+    assert UsageEvent.objects.count() == 300 and EventKey.objects.count() == 300
+    tally = IngestTally.objects.get(source="app")
+    assert (tally.accepted, tally.duplicate) == (300, 300 * (THREADS - 1))
+
+    # The events land in their month's partition, not the default one.
+    at = datetime.fromisoformat(ts)
+    assert _count(partition_name(at.year, at.month)) == 300
+    assert _count("metering_usageevent_default") == 0
+    summary = usage_summarize_window(period_start=at - timedelta(days=1), period_end=at + timedelta(days=1),
+                                     actor=Actor.system("t"))
+    assert [s.quantity for s in summary] == [300]
+
+
+def _count(table: str) -> Any:
+    with connection.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 - our own table names
+        return cur.fetchone()[0]
