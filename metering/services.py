@@ -8,7 +8,7 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -241,6 +241,8 @@ class IngestResult:
     results: list[dict[str, Any]]
     counts: dict[str, int]
     batch_id: str
+    # index -> the stored candidate (accepted/held/duplicate of a valid event), for adapters' echoes
+    candidates: dict[int, ingest.Candidate] = field(default_factory=dict)
 
 
 def _catalog(codes: set[str]) -> dict[str, list[ingest.VersionInfo]]:
@@ -353,7 +355,8 @@ def usage_ingest(
             object_repr=f"{channel} batch of {len(items)}",
             after={**counts, "channel": channel, "sources": sorted({s for s, _ in tally})[:20]},
         )
-    return IngestResult(results=[r for r in results if r is not None], counts=counts, batch_id=batch_id)
+    return IngestResult(results=[r for r in results if r is not None], counts=counts, batch_id=batch_id,
+                        candidates={c.index: c for c in cands})
 
 
 def _dead_letter(rejections: list[ingest.Rejection], *, actor: Actor, api_key_id: int | None,

@@ -1,3 +1,8 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
 
-urlpatterns: list = []
+from metering.api import lago_views
+
+urlpatterns = [
+    path("events", lago_views.LagoEventCreateApi.as_view(), name="lago-events"),
+    path("events/batch", lago_views.LagoEventBatchApi.as_view(), name="lago-events-batch"),
+]
