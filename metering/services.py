@@ -5,16 +5,21 @@ audit entry inside it.
 
 from __future__ import annotations
 
+import csv
+import tempfile
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import IO, Any
 
 import fastjsonschema
+import orjson
 from django.conf import settings
+from django.core.files import File
 from django.db import connection, transaction
+from django.db.models import Min
 from django.utils import timezone
 
 from core.errors import AppError, Conflict
@@ -27,6 +32,7 @@ from metering.models import (
     CustomerMapping,
     DuplicateConflict,
     HeldEvent,
+    ImportJob,
     MetricDefinition,
     MetricVersion,
     RejectedEvent,
@@ -539,3 +545,177 @@ def rejected_event_resubmit(*, rejected: RejectedEvent, corrected: dict[str, Any
         audit_record(actor=actor, action="usage.resubmit", obj=locked, before={"raw": locked.raw or locked.raw_text},
                      after={"event": corrected, "outcome": outcome["status"]})
     return outcome
+
+
+# --- scheduled refresh -------------------------------------------------------------------------
+
+LATE_USAGE_LOOKBACK_DAYS = 40  # closed windows this recent are checked for late events (EVENT_MAX_AGE + margin)
+
+
+def usage_summaries_refresh(*, actor: Actor, now: datetime | None = None) -> int:
+    """Bring open summaries up to date, and open revision+1 of recently closed windows with late events.
+
+    Incremental: a window is recomputed only if an event arrived past its
+    lowest watermark. Returns how many windows were recomputed. Safe to run twice.
+    """
+    now = now or timezone.now()
+    windows: dict[tuple[datetime, datetime], int] = {}
+    open_rows = (UsageSummary.objects.filter(closed_at__isnull=True).values("period_start", "period_end")
+                 .annotate(low=Min("watermark_seq")).order_by())
+    for row in open_rows:
+        windows[(row["period_start"], row["period_end"])] = row["low"]
+    closed_rows = (UsageSummary.objects.filter(closed_at__isnull=False,
+                                               period_end__gte=now - timedelta(days=LATE_USAGE_LOOKBACK_DAYS))
+                   .values("period_start", "period_end").annotate(low=Min("watermark_seq")).order_by())
+    for row in closed_rows:
+        key = (row["period_start"], row["period_end"])
+        windows[key] = min(windows.get(key, row["low"]), row["low"])
+    done = 0
+    for (start, end), low in sorted(windows.items()):
+        if UsageEvent.objects.filter(timestamp__gte=start, timestamp__lt=end, seq__gt=low).exists():
+            usage_summarize_window(period_start=start, period_end=end, actor=actor)
+            done += 1
+    return done
+
+
+# --- CSV import (upload page and `manage.py import_usage`) ------------------------------------
+
+CSV_COLUMNS = ("event_id", "source", "customer_ref", "metric", "timestamp")
+CSV_BATCH = 1000  # rows per ingest batch: one transaction and one audit entry each
+ERROR_REPORT_HEADER = ["row", "event_id", "status", "code", "message"]
+
+
+@dataclass
+class ImportProgress:
+    rows: int = 0
+    bytes_read: int = 0
+    accepted: int = 0
+    duplicate: int = 0
+    rejected: int = 0
+    held: int = 0
+
+
+def _csv_lines(fileobj: IO[bytes], progress: ImportProgress) -> Iterator[str]:
+    for raw in fileobj:
+        progress.bytes_read += len(raw)
+        yield raw.decode("utf-8-sig" if progress.bytes_read == len(raw) else "utf-8", errors="replace")
+
+
+def _csv_event(row: dict[str, str]) -> dict[str, Any]:
+    event: dict[str, Any] = {k: (row.get(k) or "").strip() for k in CSV_COLUMNS}
+    value = (row.get("value") or "").strip()
+    event["value"] = value or None
+    props = (row.get("properties") or "").strip()
+    if props:
+        try:
+            event["properties"] = orjson.loads(props)
+        except orjson.JSONDecodeError:
+            event["_reject"] = (error_codes.INVALID_FIELD, "The properties column is not valid JSON.")
+    return event
+
+
+def usage_import_stream(
+    *,
+    fileobj: IO[bytes],
+    actor: Actor,
+    error_report: IO[str],
+    api_key: ApiKey | None = None,
+    on_progress: Callable[[ImportProgress], None] | None = None,
+) -> ImportProgress:
+    """Ingest a CSV file batch by batch, never holding the whole file in memory.
+
+    Columns: event_id, source, customer_ref, metric, timestamp[, value][, properties (JSON)].
+    Every row not accepted is written to `error_report` with its row number, code and message.
+    """
+    progress = ImportProgress()
+    reader = csv.DictReader(_csv_lines(fileobj, progress))
+    missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise AppError(f"The CSV file lacks the column(s) {', '.join(missing)}; the header must name "
+                       f"{', '.join(CSV_COLUMNS)}[, value, properties].", code=error_codes.IMPORT_INVALID)
+    writer = csv.writer(error_report)
+    writer.writerow(ERROR_REPORT_HEADER)
+    batch: list[tuple[Any, Any]] = []
+    first_row = 2  # the header is row 1
+
+    def flush() -> None:
+        nonlocal batch, first_row
+        if not batch:
+            return
+        result = usage_ingest(items=batch, actor=actor, api_key=api_key, channel="csv")
+        for r in result.results:
+            if r["status"] != ingest.ACCEPTED:
+                writer.writerow([first_row + r["index"], r["event_id"] or "", r["status"], r.get("code", ""),
+                                 r.get("message", "")])
+        for k in ("accepted", "duplicate", "rejected", "held"):
+            setattr(progress, k, getattr(progress, k) + result.counts[k])
+        progress.rows += len(batch)
+        first_row += len(batch)
+        batch = []
+        if on_progress is not None:
+            on_progress(progress)
+
+    for row in reader:
+        batch.append((_csv_event(row), dict(row)))
+        if len(batch) >= CSV_BATCH:
+            flush()
+    flush()
+    return progress
+
+
+def import_job_create(*, upload: Any, user: Any, actor: Actor) -> ImportJob:
+    """Keep the uploaded file and queue its ingestion (after commit)."""
+    if not upload.name.lower().endswith(".csv"):
+        raise AppError("Upload a .csv file.", code=error_codes.IMPORT_INVALID)
+    with transaction.atomic():
+        job = ImportJob(filename=upload.name[:255], total_bytes=upload.size or 0, created_by=user)
+        job.file.save(f"{uuid.uuid4().hex}.csv", upload, save=False)
+        job.save()
+        audit_record(actor=actor, action="usage.import_queued", obj=job,
+                     after={"filename": job.filename, "bytes": job.total_bytes})
+        transaction.on_commit(lambda: _enqueue_import(job.pk))
+    return job
+
+
+def _enqueue_import(job_id: int) -> None:
+    from django_q.tasks import async_task
+
+    async_task("metering.tasks.run_import_job", job_id, task_name=f"metering-import-{job_id}")
+
+
+def import_job_run(*, job_id: int, actor: Actor) -> ImportJob:
+    """Run a queued import (safe to run twice: a finished job is left alone, events are exactly-once)."""
+    job = ImportJob.objects.get(pk=job_id)
+    if job.status == ImportJob.Status.DONE:
+        return job
+    ImportJob.objects.filter(pk=job.pk).update(status=ImportJob.Status.RUNNING)
+
+    def save_progress(p: ImportProgress) -> None:
+        ImportJob.objects.filter(pk=job.pk).update(
+            processed_bytes=p.bytes_read, rows=p.rows, accepted=p.accepted, duplicate=p.duplicate,
+            rejected=p.rejected, held=p.held)
+
+    report = tempfile.TemporaryFile(mode="w+", encoding="utf-8", newline="")
+    status, message = ImportJob.Status.DONE, ""
+    progress = ImportProgress()
+    try:
+        with job.file.open("rb") as fh:
+            progress = usage_import_stream(fileobj=fh, actor=actor, error_report=report,
+                                           on_progress=save_progress)
+    except AppError as exc:
+        status, message = ImportJob.Status.FAILED, exc.message
+    with transaction.atomic():
+        job = ImportJob.objects.select_for_update().get(pk=job.pk)
+        job.status, job.message, job.finished_at = status, message, timezone.now()
+        job.rows, job.accepted, job.duplicate = progress.rows, progress.accepted, progress.duplicate
+        job.rejected, job.held = progress.rejected, progress.held
+        job.processed_bytes = job.total_bytes if status == ImportJob.Status.DONE else progress.bytes_read
+        report.seek(0)
+        job.error_report.save(f"import-{job.pk}-errors.csv", File(report), save=False)
+        report.close()
+        job.save()
+        audit_record(actor=actor, action="usage.import_finished", obj=job,
+                     after={"status": status, "rows": job.rows, "accepted": job.accepted,
+                            "duplicate": job.duplicate, "rejected": job.rejected, "held": job.held},
+                     reason=message)
+    return job

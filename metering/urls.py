@@ -1,4 +1,11 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from metering import views
 
 app_name = "metering"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.control_totals, name="control-totals"),
+    path("imports/", views.imports, name="imports"),
+    path("imports/<int:pk>/", views.import_detail, name="import-detail"),
+    path("imports/<int:pk>/errors.csv", views.import_errors, name="import-errors"),
+]
