@@ -11,6 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from core.errors import AppError
+from exceptions.admin import ReadOnlyAdmin
 from exceptions.services import Actor
 from metering.models import (
     Aggregation,
@@ -111,17 +112,6 @@ class CustomerMappingAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return obj is None and super().has_change_permission(request, obj)
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
