@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.db import models
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
 
 from billing.money import ROUND_HALF_EVEN, ROUND_HALF_UP
 
@@ -19,6 +19,8 @@ from billing.money import ROUND_HALF_EVEN, ROUND_HALF_UP
 MONEY = {"max_digits": 18, "decimal_places": 4}
 #: Rates, unit prices and quantities: 6 places (billing.money.RATE_PLACES).
 RATE = {"max_digits": 24, "decimal_places": 6}
+#: Half of the smallest stored money unit (4 places).
+SUM_TOLERANCE = Value(Decimal("0.00005"))
 
 
 class Rounding(models.TextChoices):
@@ -327,7 +329,13 @@ class Invoice(models.Model):
                 condition=Q(kind="invoice", credits__isnull=True) | (~Q(kind="invoice") & Q(credits__isnull=False)),
                 name="invoice_corrections_reference_original",
             ),
-            models.CheckConstraint(condition=Q(total=F("subtotal") + F("tax_total")), name="invoice_total_sum"),
+            # total = subtotal + tax; the half-unit tolerance is for SQLite, which compares decimals as
+            # floats (PostgreSQL's numeric is exact and every column has at most 4 places).
+            models.CheckConstraint(
+                condition=Q(total__gte=F("subtotal") + F("tax_total") - SUM_TOLERANCE)
+                & Q(total__lte=F("subtotal") + F("tax_total") + SUM_TOLERANCE),
+                name="invoice_total_sum_v2",
+            ),
             models.CheckConstraint(
                 condition=~Q(kind="credit_memo") | Q(total__lte=0), name="credit_memo_not_positive"
             ),

@@ -705,7 +705,7 @@ def _late_usage_corrections(
         c = o.contract
         try:
             draft = draft_period(terms=terms[c.pk], period=periods[o.pk], tz=tz, plans=plans, usage=index,
-                                 minor_units=c.currency.minor_units, rounding=o.rounding, include_fees=False)
+                                 minor_units=c.currency.minor_units, rounding=o.rounding)
         except (RatingError, TermsError) as exc:
             _rating_failed(run=run, contract=c, period=periods[o.pk], exc=exc, actor=actor)
             continue
@@ -739,13 +739,18 @@ def _correction(
     for ln in billed:
         if ln.kind != "credit_drawdown":
             billed_by_key[(ln.kind, ln.component, ln.service_start)] += ln.amount
+    # re-rated with the fees too (they do not depend on usage, so they cancel out) and without
+    # prepaid credit (already drawn when the original was drafted)
     new_by_key: dict[tuple[str, str, date], DraftLine] = {}
+    new_amounts: dict[tuple[str, str, date], Decimal] = defaultdict(lambda: ZERO)
     for dl in draft.lines:
-        new_by_key[dl.key] = dl
+        if dl.kind != "credit_drawdown":
+            new_by_key.setdefault(dl.key, dl)
+            new_amounts[dl.key] += dl.amount
     deltas: list[DraftLine] = []
     for key in sorted(set(billed_by_key) | set(new_by_key), key=lambda k: (k[2], k[0], k[1])):
         new = new_by_key.get(key)
-        delta = (new.amount if new else ZERO) - billed_by_key.get(key, ZERO)
+        delta = new_amounts.get(key, ZERO) - billed_by_key.get(key, ZERO)
         if delta == 0:
             continue
         template = new or next(ln for ln in billed if (ln.kind, ln.component, ln.service_start) == key)
