@@ -1,0 +1,1 @@
+# Ledgerline's Tryton module: see move.py.
