@@ -16,6 +16,7 @@ from decimal import Decimal
 from typing import Any, TypeVar
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -190,8 +191,9 @@ def contract_create(
         )
         try:
             contract.full_clean()
-        except Exception as exc:  # ValidationError: report it with our code
-            raise AppError(str(exc), code=error_codes.INVALID_CONTRACT) from None
+        except ValidationError as exc:
+            raise AppError("The contract is not valid; see extra.fields.", code=error_codes.INVALID_CONTRACT,
+                           extra={"fields": exc.message_dict}) from None
         contract.save()
         audit_record(actor=actor, action="contract.create", obj=contract,
                      after=_contract_snapshot(contract))

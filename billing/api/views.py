@@ -1,0 +1,363 @@
+"""Billing API: plans and contracts (scope `admin`), invoices and lineage (scope `invoices:read`)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing import error_codes, selectors
+from billing.models import (
+    Cadence,
+    Contract,
+    DocumentKind,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    LineKind,
+    PricePlan,
+)
+from billing.services import contract_amend, contract_create, price_plan_create, price_plan_version_add
+from core.errors import AppError
+from core.models import ApiScope, Currency, Customer
+from exceptions.services import Actor
+
+# --------------------------------------------------------------------------- admin: plans and contracts
+
+
+class _VersionSerializer(serializers.Serializer):
+    version = serializers.IntegerField(read_only=True)
+    effective_from = serializers.DateField()
+    components = serializers.ListField(child=serializers.DictField())
+    component_meta = serializers.DictField(required=False, default=dict)
+    note = serializers.CharField(required=False, default="", allow_blank=True)
+
+
+class PricePlanListCreateApi(generics.ListAPIView):
+    """Price plans with their versions; POST creates a plan with its first version."""
+
+    required_scope = ApiScope.ADMIN
+
+    class OutputSerializer(serializers.ModelSerializer):
+        currency = serializers.CharField(source="currency_id")
+        versions = _VersionSerializer(many=True)
+
+        class Meta:
+            model = PricePlan
+            fields = ["id", "code", "name", "currency", "default_tax_code", "versions", "created_at"]
+
+    class InputSerializer(serializers.Serializer):
+        code = serializers.SlugField(max_length=64)
+        name = serializers.CharField(max_length=200)
+        currency = serializers.SlugRelatedField(slug_field="code", queryset=Currency.objects.all())
+        default_tax_code = serializers.CharField(max_length=32, required=False, default="standard")
+        first_version = _VersionSerializer()
+
+    serializer_class = OutputSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.price_plans()
+
+    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        actor = Actor.for_request(request)
+        from django.db import transaction
+
+        with transaction.atomic():
+            plan = price_plan_create(code=v["code"], name=v["name"], currency=v["currency"], actor=actor,
+                                     default_tax_code=v["default_tax_code"])
+            first = v["first_version"]
+            price_plan_version_add(plan=plan, effective_from=first["effective_from"],
+                                   components=first["components"], component_meta=first["component_meta"],
+                                   note=first["note"], actor=actor)
+        return Response(self.OutputSerializer(selectors.price_plans().get(pk=plan.pk)).data, status=201)
+
+
+class PricePlanVersionCreateApi(APIView):
+    """Add a version (new prices from a date) to a plan."""
+
+    required_scope = ApiScope.ADMIN
+
+    @extend_schema(request=_VersionSerializer, responses={201: _VersionSerializer})
+    def post(self, request: Request, code: str) -> Response:
+        plan = get_object_or_404(PricePlan, code=code)
+        data = _VersionSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        version = price_plan_version_add(plan=plan, effective_from=v["effective_from"], components=v["components"],
+                                         component_meta=v["component_meta"], note=v["note"],
+                                         actor=Actor.for_request(request))
+        return Response(_VersionSerializer(version).data, status=201)
+
+
+class _AmendmentSerializer(serializers.Serializer):
+    effective_from = serializers.DateField()
+    plan = serializers.SlugRelatedField(slug_field="code", queryset=PricePlan.objects.all(), required=False,
+                                        allow_null=True, default=None)
+    overrides = serializers.DictField(required=False, allow_null=True, default=None)
+    reason = serializers.CharField()
+
+
+class ContractListCreateApi(generics.ListAPIView):
+    """Contracts (filter by entity or customer code); POST creates one."""
+
+    required_scope = ApiScope.ADMIN
+
+    class OutputSerializer(serializers.ModelSerializer):
+        customer = serializers.CharField(source="customer.code")
+        legal_entity = serializers.CharField(source="legal_entity.code")
+        plan = serializers.CharField(source="plan.code")
+        currency = serializers.CharField(source="currency_id")
+        amendments = _AmendmentSerializer(many=True)
+
+        class Meta:
+            model = Contract
+            fields = ["id", "code", "customer", "legal_entity", "currency", "plan", "overrides", "cadence",
+                      "anchor_day", "anchor_month", "start_date", "end_date", "prepaid_balance", "amendments"]
+
+    class InputSerializer(serializers.Serializer):
+        code = serializers.SlugField(max_length=64)
+        customer_id = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.all())
+        plan = serializers.SlugRelatedField(slug_field="code", queryset=PricePlan.objects.all())
+        start_date = serializers.DateField()
+        end_date = serializers.DateField(required=False, allow_null=True, default=None)
+        cadence = serializers.ChoiceField(choices=Cadence.choices, default=Cadence.MONTHLY)
+        anchor_day = serializers.IntegerField(min_value=1, max_value=28, default=1)
+        anchor_month = serializers.IntegerField(min_value=1, max_value=12, default=1)
+        overrides = serializers.DictField(required=False, default=dict)
+        prepaid_balance = serializers.DecimalField(max_digits=18, decimal_places=4, default=0, min_value=0)
+
+    serializer_class = OutputSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        q = self.request.query_params
+        return selectors.contracts(legal_entity=q.get("legal_entity", ""), customer=q.get("customer", ""))
+
+    @extend_schema(
+        request=InputSerializer, responses={201: OutputSerializer},
+        parameters=[OpenApiParameter("legal_entity", str), OpenApiParameter("customer", str)],
+    )
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = dict(data.validated_data)
+        v["customer"] = v.pop("customer_id")
+        contract = contract_create(actor=Actor.for_request(request), **v)
+        return Response(self.OutputSerializer(selectors.contracts().get(pk=contract.pk)).data, status=201)
+
+
+class ContractAmendApi(APIView):
+    """New terms for a contract from a date (refused inside an invoiced period)."""
+
+    required_scope = ApiScope.ADMIN
+
+    @extend_schema(request=_AmendmentSerializer, responses={201: _AmendmentSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        contract = get_object_or_404(Contract, pk=pk)
+        data = _AmendmentSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        amendment = contract_amend(contract=contract, actor=Actor.for_request(request), **data.validated_data)
+        return Response(_AmendmentSerializer(amendment).data, status=201)
+
+
+# --------------------------------------------------------------------------- invoices
+
+
+class _LineSerializer(serializers.ModelSerializer):
+    usage_summary = serializers.SerializerMethodField()
+    kind = serializers.CharField(help_text=f"One of: {', '.join(LineKind.values)}.")
+
+    class Meta:
+        model = InvoiceLine
+        fields = ["id", "position", "kind", "component", "metric", "description", "quantity", "unit_price", "tiers",
+                  "amount", "tax_code", "service_start", "service_end", "usage_summary", "credits_line",
+                  "credited_amount"]
+
+    def get_usage_summary(self, line: InvoiceLine) -> dict[str, Any] | None:
+        s = line.usage_summary
+        if s is None:
+            return None
+        return {"id": s.pk, "metric": s.metric.code, "period_start": s.period_start, "period_end": s.period_end,
+                "revision": s.revision, "quantity": str(s.quantity), "event_count": s.event_count,
+                "closed": s.closed_at is not None}
+
+
+class _TaxLineSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    tax_code = serializers.CharField()
+    jurisdiction = serializers.CharField()
+    rate = serializers.DecimalField(max_digits=9, decimal_places=6)
+    taxable_amount = serializers.DecimalField(max_digits=18, decimal_places=4)
+    amount = serializers.DecimalField(max_digits=18, decimal_places=4)
+
+
+class _InvoiceSerializer(serializers.ModelSerializer):
+    legal_entity = serializers.CharField(source="legal_entity.code")
+    customer = serializers.CharField(source="customer.code")
+    contract = serializers.CharField(source="contract.code")
+    currency = serializers.CharField(source="currency_id")
+    credits = serializers.CharField(source="credits.number", allow_null=True, default=None)
+    # plain strings (values listed) so the schema's enum names do not collide across apps
+    kind = serializers.CharField(help_text=f"One of: {', '.join(DocumentKind.values)}.")
+    status = serializers.CharField(help_text=f"One of: {', '.join(InvoiceStatus.values)}.")
+
+    class Meta:
+        model = Invoice
+        fields = ["id", "number", "kind", "status", "legal_entity", "customer", "contract", "currency",
+                  "period_start", "period_end", "issue_date", "subtotal", "tax_total", "total", "credited_total",
+                  "credits", "reason", "billing_run", "created_at", "finalized_at", "voided_at", "paid_at"]
+
+
+_INVOICE_FILTERS = [
+    OpenApiParameter("customer", str, description="customer code"),
+    OpenApiParameter("legal_entity", str, description="legal entity code"),
+    OpenApiParameter("status", str, enum=InvoiceStatus.values),
+    OpenApiParameter("kind", str, enum=DocumentKind.values),
+    OpenApiParameter("period", str, description="YYYY-MM: documents whose period starts in that month"),
+    OpenApiParameter("issued_from", date), OpenApiParameter("issued_to", date),
+    OpenApiParameter("number", str),
+]
+
+
+def _date_param(request: Request, name: str) -> date | None:
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise AppError(f"{name} must be a date (YYYY-MM-DD), got {raw!r}.", code=error_codes.INVALID_PERIOD,
+                       extra={"field": name}) from None
+
+
+class InvoiceListApi(generics.ListAPIView):
+    """Invoices, adjustment invoices and credit memos, filtered."""
+
+    required_scope = ApiScope.INVOICES_READ
+    serializer_class = _InvoiceSerializer
+    filter_backends: list[Any] = []
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        q = self.request.query_params
+        try:
+            return selectors.invoices(
+                customer=q.get("customer", ""), legal_entity=q.get("legal_entity", ""), status=q.get("status", ""),
+                kind=q.get("kind", ""), period=q.get("period", ""), number=q.get("number", ""),
+                issued_from=_date_param(self.request, "issued_from"),
+                issued_to=_date_param(self.request, "issued_to"),
+            )
+        except ValueError as exc:
+            raise AppError(str(exc), code=error_codes.INVALID_PERIOD, extra={"field": "period"}) from None
+
+    @extend_schema(parameters=_INVOICE_FILTERS)
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class InvoiceDetailApi(APIView):
+    """One document with its lines (each with its usage summary) and tax lines."""
+
+    required_scope = ApiScope.INVOICES_READ
+
+    class OutputSerializer(_InvoiceSerializer):
+        lines = _LineSerializer(many=True)
+        tax_lines = _TaxLineSerializer(many=True)
+
+        class Meta(_InvoiceSerializer.Meta):
+            fields = [*_InvoiceSerializer.Meta.fields, "lines", "tax_lines"]
+
+    @extend_schema(responses=OutputSerializer)
+    def get(self, request: Request, pk: int) -> Response:
+        try:
+            invoice = selectors.invoice_detail(pk=pk)
+        except Invoice.DoesNotExist:
+            raise AppError(f"No invoice {pk}.", code=error_codes.NOT_FOUND, status=404) from None
+        return Response(self.OutputSerializer(invoice).data)
+
+
+class InvoiceLinesApi(generics.ListAPIView):
+    """The lines of one document."""
+
+    required_scope = ApiScope.INVOICES_READ
+    serializer_class = _LineSerializer
+    filter_backends: list[Any] = []
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        get_object_or_404(Invoice, pk=self.kwargs["pk"])
+        return InvoiceLine.objects.filter(invoice_id=self.kwargs["pk"]).select_related(
+            "usage_summary__metric").order_by("position")
+
+
+class _EventSerializer(serializers.Serializer):
+    seq = serializers.IntegerField()
+    source = serializers.CharField()
+    event_id = serializers.CharField()
+    timestamp = serializers.DateTimeField()
+    value = serializers.DecimalField(max_digits=30, decimal_places=6, allow_null=True)
+    properties = serializers.JSONField()
+
+
+class InvoiceLineLineageApi(APIView):
+    """A line, its usage summary and the summary's events (paginated: limit/offset)."""
+
+    required_scope = ApiScope.INVOICES_READ
+
+    class OutputSerializer(serializers.Serializer):
+        line = _LineSerializer()
+        count = serializers.IntegerField()
+        next = serializers.CharField(allow_null=True)
+        previous = serializers.CharField(allow_null=True)
+        events = _EventSerializer(many=True)
+
+    @extend_schema(responses=OutputSerializer, parameters=[OpenApiParameter("limit", int),
+                                                           OpenApiParameter("offset", int)])
+    def get(self, request: Request, pk: int) -> Response:
+        try:
+            line = selectors.invoice_line(pk=pk)
+        except InvoiceLine.DoesNotExist:
+            raise AppError(f"No invoice line {pk}.", code=error_codes.NOT_FOUND, status=404) from None
+        paginator = LimitOffsetPagination()
+        page = paginator.paginate_queryset(selectors.line_events(line=line), request, view=self)
+        return Response({
+            "line": _LineSerializer(line).data,
+            "count": paginator.count,
+            "next": paginator.get_next_link(),
+            "previous": paginator.get_previous_link(),
+            "events": _EventSerializer(page, many=True).data,
+        })
+
+
+class EventInvoiceLinesApi(APIView):
+    """From a usage event (its seq) to the invoice lines it was billed on."""
+
+    required_scope = ApiScope.INVOICES_READ
+
+    class OutputSerializer(serializers.Serializer):
+        line_id = serializers.IntegerField(source="pk")
+        position = serializers.IntegerField()
+        invoice_id = serializers.IntegerField()
+        invoice_number = serializers.CharField(source="invoice.number", allow_null=True)
+        invoice_status = serializers.CharField(source="invoice.status")
+        usage_summary_id = serializers.IntegerField()
+        summary_revision = serializers.IntegerField(source="usage_summary.revision")
+        amount = serializers.DecimalField(max_digits=18, decimal_places=4)
+
+    @extend_schema(responses=OutputSerializer(many=True))
+    def get(self, request: Request, seq: int) -> Response:
+        from metering.models import UsageEvent
+
+        try:
+            lines = selectors.event_invoice_lines(event_seq=seq)
+        except UsageEvent.DoesNotExist:
+            raise AppError(f"No usage event {seq}.", code=error_codes.NOT_FOUND, status=404) from None
+        return Response(self.OutputSerializer(lines, many=True).data)
