@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Start the Ledgerline demo: database, demo data, a django-q2 worker, the web server.
+# Start the Ledgerline demo: database, demo data, Tryton (the ERP), a django-q2 worker, the web server.
 # Ctrl-C stops everything it started. Running it again reuses var/ (data kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,8 +14,20 @@ echo "==> Loading demo data"
 $PY manage.py load_demo
 
 pids=()
-cleanup() { echo; echo "==> Stopping demo"; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() { echo; echo "==> Stopping demo"; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
+  if [[ "${tryton_started:-0}" == 1 ]]; then bash scripts/tryton.sh stop || true; fi; }
 trap cleanup EXIT INT TERM
+
+# Tryton, the demo's ERP (scripts/tryton.sh: .venv-tryton, database under var/tryton/).
+# Nothing in Ledgerline needs it yet: if it does not start, the demo goes on without it.
+tryton_started=0
+echo "==> Starting Tryton, the ERP (first run builds .venv-tryton and its database: about a minute; log: var/log/tryton.log)"
+if bash scripts/tryton.sh --background >var/log/tryton.log 2>&1; then
+  tryton_started=1
+  echo "    Tryton on http://127.0.0.1:${TRYTON_PORT:-8010}/ (JSON-RPC: /${TRYTON_DB:-ledgerline}/rpc/), login admin / ${TRYTON_ADMIN_PASSWORD:-admin}"
+else
+  echo "    WARNING: Tryton did not start (see var/log/tryton.log); the demo continues without the ERP"
+fi
 
 echo "==> Starting the django-q2 worker (log: var/log/worker.log)"
 $PY manage.py qcluster >var/log/worker.log 2>&1 &
