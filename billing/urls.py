@@ -1,4 +1,21 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from billing import views
 
 app_name = "billing"
-urlpatterns: list = []
+urlpatterns = [
+    path("invoices/", views.invoice_list, name="invoices"),
+    path("invoices/finalize/", views.invoices_finalize_selected, name="invoices_finalize"),
+    path("invoices/<int:pk>/", views.invoice_detail, name="invoice"),
+    path("invoices/<int:pk>/print/", views.invoice_print, name="invoice_print"),
+    path("invoices/<int:pk>/finalize/", views.invoice_finalize, name="invoice_finalize"),
+    path("invoices/<int:pk>/void/", views.invoice_void, name="invoice_void"),
+    path("invoices/<int:pk>/paid/", views.invoice_mark_paid, name="invoice_paid"),
+    path("invoices/<int:pk>/credit/", views.invoice_credit, name="invoice_credit"),
+    path("lines/<int:pk>/", views.line_lineage, name="line"),
+    path("events/", views.event_lines, name="event_lines"),
+    path("runs/", views.run_list, name="runs"),
+    path("runs/start/", views.run_start, name="run_start"),
+    path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
+    path("runs/<int:pk>/finalize/", views.run_finalize, name="run_finalize"),
+]

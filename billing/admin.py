@@ -1,0 +1,195 @@
+"""Admin screens for integration admins: plans, contracts, amendments, tax rates.
+
+Anything beyond a plain edit goes through a service (validation, audit entry):
+plan versions, contracts and amendments are created by services; documents,
+runs and finance events are read-only here (their pages live under /billing/).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.forms import ModelForm
+from django.http import HttpRequest
+
+from billing import services
+from billing.models import (
+    BillingRun,
+    Contract,
+    ContractAmendment,
+    EntityBillingSettings,
+    FinanceEvent,
+    Invoice,
+    PricePlan,
+    PricePlanVersion,
+    TaxRate,
+)
+from core.errors import AppError
+from exceptions.services import Actor, audit_record
+
+
+class _ServiceAdmin(admin.ModelAdmin):
+    """Creates through a service (`create`); existing rows are read-only."""
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        if obj is None:
+            return list(self.readonly_fields)
+        return [f.name for f in self.model._meta.fields]
+
+    def create(self, request: HttpRequest, obj: Any, form: ModelForm) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        if change:
+            return
+        try:
+            created = self.create(request, obj, form)
+        except AppError as exc:
+            self.message_user(request, f"{exc.message} ({exc.code})", messages.ERROR)
+            raise forms.ValidationError(exc.message) from None
+        obj.pk = created.pk
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
+        try:
+            return super().add_view(request, form_url, extra_context)
+        except forms.ValidationError:
+            from django.shortcuts import redirect
+
+            return redirect(request.path)
+
+
+class PricePlanVersionInline(admin.TabularInline):
+    model = PricePlanVersion
+    extra = 0
+    can_delete = False
+    fields = ["version", "effective_from", "components", "component_meta", "note"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(PricePlan)
+class PricePlanAdmin(_ServiceAdmin):
+    list_display = ["code", "name", "currency", "default_tax_code"]
+    search_fields = ["code", "name"]
+    inlines = [PricePlanVersionInline]
+
+    def create(self, request: HttpRequest, obj: PricePlan, form: ModelForm) -> PricePlan:
+        return services.price_plan_create(code=obj.code, name=obj.name, currency=obj.currency,
+                                          default_tax_code=obj.default_tax_code, actor=Actor.for_user(request.user))
+
+
+@admin.register(PricePlanVersion)
+class PricePlanVersionAdmin(_ServiceAdmin):
+    """New prices from a date. `components`: the JSON list of price components (see docs/billing.md)."""
+
+    list_display = ["plan", "version", "effective_from", "note"]
+    list_filter = ["plan"]
+    exclude = ["version"]
+
+    def create(self, request: HttpRequest, obj: PricePlanVersion, form: ModelForm) -> PricePlanVersion:
+        return services.price_plan_version_add(plan=obj.plan, effective_from=obj.effective_from,
+                                               components=obj.components, component_meta=obj.component_meta,
+                                               note=obj.note, actor=Actor.for_user(request.user))
+
+
+class ContractAmendmentInline(admin.TabularInline):
+    model = ContractAmendment
+    extra = 0
+    can_delete = False
+    fields = ["effective_from", "plan", "overrides", "reason", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Contract)
+class ContractAdmin(_ServiceAdmin):
+    """Contracts are created here; their terms change only by amendments (below)."""
+
+    list_display = ["code", "customer", "legal_entity", "plan", "cadence", "start_date", "end_date"]
+    list_filter = ["legal_entity", "plan", "cadence"]
+    search_fields = ["code", "customer__code", "customer__name"]
+    exclude = ["legal_entity"]
+    inlines = [ContractAmendmentInline]
+
+    def create(self, request: HttpRequest, obj: Contract, form: ModelForm) -> Contract:
+        return services.contract_create(
+            code=obj.code, customer=obj.customer, plan=obj.plan, start_date=obj.start_date, end_date=obj.end_date,
+            cadence=obj.cadence, anchor_day=obj.anchor_day, anchor_month=obj.anchor_month, overrides=obj.overrides,
+            prepaid_balance=obj.prepaid_balance, currency=obj.currency, actor=Actor.for_user(request.user),
+        )
+
+
+@admin.register(ContractAmendment)
+class ContractAmendmentAdmin(_ServiceAdmin):
+    list_display = ["contract", "effective_from", "plan", "reason"]
+    list_filter = ["contract__legal_entity"]
+
+    def create(self, request: HttpRequest, obj: ContractAmendment, form: ModelForm) -> ContractAmendment:
+        return services.contract_amend(contract=obj.contract, effective_from=obj.effective_from, plan=obj.plan,
+                                       overrides=obj.overrides, reason=obj.reason, actor=Actor.for_user(request.user))
+
+
+class _AuditedAdmin(admin.ModelAdmin):
+    """Plain edits, each with its audit entry in the same transaction."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            audit_record(actor=Actor.for_user(request.user), action=f"{obj._meta.model_name}."
+                         f"{'change' if change else 'create'}", obj=obj,
+                         after={k: str(v) for k, v in form.cleaned_data.items()})
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        with transaction.atomic():
+            audit_record(actor=Actor.for_user(request.user), action=f"{obj._meta.model_name}.delete", obj=obj)
+            super().delete_model(request, obj)
+
+
+@admin.register(TaxRate)
+class TaxRateAdmin(_AuditedAdmin):
+    list_display = ["legal_entity", "jurisdiction", "tax_code", "name", "rate", "valid_from", "valid_to"]
+    list_filter = ["legal_entity", "jurisdiction", "tax_code"]
+
+
+@admin.register(EntityBillingSettings)
+class EntityBillingSettingsAdmin(_AuditedAdmin):
+    list_display = ["legal_entity", "rounding", "invoice_prefix", "credit_memo_prefix"]
+
+
+class _ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(_ReadOnlyAdmin):
+    list_display = ["__str__", "kind", "status", "legal_entity", "customer", "period_start", "total"]
+    list_filter = ["kind", "status", "legal_entity"]
+    search_fields = ["number", "customer__code"]
+
+
+@admin.register(BillingRun)
+class BillingRunAdmin(_ReadOnlyAdmin):
+    list_display = ["legal_entity", "period_start", "status", "processed", "total", "invoices_created"]
+
+
+@admin.register(FinanceEvent)
+class FinanceEventAdmin(_ReadOnlyAdmin):
+    list_display = ["id", "type", "legal_entity", "created_at"]
+    list_filter = ["type"]

@@ -1,0 +1,234 @@
+"""Billing pages: invoices (list, detail, print), lineage, billing runs with live progress.
+
+Who may do what (checked here, on the server):
+  view invoices, runs, lineage   finance_clerk, finance_approver, integration_admin, auditor
+  start a billing run            integration_admin
+  finalize drafts                finance_approver, integration_admin
+  void, issue credit memos       finance_approver
+  mark paid                      finance_clerk, finance_approver
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal, InvalidOperation
+
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from billing import selectors, services
+from billing.models import BillingRun, DocumentKind, Invoice, InvoiceStatus
+from billing.periods import parse_period
+from core.errors import AppError
+from core.models import LegalEntity
+from core.roles import AUDITOR, FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, has_role, role_required
+from exceptions.services import Actor
+
+VIEWERS = (FINANCE_CLERK, FINANCE_APPROVER, INTEGRATION_ADMIN, AUDITOR)
+RUNNERS = (INTEGRATION_ADMIN,)
+FINALIZERS = (FINANCE_APPROVER, INTEGRATION_ADMIN)
+CORRECTORS = (FINANCE_APPROVER,)
+PAYMENT_RECORDERS = (FINANCE_CLERK, FINANCE_APPROVER)
+#: Rows per page on the invoice list and the lineage event list.
+PAGE_SIZE = 50
+
+
+def _date(raw: str | None) -> date | None:
+    try:
+        return date.fromisoformat(raw) if raw else None
+    except ValueError:
+        return None
+
+
+@role_required(*VIEWERS)
+def invoice_list(request: HttpRequest) -> HttpResponse:
+    q = request.GET
+    errors = [f"'{q[k]}' is not a date (use YYYY-MM-DD)." for k in ("issued_from", "issued_to")
+              if q.get(k) and _date(q.get(k)) is None]
+    try:
+        docs = selectors.invoices(
+            customer=q.get("customer", "").strip(), legal_entity=q.get("legal_entity", ""),
+            status=q.get("status", ""), kind=q.get("kind", ""), period=q.get("period", "").strip(),
+            issued_from=_date(q.get("issued_from")), issued_to=_date(q.get("issued_to")),
+        )
+    except ValueError as exc:
+        errors.append(str(exc))
+        docs = selectors.invoices()
+    page = Paginator(docs, PAGE_SIZE).get_page(q.get("page"))
+    params = q.copy()
+    params.pop("page", None)
+    return render(request, "billing/invoice_list.html", {
+        "page": page, "filters": q, "errors": errors, "query": params.urlencode(),
+        "entities": LegalEntity.objects.order_by("code"), "statuses": InvoiceStatus.choices,
+        "kinds": DocumentKind.choices, "can_finalize": has_role(request.user, *FINALIZERS),
+    })
+
+
+@role_required(*VIEWERS)
+def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        invoice = selectors.invoice_detail(pk=pk)
+    except Invoice.DoesNotExist:
+        raise Http404 from None
+    user = request.user
+    return render(request, "billing/invoice_detail.html", {
+        "invoice": invoice, "lines": invoice.lines.all(), "tax_lines": invoice.tax_lines.all(),
+        "can_finalize": has_role(user, *FINALIZERS) and invoice.status == InvoiceStatus.DRAFT,
+        "can_correct": has_role(user, *CORRECTORS) and invoice.status in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID)
+        and invoice.kind != DocumentKind.CREDIT_MEMO,
+        "can_void": has_role(user, *CORRECTORS) and invoice.status == InvoiceStatus.FINALIZED
+        and invoice.kind != DocumentKind.CREDIT_MEMO,
+        "can_mark_paid": has_role(user, *PAYMENT_RECORDERS) and invoice.status == InvoiceStatus.FINALIZED
+        and invoice.kind != DocumentKind.CREDIT_MEMO,
+    })
+
+
+@role_required(*VIEWERS)
+def invoice_print(request: HttpRequest, pk: int) -> HttpResponse:
+    try:
+        invoice = selectors.invoice_detail(pk=pk)
+    except Invoice.DoesNotExist:
+        raise Http404 from None
+    return render(request, "billing/invoice_print.html", {
+        "invoice": invoice, "lines": invoice.lines.all(), "tax_lines": invoice.tax_lines.all(),
+    })
+
+
+def _act(request: HttpRequest, pk: int, action) -> HttpResponse:  # type: ignore[no-untyped-def]
+    invoice = get_object_or_404(Invoice, pk=pk)
+    try:
+        result = action(invoice, Actor.for_user(request.user))
+        messages.success(request, result)
+    except AppError as exc:
+        messages.error(request, f"{exc.message} ({exc.code})")
+    return redirect("billing:invoice", pk=pk)
+
+
+@require_POST
+@role_required(*FINALIZERS)
+def invoice_finalize(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(request, pk, lambda inv, actor: f"Finalized as {services.invoice_finalize(invoice=inv, actor=actor)}.")
+
+
+@require_POST
+@role_required(*CORRECTORS)
+def invoice_void(request: HttpRequest, pk: int) -> HttpResponse:
+    reason = request.POST.get("reason", "")
+    return _act(request, pk, lambda inv, actor: f"{services.invoice_void(invoice=inv, reason=reason, actor=actor)} "
+                "is void.")
+
+
+@require_POST
+@role_required(*PAYMENT_RECORDERS)
+def invoice_mark_paid(request: HttpRequest, pk: int) -> HttpResponse:
+    return _act(request, pk, lambda inv, actor: f"{services.invoice_mark_paid(invoice=inv, actor=actor)} is paid.")
+
+
+@require_POST
+@role_required(*CORRECTORS)
+def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Credit the whole invoice, or the amounts typed per line (`line_<id>` fields)."""
+    reason = request.POST.get("reason", "")
+    amounts: dict[int, Decimal] = {}
+    for key, raw in request.POST.items():
+        if key.startswith("line_") and raw.strip():
+            try:
+                amounts[int(key[5:])] = Decimal(raw.strip())
+            except (ValueError, InvalidOperation):
+                messages.error(request, f"'{raw}' is not an amount.")
+                return redirect("billing:invoice", pk=pk)
+    whole = request.POST.get("whole") == "1"
+
+    def issue(inv: Invoice, actor: Actor) -> str:
+        memo = services.credit_memo_issue(invoice=inv, reason=reason, actor=actor, lines=None if whole else amounts)
+        return f"Credit memo {memo} issued for {-memo.total} {memo.currency_id}."
+
+    if not whole and not amounts:
+        messages.error(request, "Type an amount on at least one line, or credit the whole invoice.")
+        return redirect("billing:invoice", pk=pk)
+    return _act(request, pk, issue)
+
+
+@require_POST
+@role_required(*FINALIZERS)
+def invoices_finalize_selected(request: HttpRequest) -> HttpResponse:
+    ids = [int(i) for i in request.POST.getlist("invoice") if i.isdigit()]
+    if not ids:
+        messages.error(request, "Select at least one draft.")
+    else:
+        done = services.invoices_finalize(invoice_ids=ids, actor=Actor.for_user(request.user))
+        messages.success(request, f"Finalized {len(done)} of {len(ids)} selected document(s).")
+    return redirect(request.POST.get("next") or "billing:invoices")
+
+
+@role_required(*VIEWERS)
+def line_lineage(request: HttpRequest, pk: int) -> HttpResponse:
+    from billing.models import InvoiceLine
+
+    try:
+        line = selectors.invoice_line(pk=pk)
+    except InvoiceLine.DoesNotExist:
+        raise Http404 from None
+    page = Paginator(selectors.line_events(line=line), PAGE_SIZE).get_page(request.GET.get("page"))
+    return render(request, "billing/line_lineage.html", {"line": line, "page": page})
+
+
+@role_required(*VIEWERS)
+def event_lines(request: HttpRequest) -> HttpResponse:
+    """From an event (its seq) to the invoice lines it was billed on."""
+    from metering.models import UsageEvent
+
+    raw = request.GET.get("seq", "").strip()
+    lines, error = None, ""
+    if raw:
+        try:
+            lines = list(selectors.event_invoice_lines(event_seq=int(raw)))
+        except (ValueError, UsageEvent.DoesNotExist):
+            error = f"No usage event with seq {raw!r}."
+    return render(request, "billing/event_lines.html", {"seq": raw, "lines": lines, "error": error})
+
+
+@role_required(*VIEWERS)
+def run_list(request: HttpRequest) -> HttpResponse:
+    runs = selectors.billing_runs()[:100]
+    return render(request, "billing/run_list.html", {
+        "runs": runs, "entities": LegalEntity.objects.order_by("code"),
+        "can_run": has_role(request.user, *RUNNERS), "can_finalize": has_role(request.user, *FINALIZERS),
+    })
+
+
+@require_POST
+@role_required(*RUNNERS)
+def run_start(request: HttpRequest) -> HttpResponse:
+    entity = LegalEntity.objects.filter(code=request.POST.get("entity", "")).first()
+    if entity is None:
+        messages.error(request, "Choose a legal entity.")
+        return redirect("billing:runs")
+    try:
+        month = parse_period(request.POST.get("period", "").strip())
+        run = services.billing_run_start(legal_entity=entity, month=month, actor=Actor.for_user(request.user))
+        messages.success(request, f"Billing run {run.label} of {entity.code} queued.")
+    except ValueError as exc:
+        messages.error(request, str(exc))
+    except AppError as exc:
+        messages.error(request, f"{exc.message} ({exc.code})")
+    return redirect("billing:runs")
+
+
+@role_required(*VIEWERS)
+def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The htmx fragment the runs page polls every two seconds while a run is going."""
+    run = get_object_or_404(BillingRun.objects.select_related("legal_entity"), pk=pk)
+    return render(request, "billing/_run_row.html", {"run": run, "can_finalize": has_role(request.user, *FINALIZERS)})
+
+
+@require_POST
+@role_required(*FINALIZERS)
+def run_finalize(request: HttpRequest, pk: int) -> HttpResponse:
+    run = get_object_or_404(BillingRun, pk=pk)
+    done = services.billing_run_finalize(run=run, actor=Actor.for_user(request.user))
+    messages.success(request, f"Finalized {len(done)} draft(s) of run {run.label}.")
+    return redirect("billing:runs")

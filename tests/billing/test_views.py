@@ -1,0 +1,113 @@
+"""Billing pages, the bill command and the schedule: roles are checked on the server."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django_q.models import Schedule
+
+from billing import services
+from billing.models import BillingRun, Invoice
+from billing.tasks import billing_run_task
+from exceptions.models import AuditEntry
+from tests.billing.conftest import ACTOR, bill, contract, customer, entity, invoice_of, metric, plan, send
+
+D = Decimal
+pytestmark = pytest.mark.django_db
+API = {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"}
+
+
+@pytest.fixture
+def draft():
+    us = entity("ll-us", "USD", 2, "UTC")
+    metric("api_calls")
+    cust = customer(us, "acme")
+    c = contract(cust, plan("basic", us.base_currency, [API]), date(2026, 10, 1))
+    send(cust, "api_calls", datetime(2026, 11, 2, tzinfo=UTC), count=3)
+    bill(us, "2026-11")
+    return invoice_of(c)
+
+
+def test_invoice_pages_for_finance_roles_only(client, draft, clerk, auditor, make_user) -> None:
+    client.force_login(auditor)
+    page = client.get("/billing/invoices/", {"customer": "acme", "period": "2026-11"})
+    assert page.status_code == 200 and f"draft #{draft.pk}" in page.content.decode()
+    detail = client.get(f"/billing/invoices/{draft.pk}/").content.decode()
+    assert "0.30" in detail and "3 events" in detail and "Finalize" not in detail
+    assert client.get(f"/billing/invoices/{draft.pk}/print/").status_code == 200
+    line = draft.lines.get()
+    lineage = client.get(f"/billing/lines/{line.pk}/").content.decode()
+    assert "api_calls" in lineage and lineage.count("<tr><td>") >= 3
+    seq = str(line.usage_summary.watermark_seq)
+    assert f"draft #{draft.pk}" in client.get("/billing/events/", {"seq": seq}).content.decode()
+    # an auditor cannot finalize, even by posting directly
+    assert client.post(f"/billing/invoices/{draft.pk}/finalize/").status_code == 403
+    nobody = make_user("nobody")
+    client.force_login(nobody)
+    assert client.get("/billing/invoices/").status_code == 403
+
+
+def test_approver_finalizes_credits_and_voids_through_the_pages(client, draft, approver, clerk) -> None:
+    client.force_login(approver)
+    client.post(f"/billing/invoices/{draft.pk}/finalize/")
+    draft.refresh_from_db()
+    assert draft.status == "finalized" and draft.number
+    line = draft.lines.get()
+    client.post(f"/billing/invoices/{draft.pk}/credit/", {f"line_{line.pk}": "0.10", "reason": "sorry"})
+    memo = Invoice.objects.get(kind="credit_memo")
+    assert memo.total == D("-0.10")
+    # voiding a credited invoice is refused with the reason shown, nothing changes
+    response = client.post(f"/billing/invoices/{draft.pk}/void/", {"reason": "x"}, follow=True)
+    assert "billing_invoice_credited" in response.content.decode()
+    client.force_login(clerk)
+    assert client.post(f"/billing/invoices/{draft.pk}/void/", {"reason": "x"}).status_code == 403
+    client.post(f"/billing/invoices/{draft.pk}/paid/")
+    draft.refresh_from_db()
+    assert draft.status == "paid"
+    assert AuditEntry.objects.filter(action="invoice.mark_paid", object_id=str(draft.pk)).count() == 1
+
+
+def test_runs_page_starts_a_run_for_integration_admins_and_polls_progress(
+        client, integrator, approver, django_capture_on_commit_callbacks, monkeypatch) -> None:
+    us = entity("ll-us", "USD", 2, "UTC")
+    queued = []
+    monkeypatch.setattr("django_q.tasks.async_task", lambda *a, **k: queued.append(a))
+    client.force_login(approver)
+    assert client.post("/billing/runs/start/", {"entity": "ll-us", "period": "2026-10"}).status_code == 403
+    client.force_login(integrator)
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post("/billing/runs/start/", {"entity": "ll-us", "period": "2026-10"})
+    run = BillingRun.objects.get(legal_entity=us)
+    assert queued == [("billing.tasks.billing_run_task", run.pk, "integrator")]
+    row = client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
+    assert 'hx-trigger="every 2s"' in row  # pending: keeps polling
+    billing_run_task(run.pk, "integrator")
+    row = client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
+    assert "hx-trigger" not in row and "Done" in row
+    page = client.get("/billing/runs/").content.decode()
+    assert "Run billing" in page
+    future = client.post("/billing/runs/start/", {"entity": "ll-us", "period": "2099-01"}, follow=True)
+    assert "billing_period_not_closed" in future.content.decode()
+
+
+def test_bill_command_shows_progress_and_finalizes() -> None:
+    us = entity("ll-us", "USD", 2, "UTC")
+    metric("api_calls")
+    cust = customer(us, "acme")
+    c = contract(cust, plan("basic", us.base_currency, [API]), date(2026, 9, 1))
+    send(cust, "api_calls", datetime(2026, 10, 30, tzinfo=UTC), count=4)
+    out = StringIO()
+    call_command("bill", "--period", "2026-10", "--entity", us.code, "--finalize", stdout=out)
+    text = out.getvalue()
+    assert "100%" in text and "1 document(s) finalized" in text
+    inv = invoice_of(c)
+    assert inv.status == "finalized" and inv.total == D("0.40")
+
+
+def test_billing_schedule_exists() -> None:
+    schedule = Schedule.objects.get(func="billing.tasks.billing_runs_due")
+    assert schedule.schedule_type == Schedule.HOURLY and schedule.repeats == -1
