@@ -83,7 +83,7 @@ def copy_rows(cands: list[Candidate]) -> str:
             str(c.customer_id) if c.customer_id is not None else "\\N",
             str(c.version.metric_id), str(c.version.id), c.timestamp.isoformat(),
             str(c.value) if c.value is not None else "\\N",
-            esc(orjson.dumps(c.properties).decode()),
+            esc(c.props_json),
         )))
     lines.append("")
     return "\n".join(lines)
@@ -126,7 +126,7 @@ def _insert_portable(
         rows = [
             (c.source, c.event_id, c.customer_ref, c.customer_id, c.version.metric_id, c.version.id,
              ops.adapt_datetimefield_value(c.timestamp), ops.adapt_decimalfield_value(c.value, 30, 6),
-             orjson.dumps(c.properties).decode(), at, api_key_id)
+             c.props_json, at, api_key_id)
             for c in ordered if c.customer_id is not None and (c.source, c.event_id) in inserted
         ]
         if rows:

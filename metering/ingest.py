@@ -56,6 +56,7 @@ class Candidate:
     properties: dict[str, Any]
     content_hash: str
     raw: Any
+    props_json: str = "{}"
     customer_id: int | None = None
 
 
@@ -103,6 +104,8 @@ def _text(event: dict[str, Any], name: str) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         raise _Reject(codes.INVALID_FIELD, f"'{name}' must be a string.")
     text = str(raw)
+    if "\x00" in text:
+        raise _Reject(codes.INVALID_FIELD, f"'{name}' contains a NUL character.")
     if len(text) > MAX_LEN[name]:
         raise _Reject(codes.INVALID_FIELD, f"'{name}' is longer than {MAX_LEN[name]} characters.")
     return text
@@ -150,12 +153,10 @@ def parse_value(raw: Any, what: str) -> Decimal:
     return quantized
 
 
-def content_hash(customer_ref: str, metric: str, ts: datetime, value: Decimal | None, props: Any) -> str:
-    blob = orjson.dumps(
-        [customer_ref, metric, ts.isoformat(), None if value is None else str(value.normalize()), props],
-        option=orjson.OPT_SORT_KEYS,
-    )
-    return hashlib.blake2b(blob, digest_size=16).hexdigest()
+def content_hash(customer_ref: str, metric: str, ts: datetime, value: Decimal | None, props_json: bytes) -> str:
+    """What tells a harmless redelivery from a conflicting one (same instant in any offset hashes the same)."""
+    head = orjson.dumps([customer_ref, metric, ts.isoformat(), None if value is None else str(value.normalize())])
+    return hashlib.blake2b(head + props_json, digest_size=16).hexdigest()
 
 
 def _pick_version(versions: list[VersionInfo], ts: datetime, code: str) -> VersionInfo:
@@ -214,9 +215,13 @@ def validate_one(
         version.validate(props)
     except fastjsonschema.JsonSchemaValueException as exc:
         raise _Reject(codes.SCHEMA_VIOLATION, f"'properties' do not match metric '{code}': {exc.message}.") from exc
+    props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
+    if b"\\u0000" in props_json:
+        raise _Reject(codes.INVALID_FIELD, "'properties' contain a NUL (\\u0000) character, which cannot be stored.")
     return Candidate(
         index=index, source=source, event_id=event_id, customer_ref=customer_ref, version=version, timestamp=ts,
-        value=value, properties=props, content_hash=content_hash(customer_ref, code, ts, value, props), raw=raw,
+        value=value, properties=props, content_hash=content_hash(customer_ref, code, ts, value, props_json),
+        raw=raw, props_json=props_json.decode(),
     )
 
 
@@ -239,7 +244,7 @@ def validate_batch(
             source = event.get("source") if isinstance(event, dict) else None
             event_id = event.get("event_id") if isinstance(event, dict) else None
             out.rejections.append(Rejection(index, _short(source, 100), _short(event_id, 200), rej.code,
-                                            rej.message, raw))
+                                            rej.message.replace("\x00", "\\u0000"), raw))
             continue
         first = seen.get((cand.source, cand.event_id))
         if first is not None:
@@ -251,7 +256,9 @@ def validate_batch(
 
 
 def _short(raw: Any, n: int) -> str:
-    return str(raw)[:n] if isinstance(raw, str | int) and not isinstance(raw, bool) else ""
+    if isinstance(raw, bool) or not isinstance(raw, str | int):
+        return ""
+    return str(raw).replace("\x00", "")[:n]
 
 
 # --- adapters: each input shape to the canonical event -----------------------------

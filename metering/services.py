@@ -296,7 +296,8 @@ def usage_ingest(
     now = now or timezone.now()
     conf = settings.LEDGERLINE
     validated = ingest.validate_batch(
-        items, _catalog({e.get("metric") for e, _ in items if isinstance(e, dict) and isinstance(e.get("metric"), str)}),
+        items, _catalog({m for e, _ in items if isinstance(e, dict) and isinstance(m := e.get("metric"), str)
+                         and len(m) <= 100 and "\x00" not in m}),
         now=now, max_age=timedelta(days=conf["EVENT_MAX_AGE_DAYS"]),
         max_future=timedelta(seconds=conf["EVENT_MAX_FUTURE_SECONDS"]),
     )
@@ -387,10 +388,18 @@ def _dead_letter(rejections: list[ingest.Rejection], *, actor: Actor, api_key_id
 
 
 def _raw_for_storage(raw: Any) -> tuple[Any, str]:
+    """(JSON, text) to keep of a payload. PostgreSQL stores no NUL in text or jsonb: such
+    payloads are kept as their JSON text with NUL escaped."""
     if isinstance(raw, bytes | bytearray):
-        return None, raw.decode("utf-8", errors="replace")
+        raw = raw.decode("utf-8", errors="replace")
     if isinstance(raw, str):
-        return None, raw
+        return None, raw.replace("\x00", "\\u0000")
+    try:
+        text = orjson.dumps(raw).decode()
+    except TypeError:
+        return None, repr(raw)
+    if "\\u0000" in text:
+        return None, text
     return raw, ""
 
 

@@ -168,7 +168,8 @@ class LagoEventCreateApi(_LagoBase):
         event = LagoEventOut()
 
     @extend_schema(operation_id="lago_event_create", request=InputSerializer,
-                   responses={200: OutputSerializer, 400: LagoError, 401: LagoError, 422: LagoError})
+                   responses={200: OutputSerializer, 400: LagoError, 401: LagoError, 403: LagoError, 413: LagoError,
+                              415: LagoError, 422: LagoError, 429: LagoError})
     def post(self, request: Request) -> HttpResponse:
         doc = self._doc(request)
         event = doc.get("event") if isinstance(doc, dict) else None
@@ -195,8 +196,8 @@ class LagoEventBatchApi(_LagoBase):
         events = LagoEventOut(many=True)
 
     @extend_schema(operation_id="lago_event_batch", request=InputSerializer,
-                   responses={200: OutputSerializer, 400: LagoError, 401: LagoError, 413: LagoError,
-                              422: LagoError})
+                   responses={200: OutputSerializer, 400: LagoError, 401: LagoError, 403: LagoError, 413: LagoError,
+                              415: LagoError, 422: LagoError, 429: LagoError})
     def post(self, request: Request) -> HttpResponse:
         doc = self._doc(request)
         events = doc.get("events") if isinstance(doc, dict) else None

@@ -147,7 +147,8 @@ class EventIngestApi(APIView):
         operation_id="events_ingest",
         request={"application/json": InputSerializer, CE_STRUCTURED: OpenApiTypes.OBJECT,
                  CE_BATCH: OpenApiTypes.OBJECT},
-        responses={200: OutputSerializer, 400: ErrorSerializer, 413: ErrorSerializer, 415: ErrorSerializer},
+        responses={200: OutputSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer,
+                   413: ErrorSerializer, 415: ErrorSerializer, 429: ErrorSerializer},
         parameters=[OpenApiParameter("ce-specversion", str, OpenApiParameter.HEADER, required=False,
                                      description="CloudEvents binary mode: with ce-id, ce-source, ce-subject, "
                                                  "ce-type, ce-time; the body is `data`.")],

@@ -221,3 +221,13 @@ def test_rejections_group_into_one_case_per_source_and_code(writer, event) -> No
     post(writer, [event("m9", metric="nope"), event("bad-ts", timestamp="x")])
     cases = {c.error_code: c.occurrence_count for c in ExceptionCase.objects.filter(kind="usage_rejected")}
     assert cases == {"unknown_metric": 6, "invalid_timestamp": 1}
+
+
+def test_nul_characters_are_rejected_and_kept(writer, event) -> None:  # type: ignore[no-untyped-def]
+    # PostgreSQL stores no NUL in text or jsonb: such events are refused with a code, never a 500.
+    resp = post(writer, [event("n1", properties={"note": "a\u0000b"}), event("n2\u0000"),
+                         event("n3", metric="api\u0000calls")])
+    assert resp.status_code == 200
+    assert [r["code"] for r in resp.json()["results"]] == ["invalid_field", "invalid_field", "invalid_field"]
+    kept = RejectedEvent.objects.order_by("id")
+    assert kept.count() == 3 and "\\u0000" in kept[0].raw_text
