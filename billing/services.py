@@ -835,8 +835,7 @@ def _finalize_locked(invoices: Sequence[Invoice], *, actor: Actor, now: datetime
     for t in InvoiceTaxLine.objects.filter(invoice__in=ids).order_by("invoice_id", "id"):
         taxes_by_invoice[t.invoice_id].append(t)
     _apply_credits([inv for inv in invoices if inv.kind == DocumentKind.CREDIT_MEMO], lines_by_invoice)
-    Invoice.objects.bulk_update(invoices, ["status", "number", "issue_date", "finalized_at"],
-                                batch_size=FINALIZE_BATCH_SIZE)
+    _store_final(invoices, now=now)
     summary_ids = [ln.usage_summary_id for lines in lines_by_invoice.values() for ln in lines if ln.usage_summary_id]
     usage_summaries_close(summary_ids=summary_ids, actor=actor)
     refs = {inv.contract_id: (inv.contract.code, inv.customer.code) for inv in invoices}
@@ -853,6 +852,28 @@ def _finalize_locked(invoices: Sequence[Invoice], *, actor: Actor, now: datetime
                                      contract_code=contract_code, credits_number=credits_numbers.get(inv.credits_id)),
         ))
     finance_events_record(events)
+
+
+def _store_final(invoices: Sequence[Invoice], *, now: datetime) -> None:
+    """Write status, number and issue date of finalized drafts: one UPDATE ... FROM VALUES on PostgreSQL."""
+    if connection.vendor != "postgresql":
+        Invoice.objects.bulk_update(invoices, ["status", "number", "issue_date", "finalized_at"],
+                                    batch_size=FINALIZE_BATCH_SIZE)
+        return
+    for batch in _chunks(invoices, FINALIZE_BATCH_SIZE):
+        rows = ", ".join(["(%s, %s, %s::date)"] * len(batch))
+        params: list[Any] = [InvoiceStatus.FINALIZED, now]
+        for inv in batch:
+            params += [inv.pk, inv.number, inv.issue_date]
+        with connection.cursor() as cur:
+            cur.execute(
+                "UPDATE billing_invoice AS i SET status = %s, finalized_at = %s, number = v.number, "
+                f"issue_date = v.issue_date FROM (VALUES {rows}) AS v(id, number, issue_date) "
+                "WHERE i.id = v.id AND i.status = 'draft'",
+                params,
+            )
+            if cur.rowcount != len(batch):
+                raise RuntimeError(f"finalize wrote {cur.rowcount} of {len(batch)} invoices")
 
 
 def _apply_credits(memos: Sequence[Invoice], lines_by_invoice: Mapping[int, list[InvoiceLine]]) -> None:
