@@ -231,3 +231,11 @@ def test_nul_characters_are_rejected_and_kept(writer, event) -> None:  # type: i
     assert [r["code"] for r in resp.json()["results"]] == ["invalid_field", "invalid_field", "invalid_field"]
     kept = RejectedEvent.objects.order_by("id")
     assert kept.count() == 3 and "\\u0000" in kept[0].raw_text
+
+
+def test_backslashes_tabs_and_unicode_round_trip(writer, event) -> None:  # type: ignore[no-untyped-def]
+    props = {"path": "C:\\new\\N", "tab": "a\tb", "line": "x\ny", "emoji": "ü€😀", "nested": {"k": [1, "\\N"]}}
+    resp = post(writer, [event("id\\with\\backslash", properties=props), event("tab\tid")])
+    assert [r.get("code", r["status"]) for r in resp.json()["results"]] == ["accepted", "invalid_field"]
+    stored = UsageEvent.objects.get()
+    assert stored.event_id == "id\\with\\backslash" and stored.properties == props
