@@ -177,3 +177,44 @@ def test_period_ending_in_a_month_for_every_anchor() -> None:
         p = period_ending_in(terms=terms, month=month)
         assert p is not None and month.start < p.end <= month.end and p.end.day == day
         assert p.end - p.start >= timedelta(days=28)
+
+
+@pytest.mark.django_db
+def test_rounding_mode_is_configurable_per_legal_entity() -> None:
+    from billing.models import EntityBillingSettings
+
+    up = entity("ll-up", "USD", 2, "UTC")
+    even = entity("ll-even", "USD", 2, "UTC")
+    EntityBillingSettings.objects.create(legal_entity=even, rounding="ROUND_HALF_EVEN")
+    metric("api_calls")
+    p = plan("tie", up.base_currency, [{"type": "per_unit", "code": "api", "metric": "api_calls",
+                                        "unit_price": "0.025"}])
+    results = []
+    for ent in (up, even):
+        cust = customer(ent, "c")
+        c = contract(cust, p, date(2026, 10, 1))
+        send(cust, "api_calls", datetime(2026, 11, 3, tzinfo=UTC), count=5)
+        bill(ent, "2026-11")
+        results.append(invoice_of(c).total)
+    # 5 x 0.025 = 0.125: half up 0.13, half even 0.12
+    assert results == [D("0.13"), D("0.12")]
+
+
+@pytest.mark.django_db
+def test_admin_adds_plan_versions_through_the_service(client, integrator) -> None:
+    from billing.models import PricePlanVersion
+
+    us = entity("ll-us", "USD", 2, "UTC")
+    p = plan("basic", us.base_currency, [{"type": "fixed_fee", "code": "f", "amount": "1.00"}])
+    client.force_login(integrator)
+    ok = client.post("/admin/billing/priceplanversion/add/", {
+        "plan": p.pk, "effective_from": "2026-12-01", "components": '[{"type": "fixed_fee", "code": "f", "amount": "2.00"}]',
+        "component_meta": "{}", "note": "price rise"})
+    assert ok.status_code == 302
+    v = PricePlanVersion.objects.get(plan=p, effective_from=date(2026, 12, 1))
+    assert v.version == 2
+    bad = client.post("/admin/billing/priceplanversion/add/", {
+        "plan": p.pk, "effective_from": "2027-01-01", "components": '[{"type": "fixed_fee", "code": "f", "amount": 2.5}]',
+        "component_meta": "{}", "note": ""}, follow=True)
+    assert "Floats are not accepted" in bad.content.decode()
+    assert not PricePlanVersion.objects.filter(effective_from=date(2027, 1, 1)).exists()
