@@ -8,6 +8,8 @@ entry per batch transaction naming every document it touched.
 
 from __future__ import annotations
 
+import io
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -480,26 +482,53 @@ def _document(
     )
 
 
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_value(value: Any) -> str:
+    if value is None:
+        return "\\N"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value).translate(_COPY_ESCAPES)
+    return str(value).translate(_COPY_ESCAPES)
+
+
+def _insert_rows(model: Any, fields: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert plain rows: COPY on PostgreSQL (no per-object ORM work), bulk_create elsewhere."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        model.objects.bulk_create([model(**dict(zip(fields, row, strict=True))) for row in rows],
+                                  batch_size=BULK_INSERT_BATCH_SIZE)
+        return
+    columns = ", ".join(connection.ops.quote_name(model._meta.get_field(f).column) for f in fields)
+    text = "".join("\t".join(_copy_value(v) for v in row) + "\n" for row in rows)
+    with connection.cursor() as cur:
+        cur.copy_expert(f"COPY {model._meta.db_table} ({columns}) FROM STDIN", io.StringIO(text))
+
+
+_LINE_FIELDS = ("invoice_id", "position", "kind", "component", "metric", "description", "quantity", "unit_price",
+                "tiers", "amount", "tax_code", "service_start", "service_end", "usage_summary_id",
+                "credits_line_id", "credited_amount")
+_TAX_FIELDS = ("invoice_id", "name", "tax_code", "jurisdiction", "rate", "taxable_amount", "amount")
+
+
 def _write_documents(docs: Sequence[_NewDocument]) -> list[Invoice]:
-    """Insert documents, their lines and tax lines: one bulk insert each."""
+    """Insert documents (bulk insert returning ids), then their lines and tax lines (COPY on PostgreSQL)."""
     invoices = Invoice.objects.bulk_create([d.invoice for d in docs], batch_size=BULK_INSERT_BATCH_SIZE)
-    lines: list[InvoiceLine] = []
-    taxes: list[InvoiceTaxLine] = []
+    lines: list[tuple[Any, ...]] = []
+    taxes: list[tuple[Any, ...]] = []
     for doc, inv in zip(docs, invoices, strict=True):
         for position, ln in enumerate(doc.lines, start=1):
-            lines.append(InvoiceLine(
-                invoice_id=inv.pk, position=position, kind=ln.kind, component=ln.component, metric=ln.metric,
-                description=ln.description, quantity=ln.quantity, unit_price=ln.unit_price, tiers=ln.tiers,
-                amount=ln.amount, tax_code=ln.tax_code, service_start=ln.service_start,
-                service_end=ln.service_end, usage_summary_id=ln.summary_id,
-                credits_line_id=doc.credits_lines[position - 1] if doc.credits_lines else None,
+            lines.append((
+                inv.pk, position, ln.kind, ln.component, ln.metric, ln.description, ln.quantity, ln.unit_price,
+                ln.tiers, ln.amount, ln.tax_code, ln.service_start, ln.service_end, ln.summary_id,
+                doc.credits_lines[position - 1] if doc.credits_lines else None, ZERO,
             ))
         for t in doc.taxes:
-            taxes.append(InvoiceTaxLine(invoice_id=inv.pk, name=t.name, tax_code=t.tax_code,
-                                        jurisdiction=t.jurisdiction, rate=t.rate, taxable_amount=t.taxable_amount,
-                                        amount=t.amount))
-    InvoiceLine.objects.bulk_create(lines, batch_size=BULK_INSERT_BATCH_SIZE)
-    InvoiceTaxLine.objects.bulk_create(taxes, batch_size=BULK_INSERT_BATCH_SIZE)
+            taxes.append((inv.pk, t.name, t.tax_code, t.jurisdiction, t.rate, t.taxable_amount, t.amount))
+    _insert_rows(InvoiceLine, _LINE_FIELDS, lines)
+    _insert_rows(InvoiceTaxLine, _TAX_FIELDS, taxes)
     return invoices
 
 
