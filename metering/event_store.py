@@ -16,7 +16,6 @@ from __future__ import annotations
 import io
 from datetime import datetime
 
-import orjson
 from django.db import connection
 
 from metering.ingest import Candidate
@@ -27,34 +26,20 @@ Key = tuple[str, str]
 EVENT_COLUMNS = ("source, event_id, customer_ref, customer_id, metric_id, metric_version_id, "
                  '"timestamp", value, properties, received_at, api_key_id')
 
-PG_TEMP = """
-CREATE TEMP TABLE IF NOT EXISTS metering_ingest_batch (
-    source varchar(100) NOT NULL, event_id varchar(200) NOT NULL, content_hash varchar(32) NOT NULL,
-    customer_ref varchar(200) NOT NULL, customer_id bigint, metric_id bigint NOT NULL,
-    metric_version_id bigint NOT NULL, ts timestamptz NOT NULL, value numeric(30, 6), properties jsonb NOT NULL
-) ON COMMIT DELETE ROWS
+PG_KEYS = """
+INSERT INTO metering_eventkey (source, event_id, content_hash, received_at)
+SELECT s, e, h, %s FROM unnest(%s::varchar[], %s::varchar[], %s::varchar[]) AS t(s, e, h)
+ON CONFLICT DO NOTHING
+RETURNING source, event_id
 """
 
-PG_INSERT = f"""
-WITH k AS (
-    INSERT INTO metering_eventkey (source, event_id, content_hash, received_at)
-    SELECT source, event_id, content_hash, %s FROM metering_ingest_batch ORDER BY source, event_id
-    ON CONFLICT DO NOTHING
-    RETURNING source, event_id
-), e AS (
-    INSERT INTO metering_usageevent ({EVENT_COLUMNS})
-    SELECT b.source, b.event_id, b.customer_ref, b.customer_id, b.metric_id, b.metric_version_id, b.ts,
-           b.value, b.properties, %s, %s
-    FROM metering_ingest_batch b JOIN k USING (source, event_id)
-    WHERE b.customer_id IS NOT NULL
-)
-SELECT source, event_id FROM k
+PG_KEY_HASHES = """
+SELECT k.source, k.event_id, k.content_hash FROM metering_eventkey k
+JOIN unnest(%s::varchar[], %s::varchar[]) AS t(s, e) ON k.source = t.s AND k.event_id = t.e
 """
 
-PG_CONFLICTS = """
-SELECT b.source, b.event_id FROM metering_ingest_batch b
-JOIN metering_eventkey k USING (source, event_id) WHERE k.content_hash <> b.content_hash
-"""
+PG_COPY_EVENTS = f"COPY metering_usageevent ({EVENT_COLUMNS}) FROM STDIN"
+
 
 def insert(cands: list[Candidate], *, received_at: datetime, api_key_id: int | None) -> tuple[set[Key], set[Key]]:
     """Store keys (all candidates) and events (mapped ones). Returns (inserted keys, conflicting keys)."""
@@ -70,36 +55,41 @@ def _esc(text: str) -> str:
     return text.replace("\\", "\\\\") if "\\" in text else text
 
 
-def copy_rows(cands: list[Candidate]) -> str:
-    """The batch as COPY text rows (also used by bench/ingest.py for the raw COPY baseline).
+def copy_rows(cands: list[Candidate], *, received_at: str, api_key_id: int | None) -> str:
+    """Event rows as COPY text, in EVENT_COLUMNS order.
 
-    Ids carry no control characters (validation refuses them), and orjson escapes
+    Ids carry no control characters (validation refuses them) and orjson escapes
     them inside JSON, so only backslashes need doubling.
     """
+    key = str(api_key_id) if api_key_id is not None else "\\N"
     lines = []
     for c in cands:
         lines.append("\t".join((
-            _esc(c.source), _esc(c.event_id), c.content_hash, _esc(c.customer_ref),
-            str(c.customer_id) if c.customer_id is not None else "\\N",
-            str(c.version.metric_id), str(c.version.id), c.timestamp.isoformat(),
+            _esc(c.source), _esc(c.event_id), _esc(c.customer_ref), str(c.customer_id),
+            str(c.version.metric_id), str(c.version.id), c.ts_iso,
             str(c.value) if c.value is not None else "\\N",
-            _esc(c.props_json),
+            _esc(c.props_json), received_at, key,
         )))
     lines.append("")
     return "\n".join(lines)
 
 
 def _insert_pg(cands: list[Candidate], *, received_at: datetime, api_key_id: int | None) -> tuple[set[Key], set[Key]]:
+    ordered = sorted(cands, key=lambda c: (c.source, c.event_id))  # same lock order in every batch
     with connection.cursor() as cur:
-        cur.execute(PG_TEMP)
-        cur.execute("DELETE FROM metering_ingest_batch")
-        cur.copy_expert("COPY metering_ingest_batch FROM STDIN", io.StringIO(copy_rows(cands)))
-        cur.execute(PG_INSERT, [received_at, received_at, api_key_id])
+        cur.execute(PG_KEYS, [received_at, [c.source for c in ordered], [c.event_id for c in ordered],
+                              [c.content_hash for c in ordered]])
         inserted = {(s, e) for s, e in cur.fetchall()}
+        rows = [c for c in ordered if c.customer_id is not None and (c.source, c.event_id) in inserted]
+        if rows:
+            text = copy_rows(rows, received_at=received_at.isoformat(), api_key_id=api_key_id)
+            cur.copy_expert(PG_COPY_EVENTS, io.StringIO(text))
         conflicts: set[Key] = set()
-        if len(inserted) < len(cands):
-            cur.execute(PG_CONFLICTS)
-            conflicts = {(s, e) for s, e in cur.fetchall()}
+        dupes = [c for c in ordered if (c.source, c.event_id) not in inserted]
+        if dupes:
+            cur.execute(PG_KEY_HASHES, [[c.source for c in dupes], [c.event_id for c in dupes]])
+            stored = {(s, e): h for s, e, h in cur.fetchall()}
+            conflicts = {(c.source, c.event_id) for c in dupes if stored.get((c.source, c.event_id)) != c.content_hash}
     return inserted, conflicts
 
 

@@ -23,6 +23,7 @@ from metering import error_codes as codes
 QUANT = Decimal("0.000001")
 _UNIX_RE = re.compile(r"^-?\d+(\.\d+)?$")
 MAX_VALUE = Decimal(10) ** 24
+MAX_INT = 10**24
 MAX_LEN = {"source": 100, "event_id": 200, "customer_ref": 200, "metric": 100}
 
 ACCEPTED = "accepted"
@@ -57,6 +58,7 @@ class Candidate:
     content_hash: str
     raw: Any
     props_json: str = "{}"
+    ts_iso: str = ""
     customer_id: int | None = None
 
 
@@ -142,6 +144,8 @@ def parse_timestamp(raw: Any) -> datetime:
 
 
 def parse_value(raw: Any, what: str) -> Decimal:
+    if type(raw) is int and -MAX_INT < raw < MAX_INT:
+        return Decimal(raw)  # the common case: a whole number
     if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
         raise _Reject(codes.INVALID_VALUE, f"{what} must be a number.")
     try:
@@ -235,7 +239,7 @@ def validate_one(
     return Candidate(
         index=index, source=source, event_id=event_id, customer_ref=customer_ref, version=version, timestamp=ts,
         value=value, properties=props, content_hash=content_hash(customer_ref, code, ts_iso, value, props_json),
-        raw=raw, props_json=props_json.decode(),
+        raw=raw, props_json=props_json.decode(), ts_iso=ts_iso,
     )
 
 

@@ -171,6 +171,10 @@ def test_postgres_events_are_append_only_and_partitioned(customer_acme: Customer
         UsageEvent.objects.filter(pk=event.pk).delete()
     with pytest.raises(IntegrityError), transaction.atomic():
         EventKey.objects.filter(source="app").delete()
+    with pytest.raises(IntegrityError), transaction.atomic():  # no event for a customer that does not exist
+        UsageEvent.objects.create(source="app", event_id="orphan", customer_ref="x", customer_id=987654,
+                                  metric=calls, metric_version=event.metric_version, timestamp=START,
+                                  properties={}, received_at=START)
     with connection.cursor() as cur:
         cur.execute("SELECT relkind FROM pg_class WHERE relname = 'metering_usageevent'")
         assert cur.fetchone()[0] == "p"  # a partitioned table

@@ -1,0 +1,244 @@
+#!/usr/bin/env python
+"""Benchmark: usage ingestion through the real stack against a raw COPY of the same rows.
+
+    python bench/ingest.py                      # 1,000,000 events, 10% duplicates
+    python bench/ingest.py --events 100000      # a short run
+
+Creates its own PostgreSQL database (default ll_bench_ingest; dropped and
+re-created, dropped again at the end), migrates it, starts gunicorn (production
+settings, --workers N) and separate HTTP client processes that POST batches of
+1,000 events (900 new, 100 re-sent) to /api/v1/events. Batches are built
+before the clock starts. Then it truncates the event table and times one raw
+COPY of the same 1,000,000 rows into the same (partitioned, indexed) table.
+Prints events_per_s, copy_events_per_s, ratio_vs_copy and the peak RSS of the
+gunicorn master and workers; the last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+from ingest_client import BATCH, batch_event_numbers, event_fields  # noqa: E402
+
+PY = sys.executable
+
+
+def parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--events", type=int, default=1_000_000, help="events sent (a multiple of 1,000)")
+    p.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
+    p.add_argument("--clients", type=int, default=3, help="HTTP client processes")
+    p.add_argument("--customers", type=int, default=200)
+    p.add_argument("--database", default="ll_bench_ingest")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--keep-db", action="store_true", help="do not drop the database at the end")
+    return p.parse_args()
+
+
+def admin_sql(host: str, sql: str) -> None:
+    import psycopg2
+
+    conn = psycopg2.connect(host=host, user="postgres", dbname="postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql)
+    conn.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_kb(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return out
+
+
+class PeakMemory(threading.Thread):
+    """Samples the summed RSS of the gunicorn master and its workers."""
+
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak_kb, self.stop = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            total = rss_kb(self.pid) + sum(rss_kb(c) for c in children(self.pid))
+            self.peak_kb = max(self.peak_kb, total)
+            time.sleep(0.1)
+
+
+def copy_text(n_batches: int, customers: int, base: datetime, ids: dict) -> io.StringIO:
+    """The same rows the clients send (duplicates included), as COPY text for the event table."""
+    cust = ids["customer_ids"]
+    received = datetime.now(UTC).isoformat()
+    lines = []
+    for b in range(n_batches):
+        for n in batch_event_numbers(b):
+            event_id, ref, ts, units = event_fields(n, customers, base)
+            region = ("eu", "us", "ap")[n % 3]
+            lines.append(f"shop\t{event_id}\t{ref}\t{cust[n % customers]}\t{ids['metric_id']}\t{ids['version_id']}\t"
+                         f"{ts}\t{units}\t{{\"region\": \"{region}\", \"units\": {units}}}\t{received}\t"
+                         f"{ids['api_key_id']}")
+    lines.append("")
+    return io.StringIO("\n".join(lines))
+
+
+def main() -> None:
+    args = parse()
+    if args.events % BATCH:
+        sys.exit(f"--events must be a multiple of {BATCH}")
+    n_batches = args.events // BATCH
+    db_url = f"postgres://postgres@{args.host}:5432/{args.database}"
+    env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": secrets.token_urlsafe(40), "DEBUG": "0",
+           "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "0", "LOG_LEVEL": "WARNING",
+           "API_KEY_RATE": "1000000/min", "DJANGO_SETTINGS_MODULE": "config.settings",
+           "PYTHONWARNINGS": "ignore::UserWarning"}
+
+    admin_sql(args.host, f'DROP DATABASE IF EXISTS "{args.database}"')
+    admin_sql(args.host, f'CREATE DATABASE "{args.database}"')
+    gunicorn = None
+    try:
+        print(f"migrating {args.database} ...", flush=True)
+        subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+        ids = json.loads(subprocess.run([PY, "bench/ingest_setup.py"], cwd=ROOT, env=env, check=True,
+                                        capture_output=True, text=True).stdout.strip().splitlines()[-1])
+
+        port = free_port()
+        gunicorn = subprocess.Popen(
+            [PY, "-m", "gunicorn", "config.wsgi:application", "--workers", str(args.workers), "--bind",
+             f"127.0.0.1:{port}", "--timeout", "300", "--log-level", "warning"], cwd=ROOT, env=env)
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        else:
+            sys.exit("gunicorn did not come up")
+        memory = PeakMemory(gunicorn.pid)
+        memory.start()
+
+        base = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
+        clients = []
+        for k in range(args.clients):
+            cfg = {"host": "127.0.0.1", "port": port, "key": ids["raw_key"], "customers": args.customers,
+                   "base": base.isoformat(), "batches": list(range(k, n_batches, args.clients))}
+            clients.append(subprocess.Popen([PY, str(ROOT / "bench" / "ingest_client.py"), json.dumps(cfg)],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+        for c in clients:
+            assert c.stdout is not None and c.stdout.readline().strip() == "ready"
+        print(f"sending {args.events:,} events ({n_batches:,} batches of {BATCH}) from {args.clients} clients "
+              f"to gunicorn with {args.workers} workers ...", flush=True)
+        started = time.perf_counter()
+        for c in clients:
+            assert c.stdin is not None
+            c.stdin.write("go\n")
+            c.stdin.flush()
+        results = [json.loads(c.stdout.readline()) for c in clients]  # type: ignore[union-attr]
+        elapsed = time.perf_counter() - started
+        for c in clients:
+            c.wait()
+        memory.stop.set()
+        memory.join()
+        gunicorn.send_signal(signal.SIGTERM)
+        gunicorn.wait(timeout=60)
+        gunicorn = None
+
+        totals = {k: sum(r[k] for r in results) for k in ("accepted", "duplicate", "rejected", "held", "errors")}
+        import psycopg2
+
+        conn = psycopg2.connect(host=args.host, user="postgres", dbname=args.database)
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM metering_usageevent")
+            stored = cur.fetchone()[0]
+        conn.commit()
+
+        # The raw COPY floor: the same rows into the same table (its indexes, FKs and partitions).
+        text = copy_text(n_batches, args.customers, base, ids)
+        with conn.cursor() as cur:
+            cur.execute("TRUNCATE metering_usageevent")
+        conn.commit()
+        copy_started = time.perf_counter()
+        with conn.cursor() as cur:
+            cur.copy_expert('COPY metering_usageevent (source, event_id, customer_ref, customer_id, metric_id, '
+                            'metric_version_id, "timestamp", value, properties, received_at, api_key_id) '
+                            "FROM STDIN", text)
+        conn.commit()
+        copy_elapsed = time.perf_counter() - copy_started
+        conn.close()
+
+        events_per_s = args.events / elapsed
+        copy_per_s = args.events / copy_elapsed
+        result = {
+            "events": args.events,
+            "seconds": round(elapsed, 2),
+            "events_per_s": round(events_per_s),
+            "copy_seconds": round(copy_elapsed, 2),
+            "copy_events_per_s": round(copy_per_s),
+            "ratio_vs_copy": round(events_per_s / copy_per_s, 3),
+            "server_peak_mb": round(memory.peak_kb / 1024, 1),
+            "accepted": totals["accepted"],
+            "duplicate": totals["duplicate"],
+            "rejected": totals["rejected"],
+            "http_errors": totals["errors"],
+            "stored_events": stored,
+            "workers": args.workers,
+            "clients": args.clients,
+            "cpus": os.cpu_count(),
+        }
+        print(f"ingest:  {args.events:,} events in {elapsed:.1f} s = {events_per_s:,.0f} events/s "
+              f"({totals['accepted']:,} accepted, {totals['duplicate']:,} duplicate, {stored:,} stored)")
+        print(f"COPY:    {args.events:,} rows in {copy_elapsed:.1f} s = {copy_per_s:,.0f} rows/s")
+        print(f"ratio:   {events_per_s / copy_per_s:.1%} of COPY; server peak RSS {memory.peak_kb / 1024:.0f} MB")
+        expected = {"accepted": args.events * 9 // 10, "duplicate": args.events // 10, "http_errors": 0,
+                    "stored_events": args.events * 9 // 10}
+        wrong = {k: (result[k], v) for k, v in expected.items() if result[k] != v}
+        result["counts_ok"] = not wrong
+        if wrong:
+            print(f"WRONG COUNTS (got, expected): {wrong}")
+        print(json.dumps(result))
+        if wrong:
+            sys.exit(1)
+    finally:
+        if gunicorn is not None:
+            gunicorn.kill()
+        if not args.keep_db:
+            admin_sql(args.host, f'DROP DATABASE IF EXISTS "{args.database}"')
+
+
+if __name__ == "__main__":
+    main()
