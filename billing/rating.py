@@ -15,6 +15,10 @@ Rounding rule
   currency's minor unit with the caller's named mode via
   ``billing.money.round_money`` (``ROUND_HALF_UP`` default, ``ROUND_HALF_EVEN``
   allowed).
+* Usage lines of one component are rounded once per *period*: across
+  amendment segments, a segment's line is the rounded running total of the
+  component's exact charges minus what earlier segments' lines billed, so
+  splitting a period never moves its total by a rounding cent.
 * Tier breakdowns (``TierCharge.amount``) and per-event percentage fees are
   exact intermediate values shown for explanation; only the line is rounded.
 * Derived lines (discounts, minimum true-ups, credit drawdowns) are computed
@@ -985,7 +989,8 @@ class _PeriodState:
     """Period-level allowances consumed across segments, keyed by component code."""
 
     free_units_used: dict[str, Decimal] = field(default_factory=dict)
-    usage_charged: dict[str, Decimal] = field(default_factory=dict)
+    usage_charged: dict[str, Decimal] = field(default_factory=dict)  # rounded line amounts so far
+    usage_exact: dict[str, Decimal] = field(default_factory=dict)  # exact (capped) charges so far
     units_billed: dict[str, Decimal] = field(default_factory=dict)
 
 
@@ -1185,12 +1190,19 @@ def _rate_usage(
     uncapped: Decimal | None = None
     detail = charge.detail
     if cap is not None:
-        cap_left = max(ZERO, cap - state.usage_charged.get(c.code, ZERO))
+        cap_left = max(ZERO, cap - state.usage_exact.get(c.code, ZERO))
         if raw > cap_left:
             uncapped = round_money(raw, minor_units=minor_units, rounding=rounding)
             raw = cap_left
             detail += f", capped at {cap} per period"
-    amount = round_money(raw, minor_units=minor_units, rounding=rounding)
+    # Rounded once per component and period: a later segment's line is the rounded running
+    # total minus what earlier segments' lines already billed, so splitting a period into
+    # segments never changes the sum by a rounding cent.
+    exact_before = state.usage_exact.get(c.code, ZERO)
+    billed_before = state.usage_charged.get(c.code, ZERO)
+    amount = round_money(exact_before + raw, minor_units=minor_units, rounding=rounding) - billed_before
+    amount = amount.copy_abs() if amount.is_zero() else amount
+    state.usage_exact[c.code] = exact_before + raw
     state.usage_charged[c.code] = state.usage_charged.get(c.code, ZERO) + amount
     if used_free:
         detail += f" ({_fmt(used_free)} included)"
