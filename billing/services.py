@@ -40,7 +40,6 @@ from billing.models import (
     InvoiceTaxLine,
     PricePlan,
     PricePlanVersion,
-    Rounding,
     RunStatus,
 )
 from billing.money import ROUND_HALF_UP, minor_unit
@@ -1142,7 +1141,6 @@ __all__ = [
     "BULK_INSERT_BATCH_SIZE",
     "FINALIZE_BATCH_SIZE",
     "RUN_BATCH_SIZE",
-    "Rounding",
     "billing_run_execute",
     "billing_run_finalize",
     "billing_run_request",

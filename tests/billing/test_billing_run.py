@@ -14,7 +14,7 @@ from core.errors import AppError
 from billing.models import FinanceEvent, Invoice
 from exceptions.models import AuditEntry
 from tests.billing.conftest import (
-    ACTOR, bill, contract, currency, customer, entity, invoice_of, lines, metric, plan, send, tax_rate,
+    ACTOR, bill, contract, customer, entity, invoice_of, lines, metric, plan, send, tax_rate,
 )
 
 D = Decimal

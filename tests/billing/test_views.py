@@ -10,11 +10,10 @@ import pytest
 from django.core.management import call_command
 from django_q.models import Schedule
 
-from billing import services
 from billing.models import BillingRun, Invoice
 from billing.tasks import billing_run_task
 from exceptions.models import AuditEntry
-from tests.billing.conftest import ACTOR, bill, contract, customer, entity, invoice_of, metric, plan, send
+from tests.billing.conftest import bill, contract, customer, entity, invoice_of, metric, plan, send
 
 D = Decimal
 pytestmark = pytest.mark.django_db
