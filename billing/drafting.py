@@ -37,6 +37,7 @@ class SummaryInfo:
     id: int
     quantity: Decimal
     revision: int
+    event_count: int = 0
 
 
 class UsageSource(Protocol):
@@ -59,6 +60,9 @@ class DraftLine:
     service_start: date
     service_end: date
     summary_id: int | None = None
+    #: the summary's quantity and event count when rated: finalize re-rates a draft whose summary moved
+    rated_quantity: Decimal | None = None
+    rated_event_count: int | None = None
 
     @property
     def key(self) -> tuple[str, str, date]:
@@ -160,6 +164,8 @@ def _lines(
                 service_start=piece.period.start,
                 service_end=piece.period.end,
                 summary_id=None if info is None else info.id,
+                rated_quantity=None if info is None else info.quantity,
+                rated_event_count=None if info is None else info.event_count,
             )
         )
     return out

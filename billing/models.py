@@ -388,6 +388,9 @@ class InvoiceLine(models.Model):
     usage_summary = models.ForeignKey(
         "metering.UsageSummary", null=True, blank=True, on_delete=models.PROTECT, related_name="invoice_lines"
     )
+    rated_quantity = models.DecimalField(**RATE, null=True, blank=True,
+                                         help_text="The summary's quantity when this line was rated.")
+    rated_event_count = models.BigIntegerField(null=True, blank=True)
     service_start = models.DateField()
     service_end = models.DateField()
     credits_line = models.ForeignKey(

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from billing import error_codes
@@ -420,7 +420,8 @@ class _SummaryIndex:
 
     def summary(self, customer_id: int, metric: str, start: datetime, end: datetime) -> SummaryInfo | None:
         s = self._by_key.get((customer_id, metric, start, end))
-        return None if s is None else SummaryInfo(id=s.pk, quantity=s.quantity, revision=s.revision)
+        return None if s is None else SummaryInfo(id=s.pk, quantity=s.quantity, revision=s.revision,
+                                                  event_count=s.event_count)
 
     def event_amounts(self, summary_id: int, property_name: str) -> tuple[Decimal, ...]:
         return tuple(summary_event_values(summary=self._by_id[summary_id], property_name=property_name))
@@ -508,13 +509,18 @@ def _insert_rows(model: Any, fields: Sequence[str], rows: Sequence[tuple[Any, ..
 
 _LINE_FIELDS = ("invoice_id", "position", "kind", "component", "metric", "description", "quantity", "unit_price",
                 "tiers", "amount", "tax_code", "service_start", "service_end", "usage_summary_id",
-                "credits_line_id", "credited_amount")
+                "credits_line_id", "credited_amount", "rated_quantity", "rated_event_count")
 _TAX_FIELDS = ("invoice_id", "name", "tax_code", "jurisdiction", "rate", "taxable_amount", "amount")
 
 
 def _write_documents(docs: Sequence[_NewDocument]) -> list[Invoice]:
     """Insert documents (bulk insert returning ids), then their lines and tax lines (COPY on PostgreSQL)."""
     invoices = Invoice.objects.bulk_create([d.invoice for d in docs], batch_size=BULK_INSERT_BATCH_SIZE)
+    _write_lines(docs, invoices)
+    return invoices
+
+
+def _write_lines(docs: Sequence[_NewDocument], invoices: Sequence[Invoice]) -> None:
     lines: list[tuple[Any, ...]] = []
     taxes: list[tuple[Any, ...]] = []
     for doc, inv in zip(docs, invoices, strict=True):
@@ -522,13 +528,13 @@ def _write_documents(docs: Sequence[_NewDocument]) -> list[Invoice]:
             lines.append((
                 inv.pk, position, ln.kind, ln.component, ln.metric, ln.description, ln.quantity, ln.unit_price,
                 ln.tiers, ln.amount, ln.tax_code, ln.service_start, ln.service_end, ln.summary_id,
-                doc.credits_lines[position - 1] if doc.credits_lines else None, ZERO,
+                doc.credits_lines[position - 1] if doc.credits_lines else None, ZERO, ln.rated_quantity,
+                ln.rated_event_count,
             ))
         for t in doc.taxes:
             taxes.append((inv.pk, t.name, t.tax_code, t.jurisdiction, t.rate, t.taxable_amount, t.amount))
     _insert_rows(InvoiceLine, _LINE_FIELDS, lines)
     _insert_rows(InvoiceTaxLine, _TAX_FIELDS, taxes)
-    return invoices
 
 
 def _rating_failed(*, run: BillingRun, contract: Contract, period: Period, exc: Exception, actor: Actor) -> None:
@@ -674,8 +680,6 @@ def _apply_prepaid(docs: Sequence[_NewDocument]) -> None:
     """Drafts that drew on a prepaid balance lower it now (a void or rerun does not give it back twice)."""
     used = [(d.invoice.contract_id, d.invoice.prepaid_applied) for d in docs if d.invoice.prepaid_applied]
     for contract_id, amount in used:
-        from django.db.models import F
-
         Contract.objects.filter(pk=contract_id).update(prepaid_balance=F("prepaid_balance") - amount)
 
 
@@ -791,6 +795,8 @@ def _correction(
             tiers=list(template.tiers) if template.tiers else [], amount=delta, tax_code=template.tax_code,
             service_start=template.service_start, service_end=template.service_end,
             summary_id=new.summary_id if new else None,
+            rated_quantity=new.rated_quantity if new else None,
+            rated_event_count=new.rated_event_count if new else None,
         ))
     if not deltas:
         return None
@@ -838,7 +844,14 @@ def _prefixes(entity_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
 
 
 def _finalize_locked(invoices: Sequence[Invoice], *, actor: Actor, now: datetime) -> None:
-    """Number, freeze and announce drafts already locked by the caller (inside its transaction)."""
+    """Number, freeze and announce drafts already locked by the caller (inside its transaction).
+
+    A draft whose usage summaries moved since it was rated is rated again first, so the
+    summary a line points to (and closes) is exactly what the line billed.
+    """
+    stale = _stale_drafts(invoices)
+    if stale:
+        _redraft(stale, actor=actor)
     entities = {inv.legal_entity_id: inv.legal_entity for inv in invoices}
     prefixes = _prefixes(entities)
     groups: dict[tuple[int, str, int], list[Invoice]] = defaultdict(list)
@@ -937,6 +950,86 @@ def _apply_credits(memos: Sequence[Invoice], lines_by_invoice: Mapping[int, list
         ln.credited_amount += amount
     InvoiceLine.objects.bulk_update(list(targets.values()), ["credited_amount"])
     Invoice.objects.bulk_update(list(originals.values()), ["credited_total"])
+
+
+def _stale_drafts(invoices: Sequence[Invoice]) -> list[Invoice]:
+    """Drafts whose usage moved since they were rated (metering refreshed an open summary, or a
+    metric that had no usage then has some now). Only period invoices; corrections keep their lines."""
+    candidates = {inv.pk: inv for inv in invoices if inv.kind == DocumentKind.INVOICE}
+    if not candidates:
+        return []
+    from metering.models import UsageSummary
+
+    stale = set(
+        InvoiceLine.objects.filter(invoice__in=list(candidates), usage_summary__isnull=False)
+        .filter(Q(usage_summary__closed_at__isnull=False) | ~Q(usage_summary__quantity=F("rated_quantity"))
+                | ~Q(usage_summary__event_count=F("rated_event_count")))
+        .values_list("invoice_id", flat=True)
+    )
+    # usage lines rated at zero (no summary then): is there a summary now?
+    wanted: dict[tuple[int, str, datetime, datetime], int] = {}
+    rows = InvoiceLine.objects.filter(invoice__in=[i for i in candidates if i not in stale], kind="usage",
+                                      usage_summary__isnull=True).values_list(
+        "invoice_id", "metric", "service_start", "service_end")
+    for invoice_id, metric, start, end in rows:
+        inv = candidates[invoice_id]
+        lo, hi = period_bounds_utc(period=Period(start=start, end=end), tz=inv.legal_entity.timezone)
+        wanted[(inv.customer_id, metric, lo, hi)] = invoice_id
+    if wanted:
+        found = UsageSummary.objects.filter(
+            customer_id__in={k[0] for k in wanted}, period_start__in={k[2] for k in wanted},
+            closed_at__isnull=True,
+        ).values_list("customer_id", "metric__code", "period_start", "period_end")
+        stale |= {wanted[k] for k in found if k in wanted}
+    return [candidates[pk] for pk in sorted(stale)]
+
+
+def _redraft(invoices: Sequence[Invoice], *, actor: Actor) -> None:
+    """Rate stale drafts again from their summaries as they are now (inside the caller's transaction)."""
+    from metering.models import UsageSummary
+
+    contracts = {inv.contract_id: inv.contract for inv in invoices}
+    terms = contract_terms(list(contracts.values()))
+    plans = plan_cache({ch.plan_id for t in terms.values() for ch in t.changes})
+    index = _SummaryIndex()
+    customers = {inv.customer_id for inv in invoices}
+    windows: set[tuple[datetime, datetime]] = set()
+    for inv in invoices:
+        windows.update(usage_windows(terms=terms[inv.contract_id], period=Period(start=inv.period_start,
+                                     end=inv.period_end), tz=inv.legal_entity.timezone, plans=plans))
+    index.add(UsageSummary.objects.filter(customer_id__in=customers, period_start__in={w[0] for w in windows},
+                                          closed_at__isnull=True))
+    engine = tax_engine()
+    docs: list[_NewDocument] = []
+    for inv in invoices:
+        c = contracts[inv.contract_id]
+        minor = inv.currency.minor_units
+        period = Period(start=inv.period_start, end=inv.period_end)
+        prepaid = (Contract.objects.get(pk=c.pk).prepaid_balance + inv.prepaid_applied).quantize(minor_unit(minor))
+        try:
+            draft = draft_period(terms=terms[c.pk], period=period, tz=inv.legal_entity.timezone, plans=plans,
+                                 usage=index, minor_units=minor, rounding=inv.rounding, prepaid_balance=prepaid)
+        except (RatingError, TermsError) as exc:
+            raise _rating_error(exc, error_codes.RATING_FAILED) from None
+        context = _tax_context(inv.customer, legal_entity_id=inv.legal_entity_id,
+                               tax_date=period.end - timedelta(days=1), minor_units=minor, rounding=inv.rounding)
+        taxes = _taxes(engine, context, draft.lines)
+        fresh = _document(kind=inv.kind, contract=c, period=period, draft=draft, taxes=taxes, rounding=inv.rounding,
+                          run=None)
+        Contract.objects.filter(pk=c.pk).update(
+            prepaid_balance=F("prepaid_balance") + inv.prepaid_applied - fresh.prepaid_applied)
+        for name in ("subtotal", "tax_total", "total", "prepaid_applied", "usage_revision"):
+            setattr(inv, name, getattr(fresh, name))
+        docs.append(_NewDocument(invoice=inv, lines=draft.lines, taxes=taxes))
+    ids = [inv.pk for inv in invoices]
+    InvoiceLine.objects.filter(invoice__in=ids).delete()
+    InvoiceTaxLine.objects.filter(invoice__in=ids).delete()
+    Invoice.objects.bulk_update(invoices, ["subtotal", "tax_total", "total", "prepaid_applied", "usage_revision"])
+    _write_lines(docs, invoices)
+    audit_record(actor=actor, action="invoices.redraft", object_type="billing.invoice",
+                 object_id=str(ids[0]) if len(ids) == 1 else f"{ids[0]}..{ids[-1]}",
+                 object_repr=f"{len(ids)} draft(s) re-rated", reason="usage changed since the draft was rated",
+                 after={str(inv.pk): str(inv.total) for inv in invoices})
 
 
 def _locked_drafts(ids: Sequence[int]) -> list[Invoice]:

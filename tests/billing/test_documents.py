@@ -258,3 +258,38 @@ def test_prepaid_credit_is_drawn_down_before_the_rest_is_invoiced() -> None:
     bill(us, "2026-12")
     dec = invoice_of(c, period_start=date(2026, 12, 1))
     assert dec.total == D("15.00")
+
+
+def test_a_draft_whose_usage_moved_is_rated_again_when_finalized() -> None:
+    from metering.services import usage_summaries_refresh
+
+    us = entity("ll-us", "USD", 2, "UTC")
+    metric("api_calls")
+    metric("storage", aggregation="sum", value_property="gb")
+    cust = customer(us, "acme")
+    c = contract(cust, plan("two", us.base_currency, [
+        {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"},
+        {"type": "per_unit", "code": "gb", "metric": "storage", "unit_price": "1.00"}]), date(2026, 10, 1),
+        prepaid_balance=D("0.50"))
+    send(cust, "api_calls", datetime(2026, 11, 10, tzinfo=UTC), count=10)
+    bill(us, "2026-11")
+    draft = invoice_of(c)
+    assert lines(draft) == [("usage", "api", D("1.00")), ("usage", "gb", D("0.00")),
+                            ("credit_drawdown", "", D("-0.50"))]
+    # more usage of both metrics arrives before anyone finalizes; metering's refresh updates the open summary
+    send(cust, "api_calls", datetime(2026, 11, 29, tzinfo=UTC), count=5, now=datetime(2026, 12, 1, 13, tzinfo=UTC))
+    send(cust, "storage", datetime(2026, 11, 29, tzinfo=UTC), value="3", now=datetime(2026, 12, 1, 13, tzinfo=UTC))
+    usage_summaries_refresh(actor=ACTOR)
+    final = services.invoice_finalize(invoice=draft, actor=ACTOR)
+    # 15 x 0.10 = 1.50; 3 GB x 1.00 = 3.00; the same 0.50 prepaid credit, not drawn twice
+    assert lines(final) == [("usage", "api", D("1.50")), ("usage", "gb", D("3.00")),
+                            ("credit_drawdown", "", D("-0.50"))]
+    assert final.total == D("4.00")
+    c.refresh_from_db()
+    assert c.prepaid_balance == 0
+    for line in final.lines.filter(kind="usage"):
+        assert line.usage_summary.closed_at is not None
+        assert line.usage_summary.quantity == line.rated_quantity
+    assert AuditEntry.objects.filter(action="invoices.redraft").count() == 1
+    event = FinanceEvent.objects.get(type="invoice.finalized")
+    assert event.payload["document"]["total"] == "4.00"
