@@ -110,3 +110,20 @@ def test_bill_command_shows_progress_and_finalizes() -> None:
 def test_billing_schedule_exists() -> None:
     schedule = Schedule.objects.get(func="billing.tasks.billing_runs_due")
     assert schedule.schedule_type == Schedule.HOURLY and schedule.repeats == -1
+
+
+def test_scheduled_task_bills_last_closed_month_once(monkeypatch) -> None:
+    from billing.tasks import billing_runs_due
+
+    us = entity("ll-us", "USD", 2, "UTC")
+    metric("api_calls")
+    cust = customer(us, "acme")
+    c = contract(cust, plan("basic", us.base_currency, [API]), date(2026, 9, 1))
+    send(cust, "api_calls", datetime(2026, 10, 30, tzinfo=UTC), count=2)
+    monkeypatch.setattr("billing.tasks.timezone.now", lambda: datetime(2026, 11, 24, 7, tzinfo=UTC))
+    [run_id] = billing_runs_due()
+    assert BillingRun.objects.get(pk=run_id).period_start == date(2026, 10, 1)
+    assert invoice_of(c).total == D("0.20")
+    assert billing_runs_due() == []  # done already: safe to run twice
+    monkeypatch.setattr("billing.tasks.timezone.now", lambda: datetime(2026, 12, 1, 11, tzinfo=UTC))
+    assert billing_runs_due() == []  # November still in its grace window
