@@ -33,9 +33,10 @@ ON CONFLICT DO NOTHING
 RETURNING source, event_id
 """
 
+# One index probe per duplicate (a join could pick a scan of the whole key table).
 PG_KEY_HASHES = """
-SELECT k.source, k.event_id, k.content_hash FROM metering_eventkey k
-JOIN unnest(%s::varchar[], %s::varchar[]) AS t(s, e) ON k.source = t.s AND k.event_id = t.e
+SELECT t.s, t.e, (SELECT k.content_hash FROM metering_eventkey k WHERE k.source = t.s AND k.event_id = t.e)
+FROM unnest(%s::varchar[], %s::varchar[]) AS t(s, e)
 """
 
 PG_COPY_EVENTS = f"COPY metering_usageevent ({EVENT_COLUMNS}) FROM STDIN"
