@@ -250,6 +250,32 @@ def contract_amend(
     return amendment
 
 
+def contract_end(*, contract: Contract, end_date: date, reason: str, actor: Actor) -> Contract:
+    """End a contract on `end_date` (exclusive); refused inside or before an invoiced period.
+
+    Fixed fees already billed in advance for the period containing the end date are not
+    re-billed: issue a credit memo for the unused part.
+    """
+    if not reason.strip():
+        raise AppError("Ending a contract needs a reason.", code=error_codes.REASON_REQUIRED)
+    with transaction.atomic():
+        contract = Contract.objects.select_for_update().get(pk=contract.pk)
+        if end_date <= contract.start_date:
+            raise AppError("The end date must be after the start date.", code=error_codes.INVALID_CONTRACT)
+        billed = contract.invoices.filter(kind=DocumentKind.INVOICE, period_end__gt=end_date).first()
+        if billed is not None:
+            raise AppError(
+                f"{end_date} falls in or before {billed.period_start}..{billed.period_end}, already invoiced "
+                f"({billed}).", code=error_codes.AMENDMENT_IN_BILLED_PERIOD, extra={"invoice_id": billed.pk},
+            )
+        before = None if contract.end_date is None else str(contract.end_date)
+        contract.end_date = end_date
+        contract.save(update_fields=["end_date"])
+        audit_record(actor=actor, action="contract.end", obj=contract, reason=reason,
+                     before={"end_date": before}, after={"end_date": str(end_date)})
+    return contract
+
+
 def _terms_on(contract: Contract, day: date) -> tuple[PricePlan, dict[str, Any]]:
     plan, overrides = contract.plan, contract.overrides
     for a in contract.amendments.filter(effective_from__lte=day).order_by("effective_from"):
@@ -1240,6 +1266,7 @@ __all__ = [
     "billing_run_start",
     "contract_amend",
     "contract_create",
+    "contract_end",
     "credit_memo_issue",
     "finance_events_record",
     "invoice_finalize",

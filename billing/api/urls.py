@@ -8,6 +8,7 @@ urlpatterns = [
          name="api-price-plan-versions"),
     path("billing/contracts", views.ContractListCreateApi.as_view(), name="api-contracts"),
     path("billing/contracts/<int:pk>/amendments", views.ContractAmendApi.as_view(), name="api-contract-amend"),
+    path("billing/contracts/<int:pk>/end", views.ContractEndApi.as_view(), name="api-contract-end"),
     path("invoices", views.InvoiceListApi.as_view(), name="api-invoices"),
     path("invoices/<int:pk>", views.InvoiceDetailApi.as_view(), name="api-invoice"),
     path("invoices/<int:pk>/lines", views.InvoiceLinesApi.as_view(), name="api-invoice-lines"),

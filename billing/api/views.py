@@ -24,7 +24,13 @@ from billing.models import (
     LineKind,
     PricePlan,
 )
-from billing.services import contract_amend, contract_create, price_plan_create, price_plan_version_add
+from billing.services import (
+    contract_amend,
+    contract_create,
+    contract_end,
+    price_plan_create,
+    price_plan_version_add,
+)
 from core.errors import AppError
 from core.models import ApiScope, Currency, Customer
 from exceptions.services import Actor
@@ -168,6 +174,24 @@ class ContractAmendApi(APIView):
         data.is_valid(raise_exception=True)
         amendment = contract_amend(contract=contract, actor=Actor.for_request(request), **data.validated_data)
         return Response(_AmendmentSerializer(amendment).data, status=201)
+
+
+class ContractEndApi(APIView):
+    """End a contract on a date (exclusive); refused inside an invoiced period."""
+
+    required_scope = ApiScope.ADMIN
+
+    class InputSerializer(serializers.Serializer):
+        end_date = serializers.DateField()
+        reason = serializers.CharField()
+
+    @extend_schema(request=InputSerializer, responses={200: ContractListCreateApi.OutputSerializer})
+    def post(self, request: Request, pk: int) -> Response:
+        contract = get_object_or_404(Contract, pk=pk)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        contract_end(contract=contract, actor=Actor.for_request(request), **data.validated_data)
+        return Response(ContractListCreateApi.OutputSerializer(selectors.contracts().get(pk=pk)).data)
 
 
 # --------------------------------------------------------------------------- invoices

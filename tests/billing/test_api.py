@@ -99,3 +99,21 @@ def test_plans_and_contracts_through_the_admin_api(make_api_key, api_client) -> 
     assert AuditEntry.objects.filter(action__in=["price_plan.create", "price_plan.version_add", "contract.create",
                                                  "contract.amend"]).count() == 4
     assert Contract.objects.count() == 1
+
+
+def test_ending_a_contract_prorates_the_last_advance_fee(make_api_key, api_client) -> None:
+    us = entity("ll-us", "USD", 2, "UTC")
+    acme = customer(us, "acme")
+    c = contract(acme, plan("fee", us.base_currency, [{"type": "fixed_fee", "code": "f", "amount": "31.00"}]),
+                 date(2026, 10, 1))
+    client = api_client(make_api_key("admin").raw_key)
+    ended = client.post(f"/api/v1/billing/contracts/{c.pk}/end", {"end_date": "2026-12-11", "reason": "churn"},
+                        format="json")
+    assert ended.status_code == 200 and ended.json()["end_date"] == "2026-12-11"
+    bill(us, "2026-11")
+    # December's fee in advance for 1-10 December: 10/31 x 31.00 = 10.00
+    assert [ln.amount for ln in invoice_of(c).lines.all()] == [D("10.00")]
+    late = client.post(f"/api/v1/billing/contracts/{c.pk}/end", {"end_date": "2026-11-20", "reason": "x"},
+                       format="json")
+    assert late.status_code == 400 and late.json()["code"] == "billing_amendment_in_billed_period"
+    assert AuditEntry.objects.filter(action="contract.end").count() == 1
