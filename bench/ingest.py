@@ -40,8 +40,12 @@ PY = sys.executable
 
 
 def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=int, default=1_000_000, help="events sent (a multiple of 1,000)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--events", type=int, default=1_000_000, help="events sent (a multiple of 1,000)"
+    )
     p.add_argument("--workers", type=int, default=3, help="gunicorn worker processes")
     p.add_argument("--clients", type=int, default=3, help="HTTP client processes")
     p.add_argument("--customers", type=int, default=200)
@@ -110,9 +114,11 @@ def copy_text(n_batches: int, customers: int, base: datetime, ids: dict) -> io.S
         for n in batch_event_numbers(b):
             event_id, ref, ts, units = event_fields(n, customers, base)
             region = ("eu", "us", "ap")[n % 3]
-            lines.append(f"shop\t{event_id}\t{ref}\t{cust[n % customers]}\t{ids['metric_id']}\t{ids['version_id']}\t"
-                         f"{ts}\t{units}\t{{\"region\": \"{region}\", \"units\": {units}}}\t{received}\t"
-                         f"{ids['api_key_id']}")
+            lines.append(
+                f"shop\t{event_id}\t{ref}\t{cust[n % customers]}\t{ids['metric_id']}\t{ids['version_id']}\t"
+                f'{ts}\t{units}\t{{"region": "{region}", "units": {units}}}\t{received}\t'
+                f"{ids['api_key_id']}"
+            )
     lines.append("")
     return io.StringIO("\n".join(lines))
 
@@ -123,10 +129,18 @@ def main() -> None:
         sys.exit(f"--events must be a multiple of {BATCH}")
     n_batches = args.events // BATCH
     db_url = f"postgres://postgres@{args.host}:5432/{args.database}"
-    env = {**os.environ, "DATABASE_URL": db_url, "SECRET_KEY": secrets.token_urlsafe(40), "DEBUG": "0",
-           "ALLOWED_HOSTS": "127.0.0.1,localhost", "SECURE_SSL_REDIRECT": "0", "LOG_LEVEL": "WARNING",
-           "API_KEY_RATE": "1000000/min", "DJANGO_SETTINGS_MODULE": "config.settings",
-           "PYTHONWARNINGS": "ignore::UserWarning"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "SECRET_KEY": secrets.token_urlsafe(40),
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "0",
+        "LOG_LEVEL": "WARNING",
+        "API_KEY_RATE": "1000000/min",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PYTHONWARNINGS": "ignore::UserWarning",
+    }
 
     admin_sql(args.host, f'DROP DATABASE IF EXISTS "{args.database}"')
     admin_sql(args.host, f'CREATE DATABASE "{args.database}"')
@@ -134,13 +148,38 @@ def main() -> None:
     try:
         print(f"migrating {args.database} ...", flush=True)
         subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-        ids = json.loads(subprocess.run([PY, "bench/ingest_setup.py"], cwd=ROOT, env=env, check=True,
-                                        capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        ids = json.loads(
+            subprocess.run(
+                [PY, "bench/ingest_setup.py"],
+                cwd=ROOT,
+                env=env,
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
 
         port = free_port()
         gunicorn = subprocess.Popen(
-            [PY, "-m", "gunicorn", "config.wsgi:application", "--workers", str(args.workers), "--bind",
-             f"127.0.0.1:{port}", "--timeout", "300", "--log-level", "warning"], cwd=ROOT, env=env)
+            [
+                PY,
+                "-m",
+                "gunicorn",
+                "config.wsgi:application",
+                "--workers",
+                str(args.workers),
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--timeout",
+                "300",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+        )
         for _ in range(100):
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
@@ -155,14 +194,29 @@ def main() -> None:
         base = (datetime.now(UTC) - timedelta(hours=1)).replace(microsecond=0)
         clients = []
         for k in range(args.clients):
-            cfg = {"host": "127.0.0.1", "port": port, "key": ids["raw_key"], "customers": args.customers,
-                   "base": base.isoformat(), "batches": list(range(k, n_batches, args.clients))}
-            clients.append(subprocess.Popen([PY, str(ROOT / "bench" / "ingest_client.py"), json.dumps(cfg)],
-                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
+            cfg = {
+                "host": "127.0.0.1",
+                "port": port,
+                "key": ids["raw_key"],
+                "customers": args.customers,
+                "base": base.isoformat(),
+                "batches": list(range(k, n_batches, args.clients)),
+            }
+            clients.append(
+                subprocess.Popen(
+                    [PY, str(ROOT / "bench" / "ingest_client.py"), json.dumps(cfg)],
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
         for c in clients:
             assert c.stdout is not None and c.stdout.readline().strip() == "ready"
-        print(f"sending {args.events:,} events ({n_batches:,} batches of {BATCH}) from {args.clients} clients "
-              f"to gunicorn with {args.workers} workers ...", flush=True)
+        print(
+            f"sending {args.events:,} events ({n_batches:,} batches of {BATCH}) from {args.clients} clients "
+            f"to gunicorn with {args.workers} workers ...",
+            flush=True,
+        )
         started = time.perf_counter()
         for c in clients:
             assert c.stdin is not None
@@ -178,7 +232,10 @@ def main() -> None:
         gunicorn.wait(timeout=60)
         gunicorn = None
 
-        totals = {k: sum(r[k] for r in results) for k in ("accepted", "duplicate", "rejected", "held", "errors")}
+        totals = {
+            k: sum(r[k] for r in results)
+            for k in ("accepted", "duplicate", "rejected", "held", "errors")
+        }
         import psycopg2
 
         conn = psycopg2.connect(host=args.host, user="postgres", dbname=args.database)
@@ -194,9 +251,12 @@ def main() -> None:
         conn.commit()
         copy_started = time.perf_counter()
         with conn.cursor() as cur:
-            cur.copy_expert('COPY metering_usageevent (source, event_id, customer_ref, customer_id, metric_id, '
-                            'metric_version_id, "timestamp", value, properties, received_at, api_key_id) '
-                            "FROM STDIN", text)
+            cur.copy_expert(
+                "COPY metering_usageevent (source, event_id, customer_ref, customer_id, metric_id, "
+                'metric_version_id, "timestamp", value, properties, received_at, api_key_id) '
+                "FROM STDIN",
+                text,
+            )
         conn.commit()
         copy_elapsed = time.perf_counter() - copy_started
         conn.close()
@@ -220,12 +280,20 @@ def main() -> None:
             "clients": args.clients,
             "cpus": os.cpu_count(),
         }
-        print(f"ingest:  {args.events:,} events in {elapsed:.1f} s = {events_per_s:,.0f} events/s "
-              f"({totals['accepted']:,} accepted, {totals['duplicate']:,} duplicate, {stored:,} stored)")
+        print(
+            f"ingest:  {args.events:,} events in {elapsed:.1f} s = {events_per_s:,.0f} events/s "
+            f"({totals['accepted']:,} accepted, {totals['duplicate']:,} duplicate, {stored:,} stored)"
+        )
         print(f"COPY:    {args.events:,} rows in {copy_elapsed:.1f} s = {copy_per_s:,.0f} rows/s")
-        print(f"ratio:   {events_per_s / copy_per_s:.1%} of COPY; server peak RSS {memory.peak_kb / 1024:.0f} MB")
-        expected = {"accepted": args.events * 9 // 10, "duplicate": args.events // 10, "http_errors": 0,
-                    "stored_events": args.events * 9 // 10}
+        print(
+            f"ratio:   {events_per_s / copy_per_s:.1%} of COPY; server peak RSS {memory.peak_kb / 1024:.0f} MB"
+        )
+        expected = {
+            "accepted": args.events * 9 // 10,
+            "duplicate": args.events // 10,
+            "http_errors": 0,
+            "stored_events": args.events * 9 // 10,
+        }
         wrong = {k: (result[k], v) for k, v in expected.items() if result[k] != v}
         result["counts_ok"] = not wrong
         if wrong:

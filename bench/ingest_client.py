@@ -28,7 +28,9 @@ def batch_event_numbers(batch_no: int) -> list[int]:
     new = list(range(first, first + fresh))
     dups = [first + (k * 7) % fresh for k in range(DUP_PER_BATCH)]  # repeats inside the batch
     if batch_no > 0:
-        dups = [(first - fresh) + (k * 13) % fresh for k in range(DUP_PER_BATCH)]  # from the previous batch
+        dups = [
+            (first - fresh) + (k * 13) % fresh for k in range(DUP_PER_BATCH)
+        ]  # from the previous batch
     return new + dups
 
 
@@ -40,13 +42,19 @@ def event_fields(n: int, customers: int, base: datetime) -> tuple[str, str, str,
 def event_json(n: int, customers: int, base: datetime) -> str:
     event_id, ref, ts, units = event_fields(n, customers, base)
     region = ("eu", "us", "ap")[n % 3]
-    return (f'{{"event_id":"{event_id}","source":"shop","customer_ref":"{ref}","metric":"api_calls",'
-            f'"timestamp":"{ts}","properties":{{"units":{units},"region":"{region}"}}}}')
+    return (
+        f'{{"event_id":"{event_id}","source":"shop","customer_ref":"{ref}","metric":"api_calls",'
+        f'"timestamp":"{ts}","properties":{{"units":{units},"region":"{region}"}}}}'
+    )
 
 
 def batches(batch_numbers: list[int], customers: int, base: datetime) -> Iterator[bytes]:
     for b in batch_numbers:
-        yield ('{"events":[' + ",".join(event_json(n, customers, base) for n in batch_event_numbers(b)) + "]}").encode()
+        yield (
+            '{"events":['
+            + ",".join(event_json(n, customers, base) for n in batch_event_numbers(b))
+            + "]}"
+        ).encode()
 
 
 def main() -> None:

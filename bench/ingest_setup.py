@@ -27,22 +27,47 @@ CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "200"))
 
 def main() -> None:
     actor = Actor.system("bench")
-    usd = Currency.objects.get_or_create(code="USD", defaults={"name": "US Dollar", "minor_units": 2})[0]
-    entity = LegalEntity.objects.create(code="bench", name="Bench Inc.", base_currency=usd, country="US")
+    usd = Currency.objects.get_or_create(
+        code="USD", defaults={"name": "US Dollar", "minor_units": 2}
+    )[0]
+    entity = LegalEntity.objects.create(
+        code="bench", name="Bench Inc.", base_currency=usd, country="US"
+    )
     customers = Customer.objects.bulk_create(
-        [Customer(legal_entity=entity, code=f"c{i}", name=f"Customer {i}") for i in range(CUSTOMERS)]
+        [
+            Customer(legal_entity=entity, code=f"c{i}", name=f"Customer {i}")
+            for i in range(CUSTOMERS)
+        ]
     )
     CustomerMapping.objects.bulk_create(
-        [CustomerMapping(source="shop", customer_ref=f"acct-{i}", customer=c) for i, c in enumerate(customers)]
+        [
+            CustomerMapping(source="shop", customer_ref=f"acct-{i}", customer=c)
+            for i, c in enumerate(customers)
+        ]
     )
     version = metric_create(
-        code="api_calls", name="API calls", aggregation="sum", value_property="units", actor=actor,
-        properties_schema={"type": "object", "properties": {"units": {"type": "number"},
-                                                            "region": {"enum": ["eu", "us", "ap"]}}},
+        code="api_calls",
+        name="API calls",
+        aggregation="sum",
+        value_property="units",
+        actor=actor,
+        properties_schema={
+            "type": "object",
+            "properties": {"units": {"type": "number"}, "region": {"enum": ["eu", "us", "ap"]}},
+        },
     )
     issued = api_key_create(name="bench", scopes=["usage:write"], actor=actor)
-    print(json.dumps({"raw_key": issued.raw_key, "api_key_id": issued.api_key.pk, "metric_id": version.metric_id,
-                      "version_id": version.pk, "customer_ids": [c.pk for c in customers]}))
+    print(
+        json.dumps(
+            {
+                "raw_key": issued.raw_key,
+                "api_key_id": issued.api_key.pk,
+                "metric_id": version.metric_id,
+                "version_id": version.pk,
+                "customer_ids": [c.pk for c in customers],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -34,11 +34,16 @@ class MetricForm(forms.ModelForm):
     name = forms.CharField(max_length=200)
     unit = forms.CharField(max_length=50, required=False)
     aggregation = forms.ChoiceField(choices=Aggregation.choices)
-    value_property = forms.CharField(max_length=100, required=False,
-                                     help_text="Needed for sum, max, latest and unique_count.")
-    properties_schema = forms.JSONField(required=False, initial=dict, help_text="JSON Schema of the properties.")
-    effective_from = forms.DateTimeField(required=False,
-                                         help_text="When this version takes effect (empty: now; first version: always).")
+    value_property = forms.CharField(
+        max_length=100, required=False, help_text="Needed for sum, max, latest and unique_count."
+    )
+    properties_schema = forms.JSONField(
+        required=False, initial=dict, help_text="JSON Schema of the properties."
+    )
+    effective_from = forms.DateTimeField(
+        required=False,
+        help_text="When this version takes effect (empty: now; first version: always).",
+    )
     reason = forms.CharField(required=False, help_text="Why the change (kept in the audit trail).")
 
     class Meta:
@@ -59,7 +64,15 @@ class MetricVersionInline(admin.TabularInline):
     model = MetricVersion
     extra = 0
     can_delete = False
-    fields = ["version", "effective_from", "name", "unit", "aggregation", "value_property", "properties_schema"]
+    fields = [
+        "version",
+        "effective_from",
+        "name",
+        "unit",
+        "aggregation",
+        "value_property",
+        "properties_schema",
+    ]
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -73,20 +86,35 @@ class MetricDefinitionAdmin(admin.ModelAdmin):
     search_fields = ["code"]
     inlines = [MetricVersionInline]
 
-    def save_model(self, request: HttpRequest, obj: MetricDefinition, form: MetricForm, change: bool) -> None:
+    def save_model(
+        self, request: HttpRequest, obj: MetricDefinition, form: MetricForm, change: bool
+    ) -> None:
         d = form.cleaned_data
         actor = Actor.for_user(request.user)
         try:
             if not change:
-                version = metric_create(code=d["code"], name=d["name"], unit=d["unit"] or "",
-                                        aggregation=d["aggregation"], value_property=d["value_property"] or "",
-                                        properties_schema=d["properties_schema"] or {}, actor=actor)
+                version = metric_create(
+                    code=d["code"],
+                    name=d["name"],
+                    unit=d["unit"] or "",
+                    aggregation=d["aggregation"],
+                    value_property=d["value_property"] or "",
+                    properties_schema=d["properties_schema"] or {},
+                    actor=actor,
+                )
                 obj.pk = version.metric_id
             else:
-                metric_version_add(metric=obj, effective_from=d["effective_from"] or timezone.now(), actor=actor,
-                                   name=d["name"], unit=d["unit"] or "", aggregation=d["aggregation"],
-                                   value_property=d["value_property"] or "",
-                                   properties_schema=d["properties_schema"] or {}, reason=d["reason"] or "")
+                metric_version_add(
+                    metric=obj,
+                    effective_from=d["effective_from"] or timezone.now(),
+                    actor=actor,
+                    name=d["name"],
+                    unit=d["unit"] or "",
+                    aggregation=d["aggregation"],
+                    value_property=d["value_property"] or "",
+                    properties_schema=d["properties_schema"] or {},
+                    reason=d["reason"] or "",
+                )
         except AppError as exc:
             messages.error(request, exc.message)
 
@@ -105,9 +133,15 @@ class CustomerMappingAdmin(admin.ModelAdmin):
     search_fields = ["source", "customer_ref", "customer__code", "customer__name"]
     autocomplete_fields = ["customer"]
 
-    def save_model(self, request: HttpRequest, obj: CustomerMapping, form: Any, change: bool) -> None:
-        mapping = customer_mapping_create(source=obj.source, customer_ref=obj.customer_ref, customer=obj.customer,
-                                          actor=Actor.for_user(request.user))
+    def save_model(
+        self, request: HttpRequest, obj: CustomerMapping, form: Any, change: bool
+    ) -> None:
+        mapping = customer_mapping_create(
+            source=obj.source,
+            customer_ref=obj.customer_ref,
+            customer=obj.customer,
+            actor=Actor.for_user(request.user),
+        )
         obj.pk = mapping.pk
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -126,15 +160,32 @@ class RejectedEventAdmin(ReadOnlyAdmin):
 
 @admin.register(HeldEvent)
 class HeldEventAdmin(ReadOnlyAdmin):
-    list_display = ["id", "source", "customer_ref", "event_id", "metric", "timestamp", "released_at"]
+    list_display = [
+        "id",
+        "source",
+        "customer_ref",
+        "event_id",
+        "metric",
+        "timestamp",
+        "released_at",
+    ]
     list_filter = ["source"]
     search_fields = ["customer_ref", "event_id"]
 
 
 @admin.register(UsageSummary)
 class UsageSummaryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "customer", "metric", "period_start", "period_end", "revision", "quantity",
-                    "event_count", "closed_at"]
+    list_display = [
+        "id",
+        "customer",
+        "metric",
+        "period_start",
+        "period_end",
+        "revision",
+        "quantity",
+        "event_count",
+        "closed_at",
+    ]
     list_filter = ["metric"]
 
 

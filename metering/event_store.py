@@ -23,8 +23,10 @@ from metering.summaries import event_insert_lock
 
 Key = tuple[str, str]
 
-EVENT_COLUMNS = ("source, event_id, customer_ref, customer_id, metric_id, metric_version_id, "
-                 '"timestamp", value, properties, received_at, api_key_id')
+EVENT_COLUMNS = (
+    "source, event_id, customer_ref, customer_id, metric_id, metric_version_id, "
+    '"timestamp", value, properties, received_at, api_key_id'
+)
 
 PG_KEYS = """
 INSERT INTO metering_eventkey (source, event_id, content_hash, received_at)
@@ -42,7 +44,9 @@ FROM unnest(%s::varchar[], %s::varchar[]) AS t(s, e)
 PG_COPY_EVENTS = f"COPY metering_usageevent ({EVENT_COLUMNS}) FROM STDIN"
 
 
-def insert(cands: list[Candidate], *, received_at: datetime, api_key_id: int | None) -> tuple[set[Key], set[Key]]:
+def insert(
+    cands: list[Candidate], *, received_at: datetime, api_key_id: int | None
+) -> tuple[set[Key], set[Key]]:
     """Store keys (all candidates) and events (mapped ones). Returns (inserted keys, conflicting keys)."""
     if not cands:
         return set(), set()
@@ -65,23 +69,45 @@ def copy_rows(cands: list[Candidate], *, received_at: str, api_key_id: int | Non
     key = str(api_key_id) if api_key_id is not None else "\\N"
     lines = []
     for c in cands:
-        lines.append("\t".join((
-            _esc(c.source), _esc(c.event_id), _esc(c.customer_ref), str(c.customer_id),
-            str(c.version.metric_id), str(c.version.id), c.ts_iso,
-            str(c.value) if c.value is not None else "\\N",
-            _esc(c.props_json), received_at, key,
-        )))
+        lines.append(
+            "\t".join(
+                (
+                    _esc(c.source),
+                    _esc(c.event_id),
+                    _esc(c.customer_ref),
+                    str(c.customer_id),
+                    str(c.version.metric_id),
+                    str(c.version.id),
+                    c.ts_iso,
+                    str(c.value) if c.value is not None else "\\N",
+                    _esc(c.props_json),
+                    received_at,
+                    key,
+                )
+            )
+        )
     lines.append("")
     return "\n".join(lines)
 
 
-def _insert_pg(cands: list[Candidate], *, received_at: datetime, api_key_id: int | None) -> tuple[set[Key], set[Key]]:
+def _insert_pg(
+    cands: list[Candidate], *, received_at: datetime, api_key_id: int | None
+) -> tuple[set[Key], set[Key]]:
     ordered = sorted(cands, key=lambda c: (c.source, c.event_id))  # same lock order in every batch
     with connection.cursor() as cur:
-        cur.execute(PG_KEYS, [received_at, [c.source for c in ordered], [c.event_id for c in ordered],
-                              [c.content_hash for c in ordered]])
+        cur.execute(
+            PG_KEYS,
+            [
+                received_at,
+                [c.source for c in ordered],
+                [c.event_id for c in ordered],
+                [c.content_hash for c in ordered],
+            ],
+        )
         inserted = {(s, e) for s, e in cur.fetchall()}
-        rows = [c for c in ordered if c.customer_id is not None and (c.source, c.event_id) in inserted]
+        rows = [
+            c for c in ordered if c.customer_id is not None and (c.source, c.event_id) in inserted
+        ]
         if rows:
             text = copy_rows(rows, received_at=received_at.isoformat(), api_key_id=api_key_id)
             cur.copy_expert(PG_COPY_EVENTS, io.StringIO(text))
@@ -90,7 +116,11 @@ def _insert_pg(cands: list[Candidate], *, received_at: datetime, api_key_id: int
         if dupes:
             cur.execute(PG_KEY_HASHES, [[c.source for c in dupes], [c.event_id for c in dupes]])
             stored = {(s, e): h for s, e, h in cur.fetchall()}
-            conflicts = {(c.source, c.event_id) for c in dupes if stored.get((c.source, c.event_id)) != c.content_hash}
+            conflicts = {
+                (c.source, c.event_id)
+                for c in dupes
+                if stored.get((c.source, c.event_id)) != c.content_hash
+            }
     return inserted, conflicts
 
 
@@ -106,23 +136,40 @@ def _insert_portable(
     inserted: set[Key] = set()
     with connection.cursor() as cur:
         for i in range(0, len(ordered), CHUNK):
-            chunk = ordered[i:i + CHUNK]
+            chunk = ordered[i : i + CHUNK]
             values = ", ".join(["(%s, %s, %s, %s)"] * len(chunk))
             params: list[object] = []
             for c in chunk:
                 params += [c.source, c.event_id, c.content_hash, at]
-            cur.execute(f"INSERT INTO metering_eventkey (source, event_id, content_hash, received_at) "
-                        f"VALUES {values} ON CONFLICT DO NOTHING RETURNING source, event_id", params)
+            cur.execute(
+                f"INSERT INTO metering_eventkey (source, event_id, content_hash, received_at) "
+                f"VALUES {values} ON CONFLICT DO NOTHING RETURNING source, event_id",
+                params,
+            )
             inserted.update((s, e) for s, e in cur.fetchall())
         rows = [
-            (c.source, c.event_id, c.customer_ref, c.customer_id, c.version.metric_id, c.version.id,
-             ops.adapt_datetimefield_value(c.timestamp), ops.adapt_decimalfield_value(c.value, 30, 6),
-             c.props_json, at, api_key_id)
-            for c in ordered if c.customer_id is not None and (c.source, c.event_id) in inserted
+            (
+                c.source,
+                c.event_id,
+                c.customer_ref,
+                c.customer_id,
+                c.version.metric_id,
+                c.version.id,
+                ops.adapt_datetimefield_value(c.timestamp),
+                ops.adapt_decimalfield_value(c.value, 30, 6),
+                c.props_json,
+                at,
+                api_key_id,
+            )
+            for c in ordered
+            if c.customer_id is not None and (c.source, c.event_id) in inserted
         ]
         if rows:
-            cur.executemany(f"INSERT INTO metering_usageevent ({EVENT_COLUMNS}) "
-                            f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", rows)
+            cur.executemany(
+                f"INSERT INTO metering_usageevent ({EVENT_COLUMNS}) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                rows,
+            )
         conflicts: set[Key] = set()
         dupes = [c for c in ordered if (c.source, c.event_id) not in inserted]
         by_source: dict[str, dict[str, str]] = {}
@@ -131,8 +178,11 @@ def _insert_portable(
         for source, hashes in by_source.items():
             ids = list(hashes)
             for i in range(0, len(ids), CHUNK):
-                part = ids[i:i + CHUNK]
-                cur.execute(f"SELECT event_id, content_hash FROM metering_eventkey WHERE source = %s "
-                            f"AND event_id IN ({', '.join(['%s'] * len(part))})", [source, *part])
+                part = ids[i : i + CHUNK]
+                cur.execute(
+                    f"SELECT event_id, content_hash FROM metering_eventkey WHERE source = %s "
+                    f"AND event_id IN ({', '.join(['%s'] * len(part))})",
+                    [source, *part],
+                )
                 conflicts.update((source, e) for e, h in cur.fetchall() if h != hashes[e])
     return inserted, conflicts

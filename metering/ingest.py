@@ -112,7 +112,9 @@ def _text(event: dict[str, Any], name: str) -> str:
         raise _Reject(codes.INVALID_FIELD, f"'{name}' must be a string.")
     text = str(raw)
     if _CONTROL.search(text):
-        raise _Reject(codes.INVALID_FIELD, f"'{name}' contains a control character (NUL, tab, newline...).")
+        raise _Reject(
+            codes.INVALID_FIELD, f"'{name}' contains a control character (NUL, tab, newline...)."
+        )
     if len(text) > MAX_LEN[name]:
         raise _Reject(codes.INVALID_FIELD, f"'{name}' is longer than {MAX_LEN[name]} characters.")
     return text
@@ -128,17 +130,23 @@ def parse_timestamp(raw: Any) -> datetime:
         try:
             return datetime.fromtimestamp(raw, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
-            raise _Reject(codes.INVALID_TIMESTAMP, f"'timestamp' {raw} is not a usable Unix time.") from exc
+            raise _Reject(
+                codes.INVALID_TIMESTAMP, f"'timestamp' {raw} is not a usable Unix time."
+            ) from exc
     if isinstance(raw, str):
         if _UNIX_RE.match(raw):
             return parse_timestamp(float(raw) if "." in raw else int(raw))
         try:
             ts = datetime.fromisoformat(raw)
         except ValueError as exc:
-            raise _Reject(codes.INVALID_TIMESTAMP, f"'timestamp' {raw[:60]!r} is not ISO 8601.") from exc
+            raise _Reject(
+                codes.INVALID_TIMESTAMP, f"'timestamp' {raw[:60]!r} is not ISO 8601."
+            ) from exc
         if ts.tzinfo is None:
-            raise _Reject(codes.INVALID_TIMESTAMP,
-                          f"'timestamp' {raw[:60]!r} has no time zone; add Z or an offset like +00:00.")
+            raise _Reject(
+                codes.INVALID_TIMESTAMP,
+                f"'timestamp' {raw[:60]!r} has no time zone; add Z or an offset like +00:00.",
+            )
         return ts.astimezone(UTC)
     raise _Reject(codes.INVALID_TIMESTAMP, "'timestamp' must be ISO 8601 or Unix seconds.")
 
@@ -155,17 +163,23 @@ def parse_value(raw: Any, what: str) -> Decimal:
     if not value.is_finite():
         raise _Reject(codes.INVALID_VALUE, f"{what} must be a finite number.")
     if abs(value) >= MAX_VALUE:
-        raise _Reject(codes.INVALID_VALUE, f"{what} is too large (at most 24 digits before the point).")
+        raise _Reject(
+            codes.INVALID_VALUE, f"{what} is too large (at most 24 digits before the point)."
+        )
     quantized = value.quantize(QUANT)
     if quantized != value:
         raise _Reject(codes.INVALID_VALUE, f"{what} has more than 6 decimal places.")
     return quantized
 
 
-def content_hash(customer_ref: str, metric: str, ts_iso: str, value: Decimal | None, props_json: bytes) -> str:
+def content_hash(
+    customer_ref: str, metric: str, ts_iso: str, value: Decimal | None, props_json: bytes
+) -> str:
     """What tells a harmless redelivery from a conflicting one (same instant in any offset hashes the same:
     `ts_iso` is the UTC ISO form)."""
-    head = orjson.dumps([customer_ref, metric, ts_iso, None if value is None else str(value.normalize())])
+    head = orjson.dumps(
+        [customer_ref, metric, ts_iso, None if value is None else str(value.normalize())]
+    )
     return hashlib.blake2b(head + props_json, digest_size=16).hexdigest()
 
 
@@ -173,13 +187,20 @@ def _pick_version(versions: list[VersionInfo], ts: datetime, code: str) -> Versi
     for version in versions:  # newest effective_from first
         if version.effective_from <= ts:
             return version
-    raise _Reject(codes.METRIC_NOT_EFFECTIVE,
-                  f"Metric '{code}' has no version in force at {ts.isoformat()}; its first starts "
-                  f"{versions[-1].effective_from.isoformat()}.")
+    raise _Reject(
+        codes.METRIC_NOT_EFFECTIVE,
+        f"Metric '{code}' has no version in force at {ts.isoformat()}; its first starts "
+        f"{versions[-1].effective_from.isoformat()}.",
+    )
 
 
 def validate_one(
-    index: int, event: Any, raw: Any, catalog: dict[str, list[VersionInfo]], oldest: datetime, newest: datetime,
+    index: int,
+    event: Any,
+    raw: Any,
+    catalog: dict[str, list[VersionInfo]],
+    oldest: datetime,
+    newest: datetime,
     ts_cache: dict[Any, tuple[datetime, str]] | None = None,
 ) -> Candidate:
     if not isinstance(event, dict):
@@ -199,12 +220,16 @@ def validate_one(
             ts_cache[raw_ts] = cached
     ts, ts_iso = cached
     if ts < oldest:
-        raise _Reject(codes.EVENT_TOO_OLD,
-                      f"The event is from {ts.isoformat()}, before the accepted window starting "
-                      f"{oldest.isoformat(timespec='seconds')}.")
+        raise _Reject(
+            codes.EVENT_TOO_OLD,
+            f"The event is from {ts.isoformat()}, before the accepted window starting "
+            f"{oldest.isoformat(timespec='seconds')}.",
+        )
     if ts > newest:
-        raise _Reject(codes.EVENT_IN_FUTURE,
-                      f"The event is from {ts.isoformat()}, more than the allowed margin in the future.")
+        raise _Reject(
+            codes.EVENT_IN_FUTURE,
+            f"The event is from {ts.isoformat()}, more than the allowed margin in the future.",
+        )
     versions = catalog.get(code)
     if not versions:
         raise _Reject(codes.UNKNOWN_METRIC, f"There is no metric with code '{code}'.")
@@ -220,26 +245,46 @@ def validate_one(
         value = parse_value(raw_value, "'value'")
     elif version.aggregation in ("sum", "max", "latest"):
         if version.value_property in props and props[version.value_property] not in (None, ""):
-            value = parse_value(props[version.value_property], f"Property '{version.value_property}'")
+            value = parse_value(
+                props[version.value_property], f"Property '{version.value_property}'"
+            )
         else:
-            raise _Reject(codes.VALUE_REQUIRED,
-                          f"Metric '{code}' ({version.aggregation}) needs a value: send 'value' or "
-                          f"property '{version.value_property}'.")
+            raise _Reject(
+                codes.VALUE_REQUIRED,
+                f"Metric '{code}' ({version.aggregation}) needs a value: send 'value' or "
+                f"property '{version.value_property}'.",
+            )
     if version.aggregation == "unique_count" and props.get(version.value_property) in (None, ""):
-        raise _Reject(codes.VALUE_REQUIRED,
-                      f"Metric '{code}' counts distinct values of property '{version.value_property}', "
-                      "which the event lacks.")
+        raise _Reject(
+            codes.VALUE_REQUIRED,
+            f"Metric '{code}' counts distinct values of property '{version.value_property}', "
+            "which the event lacks.",
+        )
     try:
         version.validate(props)
     except fastjsonschema.JsonSchemaValueException as exc:
-        raise _Reject(codes.SCHEMA_VIOLATION, f"'properties' do not match metric '{code}': {exc.message}.") from exc
+        raise _Reject(
+            codes.SCHEMA_VIOLATION, f"'properties' do not match metric '{code}': {exc.message}."
+        ) from exc
     props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
     if b"\\u0000" in props_json:
-        raise _Reject(codes.INVALID_FIELD, "'properties' contain a NUL (\\u0000) character, which cannot be stored.")
+        raise _Reject(
+            codes.INVALID_FIELD,
+            "'properties' contain a NUL (\\u0000) character, which cannot be stored.",
+        )
     return Candidate(
-        index=index, source=source, event_id=event_id, customer_ref=customer_ref, version=version, timestamp=ts,
-        value=value, properties=props, content_hash=content_hash(customer_ref, code, ts_iso, value, props_json),
-        raw=raw, props_json=props_json.decode(), ts_iso=ts_iso,
+        index=index,
+        source=source,
+        event_id=event_id,
+        customer_ref=customer_ref,
+        version=version,
+        timestamp=ts,
+        value=value,
+        properties=props,
+        content_hash=content_hash(customer_ref, code, ts_iso, value, props_json),
+        raw=raw,
+        props_json=props_json.decode(),
+        ts_iso=ts_iso,
     )
 
 
@@ -255,15 +300,25 @@ def validate_batch(
     out = Validated()
     oldest, newest = now - max_age, now + max_future
     seen: dict[tuple[str, str], Candidate] = {}
-    ts_cache: dict[Any, tuple[datetime, str]] = {}  # producers often repeat a timestamp within a batch
+    ts_cache: dict[
+        Any, tuple[datetime, str]
+    ] = {}  # producers often repeat a timestamp within a batch
     for index, (event, raw) in enumerate(items):
         try:
             cand = validate_one(index, event, raw, catalog, oldest, newest, ts_cache)
         except _Reject as rej:
             source = event.get("source") if isinstance(event, dict) else None
             event_id = event.get("event_id") if isinstance(event, dict) else None
-            out.rejections.append(Rejection(index, _short(source, 100), _short(event_id, 200), rej.code,
-                                            rej.message.replace("\x00", "\\u0000"), raw))
+            out.rejections.append(
+                Rejection(
+                    index,
+                    _short(source, 100),
+                    _short(event_id, 200),
+                    rej.code,
+                    rej.message.replace("\x00", "\\u0000"),
+                    raw,
+                )
+            )
             continue
         first = seen.get((cand.source, cand.event_id))
         if first is not None:
@@ -291,8 +346,11 @@ def from_cloudevent(ce: Any) -> Any:
     if not isinstance(ce, dict):
         return ce
     if ce.get("specversion") != "1.0":
-        return {"source": ce.get("source"), "event_id": ce.get("id"),
-                "_reject": (codes.EVENT_MALFORMED, "A CloudEvent needs specversion '1.0'.")}
+        return {
+            "source": ce.get("source"),
+            "event_id": ce.get("id"),
+            "_reject": (codes.EVENT_MALFORMED, "A CloudEvent needs specversion '1.0'."),
+        }
     data = ce.get("data")
     value = None
     properties: Any = {}
@@ -304,8 +362,13 @@ def from_cloudevent(ce: Any) -> Any:
     elif data is not None:
         value = data
     return {
-        "event_id": ce.get("id"), "source": ce.get("source"), "customer_ref": ce.get("subject"),
-        "metric": ce.get("type"), "timestamp": ce.get("time"), "value": value, "properties": properties,
+        "event_id": ce.get("id"),
+        "source": ce.get("source"),
+        "customer_ref": ce.get("subject"),
+        "metric": ce.get("type"),
+        "timestamp": ce.get("time"),
+        "value": value,
+        "properties": properties,
     }
 
 
@@ -319,7 +382,9 @@ def from_lago(ev: Any) -> Any:
     ref = ev.get("external_subscription_id") or ev.get("external_customer_id")
     ts = ev.get("timestamp")
     if ts is None or ts == "":
-        ts = datetime.now(UTC).isoformat()  # Lago stamps events without a timestamp with the receipt time
+        ts = datetime.now(
+            UTC
+        ).isoformat()  # Lago stamps events without a timestamp with the receipt time
     props = ev.get("properties")
     value = None
     amount = ev.get("precise_total_amount_cents")
@@ -328,6 +393,11 @@ def from_lago(ev: Any) -> Any:
     elif props is None and amount not in (None, ""):
         props = {"precise_total_amount_cents": amount}
     return {
-        "event_id": ev.get("transaction_id"), "source": LAGO_SOURCE, "customer_ref": ref,
-        "metric": ev.get("code"), "timestamp": ts, "value": value, "properties": props,
+        "event_id": ev.get("transaction_id"),
+        "source": LAGO_SOURCE,
+        "customer_ref": ref,
+        "metric": ev.get("code"),
+        "timestamp": ts,
+        "value": value,
+        "properties": props,
     }

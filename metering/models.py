@@ -29,7 +29,9 @@ class MetricDefinition(models.Model):
     the version in force at its timestamp.
     """
 
-    code = models.SlugField(max_length=100, unique=True, help_text="Referenced by price plans, e.g. api_calls.")
+    code = models.SlugField(
+        max_length=100, unique=True, help_text="Referenced by price plans, e.g. api_calls."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -42,7 +44,9 @@ class MetricDefinition(models.Model):
 class MetricVersion(models.Model):
     metric = models.ForeignKey(MetricDefinition, on_delete=models.PROTECT, related_name="versions")
     version = models.PositiveIntegerField()
-    effective_from = models.DateTimeField(help_text="Events at or after this time use this version.")
+    effective_from = models.DateTimeField(
+        help_text="Events at or after this time use this version."
+    )
     name = models.CharField(max_length=200)
     unit = models.CharField(max_length=50, blank=True)
     aggregation = models.CharField(max_length=16, choices=Aggregation.choices)
@@ -51,14 +55,18 @@ class MetricVersion(models.Model):
         blank=True,
         help_text="Property holding the value (sum/max/latest) or the distinct key (unique_count).",
     )
-    properties_schema = models.JSONField(default=dict, blank=True, help_text="JSON Schema for `properties`.")
+    properties_schema = models.JSONField(
+        default=dict, blank=True, help_text="JSON Schema for `properties`."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["metric__code", "-effective_from"]
         constraints = [
             models.UniqueConstraint(fields=["metric", "version"], name="metric_version_unique"),
-            models.UniqueConstraint(fields=["metric", "effective_from"], name="metric_version_effective_unique"),
+            models.UniqueConstraint(
+                fields=["metric", "effective_from"], name="metric_version_effective_unique"
+            ),
             models.CheckConstraint(condition=Q(version__gte=1), name="metric_version_positive"),
             models.CheckConstraint(
                 condition=Q(aggregation="count") | ~Q(value_property=""),
@@ -84,20 +92,34 @@ class UsageEvent(models.Model):
     source = models.CharField(max_length=100)
     event_id = models.CharField(max_length=200)
     customer_ref = models.CharField(max_length=200)
-    customer = models.ForeignKey("core.Customer", on_delete=models.PROTECT, related_name="+", db_constraint=True)
+    customer = models.ForeignKey(
+        "core.Customer", on_delete=models.PROTECT, related_name="+", db_constraint=True
+    )
     metric = models.ForeignKey(MetricDefinition, on_delete=models.PROTECT, related_name="+")
     metric_version = models.ForeignKey(MetricVersion, on_delete=models.PROTECT, related_name="+")
     timestamp = models.DateTimeField()
-    value = models.DecimalField(max_digits=QUANTITY_DIGITS, decimal_places=QUANTITY_PLACES, null=True, blank=True)
+    value = models.DecimalField(
+        max_digits=QUANTITY_DIGITS, decimal_places=QUANTITY_PLACES, null=True, blank=True
+    )
     properties = models.JSONField(default=dict)
     received_at = models.DateTimeField()
-    api_key = models.ForeignKey("core.ApiKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+",
-                                db_constraint=False)
-    held_event = models.BigIntegerField(null=True, blank=True, help_text="HeldEvent id when released from hold.")
+    api_key = models.ForeignKey(
+        "core.ApiKey",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_constraint=False,
+    )
+    held_event = models.BigIntegerField(
+        null=True, blank=True, help_text="HeldEvent id when released from hold."
+    )
 
     class Meta:
         ordering = ["seq"]
-        indexes = [models.Index(fields=["metric", "timestamp", "customer"], name="usageevent_window_idx")]
+        indexes = [
+            models.Index(fields=["metric", "timestamp", "customer"], name="usageevent_window_idx")
+        ]
 
     def __str__(self) -> str:
         return f"#{self.seq} {self.source}:{self.event_id}"
@@ -132,22 +154,35 @@ class HeldEvent(models.Model):
     metric = models.ForeignKey(MetricDefinition, on_delete=models.PROTECT, related_name="+")
     metric_version = models.ForeignKey(MetricVersion, on_delete=models.PROTECT, related_name="+")
     timestamp = models.DateTimeField()
-    value = models.DecimalField(max_digits=QUANTITY_DIGITS, decimal_places=QUANTITY_PLACES, null=True, blank=True)
+    value = models.DecimalField(
+        max_digits=QUANTITY_DIGITS, decimal_places=QUANTITY_PLACES, null=True, blank=True
+    )
     properties = models.JSONField(default=dict)
     received_at = models.DateTimeField()
-    api_key = models.ForeignKey("core.ApiKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    api_key = models.ForeignKey(
+        "core.ApiKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     released_at = models.DateTimeField(null=True, blank=True)
     released_seq = models.BigIntegerField(null=True, blank=True)
-    customer = models.ForeignKey("core.Customer", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    customer = models.ForeignKey(
+        "core.Customer", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["source", "customer_ref"], name="heldevent_ref_idx",
-                                condition=Q(released_at__isnull=True))]
+        indexes = [
+            models.Index(
+                fields=["source", "customer_ref"],
+                name="heldevent_ref_idx",
+                condition=Q(released_at__isnull=True),
+            )
+        ]
         constraints = [
             models.UniqueConstraint(fields=["source", "event_id"], name="heldevent_key_unique"),
             models.CheckConstraint(
-                condition=Q(released_at__isnull=True, released_seq__isnull=True, customer__isnull=True)
+                condition=Q(
+                    released_at__isnull=True, released_seq__isnull=True, customer__isnull=True
+                )
                 | Q(released_at__isnull=False, released_seq__isnull=False, customer__isnull=False),
                 name="heldevent_release_complete",
             ),
@@ -166,18 +201,27 @@ class RejectedEvent(models.Model):
     """The dead letter: a refused event with its raw payload, reason and key."""
 
     received_at = models.DateTimeField(db_index=True)
-    api_key = models.ForeignKey("core.ApiKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    api_key = models.ForeignKey(
+        "core.ApiKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     source = models.CharField(max_length=100, blank=True)
     event_id = models.CharField(max_length=200, blank=True)
     code = models.CharField(max_length=64, db_index=True)
     message = models.TextField()
     raw = models.JSONField(null=True, blank=True, help_text="The event as received (JSON).")
     raw_text = models.TextField(blank=True, help_text="The body as received when it was not JSON.")
-    status = models.CharField(max_length=16, choices=RejectedStatus.choices, default=RejectedStatus.OPEN)
+    status = models.CharField(
+        max_length=16, choices=RejectedStatus.choices, default=RejectedStatus.OPEN
+    )
     resubmitted_at = models.DateTimeField(null=True, blank=True)
     resubmission_outcome = models.CharField(max_length=16, blank=True)
-    case = models.ForeignKey("exceptions.ExceptionCase", null=True, blank=True, on_delete=models.PROTECT,
-                             related_name="+")
+    case = models.ForeignKey(
+        "exceptions.ExceptionCase",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -195,10 +239,17 @@ class DuplicateConflict(models.Model):
     source = models.CharField(max_length=100)
     event_id = models.CharField(max_length=200)
     received_at = models.DateTimeField()
-    api_key = models.ForeignKey("core.ApiKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    api_key = models.ForeignKey(
+        "core.ApiKey", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     raw = models.JSONField()
-    case = models.ForeignKey("exceptions.ExceptionCase", null=True, blank=True, on_delete=models.PROTECT,
-                             related_name="+")
+    case = models.ForeignKey(
+        "exceptions.ExceptionCase",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
 
     class Meta:
         ordering = ["-id"]
@@ -209,13 +260,17 @@ class CustomerMapping(models.Model):
 
     source = models.CharField(max_length=100)
     customer_ref = models.CharField(max_length=200)
-    customer = models.ForeignKey("core.Customer", on_delete=models.PROTECT, related_name="usage_mappings")
+    customer = models.ForeignKey(
+        "core.Customer", on_delete=models.PROTECT, related_name="usage_mappings"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["source", "customer_ref"]
         constraints = [
-            models.UniqueConstraint(fields=["source", "customer_ref"], name="customer_mapping_unique"),
+            models.UniqueConstraint(
+                fields=["source", "customer_ref"], name="customer_mapping_unique"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -231,11 +286,15 @@ class IngestTally(models.Model):
     duplicate = models.BigIntegerField(default=0)
     rejected = models.BigIntegerField(default=0)
     held = models.BigIntegerField(default=0)
-    released = models.BigIntegerField(default=0, help_text="Held events of this day released since.")
+    released = models.BigIntegerField(
+        default=0, help_text="Held events of this day released since."
+    )
 
     class Meta:
         ordering = ["-day", "source"]
-        constraints = [models.UniqueConstraint(fields=["source", "day"], name="ingest_tally_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["source", "day"], name="ingest_tally_unique")
+        ]
 
     @property
     def received(self) -> int:
@@ -250,7 +309,9 @@ class UsageSummary(models.Model):
     same window (late usage); a closed summary is never changed again.
     """
 
-    customer = models.ForeignKey("core.Customer", on_delete=models.PROTECT, related_name="usage_summaries")
+    customer = models.ForeignKey(
+        "core.Customer", on_delete=models.PROTECT, related_name="usage_summaries"
+    )
     metric = models.ForeignKey(MetricDefinition, on_delete=models.PROTECT, related_name="summaries")
     period_start = models.DateTimeField()
     period_end = models.DateTimeField()
@@ -266,15 +327,26 @@ class UsageSummary(models.Model):
         ordering = ["period_start", "customer_id", "metric_id", "revision"]
         verbose_name_plural = "usage summaries"
         constraints = [
-            models.UniqueConstraint(fields=["customer", "metric", "period_start", "period_end", "revision"],
-                                    name="usage_summary_unique"),
-            models.UniqueConstraint(fields=["customer", "metric", "period_start", "period_end"],
-                                    condition=Q(closed_at__isnull=True), name="usage_summary_one_open"),
-            models.CheckConstraint(condition=Q(period_end__gt=models.F("period_start")),
-                                   name="usage_summary_period_order"),
-            models.CheckConstraint(condition=Q(event_count__gte=0), name="usage_summary_count_nonneg"),
+            models.UniqueConstraint(
+                fields=["customer", "metric", "period_start", "period_end", "revision"],
+                name="usage_summary_unique",
+            ),
+            models.UniqueConstraint(
+                fields=["customer", "metric", "period_start", "period_end"],
+                condition=Q(closed_at__isnull=True),
+                name="usage_summary_one_open",
+            ),
+            models.CheckConstraint(
+                condition=Q(period_end__gt=models.F("period_start")),
+                name="usage_summary_period_order",
+            ),
+            models.CheckConstraint(
+                condition=Q(event_count__gte=0), name="usage_summary_count_nonneg"
+            ),
         ]
-        indexes = [models.Index(fields=["period_start", "period_end"], name="usage_summary_window_idx")]
+        indexes = [
+            models.Index(fields=["period_start", "period_end"], name="usage_summary_window_idx")
+        ]
 
     def __str__(self) -> str:
         return f"{self.metric_id}/{self.customer_id} {self.period_start:%Y-%m-%d}..{self.period_end:%Y-%m-%d} r{self.revision}"
@@ -305,7 +377,9 @@ class ImportJob(models.Model):
     held = models.BigIntegerField(default=0)
     error_report = models.FileField(upload_to="metering/import_errors/", blank=True)
     message = models.TextField(blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 

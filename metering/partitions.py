@@ -28,8 +28,10 @@ def ensure_months(months: Iterable[tuple[int, int]]) -> None:
     for year, month in missing:
         nxt = (year + 1, 1) if month == 12 else (year, month + 1)
         name = partition_name(year, month)
-        sql = (f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF metering_usageevent FOR VALUES "
-               f"FROM ('{year:04d}-{month:02d}-01 00:00:00+00') TO ('{nxt[0]:04d}-{nxt[1]:02d}-01 00:00:00+00')")
+        sql = (
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF metering_usageevent FOR VALUES "
+            f"FROM ('{year:04d}-{month:02d}-01 00:00:00+00') TO ('{nxt[0]:04d}-{nxt[1]:02d}-01 00:00:00+00')"
+        )
         try:
             with transaction.atomic(), connection.cursor() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", [PARTITION_LOCK])
@@ -37,7 +39,9 @@ def ensure_months(months: Iterable[tuple[int, int]]) -> None:
                 if cur.fetchone()[0] is None:
                     cur.execute(sql)
         except DatabaseError as exc:
-            log.warning("partition %s not created (rows stay in the default partition): %s", name, exc)
+            log.warning(
+                "partition %s not created (rows stay in the default partition): %s", name, exc
+            )
             _known.add((year, month))
             continue
         transaction.on_commit(lambda ym=(year, month): _known.add(ym))

@@ -44,8 +44,10 @@ def summary_event_values(*, summary: UsageSummary, property_name: str) -> Iterat
             if value is not None:
                 yield Decimal(value)
         return
-    for raw in events.annotate(_v=KT(f"properties__{property_name}")).values_list("_v", flat=True).iterator(
-        chunk_size=5000
+    for raw in (
+        events.annotate(_v=KT(f"properties__{property_name}"))
+        .values_list("_v", flat=True)
+        .iterator(chunk_size=5000)
     ):
         if raw is None:
             continue
@@ -94,7 +96,9 @@ def rejected_event(*, pk: int) -> RejectedEvent:
     return rejected
 
 
-def held_events(*, source: str | None = None, customer_ref: str | None = None) -> QuerySet[HeldEvent]:
+def held_events(
+    *, source: str | None = None, customer_ref: str | None = None
+) -> QuerySet[HeldEvent]:
     qs = HeldEvent.objects.filter(released_at__isnull=True)
     if source:
         qs = qs.filter(source=source)
@@ -103,8 +107,9 @@ def held_events(*, source: str | None = None, customer_ref: str | None = None) -
     return qs.order_by("id")
 
 
-def control_totals(*, date_from: date | None = None, date_to: date | None = None,
-                   source: str | None = None) -> QuerySet[IngestTally]:
+def control_totals(
+    *, date_from: date | None = None, date_to: date | None = None, source: str | None = None
+) -> QuerySet[IngestTally]:
     qs = IngestTally.objects.all()
     if date_from:
         qs = qs.filter(day__gte=date_from)

@@ -57,20 +57,30 @@ def _metric_version_snapshot(version: MetricVersion) -> dict[str, Any]:
     }
 
 
-def _check_metric_version(*, aggregation: str, value_property: str, properties_schema: dict[str, Any]) -> None:
+def _check_metric_version(
+    *, aggregation: str, value_property: str, properties_schema: dict[str, Any]
+) -> None:
     if aggregation not in Aggregation.values:
-        raise AppError(f"Unknown aggregation {aggregation!r}; use one of {', '.join(Aggregation.values)}.",
-                       code=error_codes.METRIC_INVALID)
+        raise AppError(
+            f"Unknown aggregation {aggregation!r}; use one of {', '.join(Aggregation.values)}.",
+            code=error_codes.METRIC_INVALID,
+        )
     if aggregation != Aggregation.COUNT and not value_property:
-        raise AppError(f"A {aggregation} metric needs the property that holds its value.",
-                       code=error_codes.METRIC_INVALID)
+        raise AppError(
+            f"A {aggregation} metric needs the property that holds its value.",
+            code=error_codes.METRIC_INVALID,
+        )
     if not isinstance(properties_schema, dict):
-        raise AppError("The properties schema must be a JSON object.", code=error_codes.METRIC_INVALID)
+        raise AppError(
+            "The properties schema must be a JSON object.", code=error_codes.METRIC_INVALID
+        )
     try:
         fastjsonschema.compile(properties_schema)
     except fastjsonschema.JsonSchemaDefinitionException as exc:
-        raise AppError(f"The properties schema is not a valid JSON Schema: {exc}",
-                       code=error_codes.METRIC_INVALID) from exc
+        raise AppError(
+            f"The properties schema is not a valid JSON Schema: {exc}",
+            code=error_codes.METRIC_INVALID,
+        ) from exc
 
 
 def metric_create(
@@ -86,23 +96,33 @@ def metric_create(
 ) -> MetricVersion:
     """Create a metric with its version 1 (in force from `effective_from`, default: the epoch)."""
     schema = properties_schema or {}
-    _check_metric_version(aggregation=aggregation, value_property=value_property, properties_schema=schema)
+    _check_metric_version(
+        aggregation=aggregation, value_property=value_property, properties_schema=schema
+    )
     with transaction.atomic():
         if MetricDefinition.objects.filter(code=code).exists():
-            raise Conflict(f"A metric with code {code!r} exists; add a version instead.",
-                           code=error_codes.METRIC_EXISTS)
+            raise Conflict(
+                f"A metric with code {code!r} exists; add a version instead.",
+                code=error_codes.METRIC_EXISTS,
+            )
         metric = MetricDefinition(code=code)
         metric.full_clean()
         metric.save()
         version = MetricVersion(
-            metric=metric, version=1,
+            metric=metric,
+            version=1,
             effective_from=effective_from or datetime(1970, 1, 1, tzinfo=UTC),
-            name=name, unit=unit, aggregation=aggregation, value_property=value_property,
+            name=name,
+            unit=unit,
+            aggregation=aggregation,
+            value_property=value_property,
             properties_schema=schema,
         )
         version.full_clean()
         version.save()
-        audit_record(actor=actor, action="metric.create", obj=metric, after=_metric_version_snapshot(version))
+        audit_record(
+            actor=actor, action="metric.create", obj=metric, after=_metric_version_snapshot(version)
+        )
     return version
 
 
@@ -131,17 +151,30 @@ def metric_version_add(
             unit=unit if unit is not None else last.unit,
             aggregation=aggregation if aggregation is not None else last.aggregation,
             value_property=value_property if value_property is not None else last.value_property,
-            properties_schema=properties_schema if properties_schema is not None else last.properties_schema,
+            properties_schema=properties_schema
+            if properties_schema is not None
+            else last.properties_schema,
         )
-        _check_metric_version(aggregation=version.aggregation, value_property=version.value_property,
-                              properties_schema=version.properties_schema)
+        _check_metric_version(
+            aggregation=version.aggregation,
+            value_property=version.value_property,
+            properties_schema=version.properties_schema,
+        )
         if metric.versions.filter(effective_from=effective_from).exists():
-            raise Conflict("Another version of this metric starts at the same time.",
-                           code=error_codes.METRIC_INVALID)
+            raise Conflict(
+                "Another version of this metric starts at the same time.",
+                code=error_codes.METRIC_INVALID,
+            )
         version.full_clean()
         version.save()
-        audit_record(actor=actor, action="metric.version_add", obj=metric,
-                     before=_metric_version_snapshot(last), after=_metric_version_snapshot(version), reason=reason)
+        audit_record(
+            actor=actor,
+            action="metric.version_add",
+            obj=metric,
+            before=_metric_version_snapshot(last),
+            after=_metric_version_snapshot(version),
+            reason=reason,
+        )
     return version
 
 
@@ -167,8 +200,13 @@ def usage_summarize_window(
     customers = list(customer_ids) if customer_ids is not None else None
     metrics = metrics_for(metric_codes)
     watermark = current_watermark()
-    aggregates = aggregate_window(period_start=period_start, period_end=period_end, watermark=watermark,
-                                  metrics=metrics, customer_ids=customers)
+    aggregates = aggregate_window(
+        period_start=period_start,
+        period_end=period_end,
+        watermark=watermark,
+        metrics=metrics,
+        customer_ids=customers,
+    )
     now = timezone.now()
     created: list[UsageSummary] = []
     updated: list[UsageSummary] = []
@@ -184,17 +222,31 @@ def usage_summarize_window(
             latest[(s.customer_id, s.metric_id)] = s
         for agg in aggregates:
             summary = latest.get((agg.customer_id, agg.metric_id))
-            fields = {"aggregation": agg.aggregation, "quantity": agg.quantity,
-                      "event_count": agg.event_count, "watermark_seq": watermark, "computed_at": now}
-            if summary is None or (summary.closed_at is not None and agg.max_seq > summary.watermark_seq):
-                new = UsageSummary(customer_id=agg.customer_id, metric_id=agg.metric_id,
-                                   period_start=period_start, period_end=period_end,
-                                   revision=0 if summary is None else summary.revision + 1, **fields)
+            fields = {
+                "aggregation": agg.aggregation,
+                "quantity": agg.quantity,
+                "event_count": agg.event_count,
+                "watermark_seq": watermark,
+                "computed_at": now,
+            }
+            if summary is None or (
+                summary.closed_at is not None and agg.max_seq > summary.watermark_seq
+            ):
+                new = UsageSummary(
+                    customer_id=agg.customer_id,
+                    metric_id=agg.metric_id,
+                    period_start=period_start,
+                    period_end=period_end,
+                    revision=0 if summary is None else summary.revision + 1,
+                    **fields,
+                )
                 created.append(new)
                 current.append(new)
             elif summary.closed_at is None:
                 if (summary.quantity, summary.event_count, summary.aggregation) != (
-                    agg.quantity, agg.event_count, agg.aggregation
+                    agg.quantity,
+                    agg.event_count,
+                    agg.aggregation,
                 ) or summary.watermark_seq != watermark:
                     for k, v in fields.items():
                         setattr(summary, k, v)
@@ -204,15 +256,23 @@ def usage_summarize_window(
                 current.append(summary)
         UsageSummary.objects.bulk_create(created, batch_size=2000)
         UsageSummary.objects.bulk_update(
-            updated, ["aggregation", "quantity", "event_count", "watermark_seq", "computed_at"], batch_size=2000
+            updated,
+            ["aggregation", "quantity", "event_count", "watermark_seq", "computed_at"],
+            batch_size=2000,
         )
         if created or updated:
             audit_record(
-                actor=actor, action="usage.summarize", object_type="metering.usagesummary",
+                actor=actor,
+                action="usage.summarize",
+                object_type="metering.usagesummary",
                 object_id=f"{period_start:%Y%m%dT%H%M%S}-{period_end:%Y%m%dT%H%M%S}",
                 object_repr=f"usage {period_start:%Y-%m-%d %H:%M}..{period_end:%Y-%m-%d %H:%M}",
-                after={"created": len(created), "updated": len(updated), "watermark_seq": watermark,
-                       "revisions": sorted({s.revision for s in created})},
+                after={
+                    "created": len(created),
+                    "updated": len(updated),
+                    "watermark_seq": watermark,
+                    "revisions": sorted({s.revision for s in created}),
+                },
             )
     return current
 
@@ -224,17 +284,21 @@ def usage_summaries_close(*, summary_ids: Iterable[int], actor: Actor) -> int:
         return 0
     with transaction.atomic():
         open_ids = list(
-            UsageSummary.objects.select_for_update().filter(pk__in=ids, closed_at__isnull=True)
+            UsageSummary.objects.select_for_update()
+            .filter(pk__in=ids, closed_at__isnull=True)
             .values_list("pk", flat=True)
         )
         if not open_ids:
             return 0
         closed = UsageSummary.objects.filter(pk__in=open_ids).update(closed_at=timezone.now())
-        audit_record(actor=actor, action="usage.summaries_close", object_type="metering.usagesummary",
-                     object_id=str(open_ids[0]) if len(open_ids) == 1 else f"{open_ids[0]}..{open_ids[-1]}",
-                     after={"closed_ids": open_ids})
+        audit_record(
+            actor=actor,
+            action="usage.summaries_close",
+            object_type="metering.usagesummary",
+            object_id=str(open_ids[0]) if len(open_ids) == 1 else f"{open_ids[0]}..{open_ids[-1]}",
+            after={"closed_ids": open_ids},
+        )
     return closed
-
 
 
 # --- ingestion ------------------------------------------------------------------------
@@ -253,14 +317,23 @@ class IngestResult:
 
 def _catalog(codes: set[str]) -> dict[str, list[ingest.VersionInfo]]:
     catalog: dict[str, list[ingest.VersionInfo]] = {}
-    rows = (MetricVersion.objects.filter(metric__code__in=codes)
-            .select_related("metric").order_by("-effective_from"))
+    rows = (
+        MetricVersion.objects.filter(metric__code__in=codes)
+        .select_related("metric")
+        .order_by("-effective_from")
+    )
     for v in rows:
-        catalog.setdefault(v.metric.code, []).append(ingest.VersionInfo(
-            id=v.pk, metric_id=v.metric_id, code=v.metric.code, effective_from=v.effective_from,
-            aggregation=v.aggregation, value_property=v.value_property,
-            validate=ingest.compiled_schema(v.pk, v.properties_schema),
-        ))
+        catalog.setdefault(v.metric.code, []).append(
+            ingest.VersionInfo(
+                id=v.pk,
+                metric_id=v.metric_id,
+                code=v.metric.code,
+                effective_from=v.effective_from,
+                aggregation=v.aggregation,
+                value_property=v.value_property,
+                validate=ingest.compiled_schema(v.pk, v.properties_schema),
+            )
+        )
     return catalog
 
 
@@ -270,9 +343,9 @@ def _resolve_customers(cands: list[ingest.Candidate]) -> None:
         by_source[c.source].add(c.customer_ref)
     mapping: dict[tuple[str, str], int] = {}
     for source, refs in by_source.items():
-        for ref, cid in CustomerMapping.objects.filter(source=source, customer_ref__in=refs).values_list(
-            "customer_ref", "customer_id"
-        ):
+        for ref, cid in CustomerMapping.objects.filter(
+            source=source, customer_ref__in=refs
+        ).values_list("customer_ref", "customer_id"):
             mapping[(source, ref)] = cid
     for c in cands:
         c.customer_id = mapping.get((c.source, c.customer_ref))
@@ -296,15 +369,27 @@ def usage_ingest(
     now = now or timezone.now()
     conf = settings.LEDGERLINE
     validated = ingest.validate_batch(
-        items, _catalog({m for e, _ in items if isinstance(e, dict) and isinstance(m := e.get("metric"), str)
-                         and len(m) <= 100 and "\x00" not in m}),
-        now=now, max_age=timedelta(days=conf["EVENT_MAX_AGE_DAYS"]),
+        items,
+        _catalog(
+            {
+                m
+                for e, _ in items
+                if isinstance(e, dict)
+                and isinstance(m := e.get("metric"), str)
+                and len(m) <= 100
+                and "\x00" not in m
+            }
+        ),
+        now=now,
+        max_age=timedelta(days=conf["EVENT_MAX_AGE_DAYS"]),
         max_future=timedelta(seconds=conf["EVENT_MAX_FUTURE_SECONDS"]),
     )
     cands = validated.candidates
     _resolve_customers(cands)
     if connection.vendor == "postgresql":
-        partitions.ensure_months({(c.timestamp.year, c.timestamp.month) for c in cands if c.customer_id})
+        partitions.ensure_months(
+            {(c.timestamp.year, c.timestamp.month) for c in cands if c.customer_id}
+        )
 
     results: list[dict[str, Any] | None] = [None] * len(items)
     counts = {"received": len(items), "accepted": 0, "duplicate": 0, "rejected": 0, "held": 0}
@@ -317,13 +402,27 @@ def usage_ingest(
         inserted, conflicts = event_store.insert(cands, received_at=now, api_key_id=api_key_id)
         held = [c for c in cands if c.customer_id is None and (c.source, c.event_id) in inserted]
         if held:
-            HeldEvent.objects.bulk_create([
-                HeldEvent(source=c.source, event_id=c.event_id, customer_ref=c.customer_ref,
-                          metric_id=c.version.metric_id, metric_version_id=c.version.id, timestamp=c.timestamp,
-                          value=c.value, properties=c.properties, received_at=now, api_key_id=api_key_id)
-                for c in held
-            ], batch_size=1000)
-        conflict_raws: list[ingest.Candidate] = [c for c in cands if (c.source, c.event_id) in conflicts]
+            HeldEvent.objects.bulk_create(
+                [
+                    HeldEvent(
+                        source=c.source,
+                        event_id=c.event_id,
+                        customer_ref=c.customer_ref,
+                        metric_id=c.version.metric_id,
+                        metric_version_id=c.version.id,
+                        timestamp=c.timestamp,
+                        value=c.value,
+                        properties=c.properties,
+                        received_at=now,
+                        api_key_id=api_key_id,
+                    )
+                    for c in held
+                ],
+                batch_size=1000,
+            )
+        conflict_raws: list[ingest.Candidate] = [
+            c for c in cands if (c.source, c.event_id) in conflicts
+        ]
         for c in cands:
             if (c.source, c.event_id) not in inserted:
                 status = ingest.DUPLICATE
@@ -341,12 +440,28 @@ def usage_ingest(
             counts[ingest.DUPLICATE] += 1
             tally[(orig.source, day)][ingest.DUPLICATE] += 1
             if not same:
-                conflict_raws.append(ingest.Candidate(
-                    index=index, source=orig.source, event_id=orig.event_id, customer_ref="", version=orig.version,
-                    timestamp=orig.timestamp, value=None, properties={}, content_hash="", raw=items[index][1]))
+                conflict_raws.append(
+                    ingest.Candidate(
+                        index=index,
+                        source=orig.source,
+                        event_id=orig.event_id,
+                        customer_ref="",
+                        version=orig.version,
+                        timestamp=orig.timestamp,
+                        value=None,
+                        properties={},
+                        content_hash="",
+                        raw=items[index][1],
+                    )
+                )
         for rej in validated.rejections:
-            results[rej.index] = {"index": rej.index, "event_id": rej.event_id or None, "status": ingest.REJECTED,
-                                  "code": rej.code, "message": rej.message}
+            results[rej.index] = {
+                "index": rej.index,
+                "event_id": rej.event_id or None,
+                "status": ingest.REJECTED,
+                "code": rej.code,
+                "message": rej.message,
+            }
             counts[ingest.REJECTED] += 1
             tally[(rej.source, day)][ingest.REJECTED] += 1
         if store_rejections and validated.rejections:
@@ -358,32 +473,54 @@ def usage_ingest(
         if store_rejections or counts["accepted"] or counts["held"] or counts["duplicate"]:
             _tally_add(tally)
         audit_record(
-            actor=actor, action="usage.ingest", object_type="metering.ingestbatch", object_id=batch_id,
+            actor=actor,
+            action="usage.ingest",
+            object_type="metering.ingestbatch",
+            object_id=batch_id,
             object_repr=f"{channel} batch of {len(items)}",
             after={**counts, "channel": channel, "sources": sorted({s for s, _ in tally})[:20]},
         )
-    return IngestResult(results=[r for r in results if r is not None], counts=counts, batch_id=batch_id,
-                        candidates={c.index: c for c in cands})
+    return IngestResult(
+        results=[r for r in results if r is not None],
+        counts=counts,
+        batch_id=batch_id,
+        candidates={c.index: c for c in cands},
+    )
 
 
-def _dead_letter(rejections: list[ingest.Rejection], *, actor: Actor, api_key_id: int | None,
-                 now: datetime) -> list[RejectedEvent]:
+def _dead_letter(
+    rejections: list[ingest.Rejection], *, actor: Actor, api_key_id: int | None, now: datetime
+) -> list[RejectedEvent]:
     groups: dict[tuple[str, str], list[ingest.Rejection]] = defaultdict(list)
     for rej in rejections:
         groups[(rej.source, rej.code)].append(rej)
     rows: list[RejectedEvent] = []
     for (source, code), rejs in sorted(groups.items()):
         case, _ = case_open_or_update(
-            kind=error_codes.CASE_REJECTED, fingerprint=f"metering:rejected:{source}:{code}",
+            kind=error_codes.CASE_REJECTED,
+            fingerprint=f"metering:rejected:{source}:{code}",
             title=f"Usage events from {source or 'an unidentified source'} rejected: {code}",
-            actor=actor, error_code=code, error_message=rejs[0].message, occurrences=len(rejs),
+            actor=actor,
+            error_code=code,
+            error_message=rejs[0].message,
+            occurrences=len(rejs),
             details={"source": source, "code": code, "last_event_id": rejs[-1].event_id},
         )
         for rej in rejs:
             raw_json, raw_text = _raw_for_storage(rej.raw)
-            rows.append(RejectedEvent(received_at=now, api_key_id=api_key_id, source=rej.source,
-                                      event_id=rej.event_id, code=rej.code, message=rej.message,
-                                      raw=raw_json, raw_text=raw_text, case=case))
+            rows.append(
+                RejectedEvent(
+                    received_at=now,
+                    api_key_id=api_key_id,
+                    source=rej.source,
+                    event_id=rej.event_id,
+                    code=rej.code,
+                    message=rej.message,
+                    raw=raw_json,
+                    raw_text=raw_text,
+                    case=case,
+                )
+            )
     return RejectedEvent.objects.bulk_create(rows, batch_size=1000)
 
 
@@ -403,16 +540,26 @@ def _raw_for_storage(raw: Any) -> tuple[Any, str]:
     return raw, ""
 
 
-def dead_letter_request(*, code: str, message: str, raw: Any, actor: Actor, api_key: ApiKey | None,
-                        source: str = "") -> RejectedEvent:
+def dead_letter_request(
+    *, code: str, message: str, raw: Any, actor: Actor, api_key: ApiKey | None, source: str = ""
+) -> RejectedEvent:
     """Keep a request nothing could be read from (not JSON, wrong shape, too large) as one dead letter."""
     now = timezone.now()
     with transaction.atomic():
-        rejected = _dead_letter([ingest.Rejection(0, source, "", code, message, raw)], actor=actor,
-                                api_key_id=api_key.pk if api_key else None, now=now)[0]
+        rejected = _dead_letter(
+            [ingest.Rejection(0, source, "", code, message, raw)],
+            actor=actor,
+            api_key_id=api_key.pk if api_key else None,
+            now=now,
+        )[0]
         _tally_add({(source, now.astimezone(UTC).date().isoformat()): {"rejected": 1}})
-        audit_record(actor=actor, action="usage.ingest_refused", obj=rejected, after={"code": code},
-                     reason=message[:500])
+        audit_record(
+            actor=actor,
+            action="usage.ingest_refused",
+            obj=rejected,
+            after={"code": code},
+            reason=message[:500],
+        )
     return rejected
 
 
@@ -422,11 +569,14 @@ def _open_unmapped_cases(held: list[ingest.Candidate], *, actor: Actor) -> None:
         groups[(c.source, c.customer_ref)] += 1
     for (source, ref), n in sorted(groups.items()):
         case_open_or_update(
-            kind=error_codes.CASE_UNMAPPED, fingerprint=unmapped_fingerprint(source, ref),
+            kind=error_codes.CASE_UNMAPPED,
+            fingerprint=unmapped_fingerprint(source, ref),
             title=f"No customer mapped for {source}:{ref}; its usage is held",
-            actor=actor, error_code=error_codes.CASE_UNMAPPED, occurrences=n,
+            actor=actor,
+            error_code=error_codes.CASE_UNMAPPED,
+            occurrences=n,
             error_message=f"Events from source '{source}' for customer_ref '{ref}' are held until a "
-                          "customer mapping is added.",
+            "customer mapping is added.",
             details={"source": source, "customer_ref": ref},
         )
 
@@ -435,24 +585,36 @@ def unmapped_fingerprint(source: str, customer_ref: str) -> str:
     return f"metering:unmapped:{source}:{customer_ref}"
 
 
-def _record_conflicts(cands: list[ingest.Candidate], *, actor: Actor, api_key_id: int | None,
-                      now: datetime) -> None:
+def _record_conflicts(
+    cands: list[ingest.Candidate], *, actor: Actor, api_key_id: int | None, now: datetime
+) -> None:
     groups: dict[str, list[ingest.Candidate]] = defaultdict(list)
     for c in cands:
         groups[c.source].append(c)
     rows = []
     for source, group in sorted(groups.items()):
         case, _ = case_open_or_update(
-            kind=error_codes.CASE_CONFLICT, fingerprint=f"metering:conflict:{source}",
-            title=f"Events from {source} re-sent with different content", actor=actor,
-            error_code=error_codes.CASE_CONFLICT, occurrences=len(group),
+            kind=error_codes.CASE_CONFLICT,
+            fingerprint=f"metering:conflict:{source}",
+            title=f"Events from {source} re-sent with different content",
+            actor=actor,
+            error_code=error_codes.CASE_CONFLICT,
+            occurrences=len(group),
             error_message="An event id already received was sent again with different content; the "
-                          "original stands until finance decides.",
+            "original stands until finance decides.",
             details={"source": source, "last_event_id": group[-1].event_id},
         )
-        rows += [DuplicateConflict(source=source, event_id=c.event_id, received_at=now, api_key_id=api_key_id,
-                                   raw=_raw_for_storage(c.raw)[0] or {"raw": _raw_for_storage(c.raw)[1]},
-                                   case=case) for c in group]
+        rows += [
+            DuplicateConflict(
+                source=source,
+                event_id=c.event_id,
+                received_at=now,
+                api_key_id=api_key_id,
+                raw=_raw_for_storage(c.raw)[0] or {"raw": _raw_for_storage(c.raw)[1]},
+                case=case,
+            )
+            for c in group
+        ]
     DuplicateConflict.objects.bulk_create(rows, batch_size=1000)
 
 
@@ -465,8 +627,10 @@ def _tally_add(tally: dict[tuple[str, str], dict[str, int]]) -> None:
         return
     cols = ", ".join(TALLY_COLUMNS)
     updates = ", ".join(f"{c} = metering_ingesttally.{c} + excluded.{c}" for c in TALLY_COLUMNS)
-    sql = (f"INSERT INTO metering_ingesttally (source, day, {cols}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-           f"ON CONFLICT (source, day) DO UPDATE SET {updates}")
+    sql = (
+        f"INSERT INTO metering_ingesttally (source, day, {cols}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        f"ON CONFLICT (source, day) DO UPDATE SET {updates}"
+    )
     with connection.cursor() as cur:
         for (source, day), c in sorted(tally.items()):
             cur.execute(sql, [source, day, *(c.get(col, 0) for col in TALLY_COLUMNS)])
@@ -475,19 +639,29 @@ def _tally_add(tally: dict[tuple[str, str], dict[str, int]]) -> None:
 # --- identity mapping and release of held events ----------------------------------------
 
 
-def customer_mapping_create(*, source: str, customer_ref: str, customer: Customer, actor: Actor) -> CustomerMapping:
+def customer_mapping_create(
+    *, source: str, customer_ref: str, customer: Customer, actor: Actor
+) -> CustomerMapping:
     """Map (source, customer_ref) to a customer and release the events held for it."""
     source, customer_ref = source.strip(), customer_ref.strip()
     if not source or not customer_ref:
-        raise AppError("A mapping needs a source and a customer_ref.", code=error_codes.MAPPING_INVALID)
+        raise AppError(
+            "A mapping needs a source and a customer_ref.", code=error_codes.MAPPING_INVALID
+        )
     with transaction.atomic():
         if CustomerMapping.objects.filter(source=source, customer_ref=customer_ref).exists():
-            raise Conflict(f"{source}:{customer_ref} is already mapped.", code=error_codes.MAPPING_EXISTS)
+            raise Conflict(
+                f"{source}:{customer_ref} is already mapped.", code=error_codes.MAPPING_EXISTS
+            )
         mapping = CustomerMapping(source=source, customer_ref=customer_ref, customer=customer)
         mapping.full_clean()
         mapping.save()
-        audit_record(actor=actor, action="mapping.create", obj=mapping,
-                     after={"source": source, "customer_ref": customer_ref, "customer_id": customer.pk})
+        audit_record(
+            actor=actor,
+            action="mapping.create",
+            obj=mapping,
+            after={"source": source, "customer_ref": customer_ref, "customer_id": customer.pk},
+        )
         held_events_release(mapping=mapping, actor=actor)
     return mapping
 
@@ -495,44 +669,80 @@ def customer_mapping_create(*, source: str, customer_ref: str, customer: Custome
 def held_events_release(*, mapping: CustomerMapping, actor: Actor) -> int:
     """Move the held events of a mapped (source, customer_ref) into the event table, into their periods."""
     with transaction.atomic():
-        held = list(HeldEvent.objects.select_for_update().filter(
-            source=mapping.source, customer_ref=mapping.customer_ref, released_at__isnull=True).order_by("id"))
+        held = list(
+            HeldEvent.objects.select_for_update()
+            .filter(
+                source=mapping.source, customer_ref=mapping.customer_ref, released_at__isnull=True
+            )
+            .order_by("id")
+        )
         if held:
             if connection.vendor == "postgresql":
                 partitions.ensure_months({(h.timestamp.year, h.timestamp.month) for h in held})
             event_insert_lock()
             now = timezone.now()
-            events = UsageEvent.objects.bulk_create([
-                UsageEvent(source=h.source, event_id=h.event_id, customer_ref=h.customer_ref,
-                           customer_id=mapping.customer_id, metric_id=h.metric_id,
-                           metric_version_id=h.metric_version_id, timestamp=h.timestamp, value=h.value,
-                           properties=h.properties, received_at=h.received_at, api_key_id=h.api_key_id,
-                           held_event=h.pk)
-                for h in held
-            ], batch_size=1000)
+            events = UsageEvent.objects.bulk_create(
+                [
+                    UsageEvent(
+                        source=h.source,
+                        event_id=h.event_id,
+                        customer_ref=h.customer_ref,
+                        customer_id=mapping.customer_id,
+                        metric_id=h.metric_id,
+                        metric_version_id=h.metric_version_id,
+                        timestamp=h.timestamp,
+                        value=h.value,
+                        properties=h.properties,
+                        received_at=h.received_at,
+                        api_key_id=h.api_key_id,
+                        held_event=h.pk,
+                    )
+                    for h in held
+                ],
+                batch_size=1000,
+            )
             for h, e in zip(held, events, strict=True):
                 h.released_at, h.released_seq, h.customer_id = now, e.seq, mapping.customer_id
-            HeldEvent.objects.bulk_update(held, ["released_at", "released_seq", "customer"], batch_size=1000)
+            HeldEvent.objects.bulk_update(
+                held, ["released_at", "released_seq", "customer"], batch_size=1000
+            )
             per_day: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
             for h in held:
-                per_day[(h.source, h.received_at.astimezone(UTC).date().isoformat())]["released"] += 1
+                per_day[(h.source, h.received_at.astimezone(UTC).date().isoformat())][
+                    "released"
+                ] += 1
             _tally_add(per_day)
-            audit_record(actor=actor, action="usage.release", obj=mapping,
-                         after={"released": len(held), "customer_id": mapping.customer_id,
-                                "seq_from": events[0].seq, "seq_to": events[-1].seq})
+            audit_record(
+                actor=actor,
+                action="usage.release",
+                obj=mapping,
+                after={
+                    "released": len(held),
+                    "customer_id": mapping.customer_id,
+                    "seq_from": events[0].seq,
+                    "seq_to": events[-1].seq,
+                },
+            )
         case = ExceptionCase.objects.filter(
-            fingerprint=unmapped_fingerprint(mapping.source, mapping.customer_ref), status__in=OPEN_STATUSES
+            fingerprint=unmapped_fingerprint(mapping.source, mapping.customer_ref),
+            status__in=OPEN_STATUSES,
         ).first()
         if case is not None:
-            case_close(case=case, actor=actor, status=CaseStatus.RESOLVED,
-                       resolution=f"Mapped to customer {mapping.customer}; {len(held)} held event(s) released.")
+            case_close(
+                case=case,
+                actor=actor,
+                status=CaseStatus.RESOLVED,
+                resolution=f"Mapped to customer {mapping.customer}; {len(held)} held event(s) released.",
+            )
     return len(held)
 
 
 # --- dead letter: correct and re-submit ------------------------------------------------------
 
 
-def rejected_event_resubmit(*, rejected: RejectedEvent, corrected: dict[str, Any], actor: Actor) -> dict[str, Any]:
+def rejected_event_resubmit(
+    *, rejected: RejectedEvent, corrected: dict[str, Any], actor: Actor
+) -> dict[str, Any]:
     """Re-submit a corrected rejected event (canonical shape). Returns its outcome.
 
     Accepted, held or duplicate: the dead letter is marked re-submitted.
@@ -541,9 +751,16 @@ def rejected_event_resubmit(*, rejected: RejectedEvent, corrected: dict[str, Any
     with transaction.atomic():
         locked = RejectedEvent.objects.select_for_update().get(pk=rejected.pk)
         if locked.status != RejectedStatus.OPEN:
-            raise Conflict("This rejected event was already re-submitted.", code=error_codes.REJECTED_NOT_OPEN)
-        result = usage_ingest(items=[(corrected, corrected)], actor=actor, api_key=None, channel="resubmit",
-                              store_rejections=False)
+            raise Conflict(
+                "This rejected event was already re-submitted.", code=error_codes.REJECTED_NOT_OPEN
+            )
+        result = usage_ingest(
+            items=[(corrected, corrected)],
+            actor=actor,
+            api_key=None,
+            channel="resubmit",
+            store_rejections=False,
+        )
         outcome = result.results[0]
         if outcome["status"] == ingest.REJECTED:
             return outcome
@@ -551,14 +768,21 @@ def rejected_event_resubmit(*, rejected: RejectedEvent, corrected: dict[str, Any
         locked.resubmitted_at = timezone.now()
         locked.resubmission_outcome = outcome["status"]
         locked.save(update_fields=["status", "resubmitted_at", "resubmission_outcome"])
-        audit_record(actor=actor, action="usage.resubmit", obj=locked, before={"raw": locked.raw or locked.raw_text},
-                     after={"event": corrected, "outcome": outcome["status"]})
+        audit_record(
+            actor=actor,
+            action="usage.resubmit",
+            obj=locked,
+            before={"raw": locked.raw or locked.raw_text},
+            after={"event": corrected, "outcome": outcome["status"]},
+        )
     return outcome
 
 
 # --- scheduled refresh -------------------------------------------------------------------------
 
-LATE_USAGE_LOOKBACK_DAYS = 40  # closed windows this recent are checked for late events (EVENT_MAX_AGE + margin)
+LATE_USAGE_LOOKBACK_DAYS = (
+    40  # closed windows this recent are checked for late events (EVENT_MAX_AGE + margin)
+)
 
 
 def usage_summaries_refresh(*, actor: Actor, now: datetime | None = None) -> int:
@@ -569,13 +793,22 @@ def usage_summaries_refresh(*, actor: Actor, now: datetime | None = None) -> int
     """
     now = now or timezone.now()
     windows: dict[tuple[datetime, datetime], int] = {}
-    open_rows = (UsageSummary.objects.filter(closed_at__isnull=True).values("period_start", "period_end")
-                 .annotate(low=Min("watermark_seq")).order_by())
+    open_rows = (
+        UsageSummary.objects.filter(closed_at__isnull=True)
+        .values("period_start", "period_end")
+        .annotate(low=Min("watermark_seq"))
+        .order_by()
+    )
     for row in open_rows:
         windows[(row["period_start"], row["period_end"])] = row["low"]
-    closed_rows = (UsageSummary.objects.filter(closed_at__isnull=False,
-                                               period_end__gte=now - timedelta(days=LATE_USAGE_LOOKBACK_DAYS))
-                   .values("period_start", "period_end").annotate(low=Min("watermark_seq")).order_by())
+    closed_rows = (
+        UsageSummary.objects.filter(
+            closed_at__isnull=False, period_end__gte=now - timedelta(days=LATE_USAGE_LOOKBACK_DAYS)
+        )
+        .values("period_start", "period_end")
+        .annotate(low=Min("watermark_seq"))
+        .order_by()
+    )
     for row in closed_rows:
         key = (row["period_start"], row["period_end"])
         windows[key] = min(windows.get(key, row["low"]), row["low"])
@@ -607,7 +840,9 @@ class ImportProgress:
 def _csv_lines(fileobj: IO[bytes], progress: ImportProgress) -> Iterator[str]:
     for raw in fileobj:
         progress.bytes_read += len(raw)
-        yield raw.decode("utf-8-sig" if progress.bytes_read == len(raw) else "utf-8", errors="replace")
+        yield raw.decode(
+            "utf-8-sig" if progress.bytes_read == len(raw) else "utf-8", errors="replace"
+        )
 
 
 def _csv_event(row: dict[str, str]) -> dict[str, Any]:
@@ -619,7 +854,10 @@ def _csv_event(row: dict[str, str]) -> dict[str, Any]:
         try:
             event["properties"] = orjson.loads(props)
         except orjson.JSONDecodeError:
-            event["_reject"] = (error_codes.INVALID_FIELD, "The properties column is not valid JSON.")
+            event["_reject"] = (
+                error_codes.INVALID_FIELD,
+                "The properties column is not valid JSON.",
+            )
     return event
 
 
@@ -640,8 +878,11 @@ def usage_import_stream(
     reader = csv.DictReader(_csv_lines(fileobj, progress))
     missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
-        raise AppError(f"The CSV file lacks the column(s) {', '.join(missing)}; the header must name "
-                       f"{', '.join(CSV_COLUMNS)}[, value, properties].", code=error_codes.IMPORT_INVALID)
+        raise AppError(
+            f"The CSV file lacks the column(s) {', '.join(missing)}; the header must name "
+            f"{', '.join(CSV_COLUMNS)}[, value, properties].",
+            code=error_codes.IMPORT_INVALID,
+        )
     writer = csv.writer(error_report)
     writer.writerow(ERROR_REPORT_HEADER)
     batch: list[tuple[Any, Any]] = []
@@ -654,8 +895,15 @@ def usage_import_stream(
         result = usage_ingest(items=batch, actor=actor, api_key=api_key, channel="csv")
         for r in result.results:
             if r["status"] != ingest.ACCEPTED:
-                writer.writerow([first_row + r["index"], r["event_id"] or "", r["status"], r.get("code", ""),
-                                 r.get("message", "")])
+                writer.writerow(
+                    [
+                        first_row + r["index"],
+                        r["event_id"] or "",
+                        r["status"],
+                        r.get("code", ""),
+                        r.get("message", ""),
+                    ]
+                )
         for k in ("accepted", "duplicate", "rejected", "held"):
             setattr(progress, k, getattr(progress, k) + result.counts[k])
         progress.rows += len(batch)
@@ -680,8 +928,12 @@ def import_job_create(*, upload: Any, user: Any, actor: Actor) -> ImportJob:
         job = ImportJob(filename=upload.name[:255], total_bytes=upload.size or 0, created_by=user)
         job.file.save(f"{uuid.uuid4().hex}.csv", upload, save=False)
         job.save()
-        audit_record(actor=actor, action="usage.import_queued", obj=job,
-                     after={"filename": job.filename, "bytes": job.total_bytes})
+        audit_record(
+            actor=actor,
+            action="usage.import_queued",
+            obj=job,
+            after={"filename": job.filename, "bytes": job.total_bytes},
+        )
         transaction.on_commit(lambda: _enqueue_import(job.pk))
     return job
 
@@ -701,16 +953,22 @@ def import_job_run(*, job_id: int, actor: Actor) -> ImportJob:
 
     def save_progress(p: ImportProgress) -> None:
         ImportJob.objects.filter(pk=job.pk).update(
-            processed_bytes=p.bytes_read, rows=p.rows, accepted=p.accepted, duplicate=p.duplicate,
-            rejected=p.rejected, held=p.held)
+            processed_bytes=p.bytes_read,
+            rows=p.rows,
+            accepted=p.accepted,
+            duplicate=p.duplicate,
+            rejected=p.rejected,
+            held=p.held,
+        )
 
     report = tempfile.TemporaryFile(mode="w+", encoding="utf-8", newline="")
     status, message = ImportJob.Status.DONE, ""
     progress = ImportProgress()
     try:
         with job.file.open("rb") as fh:
-            progress = usage_import_stream(fileobj=fh, actor=actor, error_report=report,
-                                           on_progress=save_progress)
+            progress = usage_import_stream(
+                fileobj=fh, actor=actor, error_report=report, on_progress=save_progress
+            )
     except AppError as exc:
         status, message = ImportJob.Status.FAILED, exc.message
     with transaction.atomic():
@@ -718,13 +976,25 @@ def import_job_run(*, job_id: int, actor: Actor) -> ImportJob:
         job.status, job.message, job.finished_at = status, message, timezone.now()
         job.rows, job.accepted, job.duplicate = progress.rows, progress.accepted, progress.duplicate
         job.rejected, job.held = progress.rejected, progress.held
-        job.processed_bytes = job.total_bytes if status == ImportJob.Status.DONE else progress.bytes_read
+        job.processed_bytes = (
+            job.total_bytes if status == ImportJob.Status.DONE else progress.bytes_read
+        )
         report.seek(0)
         job.error_report.save(f"import-{job.pk}-errors.csv", File(report), save=False)
         report.close()
         job.save()
-        audit_record(actor=actor, action="usage.import_finished", obj=job,
-                     after={"status": status, "rows": job.rows, "accepted": job.accepted,
-                            "duplicate": job.duplicate, "rejected": job.rejected, "held": job.held},
-                     reason=message)
+        audit_record(
+            actor=actor,
+            action="usage.import_finished",
+            obj=job,
+            after={
+                "status": status,
+                "rows": job.rows,
+                "accepted": job.accepted,
+                "duplicate": job.duplicate,
+                "rejected": job.rejected,
+                "held": job.held,
+            },
+            reason=message,
+        )
     return job

@@ -62,7 +62,9 @@ class Aggregate:
 def version_in_force(metric: MetricDefinition, at: datetime) -> MetricVersion | None:
     """The version of `metric` in force just before `at` (a window's end, exclusive)."""
     return (
-        MetricVersion.objects.filter(metric=metric, effective_from__lt=at).order_by("-effective_from").first()
+        MetricVersion.objects.filter(metric=metric, effective_from__lt=at)
+        .order_by("-effective_from")
+        .first()
         or MetricVersion.objects.filter(metric=metric).order_by("effective_from").first()
     )
 
@@ -84,7 +86,10 @@ def aggregate_window(
     out: list[Aggregate] = []
     for (aggregation, prop), metric_ids in groups.items():
         base = UsageEvent.objects.filter(
-            metric_id__in=metric_ids, timestamp__gte=period_start, timestamp__lt=period_end, seq__lte=watermark
+            metric_id__in=metric_ids,
+            timestamp__gte=period_start,
+            timestamp__lt=period_end,
+            seq__lte=watermark,
         )
         if customer_ids is not None:
             base = base.filter(customer_id__in=customer_ids)
@@ -110,7 +115,16 @@ def aggregate_window(
         for row in rows:
             q = row["q"]
             quantity = (Decimal(q) if q is not None else Decimal(0)).quantize(QUANT)
-            out.append(Aggregate(row["customer_id"], row["metric_id"], aggregation, quantity, row["n"], row["top"]))
+            out.append(
+                Aggregate(
+                    row["customer_id"],
+                    row["metric_id"],
+                    aggregation,
+                    quantity,
+                    row["n"],
+                    row["top"],
+                )
+            )
     return out
 
 

@@ -30,14 +30,28 @@ def _date(raw: str | None) -> date | None:
 def control_totals(request: HttpRequest) -> HttpResponse:
     """Per source and day of receipt: received = accepted + duplicate + rejected + held."""
     q = request.GET
-    errors = [f"'{q[k]}' is not a date (use YYYY-MM-DD)." for k in ("date_from", "date_to")
-              if q.get(k) and _date(q.get(k)) is None]
-    rows = list(selectors.control_totals(date_from=_date(q.get("date_from")), date_to=_date(q.get("date_to")),
-                                         source=q.get("source") or None)[:500])
-    totals = {k: sum(getattr(r, k) for r in rows) for k in ("accepted", "duplicate", "rejected", "held", "released")}
+    errors = [
+        f"'{q[k]}' is not a date (use YYYY-MM-DD)."
+        for k in ("date_from", "date_to")
+        if q.get(k) and _date(q.get(k)) is None
+    ]
+    rows = list(
+        selectors.control_totals(
+            date_from=_date(q.get("date_from")),
+            date_to=_date(q.get("date_to")),
+            source=q.get("source") or None,
+        )[:500]
+    )
+    totals = {
+        k: sum(getattr(r, k) for r in rows)
+        for k in ("accepted", "duplicate", "rejected", "held", "released")
+    }
     totals["received"] = sum(r.received for r in rows)
-    return render(request, "metering/control_totals.html",
-                  {"rows": rows, "totals": totals, "filters": q, "errors": errors})
+    return render(
+        request,
+        "metering/control_totals.html",
+        {"rows": rows, "totals": totals, "filters": q, "errors": errors},
+    )
 
 
 @role_required(*READERS)
@@ -53,7 +67,9 @@ def imports(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Choose a CSV file to upload.")
         else:
             try:
-                job = import_job_create(upload=upload, user=request.user, actor=Actor.for_user(request.user))
+                job = import_job_create(
+                    upload=upload, user=request.user, actor=Actor.for_user(request.user)
+                )
             except AppError as exc:
                 messages.error(request, exc.message)
             else:
@@ -74,5 +90,9 @@ def import_errors(request: HttpRequest, pk: int) -> FileResponse:
     job = get_object_or_404(ImportJob, pk=pk)
     if not job.error_report:
         raise Http404("No error report yet.")
-    return FileResponse(job.error_report.open("rb"), as_attachment=True,
-                        filename=f"{job.filename.rsplit('.', 1)[0]}-errors.csv", content_type="text/csv")
+    return FileResponse(
+        job.error_report.open("rb"),
+        as_attachment=True,
+        filename=f"{job.filename.rsplit('.', 1)[0]}-errors.csv",
+        content_type="text/csv",
+    )

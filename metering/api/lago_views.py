@@ -31,8 +31,13 @@ from metering.services import IngestResult, usage_ingest
 LAGO_NS = uuid.UUID("6c1d3f0e-4a8e-4f39-9a51-3d7d0c0f1a2b")
 
 # Our rejection code -> (Lago field, Lago error code).
-FIELD_OF = {"event_id": "transaction_id", "customer_ref": "external_subscription_id", "metric": "code",
-            "timestamp": "timestamp", "source": "transaction_id"}
+FIELD_OF = {
+    "event_id": "transaction_id",
+    "customer_ref": "external_subscription_id",
+    "metric": "code",
+    "timestamp": "timestamp",
+    "source": "transaction_id",
+}
 LAGO_CODES: dict[str, tuple[str, str]] = {
     error_codes.INVALID_TIMESTAMP: ("timestamp", "invalid_format"),
     error_codes.EVENT_TOO_OLD: ("timestamp", "event_too_old"),
@@ -63,10 +68,15 @@ def lago_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
     if response.status_code == 401:
         response.data = {"status": 401, "error": "Unauthorized"}
     elif response.status_code == 422 and isinstance(exc, AppError):
-        response.data = lago_error(422, code="validation_errors", details=exc.extra.get("error_details", {}))
+        response.data = lago_error(
+            422, code="validation_errors", details=exc.extra.get("error_details", {})
+        )
     else:
-        response.data = lago_error(response.status_code, code=code,
-                                   details={"message": ours.get("message", ""), **ours.get("extra", {})})
+        response.data = lago_error(
+            response.status_code,
+            code=code,
+            details={"message": ours.get("message", ""), **ours.get("extra", {})},
+        )
     return response
 
 
@@ -79,7 +89,9 @@ def _field_errors(result: dict[str, Any], raw: Any) -> dict[str, list[str]]:
         return {f: [c]}
     message = result.get("message", "")
     missing = next((lago for ours, lago in FIELD_OF.items() if f"'{ours}'" in message), "event")
-    return {missing: ["value_is_mandatory" if code == error_codes.MISSING_FIELD else "invalid_value"]}
+    return {
+        missing: ["value_is_mandatory" if code == error_codes.MISSING_FIELD else "invalid_value"]
+    }
 
 
 def _echo(index: int, raw: dict[str, Any], result: IngestResult, received: str) -> dict[str, Any]:
@@ -88,7 +100,9 @@ def _echo(index: int, raw: dict[str, Any], result: IngestResult, received: str) 
     return {
         "lago_id": str(uuid.uuid5(LAGO_NS, f"{ingest.LAGO_SOURCE}:{raw.get('transaction_id')}")),
         "transaction_id": raw.get("transaction_id"),
-        "lago_customer_id": str(cand.customer_id) if cand is not None and cand.customer_id else None,
+        "lago_customer_id": str(cand.customer_id)
+        if cand is not None and cand.customer_id
+        else None,
         "external_customer_id": raw.get("external_customer_id"),
         "code": raw.get("code"),
         "timestamp": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z") if ts else None,
@@ -138,16 +152,29 @@ class _LagoBase(APIView):
     def get_exception_handler(self):  # type: ignore[no-untyped-def]
         return lago_exception_handler
 
-    def _ingest(self, request: Request, events: list[Any], channel: str) -> tuple[IngestResult, str]:
-        result = usage_ingest(items=[(ingest.from_lago(e), e) for e in events], actor=Actor.for_request(request),
-                              api_key=request.auth, channel=channel)
+    def _ingest(
+        self, request: Request, events: list[Any], channel: str
+    ) -> tuple[IngestResult, str]:
+        result = usage_ingest(
+            items=[(ingest.from_lago(e), e) for e in events],
+            actor=Actor.for_request(request),
+            api_key=request.auth,
+            channel=channel,
+        )
         return result, _now_iso()
 
     def _doc(self, request: Request) -> Any:
-        if (request.content_type or "").split(";")[0].strip().lower() not in ("application/json", ""):
-            raise refuse(request, code=error_codes.UNSUPPORTED_MEDIA_TYPE, status=415,
-                         raw=read_body(request, actor=Actor.for_request(request)).decode("utf-8", "replace"),
-                         message="Send application/json.")
+        if (request.content_type or "").split(";")[0].strip().lower() not in (
+            "application/json",
+            "",
+        ):
+            raise refuse(
+                request,
+                code=error_codes.UNSUPPORTED_MEDIA_TYPE,
+                status=415,
+                raw=read_body(request, actor=Actor.for_request(request)).decode("utf-8", "replace"),
+                message="Send application/json.",
+            )
         return decode_json(request, read_body(request, actor=Actor.for_request(request)))
 
 
@@ -167,22 +194,44 @@ class LagoEventCreateApi(_LagoBase):
     class OutputSerializer(serializers.Serializer):
         event = LagoEventOut()
 
-    @extend_schema(operation_id="lago_event_create", request=InputSerializer,
-                   responses={200: OutputSerializer, 400: LagoError, 401: LagoError, 403: LagoError, 413: LagoError,
-                              415: LagoError, 422: LagoError, 429: LagoError})
+    @extend_schema(
+        operation_id="lago_event_create",
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            400: LagoError,
+            401: LagoError,
+            403: LagoError,
+            413: LagoError,
+            415: LagoError,
+            422: LagoError,
+            429: LagoError,
+        },
+    )
     def post(self, request: Request) -> HttpResponse:
         doc = self._doc(request)
         event = doc.get("event") if isinstance(doc, dict) else None
         if not isinstance(event, dict):
-            raise refuse(request, code=error_codes.MALFORMED_REQUEST, status=400, raw=doc,
-                         message='The body must be {"event": {...}}.')
+            raise refuse(
+                request,
+                code=error_codes.MALFORMED_REQUEST,
+                status=400,
+                raw=doc,
+                message='The body must be {"event": {...}}.',
+            )
         result, received = self._ingest(request, [event], "lago")
         outcome = result.results[0]
         if outcome["status"] in (ingest.DUPLICATE, ingest.REJECTED):
-            raise AppError(outcome.get("message", "Event already received."), code="validation_errors",
-                           status=422, extra={"error_details": _field_errors(outcome, event)})
-        return HttpResponse(orjson.dumps({"event": _echo(0, event, result, received)}),
-                            content_type="application/json")
+            raise AppError(
+                outcome.get("message", "Event already received."),
+                code="validation_errors",
+                status=422,
+                extra={"error_details": _field_errors(outcome, event)},
+            )
+        return HttpResponse(
+            orjson.dumps({"event": _echo(0, event, result, received)}),
+            content_type="application/json",
+        )
 
 
 class LagoEventBatchApi(_LagoBase):
@@ -195,24 +244,53 @@ class LagoEventBatchApi(_LagoBase):
     class OutputSerializer(serializers.Serializer):
         events = LagoEventOut(many=True)
 
-    @extend_schema(operation_id="lago_event_batch", request=InputSerializer,
-                   responses={200: OutputSerializer, 400: LagoError, 401: LagoError, 403: LagoError, 413: LagoError,
-                              415: LagoError, 422: LagoError, 429: LagoError})
+    @extend_schema(
+        operation_id="lago_event_batch",
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            400: LagoError,
+            401: LagoError,
+            403: LagoError,
+            413: LagoError,
+            415: LagoError,
+            422: LagoError,
+            429: LagoError,
+        },
+    )
     def post(self, request: Request) -> HttpResponse:
         doc = self._doc(request)
         events = doc.get("events") if isinstance(doc, dict) else None
         if not isinstance(events, list):
-            raise refuse(request, code=error_codes.MALFORMED_REQUEST, status=400, raw=doc,
-                         message='The body must be {"events": [...]}.')
+            raise refuse(
+                request,
+                code=error_codes.MALFORMED_REQUEST,
+                status=400,
+                raw=doc,
+                message='The body must be {"events": [...]}.',
+            )
         if not events:
-            raise AppError("No events.", code="validation_errors", status=422,
-                           extra={"error_details": {"events": ["no_events"]}})
+            raise AppError(
+                "No events.",
+                code="validation_errors",
+                status=422,
+                extra={"error_details": {"events": ["no_events"]}},
+            )
         check_batch_size(request, events, doc)
         result, received = self._ingest(request, events, "lago-batch")
-        errors = {str(r["index"]): _field_errors(r, events[r["index"]]) for r in result.results
-                  if r["status"] in (ingest.DUPLICATE, ingest.REJECTED)}
+        errors = {
+            str(r["index"]): _field_errors(r, events[r["index"]])
+            for r in result.results
+            if r["status"] in (ingest.DUPLICATE, ingest.REJECTED)
+        }
         if errors:
-            raise AppError("Some events were not taken.", code="validation_errors", status=422,
-                           extra={"error_details": errors})
-        return HttpResponse(orjson.dumps({"events": [_echo(i, e, result, received) for i, e in enumerate(events)]}),
-                            content_type="application/json")
+            raise AppError(
+                "Some events were not taken.",
+                code="validation_errors",
+                status=422,
+                extra={"error_details": errors},
+            )
+        return HttpResponse(
+            orjson.dumps({"events": [_echo(i, e, result, received) for i, e in enumerate(events)]}),
+            content_type="application/json",
+        )

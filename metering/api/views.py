@@ -59,15 +59,20 @@ def read_body(request: Request, *, actor: Actor) -> bytes:
     except RequestDataTooBig as exc:
         raise AppError(
             f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // (1024 * 1024)} MB; send "
-            "smaller batches.", code=core_codes.REQUEST_TOO_LARGE, status=413,
+            "smaller batches.",
+            code=core_codes.REQUEST_TOO_LARGE,
+            status=413,
         ) from exc
 
 
-def refuse(request: Request, *, code: str, message: str, raw: Any, status: int, **extra: Any) -> AppError:
+def refuse(
+    request: Request, *, code: str, message: str, raw: Any, status: int, **extra: Any
+) -> AppError:
     """Keep what could be read of a refused request in the dead letter, and build the 4xx error."""
     key = request.auth
-    rejected = dead_letter_request(code=code, message=message, raw=raw, actor=Actor.for_request(request),
-                                   api_key=key)
+    rejected = dead_letter_request(
+        code=code, message=message, raw=raw, actor=Actor.for_request(request), api_key=key
+    )
     return AppError(message, code=code, status=status, extra={"rejected_id": rejected.pk, **extra})
 
 
@@ -75,9 +80,13 @@ def decode_json(request: Request, body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise refuse(request, code=error_codes.MALFORMED_REQUEST, status=400,
-                     message=f"The body is not valid JSON: {exc}.",
-                     raw=body[:1_000_000].decode("utf-8", errors="replace")) from exc
+        raise refuse(
+            request,
+            code=error_codes.MALFORMED_REQUEST,
+            status=400,
+            message=f"The body is not valid JSON: {exc}.",
+            raw=body[:1_000_000].decode("utf-8", errors="replace"),
+        ) from exc
 
 
 def check_batch_size(request: Request, events: list[Any], raw: Any) -> None:
@@ -85,10 +94,16 @@ def check_batch_size(request: Request, events: list[Any], raw: Any) -> None:
     if not events:
         raise AppError("The batch has no events.", code=error_codes.EMPTY_BATCH, status=400)
     if len(events) > limit:
-        raise refuse(request, code=error_codes.BATCH_TOO_LARGE, status=413, raw=raw,
-                     message=f"A request takes at most {limit:,} events; this one has {len(events):,}. "
-                             "Split it; the batch is kept in the dead letter.",
-                     limit=limit, received=len(events))
+        raise refuse(
+            request,
+            code=error_codes.BATCH_TOO_LARGE,
+            status=413,
+            raw=raw,
+            message=f"A request takes at most {limit:,} events; this one has {len(events):,}. "
+            "Split it; the batch is kept in the dead letter.",
+            limit=limit,
+            received=len(events),
+        )
 
 
 def media_type(request: Request) -> str:
@@ -132,8 +147,13 @@ class EventIngestApi(APIView):
             customer_ref = serializers.CharField(max_length=200)
             metric = serializers.CharField(max_length=100)
             timestamp = serializers.CharField(help_text="ISO 8601 with offset, or Unix seconds.")
-            value = serializers.DecimalField(max_digits=30, decimal_places=6, required=False, allow_null=True,
-                                             coerce_to_string=False)
+            value = serializers.DecimalField(
+                max_digits=30,
+                decimal_places=6,
+                required=False,
+                allow_null=True,
+                coerce_to_string=False,
+            )
             properties = serializers.DictField(required=False)
 
         events = EventSerializer(many=True)
@@ -145,13 +165,30 @@ class EventIngestApi(APIView):
 
     @extend_schema(
         operation_id="events_ingest",
-        request={"application/json": InputSerializer, CE_STRUCTURED: OpenApiTypes.OBJECT,
-                 CE_BATCH: OpenApiTypes.OBJECT},
-        responses={200: OutputSerializer, 400: ErrorSerializer, 401: ErrorSerializer, 403: ErrorSerializer,
-                   413: ErrorSerializer, 415: ErrorSerializer, 429: ErrorSerializer},
-        parameters=[OpenApiParameter("ce-specversion", str, OpenApiParameter.HEADER, required=False,
-                                     description="CloudEvents binary mode: with ce-id, ce-source, ce-subject, "
-                                                 "ce-type, ce-time; the body is `data`.")],
+        request={
+            "application/json": InputSerializer,
+            CE_STRUCTURED: OpenApiTypes.OBJECT,
+            CE_BATCH: OpenApiTypes.OBJECT,
+        },
+        responses={
+            200: OutputSerializer,
+            400: ErrorSerializer,
+            401: ErrorSerializer,
+            403: ErrorSerializer,
+            413: ErrorSerializer,
+            415: ErrorSerializer,
+            429: ErrorSerializer,
+        },
+        parameters=[
+            OpenApiParameter(
+                "ce-specversion",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="CloudEvents binary mode: with ce-id, ce-source, ce-subject, "
+                "ce-type, ce-time; the body is `data`.",
+            )
+        ],
     )
     def post(self, request: Request) -> HttpResponse:
         actor = Actor.for_request(request)
@@ -164,8 +201,13 @@ class EventIngestApi(APIView):
             doc = decode_json(request, body)
             events = doc.get("events") if isinstance(doc, dict) else None
             if not isinstance(events, list):
-                raise refuse(request, code=error_codes.MALFORMED_REQUEST, status=400, raw=doc,
-                             message='The body must be a JSON object with an "events" list.')
+                raise refuse(
+                    request,
+                    code=error_codes.MALFORMED_REQUEST,
+                    status=400,
+                    raw=doc,
+                    message='The body must be a JSON object with an "events" list.',
+                )
             check_batch_size(request, events, doc)
             items = [(e, e) for e in events]
             channel = "native"
@@ -176,16 +218,25 @@ class EventIngestApi(APIView):
         elif ctype == CE_BATCH:
             doc = decode_json(request, body)
             if not isinstance(doc, list):
-                raise refuse(request, code=error_codes.MALFORMED_REQUEST, status=400, raw=doc,
-                             message="A CloudEvents batch must be a JSON array of events.")
+                raise refuse(
+                    request,
+                    code=error_codes.MALFORMED_REQUEST,
+                    status=400,
+                    raw=doc,
+                    message="A CloudEvents batch must be a JSON array of events.",
+                )
             check_batch_size(request, doc, doc)
             items = [(ingest.from_cloudevent(ce), ce) for ce in doc]
             channel = "cloudevents-batch"
         else:
-            raise refuse(request, code=error_codes.UNSUPPORTED_MEDIA_TYPE, status=415,
-                         raw=body[:1_000_000].decode("utf-8", errors="replace"),
-                         message=f"Content type {ctype or '(none)'!r} is not accepted; send application/json, "
-                                 f"{CE_STRUCTURED} or {CE_BATCH}.")
+            raise refuse(
+                request,
+                code=error_codes.UNSUPPORTED_MEDIA_TYPE,
+                status=415,
+                raw=body[:1_000_000].decode("utf-8", errors="replace"),
+                message=f"Content type {ctype or '(none)'!r} is not accepted; send application/json, "
+                f"{CE_STRUCTURED} or {CE_BATCH}.",
+            )
         result = usage_ingest(items=items, actor=actor, api_key=request.auth, channel=channel)
         payload = {"batch_id": result.batch_id, "counts": result.counts, "results": result.results}
         return HttpResponse(orjson.dumps(payload), content_type="application/json")
@@ -202,9 +253,15 @@ def binary_cloudevent(request: Request, body: bytes, ctype: str) -> tuple[dict[s
                 data = body.decode("utf-8", errors="replace")
         else:
             data = body.decode("utf-8", errors="replace")
-    ce = {"specversion": headers.get("ce-specversion"), "id": headers.get("ce-id"),
-          "source": headers.get("ce-source"), "subject": headers.get("ce-subject"), "type": headers.get("ce-type"),
-          "time": headers.get("ce-time"), "data": data}
+    ce = {
+        "specversion": headers.get("ce-specversion"),
+        "id": headers.get("ce-id"),
+        "source": headers.get("ce-source"),
+        "subject": headers.get("ce-subject"),
+        "type": headers.get("ce-type"),
+        "time": headers.get("ce-time"),
+        "data": data,
+    }
     return ingest.from_cloudevent(ce), ce
 
 
@@ -226,9 +283,15 @@ class MetricListCreateApi(generics.ListAPIView):
         @extend_schema_field(serializers.ListField(child=serializers.DictField()))
         def get_versions(self, obj: MetricDefinition) -> list[dict[str, Any]]:
             return [
-                {"version": v.version, "effective_from": v.effective_from, "name": v.name, "unit": v.unit,
-                 "aggregation": v.aggregation, "value_property": v.value_property,
-                 "properties_schema": v.properties_schema}
+                {
+                    "version": v.version,
+                    "effective_from": v.effective_from,
+                    "name": v.name,
+                    "unit": v.unit,
+                    "aggregation": v.aggregation,
+                    "value_property": v.value_property,
+                    "properties_schema": v.properties_schema,
+                }
                 for v in obj.versions.order_by("version")
             ]
 
@@ -237,7 +300,9 @@ class MetricListCreateApi(generics.ListAPIView):
         name = serializers.CharField(max_length=200)
         unit = serializers.CharField(max_length=50, required=False, default="")
         aggregation = serializers.ChoiceField(choices=Aggregation.choices)
-        value_property = serializers.CharField(max_length=100, required=False, default="", allow_blank=True)
+        value_property = serializers.CharField(
+            max_length=100, required=False, default="", allow_blank=True
+        )
         properties_schema = serializers.DictField(required=False, default=dict)
         effective_from = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
@@ -304,10 +369,12 @@ class MappingListCreateApi(generics.ListAPIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        mapping = customer_mapping_create(source=data.validated_data["source"],
-                                          customer_ref=data.validated_data["customer_ref"],
-                                          customer=data.validated_data["customer_id"],
-                                          actor=Actor.for_request(request))
+        mapping = customer_mapping_create(
+            source=data.validated_data["source"],
+            customer_ref=data.validated_data["customer_ref"],
+            customer=data.validated_data["customer_id"],
+            actor=Actor.for_request(request),
+        )
         return Response(self.OutputSerializer(mapping).data, status=201)
 
 
@@ -319,8 +386,20 @@ class RejectedListApi(generics.ListAPIView):
     class OutputSerializer(serializers.ModelSerializer):
         class Meta:
             model = RejectedEvent
-            fields = ["id", "received_at", "source", "event_id", "code", "message", "raw", "raw_text", "status",
-                      "resubmitted_at", "resubmission_outcome", "case"]
+            fields = [
+                "id",
+                "received_at",
+                "source",
+                "event_id",
+                "code",
+                "message",
+                "raw",
+                "raw_text",
+                "status",
+                "resubmitted_at",
+                "resubmission_outcome",
+                "case",
+            ]
 
     serializer_class = OutputSerializer
     filterset_fields = ["source", "code", "status"]
@@ -342,8 +421,11 @@ class RejectedResubmitApi(APIView):
         rejected = selectors.rejected_event(pk=pk)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        outcome = rejected_event_resubmit(rejected=rejected, corrected=data.validated_data["event"],
-                                          actor=Actor.for_request(request))
+        outcome = rejected_event_resubmit(
+            rejected=rejected,
+            corrected=data.validated_data["event"],
+            actor=Actor.for_request(request),
+        )
         return Response(outcome)
 
 
@@ -363,10 +445,15 @@ class ControlTotalsApi(APIView):
         released = serializers.IntegerField()
 
     @extend_schema(
-        parameters=[OpenApiParameter("date_from", OpenApiTypes.DATE), OpenApiParameter("date_to", OpenApiTypes.DATE),
-                    OpenApiParameter("source", str)],
-        responses={200: inline_serializer("ControlTotalsList", {"results": OutputSerializer(many=True)}),
-                   400: OpenApiResponse(ErrorSerializer)},
+        parameters=[
+            OpenApiParameter("date_from", OpenApiTypes.DATE),
+            OpenApiParameter("date_to", OpenApiTypes.DATE),
+            OpenApiParameter("source", str),
+        ],
+        responses={
+            200: inline_serializer("ControlTotalsList", {"results": OutputSerializer(many=True)}),
+            400: OpenApiResponse(ErrorSerializer),
+        },
     )
     def get(self, request: Request) -> Response:
         q = request.query_params
@@ -374,6 +461,10 @@ class ControlTotalsApi(APIView):
             date_from = date.fromisoformat(q["date_from"]) if q.get("date_from") else None
             date_to = date.fromisoformat(q["date_to"]) if q.get("date_to") else None
         except ValueError as exc:
-            raise AppError("date_from/date_to must be YYYY-MM-DD.", code=core_codes.VALIDATION_FAILED) from exc
-        rows = selectors.control_totals(date_from=date_from, date_to=date_to, source=q.get("source") or None)
+            raise AppError(
+                "date_from/date_to must be YYYY-MM-DD.", code=core_codes.VALIDATION_FAILED
+            ) from exc
+        rows = selectors.control_totals(
+            date_from=date_from, date_to=date_to, source=q.get("source") or None
+        )
         return Response({"results": self.OutputSerializer(rows, many=True).data})

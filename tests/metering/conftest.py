@@ -24,14 +24,22 @@ def now() -> datetime:
 @pytest.fixture
 def metrics(db: None) -> None:
     make_metric("api_calls")
-    make_metric("storage_gb", "sum", "gb",
-                properties_schema={"type": "object", "properties": {"gb": {"type": ["number", "string"]},
-                                                                    "region": {"enum": ["eu", "us"]}}})
+    make_metric(
+        "storage_gb",
+        "sum",
+        "gb",
+        properties_schema={
+            "type": "object",
+            "properties": {"gb": {"type": ["number", "string"]}, "region": {"enum": ["eu", "us"]}},
+        },
+    )
 
 
 @pytest.fixture
 def mapped(customer_acme: Customer) -> CustomerMapping:
-    return CustomerMapping.objects.create(source="app", customer_ref="acct-1", customer=customer_acme)
+    return CustomerMapping.objects.create(
+        source="app", customer_ref="acct-1", customer=customer_acme
+    )
 
 
 @pytest.fixture
@@ -43,15 +51,22 @@ def writer(make_api_key: Callable[..., Any], api_client: Callable[[str], APIClie
 
 
 @pytest.fixture
-def admin_client(make_api_key: Callable[..., Any], api_client: Callable[[str], APIClient]) -> APIClient:
+def admin_client(
+    make_api_key: Callable[..., Any], api_client: Callable[[str], APIClient]
+) -> APIClient:
     return api_client(make_api_key("admin", name="admin").raw_key)
 
 
 @pytest.fixture
 def event(now: datetime) -> Callable[..., dict[str, Any]]:
     def make(event_id: str, **kw: Any) -> dict[str, Any]:
-        ev = {"event_id": event_id, "source": "app", "customer_ref": "acct-1", "metric": "api_calls",
-              "timestamp": iso(now - timedelta(minutes=5))}
+        ev = {
+            "event_id": event_id,
+            "source": "app",
+            "customer_ref": "acct-1",
+            "metric": "api_calls",
+            "timestamp": iso(now - timedelta(minutes=5)),
+        }
         ev.update(kw)
         return ev
 

@@ -14,9 +14,17 @@ from metering.services import metric_create
 TEST_ACTOR = Actor.system("tests")
 
 
-def make_metric(code: str, aggregation: str = "count", value_property: str = "", **kw: Any) -> MetricVersion:
-    return metric_create(code=code, name=code.replace("_", " "), aggregation=aggregation,
-                         value_property=value_property, actor=TEST_ACTOR, **kw)
+def make_metric(
+    code: str, aggregation: str = "count", value_property: str = "", **kw: Any
+) -> MetricVersion:
+    return metric_create(
+        code=code,
+        name=code.replace("_", " "),
+        aggregation=aggregation,
+        value_property=value_property,
+        actor=TEST_ACTOR,
+        **kw,
+    )
 
 
 _counter = iter(range(1, 10**9))
@@ -36,7 +44,14 @@ def put_event(
     event_id = f"t-{next(_counter)}"
     EventKey.objects.create(source=source, event_id=event_id, content_hash="x" * 32, received_at=at)
     return UsageEvent.objects.create(
-        source=source, event_id=event_id, customer_ref=customer.code, customer=customer, metric=metric,
-        metric_version=version, timestamp=at, value=Decimal(value) if value is not None else None,
-        properties=properties or {}, received_at=at,
+        source=source,
+        event_id=event_id,
+        customer_ref=customer.code,
+        customer=customer,
+        metric=metric,
+        metric_version=version,
+        timestamp=at,
+        value=Decimal(value) if value is not None else None,
+        properties=properties or {},
+        received_at=at,
     )

@@ -23,7 +23,9 @@ THREADS = 6
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_same_events_sent_by_several_clients_at_once_count_once() -> None:
-    usd = Currency.objects.get_or_create(code="USD", defaults={"name": "US Dollar", "minor_units": 2})[0]
+    usd = Currency.objects.get_or_create(
+        code="USD", defaults={"name": "US Dollar", "minor_units": 2}
+    )[0]
     entity = LegalEntity.objects.create(code="ll-us", name="LL", base_currency=usd, country="US")
     acme = Customer.objects.create(legal_entity=entity, code="acme", name="Acme")
     CustomerMapping.objects.create(source="app", customer_ref="acct-1", customer=acme)
@@ -31,17 +33,27 @@ def test_same_events_sent_by_several_clients_at_once_count_once() -> None:
     key = ApiKey.objects.create(name="producer", prefix="p1", key_hash="x", scopes=["usage:write"])
     ts = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     # Every thread sends the same 300 events, each in its own order, overlapping in time.
-    events = [{"event_id": f"e{i}", "source": "app", "customer_ref": "acct-1", "metric": "api_calls",
-               "timestamp": ts} for i in range(300)]
+    events = [
+        {
+            "event_id": f"e{i}",
+            "source": "app",
+            "customer_ref": "acct-1",
+            "metric": "api_calls",
+            "timestamp": ts,
+        }
+        for i in range(300)
+    ]
     barrier = threading.Barrier(THREADS)
     outcomes: list[dict[str, int]] = []
     errors: list[BaseException] = []
 
     def send(n: int) -> None:
         try:
-            batch = events[n * 37:] + events[: n * 37] if n % 2 else list(reversed(events))
+            batch = events[n * 37 :] + events[: n * 37] if n % 2 else list(reversed(events))
             barrier.wait()
-            result = usage_ingest(items=[(e, e) for e in batch], actor=Actor.for_api_key(key), api_key=key)
+            result = usage_ingest(
+                items=[(e, e) for e in batch], actor=Actor.for_api_key(key), api_key=key
+            )
             outcomes.append(result.counts)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
@@ -64,8 +76,11 @@ def test_same_events_sent_by_several_clients_at_once_count_once() -> None:
     at = datetime.fromisoformat(ts)
     assert _count(partition_name(at.year, at.month)) == 300
     assert _count("metering_usageevent_default") == 0
-    summary = usage_summarize_window(period_start=at - timedelta(days=1), period_end=at + timedelta(days=1),
-                                     actor=Actor.system("t"))
+    summary = usage_summarize_window(
+        period_start=at - timedelta(days=1),
+        period_end=at + timedelta(days=1),
+        actor=Actor.system("t"),
+    )
     assert [s.quantity for s in summary] == [300]
 
 

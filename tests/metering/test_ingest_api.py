@@ -20,7 +20,9 @@ pytestmark = pytest.mark.usefixtures("metrics", "mapped")
 
 
 def post(client, events: list[Any]):  # type: ignore[no-untyped-def]
-    return client.post("/api/v1/events", data=orjson.dumps({"events": events}), content_type="application/json")
+    return client.post(
+        "/api/v1/events", data=orjson.dumps({"events": events}), content_type="application/json"
+    )
 
 
 def statuses(resp) -> list[str]:  # type: ignore[no-untyped-def]
@@ -28,20 +30,31 @@ def statuses(resp) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 def test_batch_outcomes_counts_and_one_audit_entry(writer, event) -> None:  # type: ignore[no-untyped-def]
-    resp = post(writer, [
-        event("e1"),
-        event("e2", metric="storage_gb", value="1.25"),
-        event("e3", metric="storage_gb", properties={"gb": 2}),
-        event("e1"),  # same batch, same content
-        event("e4", customer_ref="unknown-acct"),
-        event("e5", metric="nope"),
-    ])
+    resp = post(
+        writer,
+        [
+            event("e1"),
+            event("e2", metric="storage_gb", value="1.25"),
+            event("e3", metric="storage_gb", properties={"gb": 2}),
+            event("e1"),  # same batch, same content
+            event("e4", customer_ref="unknown-acct"),
+            event("e5", metric="nope"),
+        ],
+    )
     assert resp.status_code == 200, resp.content
     body = resp.json()
     assert statuses(resp) == ["accepted", "accepted", "accepted", "duplicate", "held", "rejected"]
-    assert body["counts"] == {"received": 6, "accepted": 3, "duplicate": 1, "rejected": 1, "held": 1}
+    assert body["counts"] == {
+        "received": 6,
+        "accepted": 3,
+        "duplicate": 1,
+        "rejected": 1,
+        "held": 1,
+    }
     assert body["results"][5]["code"] == "unknown_metric"
-    assert "api_calls" not in body["results"][5]["message"] and "nope" in body["results"][5]["message"]
+    assert (
+        "api_calls" not in body["results"][5]["message"] and "nope" in body["results"][5]["message"]
+    )
     assert UsageEvent.objects.count() == 3
     values = dict(UsageEvent.objects.values_list("event_id", "value"))
     assert values == {"e1": None, "e2": Decimal("1.25"), "e3": Decimal("2")}
@@ -49,19 +62,27 @@ def test_batch_outcomes_counts_and_one_audit_entry(writer, event) -> None:  # ty
     assert ev.api_key_id == writer.api_key.pk and ev.metric_version.version == 1
     entries = AuditEntry.objects.filter(action="usage.ingest")
     assert entries.count() == 1
-    assert entries.get().after["accepted"] == 3 and entries.get().actor_api_key_id == writer.api_key.pk
+    assert (
+        entries.get().after["accepted"] == 3 and entries.get().actor_api_key_id == writer.api_key.pk
+    )
 
 
 def test_exactly_once_across_batches_and_conflict_case(writer, event) -> None:  # type: ignore[no-untyped-def]
     assert statuses(post(writer, [event("a"), event("b")])) == ["accepted", "accepted"]
-    again = post(writer, [event("a"), event("b", customer_ref="acct-1", properties={"x": 1}), event("c")])
+    again = post(
+        writer, [event("a"), event("b", customer_ref="acct-1", properties={"x": 1}), event("c")]
+    )
     assert statuses(again) == ["duplicate", "duplicate", "accepted"]
     assert UsageEvent.objects.count() == 3
     # b came back with different content: the original stands, finance gets one case.
     case = ExceptionCase.objects.get(kind="duplicate_conflict")
     assert case.occurrence_count == 1
     conflict = DuplicateConflict.objects.get()
-    assert conflict.event_id == "b" and conflict.raw["properties"] == {"x": 1} and conflict.case == case
+    assert (
+        conflict.event_id == "b"
+        and conflict.raw["properties"] == {"x": 1}
+        and conflict.case == case
+    )
     assert UsageEvent.objects.get(event_id="b").properties == {}
 
 
@@ -76,7 +97,10 @@ def test_exactly_once_across_batches_and_conflict_case(writer, event) -> None:  
         ({"metric": "storage_gb", "value": "abc"}, "invalid_value"),
         ({"metric": "storage_gb", "value": "1.0000001"}, "invalid_value"),
         ({"metric": "storage_gb"}, "value_required"),
-        ({"metric": "storage_gb", "value": 1, "properties": {"region": "mars"}}, "schema_violation"),
+        (
+            {"metric": "storage_gb", "value": 1, "properties": {"region": "mars"}},
+            "schema_violation",
+        ),
         ({"properties": "not-an-object"}, "invalid_field"),
         ({"metric": "unknown"}, "unknown_metric"),
     ],
@@ -94,17 +118,26 @@ def test_each_rejection_code_goes_to_the_dead_letter(writer, event, overrides, c
 
 
 def test_window_codes(writer, event, now: datetime) -> None:  # type: ignore[no-untyped-def]
-    resp = post(writer, [
-        event("old", timestamp=iso(now - timedelta(days=35, minutes=1))),
-        event("future", timestamp=iso(now + timedelta(minutes=6))),
-        event("edge-future", timestamp=iso(now + timedelta(minutes=4))),
-        event("unix", timestamp=int((now - timedelta(days=1)).timestamp())),
-        event("not-an-object-next"),
-        "just a string",
-    ])
+    resp = post(
+        writer,
+        [
+            event("old", timestamp=iso(now - timedelta(days=35, minutes=1))),
+            event("future", timestamp=iso(now + timedelta(minutes=6))),
+            event("edge-future", timestamp=iso(now + timedelta(minutes=4))),
+            event("unix", timestamp=int((now - timedelta(days=1)).timestamp())),
+            event("not-an-object-next"),
+            "just a string",
+        ],
+    )
     results = resp.json()["results"]
     assert [r.get("code", r["status"]) for r in results] == [
-        "event_too_old", "event_in_future", "accepted", "accepted", "accepted", "event_malformed"]
+        "event_too_old",
+        "event_in_future",
+        "accepted",
+        "accepted",
+        "accepted",
+        "event_malformed",
+    ]
 
 
 def test_metric_version_in_force_at_event_time(writer, event, now: datetime) -> None:  # type: ignore[no-untyped-def]
@@ -113,31 +146,56 @@ def test_metric_version_in_force_at_event_time(writer, event, now: datetime) -> 
     from metering.services import metric_version_add
 
     metric = MetricDefinition.objects.get(code="storage_gb")
-    metric_version_add(metric=metric, effective_from=now - timedelta(days=1), actor=Actor.system("t"),
-                       properties_schema={"type": "object", "required": ["region"]})
-    resp = post(writer, [
-        event("before", metric="storage_gb", value=1, timestamp=iso(now - timedelta(days=2))),
-        event("after-bad", metric="storage_gb", value=1),
-        event("after-ok", metric="storage_gb", value=1, properties={"region": "eu"}),
-    ])
+    metric_version_add(
+        metric=metric,
+        effective_from=now - timedelta(days=1),
+        actor=Actor.system("t"),
+        properties_schema={"type": "object", "required": ["region"]},
+    )
+    resp = post(
+        writer,
+        [
+            event("before", metric="storage_gb", value=1, timestamp=iso(now - timedelta(days=2))),
+            event("after-bad", metric="storage_gb", value=1),
+            event("after-ok", metric="storage_gb", value=1, properties={"region": "eu"}),
+        ],
+    )
     assert [r.get("code", r["status"]) for r in resp.json()["results"]] == [
-        "accepted", "schema_violation", "accepted"]
+        "accepted",
+        "schema_violation",
+        "accepted",
+    ]
     assert UsageEvent.objects.get(event_id="after-ok").metric_version.version == 2
     assert UsageEvent.objects.get(event_id="before").metric_version.version == 1
 
 
-def test_held_then_released_by_a_mapping(writer, admin_client, event, customer_acme: Customer) -> None:  # type: ignore[no-untyped-def]
-    other = Customer.objects.create(legal_entity=customer_acme.legal_entity, code="globex", name="Globex")
-    resp = post(writer, [event("h1", customer_ref="new-acct"), event("h2", customer_ref="new-acct",
-                                                                     metric="storage_gb", value="4.5")])
+def test_held_then_released_by_a_mapping(
+    writer, admin_client, event, customer_acme: Customer
+) -> None:  # type: ignore[no-untyped-def]
+    other = Customer.objects.create(
+        legal_entity=customer_acme.legal_entity, code="globex", name="Globex"
+    )
+    resp = post(
+        writer,
+        [
+            event("h1", customer_ref="new-acct"),
+            event("h2", customer_ref="new-acct", metric="storage_gb", value="4.5"),
+        ],
+    )
     assert statuses(resp) == ["held", "held"]
-    assert post(writer, [event("h1", customer_ref="new-acct")]).json()["results"][0]["status"] == "duplicate"
+    assert (
+        post(writer, [event("h1", customer_ref="new-acct")]).json()["results"][0]["status"]
+        == "duplicate"
+    )
     case = ExceptionCase.objects.get(kind="unmapped_customer")
     assert case.occurrence_count == 2 and case.is_open
     assert UsageEvent.objects.count() == 0
 
-    created = admin_client.post("/api/v1/metering/mappings",
-                                {"source": "app", "customer_ref": "new-acct", "customer_id": other.pk}, format="json")
+    created = admin_client.post(
+        "/api/v1/metering/mappings",
+        {"source": "app", "customer_ref": "new-acct", "customer_id": other.pk},
+        format="json",
+    )
     assert created.status_code == 201, created.content
     assert UsageEvent.objects.filter(customer=other).count() == 2
     assert HeldEvent.objects.filter(released_at__isnull=True).count() == 0
@@ -146,13 +204,25 @@ def test_held_then_released_by_a_mapping(writer, admin_client, event, customer_a
     assert AuditEntry.objects.filter(action="usage.release").get().after["released"] == 2
     tally = IngestTally.objects.get(source="app")
     assert (tally.held, tally.released, tally.duplicate) == (2, 2, 1)
-    dup = admin_client.post("/api/v1/metering/mappings",
-                            {"source": "app", "customer_ref": "new-acct", "customer_id": other.pk}, format="json")
+    dup = admin_client.post(
+        "/api/v1/metering/mappings",
+        {"source": "app", "customer_ref": "new-acct", "customer_id": other.pk},
+        format="json",
+    )
     assert dup.status_code == 409 and dup.json()["code"] == "mapping_exists"
 
 
 def test_control_totals_add_up(writer, event) -> None:  # type: ignore[no-untyped-def]
-    post(writer, [event("t1"), event("t2"), event("t1"), event("t3", metric="nope"), event("t4", customer_ref="z")])
+    post(
+        writer,
+        [
+            event("t1"),
+            event("t2"),
+            event("t1"),
+            event("t3", metric="nope"),
+            event("t4", customer_ref="z"),
+        ],
+    )
     post(writer, [event("t2")])
     writer.post("/api/v1/events", data=b"{not json", content_type="application/json")
     rows = writer.get("/api/v1/metering/control-totals").json()["results"]
@@ -171,21 +241,32 @@ def test_malformed_requests_are_4xx_and_kept(writer) -> None:  # type: ignore[no
 
     no_events = writer.post("/api/v1/events", data=b'{"evts": []}', content_type="application/json")
     assert no_events.status_code == 400 and no_events.json()["code"] == "malformed_request"
-    assert RejectedEvent.objects.get(pk=no_events.json()["extra"]["rejected_id"]).raw == {"evts": []}
+    assert RejectedEvent.objects.get(pk=no_events.json()["extra"]["rejected_id"]).raw == {
+        "evts": []
+    }
 
     empty = writer.post("/api/v1/events", data=b'{"events": []}', content_type="application/json")
     assert empty.status_code == 400 and empty.json()["code"] == "empty_batch"
 
     wrong_type = writer.post("/api/v1/events", data=b"a,b,c", content_type="text/csv")
     assert wrong_type.status_code == 415 and wrong_type.json()["code"] == "unsupported_media_type"
-    assert RejectedEvent.objects.get(pk=wrong_type.json()["extra"]["rejected_id"]).raw_text == "a,b,c"
+    assert (
+        RejectedEvent.objects.get(pk=wrong_type.json()["extra"]["rejected_id"]).raw_text == "a,b,c"
+    )
 
-    with override_settings(LEDGERLINE={"EVENT_MAX_AGE_DAYS": 35, "EVENT_MAX_FUTURE_SECONDS": 300,
-                                       "MAX_BATCH_EVENTS": 2}):
+    with override_settings(
+        LEDGERLINE={
+            "EVENT_MAX_AGE_DAYS": 35,
+            "EVENT_MAX_FUTURE_SECONDS": 300,
+            "MAX_BATCH_EVENTS": 2,
+        }
+    ):
         too_many = post(writer, [{"event_id": str(i)} for i in range(3)])
     assert too_many.status_code == 413 and too_many.json()["code"] == "batch_too_large"
     assert too_many.json()["extra"]["received"] == 3
-    assert RejectedEvent.objects.get(pk=too_many.json()["extra"]["rejected_id"]).raw["events"][2] == {"event_id": "2"}
+    assert RejectedEvent.objects.get(pk=too_many.json()["extra"]["rejected_id"]).raw["events"][
+        2
+    ] == {"event_id": "2"}
     assert UsageEvent.objects.count() == 0
 
 
@@ -219,23 +300,45 @@ def test_rejected_event_corrected_and_resubmitted(writer, admin_client, event) -
 def test_rejections_group_into_one_case_per_source_and_code(writer, event) -> None:  # type: ignore[no-untyped-def]
     post(writer, [event(f"m{i}", metric="nope") for i in range(5)])
     post(writer, [event("m9", metric="nope"), event("bad-ts", timestamp="x")])
-    cases = {c.error_code: c.occurrence_count for c in ExceptionCase.objects.filter(kind="usage_rejected")}
+    cases = {
+        c.error_code: c.occurrence_count
+        for c in ExceptionCase.objects.filter(kind="usage_rejected")
+    }
     assert cases == {"unknown_metric": 6, "invalid_timestamp": 1}
 
 
 def test_nul_characters_are_rejected_and_kept(writer, event) -> None:  # type: ignore[no-untyped-def]
     # PostgreSQL stores no NUL in text or jsonb: such events are refused with a code, never a 500.
-    resp = post(writer, [event("n1", properties={"note": "a\u0000b"}), event("n2\u0000"),
-                         event("n3", metric="api\u0000calls")])
+    resp = post(
+        writer,
+        [
+            event("n1", properties={"note": "a\u0000b"}),
+            event("n2\u0000"),
+            event("n3", metric="api\u0000calls"),
+        ],
+    )
     assert resp.status_code == 200
-    assert [r["code"] for r in resp.json()["results"]] == ["invalid_field", "invalid_field", "invalid_field"]
+    assert [r["code"] for r in resp.json()["results"]] == [
+        "invalid_field",
+        "invalid_field",
+        "invalid_field",
+    ]
     kept = RejectedEvent.objects.order_by("id")
     assert kept.count() == 3 and "\\u0000" in kept[0].raw_text
 
 
 def test_backslashes_tabs_and_unicode_round_trip(writer, event) -> None:  # type: ignore[no-untyped-def]
-    props = {"path": "C:\\new\\N", "tab": "a\tb", "line": "x\ny", "emoji": "ü€😀", "nested": {"k": [1, "\\N"]}}
+    props = {
+        "path": "C:\\new\\N",
+        "tab": "a\tb",
+        "line": "x\ny",
+        "emoji": "ü€😀",
+        "nested": {"k": [1, "\\N"]},
+    }
     resp = post(writer, [event("id\\with\\backslash", properties=props), event("tab\tid")])
-    assert [r.get("code", r["status"]) for r in resp.json()["results"]] == ["accepted", "invalid_field"]
+    assert [r.get("code", r["status"]) for r in resp.json()["results"]] == [
+        "accepted",
+        "invalid_field",
+    ]
     stored = UsageEvent.objects.get()
     assert stored.event_id == "id\\with\\backslash" and stored.properties == props

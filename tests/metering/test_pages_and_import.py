@@ -30,8 +30,8 @@ def csv_file(now: datetime, rows: int = 5) -> bytes:
     lines = ["event_id,source,customer_ref,metric,timestamp,value,properties"]
     for i in range(rows):
         lines.append(f'r{i},app,acct-1,storage_gb,{ts},{i}.5,"{{""region"": ""eu""}}"')
-    lines.append(f"r0,app,acct-1,storage_gb,{ts},0.5,\"{{\"\"region\"\": \"\"eu\"\"}}\"")  # duplicate
-    lines.append(f"bad-ts,app,acct-1,storage_gb,not-a-time,1,")
+    lines.append(f'r0,app,acct-1,storage_gb,{ts},0.5,"{{""region"": ""eu""}}"')  # duplicate
+    lines.append("bad-ts,app,acct-1,storage_gb,not-a-time,1,")
     lines.append(f"bad-json,app,acct-1,storage_gb,{ts},1,{{oops")
     lines.append(f"held,app,nobody,api_calls,{ts},,")
     return ("\n".join(lines) + "\n").encode()
@@ -49,11 +49,16 @@ def test_import_usage_command_streams_and_reports(tmp_path: Path, now: datetime)
     out = io.StringIO()
     call_command("import_usage", str(path), "--no-progress", stdout=out)
     assert "9 rows: 5 accepted, 1 duplicate, 2 rejected, 1 held" in out.getvalue()
-    assert sum(UsageEvent.objects.values_list("value", flat=True)) == Decimal("12.5")  # .5+1.5+...+4.5
+    assert sum(UsageEvent.objects.values_list("value", flat=True)) == Decimal(
+        "12.5"
+    )  # .5+1.5+...+4.5
     report = list(csv.DictReader((tmp_path / "usage.errors.csv").open()))
     assert [(r["row"], r["status"], r["code"]) for r in report] == [
-        ("7", "duplicate", ""), ("8", "rejected", "invalid_timestamp"), ("9", "rejected", "invalid_field"),
-        ("10", "held", "")]
+        ("7", "duplicate", ""),
+        ("8", "rejected", "invalid_timestamp"),
+        ("9", "rejected", "invalid_field"),
+        ("10", "held", ""),
+    ]
     assert AuditEntry.objects.filter(action="usage.ingest").count() == 1  # one batch
 
 
@@ -66,8 +71,9 @@ def test_import_usage_refuses_a_file_without_the_columns(tmp_path: Path) -> None
         call_command("import_usage", str(path), "--no-progress")
 
 
-def test_upload_page_progress_and_error_report(clerk, now: datetime, django_capture_on_commit_callbacks,
-                                               settings, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_upload_page_progress_and_error_report(
+    clerk, now: datetime, django_capture_on_commit_callbacks, settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     settings.MEDIA_ROOT = tmp_path
     c = login(clerk)
     assert c.get("/metering/imports/").status_code == 200
@@ -94,8 +100,11 @@ def test_upload_page_progress_and_error_report(clerk, now: datetime, django_capt
 def test_control_totals_page(clerk, writer, event, client) -> None:  # type: ignore[no-untyped-def]
     import orjson
 
-    writer.post("/api/v1/events", data=orjson.dumps({"events": [event("p1"), event("p1"), event("p2", metric="x")]}),
-                content_type="application/json")
+    writer.post(
+        "/api/v1/events",
+        data=orjson.dumps({"events": [event("p1"), event("p1"), event("p2", metric="x")]}),
+        content_type="application/json",
+    )
     page = login(clerk).get("/metering/")
     assert page.status_code == 200
     text = page.content.decode()
@@ -126,49 +135,98 @@ def test_refresh_task_and_its_schedule(customer_acme: Customer, now: datetime) -
     assert (latest.revision, latest.quantity) == (1, 3)
 
 
-def test_admin_creates_metrics_and_mappings_through_services(integrator, customer_acme: Customer) -> None:  # type: ignore[no-untyped-def]
+def test_admin_creates_metrics_and_mappings_through_services(
+    integrator, customer_acme: Customer
+) -> None:  # type: ignore[no-untyped-def]
     c = login(integrator)
-    resp = c.post("/admin/metering/metricdefinition/add/", {
-        "code": "seats", "name": "Seats", "unit": "seat", "aggregation": "max", "value_property": "n",
-        "properties_schema": "{}", "effective_from": "", "reason": "",
-        "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"})
+    resp = c.post(
+        "/admin/metering/metricdefinition/add/",
+        {
+            "code": "seats",
+            "name": "Seats",
+            "unit": "seat",
+            "aggregation": "max",
+            "value_property": "n",
+            "properties_schema": "{}",
+            "effective_from": "",
+            "reason": "",
+            "versions-TOTAL_FORMS": "0",
+            "versions-INITIAL_FORMS": "0",
+        },
+    )
     assert resp.status_code == 302, resp.content[:2000]
     metric = MetricDefinition.objects.get(code="seats")
     assert metric.versions.get().aggregation == "max"
     assert AuditEntry.objects.filter(action="metric.create", object_id=str(metric.pk)).count() == 1
-    resp = c.post(f"/admin/metering/metricdefinition/{metric.pk}/change/", {
-        "name": "Peak seats", "unit": "seat", "aggregation": "max", "value_property": "n",
-        "properties_schema": "{}", "effective_from": "", "reason": "rename",
-        "versions-TOTAL_FORMS": "1", "versions-INITIAL_FORMS": "1",
-        "versions-0-id": metric.versions.get().pk, "versions-0-metric": metric.pk})
+    resp = c.post(
+        f"/admin/metering/metricdefinition/{metric.pk}/change/",
+        {
+            "name": "Peak seats",
+            "unit": "seat",
+            "aggregation": "max",
+            "value_property": "n",
+            "properties_schema": "{}",
+            "effective_from": "",
+            "reason": "rename",
+            "versions-TOTAL_FORMS": "1",
+            "versions-INITIAL_FORMS": "1",
+            "versions-0-id": metric.versions.get().pk,
+            "versions-0-metric": metric.pk,
+        },
+    )
     assert resp.status_code == 302
-    assert list(metric.versions.order_by("version").values_list("name", flat=True)) == ["Seats", "Peak seats"]
+    assert list(metric.versions.order_by("version").values_list("name", flat=True)) == [
+        "Seats",
+        "Peak seats",
+    ]
 
-    resp = c.post("/admin/metering/customermapping/add/", {"source": "crm", "customer_ref": "A-1",
-                                                           "customer": customer_acme.pk})
+    resp = c.post(
+        "/admin/metering/customermapping/add/",
+        {"source": "crm", "customer_ref": "A-1", "customer": customer_acme.pk},
+    )
     assert resp.status_code == 302
     assert CustomerMapping.objects.filter(source="crm").exists()
     assert AuditEntry.objects.filter(action="mapping.create").count() == 1
 
 
 def test_metric_and_mapping_api(admin_client, customer_acme: Customer) -> None:  # type: ignore[no-untyped-def]
-    created = admin_client.post("/api/v1/metering/metrics", {
-        "code": "gpu_hours", "name": "GPU hours", "aggregation": "sum", "value_property": "hours",
-        "properties_schema": {"type": "object"}}, format="json")
+    created = admin_client.post(
+        "/api/v1/metering/metrics",
+        {
+            "code": "gpu_hours",
+            "name": "GPU hours",
+            "aggregation": "sum",
+            "value_property": "hours",
+            "properties_schema": {"type": "object"},
+        },
+        format="json",
+    )
     assert created.status_code == 201, created.content
     assert created.json()["versions"][0]["aggregation"] == "sum"
-    bad = admin_client.post("/api/v1/metering/metrics", {"code": "x", "name": "X", "aggregation": "sum"},
-                            format="json")
+    bad = admin_client.post(
+        "/api/v1/metering/metrics", {"code": "x", "name": "X", "aggregation": "sum"}, format="json"
+    )
     assert bad.status_code == 400 and bad.json()["code"] == "metric_invalid"
-    dup = admin_client.post("/api/v1/metering/metrics", {"code": "gpu_hours", "name": "X", "aggregation": "count"},
-                            format="json")
+    dup = admin_client.post(
+        "/api/v1/metering/metrics",
+        {"code": "gpu_hours", "name": "X", "aggregation": "count"},
+        format="json",
+    )
     assert dup.status_code == 409 and dup.json()["code"] == "metric_exists"
-    v2 = admin_client.post("/api/v1/metering/metrics/gpu_hours/versions",
-                           {"effective_from": iso(datetime.now(UTC)), "properties_schema": {"required": ["gpu"]}},
-                           format="json")
+    v2 = admin_client.post(
+        "/api/v1/metering/metrics/gpu_hours/versions",
+        {"effective_from": iso(datetime.now(UTC)), "properties_schema": {"required": ["gpu"]}},
+        format="json",
+    )
     assert v2.status_code == 201 and len(v2.json()["versions"]) == 2
-    assert admin_client.post("/api/v1/metering/metrics/none/versions", {"effective_from": iso(datetime.now(UTC))},
-                             format="json").status_code == 404
+    assert (
+        admin_client.post(
+            "/api/v1/metering/metrics/none/versions",
+            {"effective_from": iso(datetime.now(UTC))},
+            format="json",
+        ).status_code
+        == 404
+    )
     listing = admin_client.get("/api/v1/metering/metrics").json()
     assert {m["code"] for m in listing["results"]} >= {"gpu_hours", "api_calls"}
     maps = admin_client.get("/api/v1/metering/mappings?source=app").json()

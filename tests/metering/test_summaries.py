@@ -27,7 +27,9 @@ def at(day: int, hour: int = 12) -> datetime:
 
 @pytest.fixture
 def globex(customer_acme: Customer) -> Customer:
-    return Customer.objects.create(legal_entity=customer_acme.legal_entity, code="globex", name="Globex")
+    return Customer.objects.create(
+        legal_entity=customer_acme.legal_entity, code="globex", name="Globex"
+    )
 
 
 def summarize(**kw):  # type: ignore[no-untyped-def]
@@ -39,7 +41,9 @@ def by_key(summaries: list[UsageSummary]) -> dict[tuple[str, str], UsageSummary]
 
 
 @pytest.mark.django_db
-def test_each_aggregation_against_hand_computed_numbers(customer_acme: Customer, globex: Customer) -> None:
+def test_each_aggregation_against_hand_computed_numbers(
+    customer_acme: Customer, globex: Customer
+) -> None:
     calls = make_metric("api_calls").metric
     storage = make_metric("storage_gb", "sum", "gb").metric
     peak = make_metric("peak_seats", "max", "seats").metric
@@ -61,7 +65,9 @@ def test_each_aggregation_against_hand_computed_numbers(customer_acme: Customer,
         put_event(customer=customer_acme, metric=users, at=at(6), properties={"user_id": uid})
     put_event(customer=customer_acme, metric=plan, at=at(10), value="3")
     put_event(customer=customer_acme, metric=plan, at=at(20), value="5")  # the latest by time
-    put_event(customer=customer_acme, metric=plan, at=at(15), value="4")  # sent later, earlier in time
+    put_event(
+        customer=customer_acme, metric=plan, at=at(15), value="4"
+    )  # sent later, earlier in time
 
     result = by_key(summarize())
     assert result[("acme", "api_calls")].quantity == Decimal("3")
@@ -122,20 +128,34 @@ def test_late_usage_after_close_makes_a_new_full_revision(customer_acme: Custome
     assert first.quantity == Decimal("10") and first.closed_at is not None  # frozen
 
     assert list(selectors.summaries_for_event(event=late)) == [second]
-    assert set(selectors.summary_events(summary=first).values_list("value", flat=True)) == {Decimal("10")}
+    assert set(selectors.summary_events(summary=first).values_list("value", flat=True)) == {
+        Decimal("10")
+    }
     assert selectors.summary_events(summary=second).count() == 2
 
 
 @pytest.mark.django_db
 def test_summary_event_values_for_percentage_pricing(customer_acme: Customer) -> None:
     payments = make_metric("payments", "sum", "amount").metric
-    put_event(customer=customer_acme, metric=payments, at=at(1), value="100.10", properties={"amount": "100.10"})
-    put_event(customer=customer_acme, metric=payments, at=at(2), value="0.05", properties={"amount": 0.05})
+    put_event(
+        customer=customer_acme,
+        metric=payments,
+        at=at(1),
+        value="100.10",
+        properties={"amount": "100.10"},
+    )
+    put_event(
+        customer=customer_acme, metric=payments, at=at(2), value="0.05", properties={"amount": 0.05}
+    )
     put_event(customer=customer_acme, metric=payments, at=at(3), value="1", properties={"other": 1})
     summary = summarize()[0]
     assert list(selectors.summary_event_values(summary=summary, property_name="amount")) == [
-        Decimal("100.10"), Decimal("0.05")]
-    assert sum(selectors.summary_event_values(summary=summary, property_name="value")) == Decimal("101.15")
+        Decimal("100.10"),
+        Decimal("0.05"),
+    ]
+    assert sum(selectors.summary_event_values(summary=summary, property_name="value")) == Decimal(
+        "101.15"
+    )
 
 
 @pytest.mark.django_db
@@ -147,16 +167,28 @@ def test_window_must_be_ordered() -> None:
 
 
 @pytest.mark.django_db
-def test_database_refuses_a_second_open_revision_and_a_duplicate_event_key(customer_acme: Customer) -> None:
+def test_database_refuses_a_second_open_revision_and_a_duplicate_event_key(
+    customer_acme: Customer,
+) -> None:
     calls = make_metric("api_calls").metric
     put_event(customer=customer_acme, metric=calls, at=at(1))
     s = summarize()[0]
     with pytest.raises(IntegrityError), transaction.atomic():
-        UsageSummary.objects.create(customer=customer_acme, metric=calls, period_start=START, period_end=END,
-                                    revision=1, aggregation="count", quantity=0, computed_at=START)
+        UsageSummary.objects.create(
+            customer=customer_acme,
+            metric=calls,
+            period_start=START,
+            period_end=END,
+            revision=1,
+            aggregation="count",
+            quantity=0,
+            computed_at=START,
+        )
     key = EventKey.objects.first()
     with pytest.raises(IntegrityError), transaction.atomic():
-        EventKey.objects.create(source=key.source, event_id=key.event_id, content_hash="y" * 32, received_at=START)
+        EventKey.objects.create(
+            source=key.source, event_id=key.event_id, content_hash="y" * 32, received_at=START
+        )
     assert s.pk
 
 
@@ -171,10 +203,21 @@ def test_postgres_events_are_append_only_and_partitioned(customer_acme: Customer
         UsageEvent.objects.filter(pk=event.pk).delete()
     with pytest.raises(IntegrityError), transaction.atomic():
         EventKey.objects.filter(source="app").delete()
-    with pytest.raises(IntegrityError), transaction.atomic():  # no event for a customer that does not exist
-        UsageEvent.objects.create(source="app", event_id="orphan", customer_ref="x", customer_id=987654,
-                                  metric=calls, metric_version=event.metric_version, timestamp=START,
-                                  properties={}, received_at=START)
+    with (
+        pytest.raises(IntegrityError),
+        transaction.atomic(),
+    ):  # no event for a customer that does not exist
+        UsageEvent.objects.create(
+            source="app",
+            event_id="orphan",
+            customer_ref="x",
+            customer_id=987654,
+            metric=calls,
+            metric_version=event.metric_version,
+            timestamp=START,
+            properties={},
+            received_at=START,
+        )
     with connection.cursor() as cur:
         cur.execute("SELECT relkind FROM pg_class WHERE relname = 'metering_usageevent'")
         assert cur.fetchone()[0] == "p"  # a partitioned table

@@ -15,14 +15,18 @@ from metering.services import ImportProgress, usage_import_stream
 
 
 class Command(BaseCommand):
-    help = ("Ingest usage events from a CSV file (columns event_id, source, customer_ref, metric, timestamp"
-            "[, value][, properties]) in batches, without loading it into memory. Rows not accepted are written "
-            "to an error report (FILE.errors.csv by default).")
+    help = (
+        "Ingest usage events from a CSV file (columns event_id, source, customer_ref, metric, timestamp"
+        "[, value][, properties]) in batches, without loading it into memory. Rows not accepted are written "
+        "to an error report (FILE.errors.csv by default)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", type=Path)
         parser.add_argument("--errors", type=Path, help="Where to write the per-row error report.")
-        parser.add_argument("--no-progress", action="store_true", help="Do not draw the progress bar.")
+        parser.add_argument(
+            "--no-progress", action="store_true", help="Do not draw the progress bar."
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         path: Path = opts["file"]
@@ -36,14 +40,21 @@ class Command(BaseCommand):
             if show:
                 done = min(1.0, p.bytes_read / total)
                 bar = "#" * int(done * 30)
-                sys.stderr.write(f"\r[{bar:<30}] {done:6.1%}  {p.rows:,} rows  {p.accepted:,} accepted  "
-                                 f"{p.duplicate:,} duplicate  {p.rejected:,} rejected  {p.held:,} held")
+                sys.stderr.write(
+                    f"\r[{bar:<30}] {done:6.1%}  {p.rows:,} rows  {p.accepted:,} accepted  "
+                    f"{p.duplicate:,} duplicate  {p.rejected:,} rejected  {p.held:,} held"
+                )
                 sys.stderr.flush()
 
         actor = Actor.system(f"import_usage {path.name}")
         try:
-            with path.open("rb") as fh, errors_path.open("w", encoding="utf-8", newline="") as report:
-                result = usage_import_stream(fileobj=fh, actor=actor, error_report=report, on_progress=progress)
+            with (
+                path.open("rb") as fh,
+                errors_path.open("w", encoding="utf-8", newline="") as report,
+            ):
+                result = usage_import_stream(
+                    fileobj=fh, actor=actor, error_report=report, on_progress=progress
+                )
         except AppError as exc:
             raise CommandError(exc.message) from exc
         if show:
