@@ -231,3 +231,31 @@ def test_metric_and_mapping_api(admin_client, customer_acme: Customer) -> None: 
     assert {m["code"] for m in listing["results"]} >= {"gpu_hours", "api_calls"}
     maps = admin_client.get("/api/v1/metering/mappings?source=app").json()
     assert maps["results"][0]["customer"] == customer_acme.code
+
+
+@pytest.mark.taskqueue
+@pytest.mark.django_db(transaction=True)
+def test_upload_goes_through_the_broker_to_the_import_task(
+    clerk, now: datetime, settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from importlib import import_module
+
+    from django_q.brokers import get_broker
+    from django_q.signing import SignedPackage
+
+    settings.MEDIA_ROOT = tmp_path
+    broker = get_broker()
+    broker.purge_queue()
+    upload = SimpleUploadedFile("usage.csv", csv_file(now, rows=3), content_type="text/csv")
+    assert login(clerk).post("/metering/imports/", {"file": upload}).status_code == 302
+    job = ImportJob.objects.get()
+    items = broker.dequeue()
+    assert items, "the upload queued nothing"
+    ack_id, payload = items[0]
+    task = SignedPackage.loads(payload)
+    assert (task["func"], task["args"]) == ("metering.tasks.run_import_job", (job.pk,))
+    module, func = task["func"].rsplit(".", 1)
+    getattr(import_module(module), func)(*task["args"])
+    broker.acknowledge(ack_id)
+    job.refresh_from_db()
+    assert (job.status, job.accepted, job.rejected) == ("done", 3, 2)
