@@ -20,3 +20,4 @@ CREDIT_EMPTY = "billing_credit_empty"
 CREDIT_LINE_UNKNOWN = "billing_credit_line_unknown"
 REASON_REQUIRED = "billing_reason_required"
 NOT_FOUND = "billing_not_found"
+USAGE_CHANGED = "billing_usage_changed"  # a correction draft is out of date: run billing again

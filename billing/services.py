@@ -742,6 +742,7 @@ def _late_usage_corrections(
             continue
     index = _SummaryIndex()
     _summarize(needs, index, actor)
+    _discard_moved_corrections([o.pk for o in originals], actor=actor)
 
     # what was billed per charge: the original and the run-made corrections so far
     billed_lines: dict[int, list[InvoiceLine]] = defaultdict(list)
@@ -788,6 +789,25 @@ def _late_usage_corrections(
         audit_record(actor=actor, action="billing_run.corrections_create", obj=run,
                      after={"invoice_ids": [i.pk for i in invoices], "credits": [i.credits_id for i in invoices]})
     return len(invoices)
+
+
+def _discard_moved_corrections(original_ids: Sequence[int], *, actor: Actor) -> None:
+    """Delete run-made correction drafts whose usage moved since they were drafted, so the
+    run builds them again from the summaries as they are now."""
+    drafts = list(Invoice.objects.filter(credits__in=original_ids, status=InvoiceStatus.DRAFT,
+                                         billing_run__isnull=False).select_related("legal_entity"))
+    moved = _stale_drafts(drafts)
+    if not moved:
+        return
+    ids = [inv.pk for inv in moved]
+    with transaction.atomic():
+        InvoiceLine.objects.filter(invoice__in=ids).delete()
+        InvoiceTaxLine.objects.filter(invoice__in=ids).delete()
+        Invoice.objects.filter(pk__in=ids, status=InvoiceStatus.DRAFT).delete()
+        audit_record(actor=actor, action="invoices.discard_moved_corrections", object_type="billing.invoice",
+                     object_id=str(ids[0]) if len(ids) == 1 else f"{ids[0]}..{ids[-1]}",
+                     object_repr=f"{len(ids)} correction draft(s)", reason="usage changed since drafted",
+                     before={"ids": ids, "credits": [inv.credits_id for inv in moved]})
 
 
 def _correction(
@@ -869,15 +889,32 @@ def _prefixes(entity_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
     return out
 
 
-def _finalize_locked(invoices: Sequence[Invoice], *, actor: Actor, now: datetime) -> None:
+def _finalize_locked(
+    invoices: Sequence[Invoice], *, actor: Actor, now: datetime, strict: bool = False
+) -> list[Invoice]:
     """Number, freeze and announce drafts already locked by the caller (inside its transaction).
 
-    A draft whose usage summaries moved since it was rated is rated again first, so the
-    summary a line points to (and closes) is exactly what the line billed.
+    A period invoice whose usage summaries moved since it was rated is rated again first, so
+    the summary a line points to (and closes) is exactly what the line billed. A late-usage
+    correction whose usage moved is left a draft (rebuilt by the next run of its billing run;
+    `strict` refuses instead). Returns the documents finalized.
     """
     stale = _stale_drafts(invoices)
     if stale:
-        _redraft(stale, actor=actor)
+        moved = [inv for inv in stale if inv.kind != DocumentKind.INVOICE]
+        if moved and strict:
+            raise AppError(
+                f"The usage of {moved[0]} changed since it was drafted; run billing for "
+                f"{moved[0].billing_run.label if moved[0].billing_run else 'its month'} again to rebuild it.",
+                code=error_codes.USAGE_CHANGED, extra={"invoice_id": moved[0].pk},
+            )
+        redo = [inv for inv in stale if inv.kind == DocumentKind.INVOICE]
+        if redo:
+            _redraft(redo, actor=actor)
+        skipped = {inv.pk for inv in moved}
+        invoices = [inv for inv in invoices if inv.pk not in skipped]
+    if not invoices:
+        return []
     entities = {inv.legal_entity_id: inv.legal_entity for inv in invoices}
     prefixes = _prefixes(entities)
     groups: dict[tuple[int, str, int], list[Invoice]] = defaultdict(list)
@@ -919,6 +956,7 @@ def _finalize_locked(invoices: Sequence[Invoice], *, actor: Actor, now: datetime
                                      contract_code=contract_code, credits_number=credits_numbers.get(inv.credits_id)),
         ))
     finance_events_record(events)
+    return list(invoices)
 
 
 def _store_final(invoices: Sequence[Invoice], *, now: datetime) -> None:
@@ -979,9 +1017,10 @@ def _apply_credits(memos: Sequence[Invoice], lines_by_invoice: Mapping[int, list
 
 
 def _stale_drafts(invoices: Sequence[Invoice]) -> list[Invoice]:
-    """Drafts whose usage moved since they were rated (metering refreshed an open summary, or a
-    metric that had no usage then has some now). Only period invoices; corrections keep their lines."""
-    candidates = {inv.pk: inv for inv in invoices if inv.kind == DocumentKind.INVOICE}
+    """Drafts whose usage moved since they were rated: metering refreshed an open summary a line
+    points to, or (period invoices) a metric that had no usage then has some now."""
+    candidates = {inv.pk: inv for inv in invoices
+                  if inv.kind == DocumentKind.INVOICE or inv.billing_run_id is not None}
     if not candidates:
         return []
     from metering.models import UsageSummary
@@ -994,7 +1033,9 @@ def _stale_drafts(invoices: Sequence[Invoice]) -> list[Invoice]:
     )
     # usage lines rated at zero (no summary then): is there a summary now?
     wanted: dict[tuple[int, str, datetime, datetime], int] = {}
-    rows = InvoiceLine.objects.filter(invoice__in=[i for i in candidates if i not in stale], kind="usage",
+    rows = InvoiceLine.objects.filter(invoice__in=[i for i, inv in candidates.items()
+                                                   if i not in stale and inv.kind == DocumentKind.INVOICE],
+                                      kind="usage",
                                       usage_summary__isnull=True).values_list(
         "invoice_id", "metric", "service_start", "service_end")
     for invoice_id, metric, start, end in rows:
@@ -1076,7 +1117,7 @@ def invoice_finalize(*, invoice: Invoice, actor: Actor, now: datetime | None = N
             current = Invoice.objects.get(pk=invoice.pk)
             raise AppError(f"{current} is {current.status}; only drafts can be finalized.",
                            code=error_codes.INVOICE_NOT_DRAFT, extra={"status": current.status})
-        _finalize_locked(locked, actor=actor, now=now)
+        _finalize_locked(locked, actor=actor, now=now, strict=True)
         inv = locked[0]
         audit_record(actor=actor, action=f"{'credit_memo' if inv.kind == DocumentKind.CREDIT_MEMO else 'invoice'}"
                      ".finalize", obj=inv, before={"status": InvoiceStatus.DRAFT},
@@ -1099,7 +1140,9 @@ def invoices_finalize(
             locked = _locked_drafts(batch)
             if not locked:
                 continue
-            _finalize_locked(locked, actor=actor, now=now)
+            locked = _finalize_locked(locked, actor=actor, now=now)
+            if not locked:
+                continue
             audit_record(
                 actor=actor, action="invoices.finalize", object_type="billing.invoice",
                 object_id=f"{locked[0].pk}..{locked[-1].pk}", object_repr=f"{len(locked)} invoice(s)",

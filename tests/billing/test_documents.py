@@ -293,3 +293,30 @@ def test_a_draft_whose_usage_moved_is_rated_again_when_finalized() -> None:
     assert AuditEntry.objects.filter(action="invoices.redraft").count() == 1
     event = FinanceEvent.objects.get(type="invoice.finalized")
     assert event.payload["document"]["total"] == "4.00"
+
+
+def test_a_correction_whose_usage_moved_is_rebuilt_by_the_next_run_not_finalized_stale() -> None:
+    from metering.services import usage_summaries_refresh
+
+    us, run, (c,) = _world(rate=None)
+    original = services.invoice_finalize(invoice=invoice_of(c), actor=ACTOR)
+    send(c.customer, "api_calls", datetime(2026, 11, 30, tzinfo=UTC), count=7, now=datetime(2026, 12, 5, tzinfo=UTC))
+    bill(us, "2026-12")
+    adj = Invoice.objects.get(kind="adjustment")
+    assert adj.total == D("0.70")
+    # three more late calls arrive and metering refreshes the open revision before anyone finalizes
+    send(c.customer, "api_calls", datetime(2026, 11, 30, tzinfo=UTC), count=3, now=datetime(2026, 12, 6, tzinfo=UTC))
+    usage_summaries_refresh(actor=ACTOR)
+    with pytest.raises(AppError) as exc:
+        services.invoice_finalize(invoice=adj, actor=ACTOR)
+    assert exc.value.code == "billing_usage_changed"
+    dec_run = Invoice.objects.get(pk=adj.pk).billing_run
+    assert services.billing_run_finalize(run=dec_run, actor=ACTOR) != []  # the December invoice, not the stale fix
+    assert Invoice.objects.get(pk=adj.pk).status == "draft"
+    bill(us, "2026-12")  # the rerun rebuilds it from the summary as it is now
+    [rebuilt] = Invoice.objects.filter(kind="adjustment")
+    assert rebuilt.pk != adj.pk and rebuilt.total == D("1.00")  # 10 x 0.10
+    final = services.invoice_finalize(invoice=rebuilt, actor=ACTOR)
+    summary = final.lines.get().usage_summary
+    assert summary.event_count == 110 and summary.closed_at is not None and summary.quantity == D("110")
+    assert final.credits_id == original.pk
