@@ -28,6 +28,7 @@ from billing.models import (
     TaxRate,
 )
 from core.errors import AppError
+from exceptions.admin import ReadOnlyAdmin
 from exceptions.services import Actor, audit_record
 
 
@@ -64,15 +65,22 @@ class _ServiceAdmin(admin.ModelAdmin):
             return redirect(request.path)
 
 
-class PricePlanVersionInline(admin.TabularInline):
-    model = PricePlanVersion
+class _HistoryInline(admin.TabularInline):
+    """Versions and amendments are shown, never edited in place: add a new one instead."""
+
     extra = 0
     can_delete = False
-    fields = ["version", "effective_from", "components", "component_meta", "note"]
-    readonly_fields = fields
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return list(self.fields or [])
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class PricePlanVersionInline(_HistoryInline):
+    model = PricePlanVersion
+    fields = ["version", "effective_from", "components", "component_meta", "note"]
 
 
 @admin.register(PricePlan)
@@ -100,15 +108,9 @@ class PricePlanVersionAdmin(_ServiceAdmin):
                                                note=obj.note, actor=Actor.for_user(request.user))
 
 
-class ContractAmendmentInline(admin.TabularInline):
+class ContractAmendmentInline(_HistoryInline):
     model = ContractAmendment
-    extra = 0
-    can_delete = False
     fields = ["effective_from", "plan", "overrides", "reason", "created_at"]
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Contract)
@@ -166,30 +168,19 @@ class EntityBillingSettingsAdmin(_AuditedAdmin):
     list_display = ["legal_entity", "rounding", "invoice_prefix", "credit_memo_prefix"]
 
 
-class _ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Invoice)
-class InvoiceAdmin(_ReadOnlyAdmin):
+class InvoiceAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "kind", "status", "legal_entity", "customer", "period_start", "total"]
     list_filter = ["kind", "status", "legal_entity"]
     search_fields = ["number", "customer__code"]
 
 
 @admin.register(BillingRun)
-class BillingRunAdmin(_ReadOnlyAdmin):
+class BillingRunAdmin(ReadOnlyAdmin):
     list_display = ["legal_entity", "period_start", "status", "processed", "total", "invoices_created"]
 
 
 @admin.register(FinanceEvent)
-class FinanceEventAdmin(_ReadOnlyAdmin):
+class FinanceEventAdmin(ReadOnlyAdmin):
     list_display = ["id", "type", "legal_entity", "created_at"]
     list_filter = ["type"]

@@ -127,3 +127,13 @@ def test_scheduled_task_bills_last_closed_month_once(monkeypatch) -> None:
     assert billing_runs_due() == []  # done already: safe to run twice
     monkeypatch.setattr("billing.tasks.timezone.now", lambda: datetime(2026, 12, 1, 11, tzinfo=UTC))
     assert billing_runs_due() == []  # November still in its grace window
+
+
+def test_admin_pages_render_for_integration_admins(client, integrator) -> None:
+    us = entity("ll-us", "USD", 2, "UTC")
+    p = plan("basic", us.base_currency, [API])
+    c = contract(customer(us, "acme"), p, date(2026, 10, 1))
+    client.force_login(integrator)
+    for url in (f"/admin/billing/priceplan/{p.pk}/change/", f"/admin/billing/contract/{c.pk}/change/",
+                "/admin/billing/invoice/", "/admin/billing/financeevent/", "/admin/billing/taxrate/add/"):
+        assert client.get(url).status_code == 200, url
