@@ -414,6 +414,11 @@ class InvoiceLine(models.Model):
     def __str__(self) -> str:
         return f"line {self.position} of {self.invoice_id}"
 
+    @property
+    def creditable(self) -> Decimal:
+        """What a credit memo may still credit on this line."""
+        return max(self.amount - self.credited_amount, Decimal(0))
+
 
 class InvoiceTaxLine(models.Model):
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="tax_lines")
