@@ -30,3 +30,6 @@ urlpatterns = [
     # Lago-compatible ingestion: clients change only their base URL to <ledgerline>/compat/lago/.
     path("compat/lago/api/v1/", include("metering.api.lago_urls")),
 ]
+
+handler404 = "core.views.not_found"
+handler500 = "core.views.server_error"

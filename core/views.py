@@ -46,3 +46,32 @@ def readyz(request: HttpRequest) -> JsonResponse:
         checks["broker"] = f"error: {exc.__class__.__name__}: {exc}"[:300]
     ready = all(v == "ok" for k, v in checks.items() if k != "broker_kind")
     return JsonResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503)
+
+
+API_PREFIXES = ("/api/", "/compat/")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """404: JSON with a code for API clients, the site's page for people."""
+    if request.path.startswith(API_PREFIXES):
+        return JsonResponse(
+            {"code": "not_found", "message": f"There is no API endpoint at {request.path}.", "extra": {}},
+            status=404,
+        )
+    return render(request, "404.html", status=404)
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """500: JSON for API clients; a plain page (no template context that could fail again) for people."""
+    if request.path.startswith(API_PREFIXES):
+        return JsonResponse(
+            {"code": "server_error", "message": "Ledgerline failed to handle this request; it has been logged.",
+             "extra": {}},
+            status=500,
+        )
+    return HttpResponse(
+        "<!doctype html><title>Server error</title><h1>Something went wrong</h1>"
+        "<p>Ledgerline could not handle this request. Nothing was changed; try again, "
+        "and tell an administrator if it happens again.</p>",
+        status=500,
+    )

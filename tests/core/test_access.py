@@ -111,3 +111,17 @@ def test_integration_admin_manages_master_data_but_not_the_audit_trail(client: C
 def test_user_without_role_is_told_so(client: Client, make_user) -> None:
     client.force_login(make_user("nobody"))
     assert b"no Ledgerline role" in client.get("/").content
+
+
+@pytest.mark.django_db
+def test_unknown_api_path_answers_json_404(make_api_key, api_client) -> None:
+    response = api_client(make_api_key("admin").raw_key).get("/api/v1/no-such-thing")
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+
+
+def test_unknown_page_answers_the_sites_404(client: Client, clerk) -> None:
+    client.force_login(clerk)
+    response = client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert b"There is nothing at this address" in response.content
