@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
-from django.db.models import F, Max, Q
+from django.db.models import Case, F, Max, Q, Value, When
 from django.utils import timezone
 
 from billing import error_codes
@@ -703,10 +703,12 @@ def _run_month(run: BillingRun, *, actor: Actor, progress: ProgressFn | None) ->
 
 
 def _apply_prepaid(docs: Sequence[_NewDocument]) -> None:
-    """Drafts that drew on a prepaid balance lower it now (a void or rerun does not give it back twice)."""
-    used = [(d.invoice.contract_id, d.invoice.prepaid_applied) for d in docs if d.invoice.prepaid_applied]
-    for contract_id, amount in used:
-        Contract.objects.filter(pk=contract_id).update(prepaid_balance=F("prepaid_balance") - amount)
+    """Drafts that drew on a prepaid balance lower it now: one UPDATE for the whole batch."""
+    used = {d.invoice.contract_id: d.invoice.prepaid_applied for d in docs if d.invoice.prepaid_applied}
+    if used:
+        drawn = Case(*[When(pk=pk, then=Value(amount)) for pk, amount in used.items()],
+                     output_field=Contract._meta.get_field("prepaid_balance"))
+        Contract.objects.filter(pk__in=list(used)).update(prepaid_balance=F("prepaid_balance") - drawn)
 
 
 # --------------------------------------------------------------------------- late usage
