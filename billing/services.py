@@ -704,7 +704,10 @@ def _run_month(run: BillingRun, *, actor: Actor, progress: ProgressFn | None) ->
 
 def _apply_prepaid(docs: Sequence[_NewDocument]) -> None:
     """Drafts that drew on a prepaid balance lower it now: one UPDATE for the whole batch."""
-    used = {d.invoice.contract_id: d.invoice.prepaid_applied for d in docs if d.invoice.prepaid_applied}
+    used: dict[int, Decimal] = defaultdict(lambda: ZERO)
+    for d in docs:
+        if d.invoice.prepaid_applied:
+            used[d.invoice.contract_id] += d.invoice.prepaid_applied
     if used:
         drawn = Case(*[When(pk=pk, then=Value(amount)) for pk, amount in used.items()],
                      output_field=Contract._meta.get_field("prepaid_balance"))
@@ -1069,12 +1072,14 @@ def _redraft(invoices: Sequence[Invoice], *, actor: Actor) -> None:
     index.add(UsageSummary.objects.filter(customer_id__in=customers, period_start__in={w[0] for w in windows},
                                           closed_at__isnull=True))
     engine = tax_engine()
+    balances = dict(Contract.objects.filter(pk__in=list(contracts)).values_list("pk", "prepaid_balance"))
     docs: list[_NewDocument] = []
+    docs_refund: list[_NewDocument] = []
     for inv in invoices:
         c = contracts[inv.contract_id]
         minor = inv.currency.minor_units
         period = Period(start=inv.period_start, end=inv.period_end)
-        prepaid = (Contract.objects.get(pk=c.pk).prepaid_balance + inv.prepaid_applied).quantize(minor_unit(minor))
+        prepaid = (balances[c.pk] + inv.prepaid_applied).quantize(minor_unit(minor))
         try:
             draft = draft_period(terms=terms[c.pk], period=period, tz=inv.legal_entity.timezone, plans=plans,
                                  usage=index, minor_units=minor, rounding=inv.rounding, prepaid_balance=prepaid)
@@ -1085,8 +1090,11 @@ def _redraft(invoices: Sequence[Invoice], *, actor: Actor) -> None:
         taxes = _taxes(engine, context, draft.lines)
         fresh = _document(kind=inv.kind, contract=c, period=period, draft=draft, taxes=taxes, rounding=inv.rounding,
                           run=None)
-        Contract.objects.filter(pk=c.pk).update(
-            prepaid_balance=F("prepaid_balance") + inv.prepaid_applied - fresh.prepaid_applied)
+        # give back what the old draft drew; _apply_prepaid below draws what the new one needs
+        balances[c.pk] += inv.prepaid_applied - fresh.prepaid_applied
+        if inv.prepaid_applied:
+            docs_refund.append(_NewDocument(invoice=Invoice(contract_id=c.pk, prepaid_applied=-inv.prepaid_applied),
+                                            lines=[], taxes=[]))
         for name in ("subtotal", "tax_total", "total", "prepaid_applied", "usage_revision"):
             setattr(inv, name, getattr(fresh, name))
         docs.append(_NewDocument(invoice=inv, lines=draft.lines, taxes=taxes))
@@ -1095,6 +1103,8 @@ def _redraft(invoices: Sequence[Invoice], *, actor: Actor) -> None:
     InvoiceTaxLine.objects.filter(invoice__in=ids).delete()
     Invoice.objects.bulk_update(invoices, ["subtotal", "tax_total", "total", "prepaid_applied", "usage_revision"])
     _write_lines(docs, invoices)
+    _apply_prepaid(docs_refund)
+    _apply_prepaid(docs)
     audit_record(actor=actor, action="invoices.redraft", object_type="billing.invoice",
                  object_id=str(ids[0]) if len(ids) == 1 else f"{ids[0]}..{ids[-1]}",
                  object_repr=f"{len(ids)} draft(s) re-rated", reason="usage changed since the draft was rated",
