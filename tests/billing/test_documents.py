@@ -320,3 +320,27 @@ def test_a_correction_whose_usage_moved_is_rebuilt_by_the_next_run_not_finalized
     summary = final.lines.get().usage_summary
     assert summary.event_count == 110 and summary.closed_at is not None and summary.quantity == D("110")
     assert final.credits_id == original.pk
+
+
+def test_finalizing_a_run_re_rates_every_moved_draft_and_keeps_prepaid_balances_right() -> None:
+    from metering.services import usage_summaries_refresh
+
+    us = entity("ll-us", "USD", 2, "UTC")
+    metric("api_calls")
+    p = plan("basic", us.base_currency, [{"type": "per_unit", "code": "api", "metric": "api_calls",
+                                          "unit_price": "1.00"}])
+    custs = [customer(us, f"c{i}") for i in range(3)]
+    cs = [contract(cust, p, date(2026, 10, 1), prepaid_balance=D("5.00")) for cust in custs]
+    for cust in custs:
+        send(cust, "api_calls", datetime(2026, 11, 10, tzinfo=UTC), count=2)
+    run = bill(us, "2026-11")
+    for cust in custs[:2]:  # two of the three get more November usage before finalize
+        send(cust, "api_calls", datetime(2026, 11, 30, tzinfo=UTC), count=4, now=datetime(2026, 12, 1, 13, tzinfo=UTC))
+    usage_summaries_refresh(actor=ACTOR)
+    done = services.billing_run_finalize(run=run, actor=ACTOR)
+    assert len(done) == 3
+    # moved: 6 x 1.00 = 6.00, 5.00 prepaid drawn, 1.00 due; unmoved: 2.00, all prepaid
+    assert [invoice_of(c).total for c in cs] == [D("1.00"), D("1.00"), D("0.00")]
+    for c in cs:
+        c.refresh_from_db()
+    assert [c.prepaid_balance for c in cs] == [D("0"), D("0"), D("3.00")]
