@@ -56,35 +56,27 @@ def insert(
     return _insert_portable(cands, received_at=received_at, api_key_id=api_key_id)
 
 
-def _esc(text: str) -> str:
-    return text.replace("\\", "\\\\") if "\\" in text else text
-
-
 def copy_rows(cands: list[Candidate], *, received_at: str, api_key_id: int | None) -> str:
     """Event rows as COPY text, in EVENT_COLUMNS order.
 
     Ids carry no control characters (validation refuses them) and orjson escapes
     them inside JSON, so only backslashes need doubling.
     """
-    key = str(api_key_id) if api_key_id is not None else "\\N"
+    null = "\\N"
+    tail = f"{received_at}\t{api_key_id if api_key_id is not None else null}"
     lines = []
     for c in cands:
+        ids = f"{c.source}\t{c.event_id}\t{c.customer_ref}"
+        props = c.props_json
+        if "\\" in ids:
+            ids = ids.replace("\\", "\\\\")
+        if "\\" in props:
+            props = props.replace("\\", "\\\\")
+        value = str(c.value) if c.value is not None else null
+        version = c.version
         lines.append(
-            "\t".join(
-                (
-                    _esc(c.source),
-                    _esc(c.event_id),
-                    _esc(c.customer_ref),
-                    str(c.customer_id),
-                    str(c.version.metric_id),
-                    str(c.version.id),
-                    c.ts_iso,
-                    str(c.value) if c.value is not None else "\\N",
-                    _esc(c.props_json),
-                    received_at,
-                    key,
-                )
-            )
+            f"{ids}\t{c.customer_id}\t{version.metric_id}\t{version.id}\t{c.ts_iso}\t{value}\t"
+            f"{props}\t{tail}"
         )
     lines.append("")
     return "\n".join(lines)
