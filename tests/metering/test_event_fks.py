@@ -1,0 +1,90 @@
+"""The event table's references hold on PostgreSQL, where they are checked once per statement
+(migration 0004) instead of by per-row foreign keys: an event cannot point at a missing customer
+or metric version, by INSERT or by COPY, and a referenced customer or version cannot go."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+
+from core.models import Customer
+from metering.models import UsageEvent
+from tests.conftest import requires_postgres
+from tests.metering.factories import make_metric, put_event
+
+AT = datetime(2026, 11, 2, 12, tzinfo=UTC)
+COPY = (
+    "COPY metering_usageevent (source, event_id, customer_ref, customer_id, metric_id, "
+    'metric_version_id, "timestamp", value, properties, received_at, api_key_id) FROM STDIN'
+)
+
+pytestmark = [requires_postgres, pytest.mark.django_db]
+
+
+def copy_events(rows: list[tuple[int, int, int]]) -> None:
+    """COPY one event per (customer_id, metric_id, metric_version_id)."""
+    text = "".join(
+        f"app\tcopy-{n}\tref\t{c}\t{m}\t{v}\t{AT.isoformat()}\t1\t{{}}\t{AT.isoformat()}\t\\N\n"
+        for n, (c, m, v) in enumerate(rows)
+    )
+    with connection.cursor() as cur, connection.wrap_database_errors:
+        cur.copy_expert(COPY, io.StringIO(text))
+
+
+def test_copy_refuses_a_batch_with_one_missing_customer_or_version(customer_acme: Customer) -> None:
+    version = make_metric("api_calls")
+    good = (customer_acme.pk, version.metric_id, version.pk)
+    with pytest.raises(IntegrityError, match="customer_id"), transaction.atomic():
+        copy_events([good, (customer_acme.pk + 10_000, version.metric_id, version.pk), good])
+    with pytest.raises(IntegrityError, match="metric_version_id"), transaction.atomic():
+        copy_events([good, (customer_acme.pk, version.metric_id, version.pk + 10_000)])
+    assert UsageEvent.objects.count() == 0
+    copy_events([good, good])  # the same rows with valid references go in
+    assert UsageEvent.objects.count() == 2
+
+
+def test_insert_refuses_a_missing_metric_version(customer_acme: Customer) -> None:
+    metric = make_metric("api_calls").metric
+    event = put_event(customer=customer_acme, metric=metric, at=AT)
+    with pytest.raises(IntegrityError, match="metric_version_id"), transaction.atomic():
+        UsageEvent.objects.create(
+            source="app",
+            event_id="orphan",
+            customer_ref="x",
+            customer=customer_acme,
+            metric=metric,
+            metric_version_id=event.metric_version_id + 10_000,
+            timestamp=AT,
+            properties={},
+            received_at=AT,
+        )
+
+
+def test_a_referenced_customer_or_version_cannot_be_deleted_renumbered_or_truncated(
+    customer_acme: Customer,
+) -> None:
+    version = make_metric("api_calls")
+    put_event(customer=customer_acme, metric=version.metric, at=AT)
+    spare = Customer.objects.create(
+        legal_entity=customer_acme.legal_entity, code="spare", name="Spare"
+    )
+    with connection.cursor() as cur:
+        cur.execute("SET CONSTRAINTS ALL IMMEDIATE")  # TRUNCATE refuses pending deferred checks
+        for sql, params in [
+            ("DELETE FROM core_customer WHERE id = %s", [customer_acme.pk]),
+            ("UPDATE core_customer SET id = id + 100000 WHERE id = %s", [customer_acme.pk]),
+            ("DELETE FROM metering_metricversion WHERE id = %s", [version.pk]),
+            ("TRUNCATE core_customer CASCADE", None),
+            ("TRUNCATE metering_metricversion CASCADE", None),
+        ]:
+            with pytest.raises(IntegrityError, match="foreign key"), transaction.atomic():
+                cur.execute(sql, params)
+        # what no event references still goes
+        cur.execute("DELETE FROM core_customer WHERE id = %s", [spare.pk])
+        assert cur.rowcount == 1
+        cur.execute("UPDATE core_customer SET name = 'Acme' WHERE id = %s", [customer_acme.pk])
+    assert Customer.objects.filter(pk=customer_acme.pk).exists()
+    assert UsageEvent.objects.filter(customer=customer_acme).count() == 1
