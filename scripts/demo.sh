@@ -12,6 +12,8 @@ echo "==> Migrating the database (${DATABASE_URL:-SQLite under var/})"
 $PY manage.py migrate --no-input -v0
 echo "==> Loading demo data"
 $PY manage.py load_demo
+echo "==> Loading demo usage and billing (metrics, plans, contracts, a month of events, last month's run)"
+$PY manage.py load_demo_billing
 
 pids=()
 cleanup() { echo; echo "==> Stopping demo"; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true
