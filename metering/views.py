@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
@@ -61,7 +62,7 @@ def imports(request: HttpRequest) -> HttpResponse:
         from core.roles import has_role
 
         if not has_role(request.user, *UPLOADERS):
-            raise Http404
+            raise PermissionDenied("Uploading usage is for finance clerks and integration admins.")
         upload = request.FILES.get("file")
         if upload is None:
             messages.error(request, "Choose a CSV file to upload.")

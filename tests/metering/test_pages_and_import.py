@@ -259,3 +259,15 @@ def test_upload_goes_through_the_broker_to_the_import_task(
     broker.acknowledge(ack_id)
     job.refresh_from_db()
     assert (job.status, job.accepted, job.rejected) == ("done", 3, 2)
+
+
+def test_an_auditor_cannot_upload_usage(client, auditor) -> None:  # type: ignore[no-untyped-def]
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from metering.models import ImportJob
+
+    client.force_login(auditor)
+    upload = SimpleUploadedFile("u.csv", b"event_id,source,customer_ref,metric,timestamp\n", "text/csv")
+    response = client.post("/metering/imports/", {"file": upload})
+    assert response.status_code == 403
+    assert not ImportJob.objects.exists()
