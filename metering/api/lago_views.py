@@ -145,6 +145,11 @@ class LagoError(serializers.Serializer):
     error_details = serializers.DictField(required=False)
 
 
+def lago_responses(ok: Any) -> dict[int, Any]:
+    """The statuses a Lago endpoint answers, all errors in Lago's error body."""
+    return {200: ok, **{status: LagoError for status in (400, 401, 403, 413, 415, 422, 429)}}
+
+
 class _LagoBase(APIView):
     required_scope = ApiScope.USAGE_WRITE
     parser_classes = [_parser("application/json")]
@@ -197,16 +202,7 @@ class LagoEventCreateApi(_LagoBase):
     @extend_schema(
         operation_id="lago_event_create",
         request=InputSerializer,
-        responses={
-            200: OutputSerializer,
-            400: LagoError,
-            401: LagoError,
-            403: LagoError,
-            413: LagoError,
-            415: LagoError,
-            422: LagoError,
-            429: LagoError,
-        },
+        responses=lago_responses(OutputSerializer),
     )
     def post(self, request: Request) -> HttpResponse:
         doc = self._doc(request)
@@ -247,16 +243,7 @@ class LagoEventBatchApi(_LagoBase):
     @extend_schema(
         operation_id="lago_event_batch",
         request=InputSerializer,
-        responses={
-            200: OutputSerializer,
-            400: LagoError,
-            401: LagoError,
-            403: LagoError,
-            413: LagoError,
-            415: LagoError,
-            422: LagoError,
-            429: LagoError,
-        },
+        responses=lago_responses(OutputSerializer),
     )
     def post(self, request: Request) -> HttpResponse:
         doc = self._doc(request)
