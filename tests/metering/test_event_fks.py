@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -88,3 +89,62 @@ def test_a_referenced_customer_or_version_cannot_be_deleted_renumbered_or_trunca
         cur.execute("UPDATE core_customer SET name = 'Acme' WHERE id = %s", [customer_acme.pk])
     assert Customer.objects.filter(pk=customer_acme.pk).exists()
     assert UsageEvent.objects.filter(customer=customer_acme).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_delete_racing_an_insert_is_refused_either_way(customer_acme: Customer) -> None:
+    """Two sessions: whichever of insert and delete comes first, the other waits for it and is
+    then refused (the per-statement check locks what it references, as an FK does)."""
+    import threading
+
+    import psycopg2
+
+    version = make_metric("api_calls")
+    late = Customer.objects.create(legal_entity=customer_acme.legal_entity, code="late", name="L")
+    params = connection.get_connection_params()
+    inserter, deleter = psycopg2.connect(**params), psycopg2.connect(**params)
+
+    def row(n: str, c: int) -> str:
+        at = AT.isoformat()
+        return f"app\t{n}\tref\t{c}\t{version.metric_id}\t{version.pk}\t{at}\t1\t{{}}\t{at}\t\\N\n"
+
+    outcome: dict[str, str] = {}
+
+    def run(name: str, conn: Any, sql: str, data: str | None = None) -> None:
+        try:
+            with conn.cursor() as cur:
+                cur.copy_expert(sql, io.StringIO(data)) if data else cur.execute(sql)
+            conn.commit()
+            outcome[name] = "done"
+        except psycopg2.Error as exc:
+            conn.rollback()
+            outcome[name] = exc.pgcode or ""
+
+    try:
+        # insert first: the delete waits for it, then sees the event
+        with inserter.cursor() as cur:
+            cur.copy_expert(COPY, io.StringIO(row("a", customer_acme.pk)))
+        t = threading.Thread(
+            target=run,
+            args=("delete", deleter, f"DELETE FROM core_customer WHERE id = {customer_acme.pk}"),
+        )
+        t.start()
+        t.join(0.5)
+        assert t.is_alive()  # waiting for the inserting transaction
+        inserter.commit()
+        t.join(10)
+        assert outcome["delete"] == "23503"
+        # delete first: the insert waits for it, then finds the customer gone
+        with deleter.cursor() as cur:
+            cur.execute(f"DELETE FROM core_customer WHERE id = {late.pk}")
+        t = threading.Thread(target=run, args=("insert", inserter, COPY, row("b", late.pk)))
+        t.start()
+        t.join(0.5)
+        assert t.is_alive()
+        deleter.commit()
+        t.join(10)
+        assert outcome["insert"] == "23503"
+    finally:
+        inserter.close()
+        deleter.close()
+    assert list(UsageEvent.objects.values_list("event_id", flat=True)) == ["a"]
