@@ -139,3 +139,13 @@ def test_admin_pages_render_for_integration_admins(client, integrator) -> None:
     for url in (f"/admin/billing/priceplan/{p.pk}/change/", f"/admin/billing/contract/{c.pk}/change/",
                 "/admin/billing/invoice/", "/admin/billing/financeevent/", "/admin/billing/taxrate/add/"):
         assert client.get(url).status_code == 200, url
+
+
+def test_pages_show_periods_with_their_last_day(client, draft, auditor) -> None:
+    """Periods are stored half-open (end = 1 Dec); people read 1 Nov – 30 Nov."""
+    assert draft.period_end == date(2026, 12, 1)
+    client.force_login(auditor)
+    for url in (f"/billing/invoices/{draft.pk}/", f"/billing/invoices/{draft.pk}/print/", "/billing/invoices/"):
+        html = client.get(url).content.decode()
+        assert "2026-11-01 – 2026-11-30" in html, url
+        assert "2026-12-01" not in html, url
