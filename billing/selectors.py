@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet
 
 from billing.models import (
     BillingRun,
@@ -98,7 +98,10 @@ def event_invoice_lines(*, event_seq: int) -> QuerySet[InvoiceLine]:
 
 
 def billing_runs(*, legal_entity: str = "") -> QuerySet[BillingRun]:
-    qs = BillingRun.objects.select_related("legal_entity")
+    """Runs, newest month first, each with `drafts`: how many of its invoices still wait to be finalized."""
+    qs = BillingRun.objects.select_related("legal_entity").annotate(
+        drafts=Count("invoices", filter=Q(invoices__status="draft"))
+    )
     if legal_entity:
         qs = qs.filter(legal_entity__code=legal_entity)
     return qs.order_by("-period_start", "legal_entity__code")

@@ -221,7 +221,7 @@ def run_start(request: HttpRequest) -> HttpResponse:
 @role_required(*VIEWERS)
 def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
     """The htmx fragment the runs page polls every two seconds while a run is going."""
-    run = get_object_or_404(BillingRun.objects.select_related("legal_entity"), pk=pk)
+    run = get_object_or_404(selectors.billing_runs(), pk=pk)
     return render(request, "billing/_run_row.html", {"run": run, "can_finalize": has_role(request.user, *FINALIZERS)})
 
 

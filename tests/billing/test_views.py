@@ -149,3 +149,14 @@ def test_pages_show_periods_with_their_last_day(client, draft, auditor) -> None:
         html = client.get(url).content.decode()
         assert "2026-11-01 – 2026-11-30" in html, url
         assert "2026-12-01" not in html, url
+
+
+def test_runs_page_offers_to_finalize_only_while_drafts_remain(client, draft, approver) -> None:
+    client.force_login(approver)
+    run = draft.billing_run
+    assert "Finalize 1 draft<" in client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
+    client.post(f"/billing/runs/{run.pk}/finalize/")
+    draft.refresh_from_db()
+    assert draft.status == "finalized"
+    assert "Finalize 1 draft<" not in client.get("/billing/runs/").content.decode()
+    assert "<button type=\"submit\">Finalize" not in client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
