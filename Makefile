@@ -24,5 +24,9 @@ demo: install
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+## lint: ruff's default rules (pyflakes and the pycodestyle errors)
+lint: install
+	$(VENV)/bin/ruff check .
+
 clean-demo:
 	rm -rf var/
