@@ -11,7 +11,6 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.forms import ModelForm
 from django.http import HttpRequest
 
@@ -28,8 +27,8 @@ from billing.models import (
     TaxRate,
 )
 from core.errors import AppError
-from exceptions.admin import ReadOnlyAdmin
-from exceptions.services import Actor, audit_record
+from exceptions.admin import AuditedModelAdmin, ReadOnlyAdmin
+from exceptions.services import Actor
 
 
 class _ServiceAdmin(admin.ModelAdmin):
@@ -141,30 +140,14 @@ class ContractAmendmentAdmin(_ServiceAdmin):
                                        overrides=obj.overrides, reason=obj.reason, actor=Actor.for_user(request.user))
 
 
-class _AuditedAdmin(admin.ModelAdmin):
-    """Plain edits, each with its audit entry in the same transaction."""
-
-    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
-        with transaction.atomic():
-            super().save_model(request, obj, form, change)
-            audit_record(actor=Actor.for_user(request.user), action=f"{obj._meta.model_name}."
-                         f"{'change' if change else 'create'}", obj=obj,
-                         after={k: str(v) for k, v in form.cleaned_data.items()})
-
-    def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        with transaction.atomic():
-            audit_record(actor=Actor.for_user(request.user), action=f"{obj._meta.model_name}.delete", obj=obj)
-            super().delete_model(request, obj)
-
-
 @admin.register(TaxRate)
-class TaxRateAdmin(_AuditedAdmin):
+class TaxRateAdmin(AuditedModelAdmin):
     list_display = ["legal_entity", "jurisdiction", "tax_code", "name", "rate", "valid_from", "valid_to"]
     list_filter = ["legal_entity", "jurisdiction", "tax_code"]
 
 
 @admin.register(EntityBillingSettings)
-class EntityBillingSettingsAdmin(_AuditedAdmin):
+class EntityBillingSettingsAdmin(AuditedModelAdmin):
     list_display = ["legal_entity", "rounding", "invoice_prefix", "credit_memo_prefix"]
 
 

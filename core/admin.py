@@ -8,22 +8,23 @@ from django.http import HttpRequest
 
 from core.models import ApiKey, Currency, Customer, LegalEntity
 from core.services import api_key_revoke
+from exceptions.admin import AuditedModelAdmin
 from exceptions.services import Actor
 
 
 @admin.register(Currency)
-class CurrencyAdmin(admin.ModelAdmin):
+class CurrencyAdmin(AuditedModelAdmin):
     list_display = ["code", "name", "minor_units"]
 
 
 @admin.register(LegalEntity)
-class LegalEntityAdmin(admin.ModelAdmin):
+class LegalEntityAdmin(AuditedModelAdmin):
     list_display = ["code", "name", "base_currency", "country", "timezone"]
     search_fields = ["code", "name"]
 
 
 @admin.register(Customer)
-class CustomerAdmin(admin.ModelAdmin):
+class CustomerAdmin(AuditedModelAdmin):
     list_display = ["code", "name", "legal_entity", "country", "tax_exempt"]
     list_filter = ["legal_entity", "tax_exempt"]
     search_fields = ["code", "name", "email"]

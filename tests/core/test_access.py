@@ -125,3 +125,24 @@ def test_unknown_page_answers_the_sites_404(client: Client, clerk) -> None:
     response = client.get("/no-such-page/")
     assert response.status_code == 404
     assert b"There is nothing at this address" in response.content
+
+
+def test_admin_edits_of_master_data_are_audited(client: Client, integrator, customer_acme) -> None:
+    from exceptions.models import AuditEntry
+
+    client.force_login(integrator)
+    url = f"/admin/core/customer/{customer_acme.pk}/change/"
+    form = {"legal_entity": customer_acme.legal_entity_id, "code": "acme", "name": "Acme Corporation",
+            "country": "US", "tax_jurisdiction": "", "email": "", "external_refs": "{}"}
+    response = client.post(url, form)
+    assert response.status_code == 302, response.content[:500]
+    entry = AuditEntry.objects.get(action="customer.change")
+    assert entry.actor_label == "integrator"
+    assert entry.before == {"name": "Acme Corp"} and entry.after == {"name": "Acme Corporation"}
+
+    client.post("/admin/core/customer/", {"action": "delete_selected", "_selected_action": [customer_acme.pk],
+                                          "post": "yes"})
+    assert AuditEntry.objects.filter(action="customer.delete", object_id=str(customer_acme.pk)).count() == 1
+    from core.models import Customer
+
+    assert not Customer.objects.filter(pk=customer_acme.pk).exists()
