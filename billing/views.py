@@ -10,7 +10,6 @@ Who may do what (checked here, on the server):
 
 from __future__ import annotations
 
-from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
@@ -19,6 +18,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from core.query import date_params
 from billing import selectors, services
 from billing.models import BillingRun, DocumentKind, Invoice, InvoiceStatus
 from billing.periods import parse_period
@@ -36,23 +36,16 @@ PAYMENT_RECORDERS = (FINANCE_CLERK, FINANCE_APPROVER)
 PAGE_SIZE = 50
 
 
-def _date(raw: str | None) -> date | None:
-    try:
-        return date.fromisoformat(raw) if raw else None
-    except ValueError:
-        return None
-
 
 @role_required(*VIEWERS)
 def invoice_list(request: HttpRequest) -> HttpResponse:
     q = request.GET
-    errors = [f"'{q[k]}' is not a date (use YYYY-MM-DD)." for k in ("issued_from", "issued_to")
-              if q.get(k) and _date(q.get(k)) is None]
+    dates, errors = date_params(q, "issued_from", "issued_to")
     try:
         docs = selectors.invoices(
             customer=q.get("customer", "").strip(), legal_entity=q.get("legal_entity", ""),
             status=q.get("status", ""), kind=q.get("kind", ""), period=q.get("period", "").strip(),
-            issued_from=_date(q.get("issued_from")), issued_to=_date(q.get("issued_to")),
+            issued_from=dates["issued_from"], issued_to=dates["issued_to"],
         )
     except ValueError as exc:
         errors.append(str(exc))

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -30,7 +30,8 @@ def audit_entries(
     if date_from:
         qs = qs.filter(at__gte=timezone.make_aware(datetime.combine(date_from, time.min), UTC))
     if date_to:
-        qs = qs.filter(at__lt=timezone.make_aware(datetime.combine(date_to, time.max), UTC))
+        # date_to is inclusive: everything before the next day's midnight (UTC).
+        qs = qs.filter(at__lt=timezone.make_aware(datetime.combine(date_to + timedelta(days=1), time.min), UTC))
     return qs
 
 

@@ -1,35 +1,28 @@
 from __future__ import annotations
 
-from datetime import date
 
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from core.query import date_params
 from core.roles import AUDITOR, FINANCE_APPROVER, role_required
 from exceptions import selectors
 
-
-def _parse_date(raw: str | None) -> date | None:
-    try:
-        return date.fromisoformat(raw) if raw else None
-    except ValueError:
-        return None
 
 
 @role_required(AUDITOR, FINANCE_APPROVER)
 def audit_list(request: HttpRequest) -> HttpResponse:
     """The audit trail, filterable by object, actor, action and date."""
     q = request.GET
-    errors = [f"'{q[k]}' is not a date (use YYYY-MM-DD)." for k in ("date_from", "date_to")
-              if q.get(k) and _parse_date(q.get(k)) is None]
+    dates, errors = date_params(q, "date_from", "date_to")
     entries = selectors.audit_entries(
         object_type=q.get("object_type", ""),
         object_id=q.get("object_id", "").strip(),
         actor=q.get("actor", "").strip(),
         action=q.get("action", "").strip(),
-        date_from=_parse_date(q.get("date_from")),
-        date_to=_parse_date(q.get("date_to")),
+        date_from=dates["date_from"],
+        date_to=dates["date_to"],
     )
     page = Paginator(entries, 50).get_page(q.get("page"))
     params = q.copy()

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date
 
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
+from core.query import date_params
 from core.errors import AppError
 from core.roles import AUDITOR, FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, role_required
 from exceptions.services import Actor
@@ -20,26 +20,16 @@ READERS = (FINANCE_CLERK, FINANCE_APPROVER, INTEGRATION_ADMIN, AUDITOR)
 UPLOADERS = (FINANCE_CLERK, INTEGRATION_ADMIN)
 
 
-def _date(raw: str | None) -> date | None:
-    try:
-        return date.fromisoformat(raw) if raw else None
-    except ValueError:
-        return None
-
 
 @role_required(*READERS)
 def control_totals(request: HttpRequest) -> HttpResponse:
     """Per source and day of receipt: received = accepted + duplicate + rejected + held."""
     q = request.GET
-    errors = [
-        f"'{q[k]}' is not a date (use YYYY-MM-DD)."
-        for k in ("date_from", "date_to")
-        if q.get(k) and _date(q.get(k)) is None
-    ]
+    dates, errors = date_params(q, "date_from", "date_to")
     rows = list(
         selectors.control_totals(
-            date_from=_date(q.get("date_from")),
-            date_to=_date(q.get("date_to")),
+            date_from=dates["date_from"],
+            date_to=dates["date_to"],
             source=q.get("source") or None,
         )[:500]
     )

@@ -133,3 +133,15 @@ def test_audit_page_filters_by_object_actor_action_and_date(client, auditor) -> 
     assert b"No entries match" in client.get("/exceptions/audit/", {"date_to": "2000-01-01"}).content
     bad = client.get("/exceptions/audit/", {"date_from": "yesterday"})
     assert bad.status_code == 200 and b"is not a date" in bad.content
+
+
+def test_audit_date_to_includes_the_whole_last_day() -> None:
+    from datetime import UTC, date, datetime
+
+    from exceptions import selectors
+
+    _write_entries(1)
+    last_instant = datetime(2026, 11, 24, 23, 59, 59, 999999, tzinfo=UTC)
+    _tamper("UPDATE exceptions_auditentry SET at = %s", [last_instant])
+    assert selectors.audit_entries(date_to=date(2026, 11, 24)).count() == 1
+    assert selectors.audit_entries(date_from=date(2026, 11, 25)).count() == 0
