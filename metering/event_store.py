@@ -9,20 +9,21 @@ into the partitioned table (COPY beats INSERT ... SELECT there; measured), and
 one query fetches the stored content hashes of the duplicates. SQLite
 (embedded default): multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING.
 
-Must run inside the caller's transaction.
+Must run inside the caller's transaction, after metering.reference.lock_for_ingest
+(it holds the event watermark lock).
 """
 
 from __future__ import annotations
 
 import io
 from datetime import datetime
+from operator import attrgetter
 
 from django.db import connection
 
 from metering.ingest import Candidate
-from metering.summaries import event_insert_lock
 
-Key = tuple[str, str]
+Key = str  # Candidate.key: source + TAB + event_id
 
 EVENT_COLUMNS = (
     "source, event_id, customer_ref, customer_id, metric_id, metric_version_id, "
@@ -60,7 +61,6 @@ def insert(
     """Store keys (all candidates) and events (mapped ones). Returns (inserted keys, conflicting keys)."""
     if not cands:
         return set(), set()
-    event_insert_lock()
     if connection.vendor == "postgresql":
         return _insert_pg(cands, received_at=received_at, api_key_id=api_key_id)
     return _insert_portable(cands, received_at=received_at, api_key_id=api_key_id)
@@ -95,7 +95,7 @@ def copy_rows(cands: list[Candidate], *, received_at: str, api_key_id: int | Non
 def _insert_pg(
     cands: list[Candidate], *, received_at: datetime, api_key_id: int | None
 ) -> tuple[set[Key], set[Key]]:
-    ordered = sorted(cands, key=lambda c: (c.source, c.event_id))  # same lock order in every batch
+    ordered = sorted(cands, key=attrgetter("key"))  # same lock order in every batch
     with connection.cursor() as cur:
         cur.execute(
             PG_KEYS,
@@ -107,30 +107,20 @@ def _insert_pg(
             ],
         )
         returned = cur.fetchone()[0]
-        inserted: set[Key] = set()
-        if returned:
-            for line in returned.split("\n"):
-                source, event_id = line.split("\t", 1)
-                inserted.add((source, event_id))
-        rows = [
-            c for c in ordered if c.customer_id is not None and (c.source, c.event_id) in inserted
-        ]
+        inserted: set[Key] = set(returned.split("\n")) if returned else set()
+        rows = [c for c in ordered if c.customer_id is not None and c.key in inserted]
         if rows:
             text = copy_rows(rows, received_at=received_at.isoformat(), api_key_id=api_key_id)
             cur.copy_expert(PG_COPY_EVENTS, io.StringIO(text))
         conflicts: set[Key] = set()
-        dupes = [c for c in ordered if (c.source, c.event_id) not in inserted]
+        dupes = [c for c in ordered if c.key not in inserted]
         if dupes:
             cur.execute(
                 PG_KEY_HASHES,
                 ["\n".join([c.source for c in dupes]), "\n".join([c.event_id for c in dupes])],
             )
-            stored = {(s, e): h for s, e, h in cur.fetchall()}
-            conflicts = {
-                (c.source, c.event_id)
-                for c in dupes
-                if stored.get((c.source, c.event_id)) != c.content_hash
-            }
+            stored = {f"{s}\t{e}": h for s, e, h in cur.fetchall()}
+            conflicts = {c.key for c in dupes if stored.get(c.key) != c.content_hash}
     return inserted, conflicts
 
 
@@ -142,7 +132,7 @@ def _insert_portable(
 ) -> tuple[set[Key], set[Key]]:
     ops = connection.ops
     at = ops.adapt_datetimefield_value(received_at)
-    ordered = sorted(cands, key=lambda c: (c.source, c.event_id))
+    ordered = sorted(cands, key=attrgetter("key"))
     inserted: set[Key] = set()
     with connection.cursor() as cur:
         for i in range(0, len(ordered), CHUNK):
@@ -156,7 +146,7 @@ def _insert_portable(
                 f"VALUES {values} ON CONFLICT DO NOTHING RETURNING source, event_id",
                 params,
             )
-            inserted.update((s, e) for s, e in cur.fetchall())
+            inserted.update(f"{s}\t{e}" for s, e in cur.fetchall())
         rows = [
             (
                 c.source,
@@ -172,7 +162,7 @@ def _insert_portable(
                 api_key_id,
             )
             for c in ordered
-            if c.customer_id is not None and (c.source, c.event_id) in inserted
+            if c.customer_id is not None and c.key in inserted
         ]
         if rows:
             cur.executemany(
@@ -181,7 +171,7 @@ def _insert_portable(
                 rows,
             )
         conflicts: set[Key] = set()
-        dupes = [c for c in ordered if (c.source, c.event_id) not in inserted]
+        dupes = [c for c in ordered if c.key not in inserted]
         by_source: dict[str, dict[str, str]] = {}
         for c in dupes:
             by_source.setdefault(c.source, {})[c.event_id] = c.content_hash
@@ -194,5 +184,5 @@ def _insert_portable(
                     f"AND event_id IN ({', '.join(['%s'] * len(part))})",
                     [source, *part],
                 )
-                conflicts.update((source, e) for e, h in cur.fetchall() if h != hashes[e])
+                conflicts.update(f"{source}\t{e}" for e, h in cur.fetchall() if h != hashes[e])
     return inserted, conflicts

@@ -60,6 +60,7 @@ class Candidate:
     props_json: str = "{}"
     ts_iso: str = ""
     customer_id: int | None = None
+    key: str = ""  # source + TAB + event_id: sorts like (source, event_id), ids carry no TAB
 
 
 @dataclass(slots=True)
@@ -91,6 +92,9 @@ def compiled_schema(version_id: int, schema: dict[str, Any]) -> Callable[[Any], 
         fn = fastjsonschema.compile(schema) if schema else (lambda data: data)
         _compiled[key] = fn
     return fn
+
+
+_UNSEEN = object()
 
 
 class _Reject(Exception):
@@ -271,6 +275,7 @@ def validate_one(
     oldest: datetime,
     newest: datetime,
     ts_cache: dict[Any, tuple[datetime, str]] | None = None,
+    schema_memo: dict[tuple[int, bytes], str | None] | None = None,
 ) -> Candidate:
     if type(event) is not dict and not isinstance(event, dict):
         raise _Reject(codes.EVENT_MALFORMED, "The event is not a JSON object.")
@@ -319,13 +324,23 @@ def validate_one(
             f"Metric '{code}' counts distinct values of property '{version.value_property}', "
             "which the event lacks.",
         )
-    try:
-        version.validate(props)
-    except fastjsonschema.JsonSchemaValueException as exc:
-        raise _Reject(
-            codes.SCHEMA_VIOLATION, f"'properties' do not match metric '{code}': {exc.message}."
-        ) from exc
     props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
+    # Producers repeat the same few property sets; the schema's verdict on one is the same for
+    # every copy (sorted keys: equal objects give equal JSON).
+    memo_key = (version.id, props_json)
+    problem = schema_memo.get(memo_key, _UNSEEN) if schema_memo is not None else _UNSEEN
+    if problem is _UNSEEN:
+        try:
+            version.validate(props)
+            problem = None
+        except fastjsonschema.JsonSchemaValueException as exc:
+            problem = exc.message
+        if schema_memo is not None:
+            schema_memo[memo_key] = problem
+    if problem is not None:
+        raise _Reject(
+            codes.SCHEMA_VIOLATION, f"'properties' do not match metric '{code}': {problem}."
+        )
     if b"\\u0000" in props_json:
         raise _Reject(
             codes.INVALID_FIELD,
@@ -358,13 +373,14 @@ def validate_batch(
     """Validate (canonical event, raw payload) pairs; a later copy of a key in the batch is a duplicate."""
     out = Validated()
     oldest, newest = now - max_age, now + max_future
-    seen: dict[tuple[str, str], Candidate] = {}
+    seen: dict[str, Candidate] = {}
     ts_cache: dict[
         Any, tuple[datetime, str]
     ] = {}  # producers often repeat a timestamp within a batch
+    schema_memo: dict[tuple[int, bytes], str | None] = {}
     for index, (event, raw) in enumerate(items):
         try:
-            cand = validate_one(index, event, raw, catalog, oldest, newest, ts_cache)
+            cand = validate_one(index, event, raw, catalog, oldest, newest, ts_cache, schema_memo)
         except _Reject as rej:
             source = event.get("source") if isinstance(event, dict) else None
             event_id = event.get("event_id") if isinstance(event, dict) else None
@@ -379,11 +395,12 @@ def validate_batch(
                 )
             )
             continue
-        first = seen.get((cand.source, cand.event_id))
+        key = cand.key = f"{cand.source}\t{cand.event_id}"
+        first = seen.get(key)
         if first is not None:
             out.in_batch_duplicates[index] = (first.index, first.content_hash == cand.content_hash)
             continue
-        seen[(cand.source, cand.event_id)] = cand
+        seen[key] = cand
         out.candidates.append(cand)
     return out
 

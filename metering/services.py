@@ -8,7 +8,7 @@ from __future__ import annotations
 import csv
 import tempfile
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,7 +26,7 @@ from core.errors import AppError, Conflict
 from core.models import ApiKey, Customer
 from exceptions.models import OPEN_STATUSES, CaseStatus, ExceptionCase
 from exceptions.services import Actor, audit_record, case_close, case_open_or_update
-from metering import error_codes, event_store, ingest, partitions
+from metering import error_codes, event_store, ingest, partitions, reference
 from metering.models import (
     Aggregation,
     CustomerMapping,
@@ -315,40 +315,8 @@ class IngestResult:
     candidates: dict[int, ingest.Candidate] = field(default_factory=dict)
 
 
-def _catalog(codes: set[str]) -> dict[str, list[ingest.VersionInfo]]:
-    catalog: dict[str, list[ingest.VersionInfo]] = {}
-    rows = (
-        MetricVersion.objects.filter(metric__code__in=codes)
-        .select_related("metric")
-        .order_by("-effective_from")
-    )
-    for v in rows:
-        catalog.setdefault(v.metric.code, []).append(
-            ingest.VersionInfo(
-                id=v.pk,
-                metric_id=v.metric_id,
-                code=v.metric.code,
-                effective_from=v.effective_from,
-                aggregation=v.aggregation,
-                value_property=v.value_property,
-                validate=ingest.compiled_schema(v.pk, v.properties_schema),
-            )
-        )
-    return catalog
-
-
-def _resolve_customers(cands: list[ingest.Candidate]) -> None:
-    by_source: dict[str, set[str]] = defaultdict(set)
-    for c in cands:
-        by_source[c.source].add(c.customer_ref)
-    mapping: dict[tuple[str, str], int] = {}
-    for source, refs in by_source.items():
-        for ref, cid in CustomerMapping.objects.filter(
-            source=source, customer_ref__in=refs
-        ).values_list("customer_ref", "customer_id"):
-            mapping[(source, ref)] = cid
-    for c in cands:
-        c.customer_id = mapping.get((c.source, c.customer_ref))
+# Rounds a batch runs with this process's reference copy before reading it under the lock.
+STALE_RETRIES = 2
 
 
 def usage_ingest(
@@ -365,32 +333,70 @@ def usage_ingest(
     Outcome per event: accepted, duplicate, rejected (code, message) or held.
     Writes one audit entry for the batch, the control totals, the dead letter
     and the exception cases, all in one transaction.
+
+    The batch is validated and mapped with this process's copy of the metric
+    catalog and mappings (metering.reference) before the transaction opens; if
+    the transaction finds that copy stale it rolls back and the batch runs again
+    with a fresh one. After STALE_RETRIES such rounds (reference data changing
+    under a stream of batches) the last round reads it inside the transaction,
+    under the mapping lock.
     """
     now = now or timezone.now()
+    args = {
+        "items": items,
+        "actor": actor,
+        "api_key": api_key,
+        "channel": channel,
+        "store_rejections": store_rejections,
+        "now": now,
+    }
+    for _ in range(STALE_RETRIES):
+        ref = reference.current()
+        validated = _validate(items, ref, now)
+        try:
+            with transaction.atomic():
+                reference.lock_for_ingest()
+                reference.confirm(ref)
+                return _ingest_store(validated, **args)
+        except reference.Stale:
+            reference.invalidate()
+    with transaction.atomic():
+        reference.lock_for_ingest()
+        validated = _validate(items, reference.current(), now)
+        return _ingest_store(validated, **args)
+
+
+def _validate(
+    items: list[tuple[Any, Any]], ref: reference.Reference, now: datetime
+) -> ingest.Validated:
     conf = settings.LEDGERLINE
     validated = ingest.validate_batch(
         items,
-        _catalog(
-            {
-                m
-                for e, _ in items
-                if isinstance(e, dict)
-                and isinstance(m := e.get("metric"), str)
-                and len(m) <= 100
-                and "\x00" not in m
-            }
-        ),
+        ref.catalog,
         now=now,
         max_age=timedelta(days=conf["EVENT_MAX_AGE_DAYS"]),
         max_future=timedelta(seconds=conf["EVENT_MAX_FUTURE_SECONDS"]),
     )
-    cands = validated.candidates
-    _resolve_customers(cands)
+    reference.resolve_customers(ref, validated.candidates)
     if connection.vendor == "postgresql":
         partitions.ensure_months(
-            {(c.timestamp.year, c.timestamp.month) for c in cands if c.customer_id}
+            {(c.timestamp.year, c.timestamp.month) for c in validated.candidates if c.customer_id}
         )
+    return validated
 
+
+def _ingest_store(
+    validated: ingest.Validated,
+    *,
+    items: list[tuple[Any, Any]],
+    actor: Actor,
+    api_key: ApiKey | None,
+    channel: str,
+    store_rejections: bool,
+    now: datetime,
+) -> IngestResult:
+    """The database side of usage_ingest, inside its transaction (locks taken)."""
+    cands = validated.candidates
     results: list[dict[str, Any] | None] = [None] * len(items)
     counts = {"received": len(items), "accepted": 0, "duplicate": 0, "rejected": 0, "held": 0}
     tally: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -398,88 +404,88 @@ def usage_ingest(
     batch_id = uuid.uuid4().hex
     api_key_id = api_key.pk if api_key is not None else None
 
-    with transaction.atomic():
-        inserted, conflicts = event_store.insert(cands, received_at=now, api_key_id=api_key_id)
-        held = [c for c in cands if c.customer_id is None and (c.source, c.event_id) in inserted]
-        if held:
-            HeldEvent.objects.bulk_create(
-                [
-                    HeldEvent(
-                        source=c.source,
-                        event_id=c.event_id,
-                        customer_ref=c.customer_ref,
-                        metric_id=c.version.metric_id,
-                        metric_version_id=c.version.id,
-                        timestamp=c.timestamp,
-                        value=c.value,
-                        properties=c.properties,
-                        received_at=now,
-                        api_key_id=api_key_id,
-                    )
-                    for c in held
-                ],
-                batch_size=1000,
-            )
-        conflict_raws: list[ingest.Candidate] = [
-            c for c in cands if (c.source, c.event_id) in conflicts
-        ]
-        for c in cands:
-            if (c.source, c.event_id) not in inserted:
-                status = ingest.DUPLICATE
-            elif c.customer_id is None:
-                status = ingest.HELD
-            else:
-                status = ingest.ACCEPTED
-            results[c.index] = {"index": c.index, "event_id": c.event_id, "status": status}
-            counts[status] += 1
-            tally[(c.source, day)][status] += 1
-        by_index = {c.index: c for c in cands}
-        for index, (first, same) in validated.in_batch_duplicates.items():
-            orig = by_index[first]
-            results[index] = {"index": index, "event_id": orig.event_id, "status": ingest.DUPLICATE}
-            counts[ingest.DUPLICATE] += 1
-            tally[(orig.source, day)][ingest.DUPLICATE] += 1
-            if not same:
-                conflict_raws.append(
-                    ingest.Candidate(
-                        index=index,
-                        source=orig.source,
-                        event_id=orig.event_id,
-                        customer_ref="",
-                        version=orig.version,
-                        timestamp=orig.timestamp,
-                        value=None,
-                        properties={},
-                        content_hash="",
-                        raw=items[index][1],
-                    )
+    inserted, conflicts = event_store.insert(cands, received_at=now, api_key_id=api_key_id)
+    held = [c for c in cands if c.customer_id is None and c.key in inserted]
+    if held:
+        HeldEvent.objects.bulk_create(
+            [
+                HeldEvent(
+                    source=c.source,
+                    event_id=c.event_id,
+                    customer_ref=c.customer_ref,
+                    metric_id=c.version.metric_id,
+                    metric_version_id=c.version.id,
+                    timestamp=c.timestamp,
+                    value=c.value,
+                    properties=c.properties,
+                    received_at=now,
+                    api_key_id=api_key_id,
                 )
-        for rej in validated.rejections:
-            results[rej.index] = {
-                "index": rej.index,
-                "event_id": rej.event_id or None,
-                "status": ingest.REJECTED,
-                "code": rej.code,
-                "message": rej.message,
-            }
-            counts[ingest.REJECTED] += 1
-            tally[(rej.source, day)][ingest.REJECTED] += 1
-        if store_rejections and validated.rejections:
-            _dead_letter(validated.rejections, actor=actor, api_key_id=api_key_id, now=now)
-        if held:
-            _open_unmapped_cases(held, actor=actor)
-        if conflict_raws:
-            _record_conflicts(conflict_raws, actor=actor, api_key_id=api_key_id, now=now)
-        if store_rejections or counts["accepted"] or counts["held"] or counts["duplicate"]:
-            _tally_add(tally)
-        audit_record(
-            actor=actor,
-            action="usage.ingest",
-            object_type="metering.ingestbatch",
-            object_id=batch_id,
-            object_repr=f"{channel} batch of {len(items)}",
-            after={**counts, "channel": channel, "sources": sorted({s for s, _ in tally})[:20]},
+                for c in held
+            ],
+            batch_size=1000,
         )
+    conflict_raws: list[ingest.Candidate] = [c for c in cands if c.key in conflicts]
+    outcomes: list[tuple[str, str]] = []  # (source, status) per event, counted at the end
+    for c in cands:
+        if c.key not in inserted:
+            status = ingest.DUPLICATE
+        elif c.customer_id is None:
+            status = ingest.HELD
+        else:
+            status = ingest.ACCEPTED
+        results[c.index] = {"index": c.index, "event_id": c.event_id, "status": status}
+        outcomes.append((c.source, status))
+    by_index = {c.index: c for c in cands}
+    for index, (first, same) in validated.in_batch_duplicates.items():
+        orig = by_index[first]
+        results[index] = {"index": index, "event_id": orig.event_id, "status": ingest.DUPLICATE}
+        outcomes.append((orig.source, ingest.DUPLICATE))
+        if not same:
+            conflict_raws.append(
+                ingest.Candidate(
+                    index=index,
+                    source=orig.source,
+                    event_id=orig.event_id,
+                    customer_ref="",
+                    version=orig.version,
+                    timestamp=orig.timestamp,
+                    value=None,
+                    properties={},
+                    content_hash="",
+                    raw=items[index][1],
+                )
+            )
+    for rej in validated.rejections:
+        results[rej.index] = {
+            "index": rej.index,
+            "event_id": rej.event_id or None,
+            "status": ingest.REJECTED,
+            "code": rej.code,
+            "message": rej.message,
+        }
+        outcomes.append((rej.source, ingest.REJECTED))
+    for (source, status), n in Counter(outcomes).items():
+        tally[(source, day)][status] += n
+    for per_status in tally.values():
+        for status, n in per_status.items():
+            counts[status] += n
+    if store_rejections and validated.rejections:
+        _dead_letter(validated.rejections, actor=actor, api_key_id=api_key_id, now=now)
+    if held:
+        _open_unmapped_cases(held, actor=actor)
+    if conflict_raws:
+        _record_conflicts(conflict_raws, actor=actor, api_key_id=api_key_id, now=now)
+    if store_rejections or counts["accepted"] or counts["held"] or counts["duplicate"]:
+        _tally_add(tally)
+    audit_record(
+        actor=actor,
+        action="usage.ingest",
+        object_type="metering.ingestbatch",
+        object_id=batch_id,
+        object_repr=f"{channel} batch of {len(items)}",
+        after={**counts, "channel": channel, "sources": sorted({s for s, _ in tally})[:20]},
+    )
     return IngestResult(
         results=[r for r in results if r is not None],
         counts=counts,
@@ -649,6 +655,7 @@ def customer_mapping_create(
             "A mapping needs a source and a customer_ref.", code=error_codes.MAPPING_INVALID
         )
     with transaction.atomic():
+        reference.lock_mappings()  # no ingest transaction runs from here to commit
         if CustomerMapping.objects.filter(source=source, customer_ref=customer_ref).exists():
             raise Conflict(
                 f"{source}:{customer_ref} is already mapped.", code=error_codes.MAPPING_EXISTS
