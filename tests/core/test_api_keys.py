@@ -108,14 +108,36 @@ def test_each_key_is_throttled_on_its_own(make_api_key, api_client, monkeypatch)
 
     cache.clear()
     monkeypatch.setattr(ApiKeyRateThrottle, "THROTTLE_RATES", {"api_key": "3/min"})
+    monkeypatch.setattr(ApiKeyRateThrottle, "timer", lambda self: 999_980.0)  # 20 s into a minute
     first, second = make_api_key("admin", name="a"), make_api_key("admin", name="b")
     client = api_client(first.raw_key)
     assert [client.get("/api/v1/me").status_code for _ in range(3)] == [200, 200, 200]
     limited = client.get("/api/v1/me")
     assert limited.status_code == 429
     assert limited.json()["code"] == "throttled"
-    assert limited.json()["extra"]["retry_after_seconds"] > 0
+    assert limited.json()["extra"]["retry_after_seconds"] == 40  # the rest of the minute
     assert api_client(second.raw_key).get("/api/v1/me").status_code == 200
+
+
+def test_the_window_slides(make_api_key, api_client, monkeypatch) -> None:
+    """The last minute's requests count in proportion to how much of that minute is still
+    inside the sliding span: 6 at the end of one minute block the next minute's first half."""
+    from django.core.cache import cache
+
+    cache.clear()
+    clock = {"now": 999_990.0}  # 30 s into a minute (999,960 = 16,666 minutes)
+    monkeypatch.setattr(ApiKeyRateThrottle, "THROTTLE_RATES", {"api_key": "6/min"})
+    monkeypatch.setattr(ApiKeyRateThrottle, "timer", lambda self: clock["now"])
+    client = api_client(make_api_key("admin").raw_key)
+    assert {client.get("/api/v1/me").status_code for _ in range(6)} == {200}
+    clock["now"] = 1_000_050.0  # 30 s into the next minute: 6 x 1/2 = 3 still count
+    assert [client.get("/api/v1/me").status_code for _ in range(4)] == [200, 200, 200, 429]
+    clock["now"] = 1_000_059.0  # 39 s in: 6 x 21/60 = 2.1, plus the 3 sent = 5.1 < 6
+    assert client.get("/api/v1/me").status_code == 200
+    limited = client.get("/api/v1/me")  # 2.1 + 4 = 6.1
+    assert limited.status_code == 429
+    # room again once the last minute's share is below 2: at 1 - 1/6 of the window, 11 s on
+    assert limited.json()["extra"]["retry_after_seconds"] == 11
 
 
 @pytest.mark.django_db
