@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any
 
 import fastjsonschema
+import msgspec
 import orjson
 
 from metering import error_codes as codes
@@ -324,7 +325,10 @@ def validate_one(
             f"Metric '{code}' counts distinct values of property '{version.value_property}', "
             "which the event lacks.",
         )
-    props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
+    try:
+        props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise _Reject(codes.INVALID_FIELD, f"'properties' cannot be stored: {exc}.") from exc
     # Producers repeat the same few property sets; the schema's verdict on one is the same for
     # every copy (sorted keys: equal objects give equal JSON).
     memo_key = (version.id, props_json)
@@ -379,8 +383,15 @@ def validate_batch(
     ] = {}  # producers often repeat a timestamp within a batch
     schema_memo: dict[tuple[int, bytes], str | None] = {}
     for index, (event, raw) in enumerate(items):
+        if type(event) is NativeEvent:
+            cand = _native_candidate(index, event, catalog, oldest, newest, schema_memo)
+            if cand is None:  # not the common case: the general checks give the exact outcome
+                event = raw = as_sent(event)
+        else:
+            cand = None
         try:
-            cand = validate_one(index, event, raw, catalog, oldest, newest, ts_cache, schema_memo)
+            if cand is None:
+                cand = validate_one(index, event, raw, catalog, oldest, newest, ts_cache, schema_memo)
         except _Reject as rej:
             source = event.get("source") if isinstance(event, dict) else None
             event_id = event.get("event_id") if isinstance(event, dict) else None
@@ -409,6 +420,144 @@ def _short(raw: Any, n: int) -> str:
     if isinstance(raw, bool) or not isinstance(raw, str | int):
         return ""
     return str(raw).replace("\x00", "")[:n]
+
+
+# --- the native batch's fast path ------------------------------------------------------
+#
+# A native batch (`{"events": [...]}`) whose events have only the canonical fields, of the
+# canonical JSON types, is decoded by msgspec straight into NativeEvent structs: the field
+# types and lengths are checked in C while decoding. Each struct then goes through
+# _native_candidate, one pass for the common event; anything it does not take (another
+# timestamp form, a value that is not a whole number, a schema problem...) is turned back
+# into the dict that was sent and takes the general checks above, which give the exact
+# outcome. A batch msgspec refuses (bad JSON, an extra field, a wrong type) is decoded by
+# orjson and takes the general checks whole. Tests hold both paths to the same candidates,
+# rejections and stored raw payloads (tests/metering/test_fast_path.py).
+
+
+class NativeEvent(msgspec.Struct, forbid_unknown_fields=True):
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LEN["event_id"])]
+    source: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LEN["source"])]
+    customer_ref: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LEN["customer_ref"])]
+    metric: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_LEN["metric"])]
+    # UNSET: a field the event did not have (as_sent leaves it out; null stays null)
+    timestamp: str | int | float | None | msgspec.UnsetType = msgspec.UNSET
+    value: int | float | str | None | msgspec.UnsetType = msgspec.UNSET
+    properties: dict[str, Any] | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class _NativeBatch(msgspec.Struct, forbid_unknown_fields=True):
+    events: list[NativeEvent]
+
+
+_native_decoder = msgspec.json.Decoder(_NativeBatch)
+
+
+def decode_native(body: bytes) -> list[NativeEvent] | None:
+    """The events of a canonical native batch, or None (the general path decodes it)."""
+    try:
+        return _native_decoder.decode(body).events
+    except msgspec.DecodeError:  # ValidationError included
+        return None
+
+
+def as_sent(ev: NativeEvent) -> Any:
+    """The event as the general path decodes it (orjson's numbers: an integer past 64 bits
+    becomes a float there), without the fields it did not have."""
+    return orjson.loads(msgspec.json.encode(ev))
+
+
+_fromisoformat = datetime.fromisoformat
+_blake2b = hashlib.blake2b
+
+
+def _native_candidate(
+    index: int,
+    ev: NativeEvent,
+    catalog: dict[str, list[VersionInfo]],
+    oldest: datetime,
+    newest: datetime,
+    schema_memo: dict[tuple[int, bytes], str | None],
+) -> Candidate | None:
+    """The candidate validate_one would make of this event, or None if it is not the common case:
+    ids without control characters, a UTC timestamp with microseconds (YYYY-MM-DDTHH:MM:SS.ffffffZ)
+    inside the window, the newest metric version (not unique_count), a whole-number value or
+    none, properties the schema passes."""
+    source, event_id, ref, code, raw_ts = (
+        ev.source,
+        ev.event_id,
+        ev.customer_ref,
+        ev.metric,
+        ev.timestamp,
+    )
+    if (
+        type(raw_ts) is not str
+        or len(raw_ts) != 27
+        or raw_ts[26] != "Z"
+        or raw_ts[19] != "."
+        or raw_ts[10] != "T"
+        or raw_ts[4] != "-"
+        or raw_ts[5] == "W"
+        or _CONTROL.search(source + event_id + ref + code)
+    ):
+        return None
+    try:
+        ts = _fromisoformat(raw_ts)
+    except ValueError:
+        return None
+    if not ts.microsecond or ts < oldest or ts > newest:
+        return None
+    versions = catalog.get(code)
+    if not versions or versions[0].effective_from > ts:
+        return None
+    version = versions[0]
+    aggregation = version.aggregation
+    if aggregation == "unique_count":
+        return None
+    props = ev.properties
+    if props is None or props is msgspec.UNSET:
+        props = {}
+    raw_value = ev.value
+    if raw_value is not None and raw_value is not msgspec.UNSET:
+        if type(raw_value) is not int or not -MAX_INT < raw_value < MAX_INT:
+            return None
+        value: Decimal | None = Decimal(raw_value)
+    elif aggregation == "count":
+        value = None
+    else:
+        prop = props.get(version.value_property)
+        if type(prop) is not int or not -MAX_INT < prop < MAX_INT:
+            return None
+        value = Decimal(prop)
+    try:
+        props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return None
+    memo_key = (version.id, props_json)
+    if memo_key not in schema_memo:
+        try:
+            version.validate(props)
+            schema_memo[memo_key] = None
+        except fastjsonschema.JsonSchemaValueException:
+            return None
+    if schema_memo[memo_key] is not None or b"\\u0000" in props_json:
+        return None
+    ts_iso = raw_ts[:26] + "+00:00"
+    head = orjson.dumps([ref, code, ts_iso, None if value is None else str(value.normalize())])
+    return Candidate(
+        index,
+        source,
+        event_id,
+        ref,
+        version,
+        ts,
+        value,
+        props,
+        _blake2b(head + props_json, digest_size=16).hexdigest(),
+        ev,
+        props_json.decode(),
+        ts_iso,
+    )
 
 
 # --- adapters: each input shape to the canonical event -----------------------------

@@ -533,6 +533,8 @@ def _dead_letter(
 def _raw_for_storage(raw: Any) -> tuple[Any, str]:
     """(JSON, text) to keep of a payload. PostgreSQL stores no NUL in text or jsonb: such
     payloads are kept as their JSON text with NUL escaped."""
+    if isinstance(raw, ingest.NativeEvent):
+        raw = ingest.as_sent(raw)
     if isinstance(raw, bytes | bytearray):
         raw = raw.decode("utf-8", errors="replace")
     if isinstance(raw, str):

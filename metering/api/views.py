@@ -198,18 +198,24 @@ class EventIngestApi(APIView):
             items = [binary_cloudevent(request, body, ctype)]
             channel = "cloudevents-binary"
         elif ctype == "application/json":
-            doc = decode_json(request, body)
-            events = doc.get("events") if isinstance(doc, dict) else None
-            if not isinstance(events, list):
-                raise refuse(
-                    request,
-                    code=error_codes.MALFORMED_REQUEST,
-                    status=400,
-                    raw=doc,
-                    message='The body must be a JSON object with an "events" list.',
-                )
-            check_batch_size(request, events, doc)
-            items = [(e, e) for e in events]
+            # The common batch is decoded into typed events (ingest.decode_native); any other
+            # (bad JSON, wrong shape or types, extra fields, empty or too large) takes orjson.
+            native = ingest.decode_native(body)
+            if native and len(native) <= settings.LEDGERLINE["MAX_BATCH_EVENTS"]:
+                items = [(e, e) for e in native]
+            else:
+                doc = decode_json(request, body)
+                events = doc.get("events") if isinstance(doc, dict) else None
+                if not isinstance(events, list):
+                    raise refuse(
+                        request,
+                        code=error_codes.MALFORMED_REQUEST,
+                        status=400,
+                        raw=doc,
+                        message='The body must be a JSON object with an "events" list.',
+                    )
+                check_batch_size(request, events, doc)
+                items = [(e, e) for e in events]
             channel = "native"
         elif ctype == CE_STRUCTURED:
             doc = decode_json(request, body)
