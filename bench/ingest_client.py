@@ -20,17 +20,24 @@ BATCH = 1000
 DUP_PER_BATCH = 100  # 10% of every batch re-sends events already sent
 
 
-def batch_event_numbers(batch_no: int) -> list[int]:
-    """Event numbers of batch `batch_no`: 900 new ones and 100 already sent (earlier in this batch's
-    stream, so the duplicate count does not depend on which client goes first)."""
+def batch_event_numbers(batch_no: int, lag: int = 1) -> list[int]:
+    """Event numbers of batch `batch_no`: 900 new ones and 100 re-sent from batch `batch_no - lag`
+    (the first batches repeat events of their own instead).
+
+    With lag = the number of clients (clients take batches round-robin), the re-sent events come
+    from the same client's previous batch, already answered: a producer re-delivering events it
+    sent before, the duplicates an at-least-once producer makes. With lag = 1 they come from the
+    batch another client is sending at that moment: each duplicate then waits, inside PostgreSQL,
+    for the other request's transaction to end before it can be called a duplicate (the worst case,
+    measured with --duplicates concurrent)."""
     fresh = BATCH - DUP_PER_BATCH
     first = batch_no * fresh
     new = list(range(first, first + fresh))
-    dups = [first + (k * 7) % fresh for k in range(DUP_PER_BATCH)]  # repeats inside the batch
-    if batch_no > 0:
-        dups = [
-            (first - fresh) + (k * 13) % fresh for k in range(DUP_PER_BATCH)
-        ]  # from the previous batch
+    if batch_no < lag:
+        dups = [first + (k * 7) % fresh for k in range(DUP_PER_BATCH)]  # repeats inside the batch
+    else:
+        earlier = (batch_no - lag) * fresh
+        dups = [earlier + (k * 13) % fresh for k in range(DUP_PER_BATCH)]
     return new + dups
 
 
@@ -48,11 +55,13 @@ def event_json(n: int, customers: int, base: datetime) -> str:
     )
 
 
-def batches(batch_numbers: list[int], customers: int, base: datetime) -> Iterator[bytes]:
+def batches(
+    batch_numbers: list[int], customers: int, base: datetime, lag: int = 1
+) -> Iterator[bytes]:
     for b in batch_numbers:
         yield (
             '{"events":['
-            + ",".join(event_json(n, customers, base) for n in batch_event_numbers(b))
+            + ",".join(event_json(n, customers, base) for n in batch_event_numbers(b, lag))
             + "]}"
         ).encode()
 
@@ -79,7 +88,7 @@ def main() -> None:
     )
     requests = [
         f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
-        for body in batches(cfg["batches"], cfg["customers"], base)
+        for body in batches(cfg["batches"], cfg["customers"], base, cfg["lag"])
     ]
     print("ready", flush=True)
     sys.stdin.readline()
