@@ -16,11 +16,13 @@ Must run inside the caller's transaction, after metering.reference.lock_for_inge
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from datetime import datetime
 from operator import attrgetter
 
 from django.db import connection
 
+from metering import reference
 from metering.ingest import Candidate
 
 Key = str  # Candidate.key: source + TAB + event_id
@@ -43,7 +45,9 @@ WITH ins AS (
     ON CONFLICT DO NOTHING
     RETURNING source, event_id
 )
-SELECT string_agg(source || E'\\t' || event_id, E'\\n') FROM ins
+SELECT string_agg(source || E'\\t' || event_id, E'\\n'),
+       (SELECT value FROM metering_reference_generation WHERE id = 1)
+FROM ins
 """
 
 # One index probe per duplicate (a join could pick a scan of the whole key table).
@@ -55,14 +59,37 @@ FROM unnest(string_to_array(%s, E'\\n'), string_to_array(%s, E'\\n')) AS t(s, e)
 PG_COPY_EVENTS = f"COPY metering_usageevent ({EVENT_COLUMNS}) FROM STDIN"
 
 
+@dataclass
+class Stored:
+    inserted: set[Key]  # keys stored now (accepted or held)
+    conflicts: set[Key]  # keys already stored with other content
+
+
 def insert(
-    cands: list[Candidate], *, received_at: datetime, api_key_id: int | None
-) -> tuple[set[Key], set[Key]]:
-    """Store keys (all candidates) and events (mapped ones). Returns (inserted keys, conflicting keys)."""
+    cands: list[Candidate],
+    *,
+    received_at: datetime,
+    api_key_id: int | None,
+    expect_generation: int | None = None,
+) -> Stored:
+    """Store keys (all candidates) and events (mapped ones).
+
+    expect_generation: the metering.reference generation the candidates were validated and
+    mapped at; reference.Stale is raised before any event is written if it moved.
+    """
     if not cands:
-        return set(), set()
+        if expect_generation is not None:
+            reference.confirm(expect_generation)
+        return Stored(set(), set())
     if connection.vendor == "postgresql":
-        return _insert_pg(cands, received_at=received_at, api_key_id=api_key_id)
+        return _insert_pg(
+            cands,
+            received_at=received_at,
+            api_key_id=api_key_id,
+            expect_generation=expect_generation,
+        )
+    if expect_generation is not None:
+        reference.confirm(expect_generation)
     return _insert_portable(cands, received_at=received_at, api_key_id=api_key_id)
 
 
@@ -93,8 +120,12 @@ def copy_rows(cands: list[Candidate], *, received_at: str, api_key_id: int | Non
 
 
 def _insert_pg(
-    cands: list[Candidate], *, received_at: datetime, api_key_id: int | None
-) -> tuple[set[Key], set[Key]]:
+    cands: list[Candidate],
+    *,
+    received_at: datetime,
+    api_key_id: int | None,
+    expect_generation: int | None,
+) -> Stored:
     ordered = sorted(cands, key=attrgetter("key"))  # same lock order in every batch
     with connection.cursor() as cur:
         cur.execute(
@@ -106,7 +137,9 @@ def _insert_pg(
                 "\n".join([c.content_hash for c in ordered]),
             ],
         )
-        returned = cur.fetchone()[0]
+        returned, generation = cur.fetchone()
+        if expect_generation is not None:
+            reference.confirm(expect_generation, seen=generation)  # before any event is written
         inserted: set[Key] = set(returned.split("\n")) if returned else set()
         rows = [c for c in ordered if c.customer_id is not None and c.key in inserted]
         if rows:
@@ -121,7 +154,7 @@ def _insert_pg(
             )
             stored = {f"{s}\t{e}": h for s, e, h in cur.fetchall()}
             conflicts = {c.key for c in dupes if stored.get(c.key) != c.content_hash}
-    return inserted, conflicts
+    return Stored(inserted, conflicts)
 
 
 CHUNK = 400  # SQLite: 4 params a key row, well under its variable limit
@@ -129,7 +162,7 @@ CHUNK = 400  # SQLite: 4 params a key row, well under its variable limit
 
 def _insert_portable(
     cands: list[Candidate], *, received_at: datetime, api_key_id: int | None
-) -> tuple[set[Key], set[Key]]:
+) -> Stored:
     ops = connection.ops
     at = ops.adapt_datetimefield_value(received_at)
     ordered = sorted(cands, key=attrgetter("key"))
@@ -185,4 +218,4 @@ def _insert_portable(
                     [source, *part],
                 )
                 conflicts.update(f"{source}\t{e}" for e, h in cur.fetchall() if h != hashes[e])
-    return inserted, conflicts
+    return Stored(inserted, conflicts)

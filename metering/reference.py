@@ -6,7 +6,7 @@ a batch. Instead a process keeps a `Reference` tagged with the generation number
 it was read at (migration 0005: any change to metrics, metric versions or mappings
 moves the generation in the same transaction). A batch is validated and mapped
 with the process's copy, then `confirm` re-reads the generation inside the
-batch's transaction, after `lock_for_ingest`; if it moved, `Stale` is raised,
+batch's transaction, after `lock_for_ingest` (the key insert returns it); if it moved, `Stale` is raised,
 the caller rolls back, drops the copy and runs the batch again with fresh data.
 So a batch is never stored against reference data older than its own
 transaction's view.
@@ -132,8 +132,9 @@ def lock_mappings() -> None:
             cur.execute("SELECT pg_advisory_xact_lock(%s)", [MAPPING_LOCK])
 
 
-def confirm(ref: Reference) -> None:
-    """Inside the ingest transaction, after lock_for_ingest: raise Stale if the reference data
-    changed since `ref` was read."""
-    if generation() != ref.generation:
+def confirm(expected: int, seen: int | None = None) -> None:
+    """Inside the ingest transaction, after lock_for_ingest: raise Stale if the generation is not
+    `expected` (the one the batch's reference copy was read at). `seen`: the generation a
+    statement of the transaction already read after the lock, saving the query."""
+    if (generation() if seen is None else seen) != expected:
         raise Stale

@@ -356,14 +356,13 @@ def usage_ingest(
         try:
             with transaction.atomic():
                 reference.lock_for_ingest()
-                reference.confirm(ref)
-                return _ingest_store(validated, **args)
+                return _ingest_store(validated, ref=ref, **args)
         except reference.Stale:
             reference.invalidate()
     with transaction.atomic():
         reference.lock_for_ingest()
         validated = _validate(items, reference.current(), now)
-        return _ingest_store(validated, **args)
+        return _ingest_store(validated, ref=None, **args)
 
 
 def _validate(
@@ -379,15 +378,15 @@ def _validate(
     )
     reference.resolve_customers(ref, validated.candidates)
     if connection.vendor == "postgresql":
-        partitions.ensure_months(
-            {(c.timestamp.year, c.timestamp.month) for c in validated.candidates if c.customer_id}
-        )
+        months = {c.ts_iso[:7] for c in validated.candidates if c.customer_id}  # "YYYY-MM"
+        partitions.ensure_months({(int(m[:4]), int(m[5:7])) for m in months})
     return validated
 
 
 def _ingest_store(
     validated: ingest.Validated,
     *,
+    ref: reference.Reference | None,
     items: list[tuple[Any, Any]],
     actor: Actor,
     api_key: ApiKey | None,
@@ -395,7 +394,8 @@ def _ingest_store(
     store_rejections: bool,
     now: datetime,
 ) -> IngestResult:
-    """The database side of usage_ingest, inside its transaction (locks taken)."""
+    """The database side of usage_ingest, inside its transaction (locks taken). `ref`: the
+    reference data the batch was validated with, to confirm (None: read under the lock)."""
     cands = validated.candidates
     results: list[dict[str, Any] | None] = [None] * len(items)
     counts = {"received": len(items), "accepted": 0, "duplicate": 0, "rejected": 0, "held": 0}
@@ -404,7 +404,13 @@ def _ingest_store(
     batch_id = uuid.uuid4().hex
     api_key_id = api_key.pk if api_key is not None else None
 
-    inserted, conflicts = event_store.insert(cands, received_at=now, api_key_id=api_key_id)
+    stored = event_store.insert(
+        cands,
+        received_at=now,
+        api_key_id=api_key_id,
+        expect_generation=ref.generation if ref is not None else None,
+    )
+    inserted, conflicts = stored.inserted, stored.conflicts
     held = [c for c in cands if c.customer_id is None and c.key in inserted]
     if held:
         HeldEvent.objects.bulk_create(
@@ -425,7 +431,9 @@ def _ingest_store(
             ],
             batch_size=1000,
         )
-    conflict_raws: list[ingest.Candidate] = [c for c in cands if c.key in conflicts]
+    conflict_raws: list[ingest.Candidate] = (
+        [c for c in cands if c.key in conflicts] if conflicts else []
+    )
     outcomes: list[tuple[str, str]] = []  # (source, status) per event, counted at the end
     for c in cands:
         if c.key not in inserted:

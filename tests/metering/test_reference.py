@@ -110,8 +110,8 @@ def test_a_batch_still_lands_when_the_reference_keeps_changing(
     CustomerMapping.objects.create(source="app", customer_ref="acct-1", customer=customer_acme)
     calls = []
 
-    def always_stale(ref: reference.Reference) -> None:
-        calls.append(ref)
+    def always_stale(expected: int, seen: int | None = None) -> None:
+        calls.append(expected)
         raise reference.Stale
 
     monkeypatch.setattr(reference, "confirm", always_stale)
