@@ -6,7 +6,7 @@ a batch. Instead a process keeps a `Reference` tagged with the generation number
 it was read at (migration 0005: any change to metrics, metric versions or mappings
 moves the generation in the same transaction). A batch is validated and mapped
 with the process's copy, then `confirm` re-reads the generation inside the
-batch's transaction, after `lock_for_ingest` (the key insert returns it); if it moved, `Stale` is raised,
+batch's transaction, after `lock_for_ingest` (the key statement returns it); if it moved, `Stale` is raised,
 the caller rolls back, drops the copy and runs the batch again with fresh data.
 So a batch is never stored against reference data older than its own
 transaction's view.
@@ -115,11 +115,17 @@ def resolve_customers(ref: Reference, cands: Iterable[ingest.Candidate]) -> None
 
 def lock_for_ingest() -> None:
     """First statement of an ingest transaction: the event watermark lock and the mapping lock,
-    both shared, held to commit (PostgreSQL; SQLite serialises writers)."""
+    both shared, held to commit (PostgreSQL; SQLite serialises writers).
+
+    It also turns sequential scans off for the rest of the transaction (SET LOCAL): every query
+    of an ingest batch is meant to use an index, and the key lookup (event_store) asks for
+    ~1,000 keys with `= ANY(...)`, which the planner prices above a scan of the whole key table
+    while the table's statistics lag behind a bulk load (measured: 25 ms instead of ~1.5 ms)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cur:
             cur.execute(
-                "SELECT pg_advisory_xact_lock_shared(%s), pg_advisory_xact_lock_shared(%s)",
+                "SELECT pg_advisory_xact_lock_shared(%s), pg_advisory_xact_lock_shared(%s), "
+                "set_config('enable_seqscan', 'off', true)",
                 [EVENT_WATERMARK_LOCK, MAPPING_LOCK],
             )
 

@@ -339,7 +339,8 @@ def usage_ingest(
     the transaction finds that copy stale it rolls back and the batch runs again
     with a fresh one. After STALE_RETRIES such rounds (reference data changing
     under a stream of batches) the last round reads it inside the transaction,
-    under the mapping lock.
+    under the mapping lock. Keys are first stored the optimistic way; a batch that
+    races another for a key runs again the safe way (event_store).
     """
     now = now or timezone.now()
     args = {
@@ -350,19 +351,22 @@ def usage_ingest(
         "store_rejections": store_rejections,
         "now": now,
     }
+    optimistic = True  # event_store's look-up-then-insert; after a KeyRace, ON CONFLICT
     for _ in range(STALE_RETRIES):
         ref = reference.current()
         validated = _validate(items, ref, now)
         try:
             with transaction.atomic():
                 reference.lock_for_ingest()
-                return _ingest_store(validated, ref=ref, **args)
+                return _ingest_store(validated, ref=ref, optimistic=optimistic, **args)
         except reference.Stale:
             reference.invalidate()
+        except event_store.KeyRace:
+            optimistic = False
     with transaction.atomic():
         reference.lock_for_ingest()
         validated = _validate(items, reference.current(), now)
-        return _ingest_store(validated, ref=None, **args)
+        return _ingest_store(validated, ref=None, optimistic=False, **args)
 
 
 def _validate(
@@ -387,6 +391,7 @@ def _ingest_store(
     validated: ingest.Validated,
     *,
     ref: reference.Reference | None,
+    optimistic: bool,
     items: list[tuple[Any, Any]],
     actor: Actor,
     api_key: ApiKey | None,
@@ -409,6 +414,7 @@ def _ingest_store(
         received_at=now,
         api_key_id=api_key_id,
         expect_generation=ref.generation if ref is not None else None,
+        optimistic=optimistic,
     )
     inserted, conflicts = stored.inserted, stored.conflicts
     held = [c for c in cands if c.customer_id is None and c.key in inserted]

@@ -42,7 +42,9 @@ def put_event(
     """An accepted event, as the ingest path would store it (key row included)."""
     version = metric.versions.order_by("-effective_from").first()
     event_id = f"t-{next(_counter)}"
-    EventKey.objects.create(source=source, event_id=event_id, content_hash="x" * 32, received_at=at)
+    EventKey.objects.create(
+        key=EventKey.key_of(source, event_id), content_hash="x" * 32, received_at=at
+    )
     return UsageEvent.objects.create(
         source=source,
         event_id=event_id,

@@ -20,9 +20,8 @@ from tests.metering.factories import make_metric
 THREADS = 6
 
 
-@requires_postgres
-@pytest.mark.django_db(transaction=True)
-def test_same_events_sent_by_several_clients_at_once_count_once() -> None:
+def _acme_mapped_and_a_metric() -> None:
+    """Committed data (these tests run threads, each on its own connection)."""
     usd = Currency.objects.get_or_create(
         code="USD", defaults={"name": "US Dollar", "minor_units": 2}
     )[0]
@@ -30,6 +29,12 @@ def test_same_events_sent_by_several_clients_at_once_count_once() -> None:
     acme = Customer.objects.create(legal_entity=entity, code="acme", name="Acme")
     CustomerMapping.objects.create(source="app", customer_ref="acct-1", customer=acme)
     make_metric("api_calls")
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_same_events_sent_by_several_clients_at_once_count_once() -> None:
+    _acme_mapped_and_a_metric()
     key = ApiKey.objects.create(name="producer", prefix="p1", key_hash="x", scopes=["usage:write"])
     ts = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     # Every thread sends the same 300 events, each in its own order, overlapping in time.
@@ -88,3 +93,69 @@ def _count(table: str) -> Any:
     with connection.cursor() as cur:
         cur.execute(f"SELECT count(*) FROM {table}")  # noqa: S608 - our own table names
         return cur.fetchone()[0]
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_key_stored_by_another_batch_after_the_lookup_makes_a_duplicate(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Batch A stores key k and stays open; batch B's lookup cannot see k, its plain insert waits
+    for A, fails when A commits, and B runs again the safe way: k counts once, B gets duplicate."""
+    from metering import event_store, services
+
+    _acme_mapped_and_a_metric()
+    event = {
+        "event_id": "k",
+        "source": "app",
+        "customer_ref": "acct-1",
+        "metric": "api_calls",
+        "timestamp": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+    }
+    a_stored, a_go = threading.Event(), threading.Event()
+    races: list[str] = []
+    tally = services._tally_add
+    optimistic = event_store._keys_optimistic
+
+    def pause_in_a(*args: Any, **kwargs: Any) -> None:  # A has stored its key and its event
+        if threading.current_thread().name == "A":
+            a_stored.set()
+            a_go.wait(10)
+        tally(*args, **kwargs)
+
+    def count_races(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return optimistic(*args, **kwargs)
+        except event_store.KeyRace:
+            races.append(threading.current_thread().name)
+            raise
+
+    monkeypatch.setattr(services, "_tally_add", pause_in_a)
+    monkeypatch.setattr(event_store, "_keys_optimistic", count_races)
+    outcomes: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            result = usage_ingest(items=[(event, event)], actor=Actor.system("t"))
+            outcomes[threading.current_thread().name] = result.results[0]["status"]
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    a = threading.Thread(target=send, name="A")
+    a.start()
+    assert a_stored.wait(10)
+    b = threading.Thread(target=send, name="B")
+    b.start()
+    b.join(0.5)
+    assert b.is_alive(), "B must wait for A's key"
+    a_go.set()
+    a.join(10)
+    b.join(10)
+    assert not errors, errors
+    assert outcomes == {"A": "accepted", "B": "duplicate"}
+    assert races == ["B"]
+    assert UsageEvent.objects.filter(event_id="k").count() == 1
+    assert EventKey.objects.filter(key="app\tk").count() == 1
