@@ -45,6 +45,8 @@ EVENT_COLUMNS = (
     '"timestamp", value, properties, received_at, api_key_id'
 )
 
+# The looked-up keys go in through a scalar subquery: as a constant array the planner estimated
+# each of the ~1,000 elements on its own (0.3-0.9 ms of planning, more than the lookup itself).
 # Lists travel as one newline-joined string each (keys carry no control characters: validation
 # refuses them): psycopg2 would send a list as an ARRAY[...] literal of one quoted element per
 # key, which PostgreSQL parses many times slower. Each statement that runs first after the
@@ -53,7 +55,7 @@ PG_STORED_KEYS = """
 SELECT (SELECT value FROM metering_reference_generation WHERE id = 1),
        array_agg(k.key), array_agg(k.content_hash)
 FROM metering_eventkey k
-WHERE k.key = ANY(string_to_array(%s, E'\\n'))
+WHERE k.key = ANY((SELECT string_to_array(%s, E'\\n'))::text[])
 """
 
 PG_INSERT_KEYS = """
