@@ -391,7 +391,9 @@ def validate_batch(
             cand = None
         try:
             if cand is None:
-                cand = validate_one(index, event, raw, catalog, oldest, newest, ts_cache, schema_memo)
+                cand = validate_one(
+                    index, event, raw, catalog, oldest, newest, ts_cache, schema_memo
+                )
         except _Reject as rej:
             source = event.get("source") if isinstance(event, dict) else None
             event_id = event.get("event_id") if isinstance(event, dict) else None
@@ -498,7 +500,8 @@ def _native_candidate(
         or raw_ts[10] != "T"
         or raw_ts[4] != "-"
         or raw_ts[5] == "W"
-        or _CONTROL.search(source + event_id + ref + code)
+        or not (source + event_id + ref + code).isprintable()  # no control characters, and
+        # no other unprintable ones either (those take the general path, which keeps them)
     ):
         return None
     try:

@@ -97,10 +97,12 @@ def _load_catalog() -> dict[str, list[ingest.VersionInfo]]:
 def resolve_customers(ref: Reference, cands: Iterable[ingest.Candidate]) -> None:
     """Set each candidate's customer_id from the mappings (None: unmapped, the event is held)."""
     mappings = ref.mappings
+    get = mappings.get
     missing: dict[str, set[str]] = defaultdict(set)
-    for c in cands:
-        if (c.source, c.customer_ref) not in mappings:
+    for c in cands:  # one pass for the common case: every pair known
+        if (customer_id := get((c.source, c.customer_ref))) is None:
             missing[c.source].add(c.customer_ref)
+        c.customer_id = customer_id
     if missing:
         if len(mappings) > MAX_MAPPINGS:
             mappings.clear()
@@ -109,8 +111,9 @@ def resolve_customers(ref: Reference, cands: Iterable[ingest.Candidate]) -> None
                 source=source, customer_ref__in=refs
             ).values_list("customer_ref", "customer_id"):
                 mappings[(source, customer_ref)] = customer_id
-    for c in cands:
-        c.customer_id = mappings.get((c.source, c.customer_ref))
+        for c in cands:
+            if c.customer_id is None:
+                c.customer_id = get((c.source, c.customer_ref))
 
 
 def lock_for_ingest() -> None:

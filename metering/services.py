@@ -12,6 +12,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import attrgetter, itemgetter
 from typing import IO, Any
 
 import fastjsonschema
@@ -369,6 +370,9 @@ def usage_ingest(
         return _ingest_store(validated, ref=None, optimistic=False, **args)
 
 
+_TS_ISO, _MONTH = attrgetter("ts_iso"), itemgetter(slice(0, 7))
+
+
 def _validate(
     items: list[tuple[Any, Any]], ref: reference.Reference, now: datetime
 ) -> ingest.Validated:
@@ -382,7 +386,8 @@ def _validate(
     )
     reference.resolve_customers(ref, validated.candidates)
     if connection.vendor == "postgresql":
-        months = {c.ts_iso[:7] for c in validated.candidates if c.customer_id}  # "YYYY-MM"
+        # "YYYY-MM" of each candidate (a held one's month too: a partition early is harmless)
+        months = set(map(_MONTH, map(_TS_ISO, validated.candidates)))
         partitions.ensure_months({(int(m[:4]), int(m[5:7])) for m in months})
     return validated
 
@@ -450,7 +455,7 @@ def _ingest_store(
             status = ingest.ACCEPTED
         results[c.index] = {"index": c.index, "event_id": c.event_id, "status": status}
         outcomes.append((c.source, status))
-    by_index = {c.index: c for c in cands}
+    by_index = {c.index: c for c in cands} if validated.in_batch_duplicates else {}
     for index, (first, same) in validated.in_batch_duplicates.items():
         orig = by_index[first]
         results[index] = {"index": index, "event_id": orig.event_id, "status": ingest.DUPLICATE}
