@@ -134,6 +134,7 @@ def copy_rows(cands: list[Candidate], *, received_at: str, api_key_id: int | Non
     """
     null = "\\N"
     tail = f"{received_at}\t{api_key_id if api_key_id is not None else null}"
+    versions: dict[int, str] = {}  # metric and version ids, formatted once per version
     lines = []
     for c in cands:
         ids = f"{c.source}\t{c.event_id}\t{c.customer_ref}"
@@ -143,11 +144,10 @@ def copy_rows(cands: list[Candidate], *, received_at: str, api_key_id: int | Non
         if "\\" in props:
             props = props.replace("\\", "\\\\")
         value = str(c.value) if c.value is not None else null
-        version = c.version
-        lines.append(
-            f"{ids}\t{c.customer_id}\t{version.metric_id}\t{version.id}\t{c.ts_iso}\t{value}\t"
-            f"{props}\t{tail}"
-        )
+        version = versions.get(c.version.id)
+        if version is None:
+            version = versions[c.version.id] = f"{c.version.metric_id}\t{c.version.id}"
+        lines.append(f"{ids}\t{c.customer_id}\t{version}\t{c.ts_iso}\t{value}\t{props}\t{tail}")
     lines.append("")
     return "\n".join(lines)
 

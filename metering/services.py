@@ -11,6 +11,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter, itemgetter
 from typing import IO, Any
@@ -312,8 +313,13 @@ class IngestResult:
     results: list[dict[str, Any]]
     counts: dict[str, int]
     batch_id: str
-    # index -> the stored candidate (accepted/held/duplicate of a valid event), for adapters' echoes
-    candidates: dict[int, ingest.Candidate] = field(default_factory=dict)
+    valid: list[ingest.Candidate] = field(default_factory=list)  # the valid events, stored or not
+
+    @cached_property
+    def candidates(self) -> dict[int, ingest.Candidate]:
+        """index -> the valid event (accepted, held or duplicate of a stored one), for adapters'
+        echoes; built on first use (the native endpoint never asks)."""
+        return {c.index: c for c in self.valid}
 
 
 # Rounds a batch runs with this process's reference copy before reading it under the lock.
@@ -509,7 +515,7 @@ def _ingest_store(
         results=[r for r in results if r is not None],
         counts=counts,
         batch_id=batch_id,
-        candidates={c.index: c for c in cands},
+        valid=cands,
     )
 
 
