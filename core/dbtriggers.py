@@ -24,12 +24,8 @@ def postgres_only(forward_sql: str, reverse_sql: str) -> migrations.RunPython:
     return migrations.RunPython(_run_on_postgres(forward_sql), _run_on_postgres(reverse_sql))
 
 
-def append_only(table: str, *, what: str) -> migrations.RunPython:
-    """Refuse UPDATE and DELETE on `table` (PostgreSQL).
-
-    TRUNCATE is left to the table owner (test flushes use it); in production the
-    application's role should not own the tables (docs/decisions.md).
-    """
+def append_only_sql(table: str, *, what: str) -> tuple[str, str]:
+    """(forward, reverse) SQL of append_only."""
     fn = f"{table}_append_only"
     forward = f"""
     CREATE OR REPLACE FUNCTION {fn}() RETURNS trigger AS $$
@@ -44,4 +40,13 @@ def append_only(table: str, *, what: str) -> migrations.RunPython:
     DROP TRIGGER IF EXISTS {fn}_row ON {table};
     DROP FUNCTION IF EXISTS {fn}();
     """
-    return postgres_only(forward, reverse)
+    return forward, reverse
+
+
+def append_only(table: str, *, what: str) -> migrations.RunPython:
+    """Refuse UPDATE and DELETE on `table` (PostgreSQL).
+
+    TRUNCATE is left to the table owner (test flushes use it); in production the
+    application's role should not own the tables (docs/decisions.md).
+    """
+    return postgres_only(*append_only_sql(table, what=what))

@@ -1,15 +1,18 @@
 """EventKey: one `key` column (source + TAB + event_id) instead of a (source, event_id) pair.
 
 Django does not migrate a composite primary key, so the table is rebuilt: a
-new table with the keys copied across, then renamed (the append-only trigger
-is created again on PostgreSQL). See EventKey's docstring for why.
+new table with the keys copied across, then renamed, both ways (the
+append-only trigger is created again on PostgreSQL). See EventKey's docstring for why.
 """
 
 from django.db import migrations, models
 
-from core.dbtriggers import append_only
+from core.dbtriggers import append_only_sql
 
-PG_FORWARD = """
+APPEND_ONLY, _ = append_only_sql("metering_eventkey", what="Event keys")
+
+PG_FORWARD = (
+    """
 CREATE TABLE metering_eventkey_new (
     key varchar(301) NOT NULL PRIMARY KEY,
     content_hash varchar(32) NOT NULL,
@@ -21,8 +24,11 @@ DROP TABLE metering_eventkey;
 ALTER TABLE metering_eventkey_new RENAME TO metering_eventkey;
 ALTER INDEX metering_eventkey_new_pkey RENAME TO metering_eventkey_pkey;
 """
+    + APPEND_ONLY
+)
 
-PG_REVERSE = """
+PG_REVERSE = (
+    """
 CREATE TABLE metering_eventkey_old (
     source varchar(100) NOT NULL,
     event_id varchar(200) NOT NULL,
@@ -37,6 +43,8 @@ DROP TABLE metering_eventkey;
 ALTER TABLE metering_eventkey_old RENAME TO metering_eventkey;
 ALTER INDEX metering_eventkey_old_pkey RENAME TO metering_eventkey_pkey;
 """
+    + APPEND_ONLY
+)
 
 SQLITE_FORWARD = [
     'CREATE TABLE "metering_eventkey_new" ("key" varchar(301) NOT NULL PRIMARY KEY, '
@@ -94,5 +102,4 @@ class Migration(migrations.Migration):
                 ),
             ],
         ),
-        append_only("metering_eventkey", what="Event keys"),
     ]
