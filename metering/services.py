@@ -370,6 +370,7 @@ def usage_ingest(
             reference.invalidate()
         except event_store.KeyRace:
             optimistic = False
+    reference.invalidate()  # the last round reads the reference data after the lock
     with transaction.atomic():
         reference.lock_for_ingest()
         validated = _validate(items, reference.current(), now)
