@@ -482,8 +482,8 @@ def _native_candidate(
     schema_memo: dict[tuple[int, bytes], str | None],
 ) -> Candidate | None:
     """The candidate validate_one would make of this event, or None if it is not the common case:
-    ids without control characters, a UTC timestamp with microseconds (YYYY-MM-DDTHH:MM:SS.ffffffZ)
-    inside the window, the newest metric version (not unique_count), a whole-number value or
+    ids without control characters, a UTC timestamp (YYYY-MM-DDTHH:MM:SS.ffffffZ or whole seconds,
+    YYYY-MM-DDTHH:MM:SSZ) inside the window, the newest metric version (not unique_count), a whole-number value or
     none, properties the schema passes."""
     source, event_id, ref, code, raw_ts = (
         ev.source,
@@ -494,9 +494,8 @@ def _native_candidate(
     )
     if (
         type(raw_ts) is not str
-        or len(raw_ts) != 27
-        or raw_ts[26] != "Z"
-        or raw_ts[19] != "."
+        or raw_ts[-1:] != "Z"
+        or not (len(raw_ts) == 27 and raw_ts[19] == "." or len(raw_ts) == 20)
         or raw_ts[10] != "T"
         or raw_ts[4] != "-"
         or raw_ts[5] == "W"
@@ -508,8 +507,10 @@ def _native_candidate(
         ts = _fromisoformat(raw_ts)
     except ValueError:
         return None
-    if not ts.microsecond or ts < oldest or ts > newest:
+    if ts < oldest or ts > newest:
         return None
+    # datetime.isoformat(): the fraction only when it is not zero
+    ts_iso = f"{raw_ts[:26]}+00:00" if ts.microsecond else f"{raw_ts[:19]}+00:00"
     versions = catalog.get(code)
     if not versions or versions[0].effective_from > ts:
         return None
@@ -545,7 +546,6 @@ def _native_candidate(
             return None
     if schema_memo[memo_key] is not None or b"\\u0000" in props_json:
         return None
-    ts_iso = raw_ts[:26] + "+00:00"
     head = orjson.dumps([ref, code, ts_iso, None if value is None else str(value.normalize())])
     return Candidate(
         index,

@@ -147,9 +147,9 @@ _valid_events = st.fixed_dictionaries(  # mostly the common event, to exercise t
         "source": st.just("app"),
         "customer_ref": st.sampled_from(["a", "b"]),
         "metric": st.sampled_from(["api_calls", "logins", "peak", "seats"]),
-        "timestamp": st.integers(-7200, 600).map(
-            lambda s: (NOW + timedelta(seconds=s, microseconds=250))
-            .isoformat()
+        "timestamp": st.tuples(st.integers(-7200, 600), st.sampled_from([250, 0, None])).map(
+            lambda t: (NOW + timedelta(seconds=t[0], microseconds=t[1] or 0))
+            .isoformat(timespec="seconds" if t[1] is None else "microseconds")
             .replace("+00:00", "Z")
         ),
     },
