@@ -103,6 +103,7 @@ def test_invalid_customer_input_gets_field_errors(make_api_key, api_client, enti
     assert set(body["extra"]["fields"]) == {"legal_entity", "code", "name"}
 
 
+@pytest.mark.taskqueue  # CI runs it again on Redis, the cache web processes share
 def test_each_key_is_throttled_on_its_own(make_api_key, api_client, monkeypatch) -> None:
     from django.core.cache import cache
 
@@ -119,6 +120,7 @@ def test_each_key_is_throttled_on_its_own(make_api_key, api_client, monkeypatch)
     assert api_client(second.raw_key).get("/api/v1/me").status_code == 200
 
 
+@pytest.mark.taskqueue
 def test_the_window_slides(make_api_key, api_client, monkeypatch) -> None:
     """The last minute's requests count in proportion to how much of that minute is still
     inside the sliding span: 6 at the end of one minute block the next minute's first half."""
