@@ -23,8 +23,8 @@ from metering import error_codes as codes
 
 QUANT = Decimal("0.000001")
 _UNIX_RE = re.compile(r"^-?\d+(\.\d+)?$")
-MAX_VALUE = Decimal(10) ** 24
 MAX_INT = 10**24
+MAX_VALUE = Decimal(MAX_INT)
 MAX_LEN = {"source": 100, "event_id": 200, "customer_ref": 200, "metric": 100}
 
 ACCEPTED = "accepted"
@@ -95,7 +95,25 @@ def compiled_schema(version_id: int, schema: dict[str, Any]) -> Callable[[Any], 
     return fn
 
 
-_UNSEEN = object()
+def _schema_problem(
+    version: VersionInfo,
+    props: dict[str, Any],
+    props_json: bytes,
+    memo: dict[tuple[int, bytes], str | None],
+) -> str | None:
+    """What the metric version's JSON Schema says is wrong with `props` (None: nothing).
+    Producers repeat the same few property sets; the verdict on one is the same for every copy
+    (sorted keys: equal objects give equal JSON), so it is kept per batch in `memo`."""
+    key = (version.id, props_json)
+    if key in memo:
+        return memo[key]
+    try:
+        version.validate(props)
+        problem = None
+    except fastjsonschema.JsonSchemaValueException as exc:
+        problem = exc.message
+    memo[key] = problem
+    return problem
 
 
 class _Reject(Exception):
@@ -209,10 +227,10 @@ def _ids(event: dict[str, Any]) -> tuple[str, str, str, str]:
         and type(event_id) is str
         and type(ref) is str
         and type(code) is str
-        and 0 < len(source) <= 100
-        and 0 < len(event_id) <= 200
-        and 0 < len(ref) <= 200
-        and 0 < len(code) <= 100
+        and 0 < len(source) <= MAX_LEN["source"]
+        and 0 < len(event_id) <= MAX_LEN["event_id"]
+        and 0 < len(ref) <= MAX_LEN["customer_ref"]
+        and 0 < len(code) <= MAX_LEN["metric"]
         and not _CONTROL.search(source + event_id + ref + code)
     ):
         return source, event_id, ref, code
@@ -224,20 +242,26 @@ def _ids(event: dict[str, Any]) -> tuple[str, str, str, str]:
     )
 
 
+def _utc_z_form(raw: str) -> bool:
+    """YYYY-MM-DDTHH:MM:SS.ffffffZ or YYYY-MM-DDTHH:MM:SSZ (the separators checked; fromisoformat
+    checks the digits). Other forms fromisoformat takes (compact time, week dates, other
+    fractions) are not copied through."""
+    return (
+        (len(raw) == 20 or len(raw) == 27 and raw[19] == ".")
+        and raw[-1] == "Z"
+        and raw[4] == "-"
+        and raw[7] == "-"
+        and raw[10] == "T"
+        and raw[13] == ":"
+        and raw[16] == ":"
+    )
+
+
 def _utc_iso(ts: datetime, raw: str) -> str:
     """ts.isoformat() of a UTC timestamp, taken from the raw string when it is already in that form
-    (YYYY-MM-DDTHH:MM:SS.ffffffZ with a non-zero fraction): isoformat() is a large part of the
-    per-event cost."""
-    if (
-        len(raw) == 27
-        and raw[26] == "Z"
-        and raw[19] == "."
-        and raw[10] == "T"
-        and raw[4] == "-"
-        and raw[5] != "W"
-        and ts.microsecond
-    ):
-        return raw[:26] + "+00:00"
+    (_utc_z_form): isoformat() is a large part of the per-event cost."""
+    if _utc_z_form(raw):
+        return f"{raw[:26]}+00:00" if ts.microsecond else f"{raw[:19]}+00:00"
     return ts.isoformat()
 
 
@@ -275,8 +299,8 @@ def validate_one(
     catalog: dict[str, list[VersionInfo]],
     oldest: datetime,
     newest: datetime,
-    ts_cache: dict[Any, tuple[datetime, str]] | None = None,
-    schema_memo: dict[tuple[int, bytes], str | None] | None = None,
+    ts_cache: dict[Any, tuple[datetime, str]] | None,
+    schema_memo: dict[tuple[int, bytes], str | None],
 ) -> Candidate:
     if type(event) is not dict and not isinstance(event, dict):
         raise _Reject(codes.EVENT_MALFORMED, "The event is not a JSON object.")
@@ -329,18 +353,7 @@ def validate_one(
         props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:
         raise _Reject(codes.INVALID_FIELD, f"'properties' cannot be stored: {exc}.") from exc
-    # Producers repeat the same few property sets; the schema's verdict on one is the same for
-    # every copy (sorted keys: equal objects give equal JSON).
-    memo_key = (version.id, props_json)
-    problem = schema_memo.get(memo_key, _UNSEEN) if schema_memo is not None else _UNSEEN
-    if problem is _UNSEEN:
-        try:
-            version.validate(props)
-            problem = None
-        except fastjsonschema.JsonSchemaValueException as exc:
-            problem = exc.message
-        if schema_memo is not None:
-            schema_memo[memo_key] = problem
+    problem = _schema_problem(version, props, props_json, schema_memo)
     if problem is not None:
         raise _Reject(
             codes.SCHEMA_VIOLATION, f"'properties' do not match metric '{code}': {problem}."
@@ -470,7 +483,6 @@ def as_sent(ev: NativeEvent) -> Any:
 
 
 _fromisoformat = datetime.fromisoformat
-_blake2b = hashlib.blake2b
 
 
 def _native_candidate(
@@ -494,11 +506,7 @@ def _native_candidate(
     )
     if (
         type(raw_ts) is not str
-        or raw_ts[-1:] != "Z"
-        or not (len(raw_ts) == 27 and raw_ts[19] == "." or len(raw_ts) == 20)
-        or raw_ts[10] != "T"
-        or raw_ts[4] != "-"
-        or raw_ts[5] == "W"
+        or not _utc_z_form(raw_ts)
         or not (source + event_id + ref + code).isprintable()  # no control characters, and
         # no other unprintable ones either (those take the general path, which keeps them)
     ):
@@ -509,8 +517,7 @@ def _native_candidate(
         return None
     if ts < oldest or ts > newest:
         return None
-    # datetime.isoformat(): the fraction only when it is not zero
-    ts_iso = f"{raw_ts[:26]}+00:00" if ts.microsecond else f"{raw_ts[:19]}+00:00"
+    ts_iso = _utc_iso(ts, raw_ts)
     versions = catalog.get(code)
     if not versions or versions[0].effective_from > ts:
         return None
@@ -537,16 +544,10 @@ def _native_candidate(
         props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
         return None
-    memo_key = (version.id, props_json)
-    if memo_key not in schema_memo:
-        try:
-            version.validate(props)
-            schema_memo[memo_key] = None
-        except fastjsonschema.JsonSchemaValueException:
-            return None
-    if schema_memo[memo_key] is not None or b"\\u0000" in props_json:
+    if _schema_problem(version, props, props_json, schema_memo) is not None:
         return None
-    head = orjson.dumps([ref, code, ts_iso, None if value is None else str(value.normalize())])
+    if b"\\u0000" in props_json:
+        return None
     return Candidate(
         index,
         source,
@@ -556,7 +557,7 @@ def _native_candidate(
         ts,
         value,
         props,
-        _blake2b(head + props_json, digest_size=16).hexdigest(),
+        content_hash(ref, code, ts_iso, value, props_json),
         ev,
         props_json.decode(),
         ts_iso,

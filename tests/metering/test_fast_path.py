@@ -28,6 +28,9 @@ from metering import ingest
         "2026-11-24 06:12:34.567000+00:00",
         "2026-W48-2T06:12:34.567000Z",  # an ISO week date is not copied through
         "2026-11-24T061234.567000Z",
+        "2026-11-24T061234.5Z",  # compact time, 20 characters like the whole-second form
+        "2026-11-24T061234,0Z",
+        "2026-11-24T06:12:34Z",
         "1763964754",
         "1763964754.25",
     ],
@@ -246,3 +249,19 @@ def test_the_common_batch_takes_the_typed_path() -> None:
     assert [c.value for c in made] == [Decimal(3), None]  # type: ignore[union-attr]
     # one extra field anywhere: the whole batch goes the general way
     assert ingest.decode_native(body.replace(b'"e2"', b'"e2","extra":1')) is None
+
+
+@pytest.mark.parametrize("raw", ["T000000.5Z", "T000000,0Z", "T00:00:00Z", "T00:00:00.000000Z"])
+def test_other_iso_forms_give_the_same_event_on_both_paths(raw: str) -> None:
+    day = (NOW - timedelta(days=1)).date().isoformat()
+    event = {"event_id": "e1", "source": "app", "customer_ref": "a", "metric": "logins"}
+    body = json.dumps({"events": [{**event, "timestamp": day + raw}]}).encode()
+    native = ingest.decode_native(body)
+    assert native is not None
+    window = {"now": NOW, "max_age": timedelta(days=35), "max_future": timedelta(minutes=5)}
+    typed = ingest.validate_batch([(e, e) for e in native], CATALOG, **window)
+    general = ingest.validate_batch(
+        [(e, e) for e in orjson.loads(body)["events"]], CATALOG, **window
+    )
+    assert _outcome(typed) == _outcome(general)
+    assert typed.candidates[0].ts_iso == general.candidates[0].timestamp.isoformat()
