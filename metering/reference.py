@@ -27,7 +27,6 @@ released by it), or starts after the mapping committed (and sees it).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.db import connection
@@ -94,7 +93,7 @@ def _load_catalog() -> dict[str, list[ingest.VersionInfo]]:
     return catalog
 
 
-def resolve_customers(ref: Reference, cands: Iterable[ingest.Candidate]) -> None:
+def resolve_customers(ref: Reference, cands: list[ingest.Candidate]) -> None:
     """Set each candidate's customer_id from the mappings (None: unmapped, the event is held)."""
     mappings = ref.mappings
     get = mappings.get
@@ -129,7 +128,8 @@ def lock_for_ingest() -> None:
             cur.execute(
                 "SELECT pg_advisory_xact_lock_shared(%s), pg_advisory_xact_lock_shared(%s), "
                 "set_config('enable_seqscan', 'off', true)",
-                [EVENT_WATERMARK_LOCK, MAPPING_LOCK],
+                # the mapping lock first: customer_mapping_create takes it, then the watermark one
+                [MAPPING_LOCK, EVENT_WATERMARK_LOCK],
             )
 
 
