@@ -359,15 +359,18 @@ def usage_ingest(
         "now": now,
     }
     optimistic = True  # event_store's look-up-then-insert; after a KeyRace, ON CONFLICT
+    ref, validated = None, None
     for _ in range(STALE_RETRIES):
-        ref = reference.current()
-        validated = _validate(items, ref, now)
+        if validated is None:  # first round, or the reference data changed
+            ref = reference.current()
+            validated = _validate(items, ref, now)
         try:
             with transaction.atomic():
                 reference.lock_for_ingest()
                 return _ingest_store(validated, ref=ref, optimistic=optimistic, **args)
         except reference.Stale:
             reference.invalidate()
+            validated = None
         except event_store.KeyRace:
             optimistic = False
     reference.invalidate()  # the last round reads the reference data after the lock
@@ -644,12 +647,18 @@ def _record_conflicts(
                 event_id=c.event_id,
                 received_at=now,
                 api_key_id=api_key_id,
-                raw=_raw_for_storage(c.raw)[0] or {"raw": _raw_for_storage(c.raw)[1]},
+                raw=_conflict_raw(c.raw),
                 case=case,
             )
             for c in group
         ]
     DuplicateConflict.objects.bulk_create(rows, batch_size=1000)
+
+
+def _conflict_raw(raw: Any) -> Any:
+    """The JSON a DuplicateConflict keeps: the payload, or its text when it is not storable JSON."""
+    raw_json, raw_text = _raw_for_storage(raw)
+    return raw_json or {"raw": raw_text}
 
 
 TALLY_COLUMNS = ("accepted", "duplicate", "rejected", "held", "released")

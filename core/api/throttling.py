@@ -40,23 +40,24 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         into_window = (now % self.duration) / self.duration
         in_span = counts.get(previous, 0) * (1 - into_window) + counts.get(current, 0)
         if in_span >= self.num_requests:
-            self._wait = self._time_to_room(counts.get(previous, 0), counts.get(current, 0), now)
+            self._wait = self._time_to_room(
+                counts.get(previous, 0), counts.get(current, 0), now, into_window
+            )
             return False
-        if not self.cache.add(current, 1, timeout=2 * self.duration):
-            try:
+        try:
+            self.cache.incr(current)
+        except ValueError:  # the window's first request (or a race to it: then add fails)
+            if not self.cache.add(current, 1, timeout=2 * self.duration):
                 self.cache.incr(current)
-            except ValueError:  # expired between add and incr
-                self.cache.add(current, 1, timeout=2 * self.duration)
         return True
 
-    def _time_to_room(self, previous: int, current: int, now: float) -> float:
+    def _time_to_room(self, previous: int, current: int, now: float, into_window: float) -> float:
         """Seconds until the weighted count drops below the limit (the previous window's share
         shrinks as time passes; once it is gone only the current window counts)."""
         left_in_window = self.duration - (now % self.duration)
         if current >= self.num_requests or previous == 0:
             return left_in_window
         needed = (previous + current - self.num_requests + 1) / previous  # share of the window
-        into_window = (now % self.duration) / self.duration
         return max(0.0, min(left_in_window, (needed - into_window) * self.duration))
 
     def wait(self) -> float | None:
