@@ -1067,8 +1067,11 @@ def _redraft(invoices: Sequence[Invoice], *, actor: Actor) -> None:
     customers = {inv.customer_id for inv in invoices}
     windows: set[tuple[datetime, datetime]] = set()
     for inv in invoices:
-        windows.update(usage_windows(terms=terms[inv.contract_id], period=Period(start=inv.period_start,
-                                     end=inv.period_end), tz=inv.legal_entity.timezone, plans=plans))
+        try:
+            windows.update(usage_windows(terms=terms[inv.contract_id], period=Period(start=inv.period_start,
+                                         end=inv.period_end), tz=inv.legal_entity.timezone, plans=plans))
+        except (RatingError, TermsError) as exc:  # an error message, not a 500, as in draft_period below
+            raise _rating_error(exc, error_codes.RATING_FAILED) from None
     index.add(UsageSummary.objects.filter(customer_id__in=customers, period_start__in={w[0] for w in windows},
                                           closed_at__isnull=True))
     engine = tax_engine()
