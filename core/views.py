@@ -7,7 +7,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from core import selectors
+from core import error_codes, selectors
+from core.api.errors import error_body
 
 
 def home(request: HttpRequest) -> HttpResponse:
@@ -55,7 +56,7 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     """404: JSON with a code for API clients, the site's page for people."""
     if request.path.startswith(API_PREFIXES):
         return JsonResponse(
-            {"code": "not_found", "message": f"There is no API endpoint at {request.path}.", "extra": {}},
+            error_body(code=error_codes.NOT_FOUND, message=f"There is no API endpoint at {request.path}."),
             status=404,
         )
     return render(request, "404.html", status=404)
@@ -65,8 +66,8 @@ def server_error(request: HttpRequest) -> HttpResponse:
     """500: JSON for API clients; a plain page (no template context that could fail again) for people."""
     if request.path.startswith(API_PREFIXES):
         return JsonResponse(
-            {"code": "server_error", "message": "Ledgerline failed to handle this request; it has been logged.",
-             "extra": {}},
+            error_body(code=error_codes.SERVER_ERROR,
+                       message="Ledgerline failed to handle this request; it has been logged."),
             status=500,
         )
     return HttpResponse(
