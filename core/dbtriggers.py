@@ -20,6 +20,25 @@ def _run_on_postgres(sql: str):  # type: ignore[no-untyped-def]
     return run
 
 
+def per_vendor(
+    pg_forward: str, sqlite_forward: list[str], pg_reverse: str, sqlite_reverse: list[str]
+) -> migrations.RunPython:
+    """SQL for PostgreSQL (one script) and for SQLite (statement by statement: its driver runs one
+    at a time), both ways."""
+
+    def run(pg_sql: str, sqlite_sql: list[str]):  # type: ignore[no-untyped-def]
+        def apply(apps: Any, schema_editor: Any) -> None:
+            if schema_editor.connection.vendor == "postgresql":
+                schema_editor.execute(pg_sql, params=None)
+            else:
+                for sql in sqlite_sql:
+                    schema_editor.execute(sql, params=None)
+
+        return apply
+
+    return migrations.RunPython(run(pg_forward, sqlite_forward), run(pg_reverse, sqlite_reverse))
+
+
 def postgres_only(forward_sql: str, reverse_sql: str) -> migrations.RunPython:
     return migrations.RunPython(_run_on_postgres(forward_sql), _run_on_postgres(reverse_sql))
 

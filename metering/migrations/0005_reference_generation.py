@@ -18,6 +18,8 @@ it.
 
 from django.db import migrations
 
+from core.dbtriggers import per_vendor
+
 TABLES = ["metering_metricdefinition", "metering_metricversion", "metering_customermapping"]
 
 PG_FORWARD = """
@@ -66,23 +68,7 @@ SQLITE_REVERSE = [
 ] + ["DROP TABLE metering_reference_generation"]
 
 
-def forward(apps, schema_editor):  # type: ignore[no-untyped-def]
-    _run(schema_editor, PG_FORWARD, SQLITE_FORWARD)
-
-
-def reverse(apps, schema_editor):  # type: ignore[no-untyped-def]
-    _run(schema_editor, PG_REVERSE, SQLITE_REVERSE)
-
-
-def _run(schema_editor, pg_sql: str, sqlite_sql: list[str]) -> None:  # type: ignore[no-untyped-def]
-    if schema_editor.connection.vendor == "postgresql":
-        schema_editor.execute(pg_sql, params=None)
-    else:
-        for sql in sqlite_sql:
-            schema_editor.execute(sql, params=None)
-
-
 class Migration(migrations.Migration):
     dependencies = [("metering", "0004_event_fks_per_statement")]
 
-    operations = [migrations.RunPython(forward, reverse)]
+    operations = [per_vendor(PG_FORWARD, SQLITE_FORWARD, PG_REVERSE, SQLITE_REVERSE)]

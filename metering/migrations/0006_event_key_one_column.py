@@ -7,7 +7,7 @@ append-only trigger is created again on PostgreSQL). See EventKey's docstring fo
 
 from django.db import migrations, models
 
-from core.dbtriggers import append_only_sql
+from core.dbtriggers import append_only_sql, per_vendor
 
 APPEND_ONLY, _ = append_only_sql("metering_eventkey", what="Event keys")
 
@@ -66,17 +66,6 @@ SQLITE_REVERSE = [
 ]
 
 
-def _run(pg_sql: str, sqlite_sql: list[str]):  # type: ignore[no-untyped-def]
-    def run(apps, schema_editor):  # type: ignore[no-untyped-def]
-        if schema_editor.connection.vendor == "postgresql":
-            schema_editor.execute(pg_sql, params=None)
-        else:
-            for sql in sqlite_sql:
-                schema_editor.execute(sql, params=None)
-
-    return run
-
-
 class Migration(migrations.Migration):
     dependencies = [("metering", "0005_reference_generation")]
 
@@ -97,9 +86,7 @@ class Migration(migrations.Migration):
                 ),
             ],
             database_operations=[
-                migrations.RunPython(
-                    _run(PG_FORWARD, SQLITE_FORWARD), _run(PG_REVERSE, SQLITE_REVERSE)
-                ),
+                per_vendor(PG_FORWARD, SQLITE_FORWARD, PG_REVERSE, SQLITE_REVERSE),
             ],
         ),
     ]
