@@ -33,6 +33,12 @@ REJECTED = "rejected"
 HELD = "held"
 
 
+def event_key(source: str, event_id: str) -> str:
+    """EventKey.key: source TAB event_id (validation refuses control characters in both, so the TAB
+    is unambiguous and keys sort like (source, event_id))."""
+    return f"{source}\t{event_id}"
+
+
 @dataclass(slots=True)
 class VersionInfo:
     id: int
@@ -421,7 +427,7 @@ def validate_batch(
                 )
             )
             continue
-        key = cand.key = f"{cand.source}\t{cand.event_id}"
+        key = cand.key = event_key(cand.source, cand.event_id)
         first = seen.get(key)
         if first is not None:
             out.in_batch_duplicates[index] = (first.index, first.content_hash == cand.content_hash)

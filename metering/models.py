@@ -9,6 +9,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from metering.ingest import event_key
+
 QUANTITY_DIGITS = 30
 QUANTITY_PLACES = 6
 
@@ -141,9 +143,7 @@ class EventKey(models.Model):
     content_hash = models.CharField(max_length=32)
     received_at = models.DateTimeField()
 
-    @staticmethod
-    def key_of(source: str, event_id: str) -> str:
-        return f"{source}\t{event_id}"
+    key_of = staticmethod(event_key)
 
     @property
     def source(self) -> str:
