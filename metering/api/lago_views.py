@@ -25,7 +25,14 @@ from core.errors import AppError
 from core.models import ApiScope
 from exceptions.services import Actor
 from metering import error_codes, ingest
-from metering.api.views import _parser, check_batch_size, decode_json, read_body, refuse
+from metering.api.views import (
+    _parser,
+    check_batch_size,
+    decode_json,
+    malformed,
+    read_body,
+    refuse,
+)
 from metering.services import IngestResult, usage_ingest
 
 LAGO_NS = uuid.UUID("6c1d3f0e-4a8e-4f39-9a51-3d7d0c0f1a2b")
@@ -208,13 +215,7 @@ class LagoEventCreateApi(_LagoBase):
         doc = self._doc(request)
         event = doc.get("event") if isinstance(doc, dict) else None
         if not isinstance(event, dict):
-            raise refuse(
-                request,
-                code=error_codes.MALFORMED_REQUEST,
-                status=400,
-                raw=doc,
-                message='The body must be {"event": {...}}.',
-            )
+            raise malformed(request, doc, 'The body must be {"event": {...}}.')
         result, received = self._ingest(request, [event], "lago")
         outcome = result.results[0]
         if outcome["status"] in (ingest.DUPLICATE, ingest.REJECTED):
@@ -249,13 +250,7 @@ class LagoEventBatchApi(_LagoBase):
         doc = self._doc(request)
         events = doc.get("events") if isinstance(doc, dict) else None
         if not isinstance(events, list):
-            raise refuse(
-                request,
-                code=error_codes.MALFORMED_REQUEST,
-                status=400,
-                raw=doc,
-                message='The body must be {"events": [...]}.',
-            )
+            raise malformed(request, doc, 'The body must be {"events": [...]}.')
         if not events:
             raise AppError(
                 "No events.",

@@ -76,6 +76,13 @@ def refuse(
     return AppError(message, code=code, status=status, extra={"rejected_id": rejected.pk, **extra})
 
 
+def malformed(request: Request, raw: Any, message: str) -> AppError:
+    """400 malformed_request for a body of the wrong shape, kept in the dead letter."""
+    return refuse(
+        request, code=error_codes.MALFORMED_REQUEST, status=400, raw=raw, message=message
+    )
+
+
 def decode_json(request: Request, body: bytes) -> Any:
     try:
         return orjson.loads(body)
@@ -207,13 +214,7 @@ class EventIngestApi(APIView):
                 doc = decode_json(request, body)
                 events = doc.get("events") if isinstance(doc, dict) else None
                 if not isinstance(events, list):
-                    raise refuse(
-                        request,
-                        code=error_codes.MALFORMED_REQUEST,
-                        status=400,
-                        raw=doc,
-                        message='The body must be a JSON object with an "events" list.',
-                    )
+                    raise malformed(request, doc, 'The body must be a JSON object with an "events" list.')
                 check_batch_size(request, events, doc)
                 items = [(e, e) for e in events]
             channel = "native"
@@ -224,13 +225,7 @@ class EventIngestApi(APIView):
         elif ctype == CE_BATCH:
             doc = decode_json(request, body)
             if not isinstance(doc, list):
-                raise refuse(
-                    request,
-                    code=error_codes.MALFORMED_REQUEST,
-                    status=400,
-                    raw=doc,
-                    message="A CloudEvents batch must be a JSON array of events.",
-                )
+                raise malformed(request, doc, "A CloudEvents batch must be a JSON array of events.")
             check_batch_size(request, doc, doc)
             items = [(ingest.from_cloudevent(ce), ce) for ce in doc]
             channel = "cloudevents-batch"
