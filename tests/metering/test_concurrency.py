@@ -159,3 +159,31 @@ def test_a_key_stored_by_another_batch_after_the_lookup_makes_a_duplicate(
     assert races == ["B"]
     assert UsageEvent.objects.filter(event_id="k").count() == 1
     assert EventKey.objects.filter(key="app\tk").count() == 1
+
+
+@requires_postgres
+@pytest.mark.django_db
+def test_event_keys_compare_byte_by_byte() -> None:
+    """Migration 0007: the key index compares bytes (COLLATE "C"), whatever the database's default
+    collation: ids differing only in case or accents are different events, and the index order is
+    the code point order in which every batch stores its keys (no deadlocks)."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT collation_name FROM information_schema.columns "
+            "WHERE table_name = 'metering_eventkey' AND column_name = 'key'"
+        )
+        assert cur.fetchone() == ("C",)
+    _acme_mapped_and_a_metric()
+    at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    events = [
+        {"event_id": e, "source": "app", "customer_ref": "acct-1", "metric": "api_calls", "timestamp": at}
+        for e in ("e-a", "E-A", "é-a", "e-A")
+    ]
+    result = usage_ingest(items=[(e, e) for e in events], actor=Actor.system("t"))
+    assert result.counts["accepted"] == 4
+    assert sorted(EventKey.objects.values_list("key", flat=True)) == sorted(
+        f"app\t{e['event_id']}" for e in events
+    )
+    with connection.cursor() as cur:
+        cur.execute("SELECT array_agg(key ORDER BY key) FROM metering_eventkey")
+        assert cur.fetchone()[0] == sorted(f"app\t{e['event_id']}" for e in events)
