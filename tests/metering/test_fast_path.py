@@ -240,7 +240,7 @@ def test_the_common_batch_takes_the_typed_path() -> None:
     )
     native = ingest.decode_native(body)
     assert native is not None
-    memo: dict[tuple[int, bytes], str | None] = {}
+    memo = ingest._BatchMemo()
     oldest, newest = NOW - timedelta(days=35), NOW + timedelta(minutes=5)
     made = [
         ingest._native_candidate(i, e, CATALOG, oldest, newest, memo) for i, e in enumerate(native)
