@@ -12,15 +12,13 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 from core.models import Customer
+from metering import event_store
 from metering.models import UsageEvent
 from tests.conftest import requires_postgres
 from tests.metering.factories import make_metric, put_event
 
 AT = datetime(2026, 11, 2, 12, tzinfo=UTC)
-COPY = (
-    "COPY metering_usageevent (source, event_id, customer_ref, customer_id, metric_id, "
-    'metric_version_id, "timestamp", value, properties, received_at, api_key_id) FROM STDIN'
-)
+COPY = event_store.PG_COPY_EVENTS  # the statement ingest runs
 
 pytestmark = [requires_postgres, pytest.mark.django_db]
 
