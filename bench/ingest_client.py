@@ -78,6 +78,14 @@ def post(host: str, port: int, request: bytes) -> tuple[int, bytes]:
     return int(head.split(b" ", 2)[1]), body
 
 
+def response_counts(body: bytes) -> dict[str, int]:
+    """The "counts" object of an ingest response, read without decoding the 1,000 per-event
+    results after it (~140 µs a response, on the cores the server runs on; a load generator
+    should cost as little as it can). The bench checks the stored events afterwards."""
+    start = body.index(b'"counts":') + len(b'"counts":')
+    return orjson.loads(body[start : body.index(b"}", start) + 1])
+
+
 def main() -> None:
     cfg = json.loads(sys.argv[1])
     base = datetime.fromisoformat(cfg["base"]).astimezone(UTC)
@@ -101,7 +109,7 @@ def main() -> None:
             counts["errors"] += 1
             print(f"HTTP {status}: {data[:300]!r}", file=sys.stderr)
             continue
-        for k, v in orjson.loads(data)["counts"].items():
+        for k, v in response_counts(data).items():
             if k in counts:
                 counts[k] += v
     counts["seconds"] = time.perf_counter() - started
