@@ -251,7 +251,8 @@ def contract_amend(
 
 
 def contract_end(*, contract: Contract, end_date: date, reason: str, actor: Actor) -> Contract:
-    """End a contract on `end_date` (exclusive); refused inside or before an invoiced period.
+    """End a contract on `end_date` (exclusive); refused inside or before an invoiced period, and
+    on or before an amendment's effective date (the amendment would fall outside the term).
 
     Fixed fees already billed in advance for the period containing the end date are not
     re-billed: issue a credit memo for the unused part.
@@ -267,6 +268,13 @@ def contract_end(*, contract: Contract, end_date: date, reason: str, actor: Acto
             raise AppError(
                 f"{end_date} falls in or before {billed.period_start}..{billed.period_end}, already invoiced "
                 f"({billed}).", code=error_codes.AMENDMENT_IN_BILLED_PERIOD, extra={"invoice_id": billed.pk},
+            )
+        late = contract.amendments.filter(effective_from__gte=end_date).order_by("effective_from").first()
+        if late is not None:  # contract_amend keeps amendments inside the term; so does this
+            raise AppError(
+                f"An amendment takes effect on {late.effective_from}, on or after {end_date}: the contract "
+                f"must end after {late.effective_from}.",
+                code=error_codes.INVALID_CONTRACT, extra={"amendment_effective_from": str(late.effective_from)},
             )
         before = None if contract.end_date is None else str(contract.end_date)
         contract.end_date = end_date

@@ -170,6 +170,25 @@ def test_amendment_inside_an_invoiced_period_is_refused() -> None:
     assert exc.value.code == "billing_amendment_in_billed_period"
 
 
+def test_ending_a_contract_on_or_before_an_amendment_is_refused() -> None:
+    us = entity("ll-us", "USD", 2, "UTC")
+    metric("api_calls")
+    cust = customer(us, "acme")
+    p = plan("basic", us.base_currency, [API])
+    dear = plan("dear", us.base_currency, [{**API, "unit_price": "0.004"}])
+    c = contract(cust, p, date(2026, 10, 1))
+    services.contract_amend(contract=c, effective_from=date(2026, 12, 10), plan=dear, reason="up", actor=ACTOR)
+    for end in (date(2026, 12, 10), date(2026, 12, 1)):
+        with pytest.raises(AppError) as exc:
+            services.contract_end(contract=c, end_date=end, reason="churn", actor=ACTOR)
+        assert exc.value.code == "billing_invalid_contract"
+        assert "2026-12-10" in str(exc.value)
+    c.refresh_from_db()
+    assert c.end_date is None
+    ended = services.contract_end(contract=c, end_date=date(2026, 12, 11), reason="churn", actor=ACTOR)
+    assert ended.end_date == date(2026, 12, 11)
+
+
 def test_fixed_fee_prorated_by_day_for_start_and_end_inside_the_period() -> None:
     us = entity("ll-us", "USD", 2, "UTC")
     cust = customer(us, "acme")
