@@ -9,6 +9,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from billing.models import (
     BillingRun,
     Contract,
+    ContractAmendment,
     FinanceEvent,
     Invoice,
     InvoiceLine,
@@ -119,7 +120,10 @@ def price_plans() -> QuerySet[PricePlan]:
 
 
 def contracts(*, legal_entity: str = "", customer: str = "") -> QuerySet[Contract]:
-    qs = Contract.objects.select_related("customer", "legal_entity", "plan").prefetch_related("amendments")
+    amendments = ContractAmendment.objects.select_related("plan").order_by("effective_from")
+    qs = Contract.objects.select_related("customer", "legal_entity", "plan").prefetch_related(
+        Prefetch("amendments", queryset=amendments)  # their plans too: no query per amendment
+    )
     if legal_entity:
         qs = qs.filter(legal_entity__code=legal_entity)
     if customer:

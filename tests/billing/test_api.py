@@ -117,3 +117,36 @@ def test_ending_a_contract_prorates_the_last_advance_fee(make_api_key, api_clien
                        format="json")
     assert late.status_code == 400 and late.json()["code"] == "billing_amendment_in_billed_period"
     assert AuditEntry.objects.filter(action="contract.end").count() == 1
+
+
+def test_the_contract_list_reads_amendments_and_their_plans_in_constant_queries(
+    make_api_key, api_client
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    us = entity("ll-us", "USD", 2, "UTC")
+    metric("api_calls")
+    basic = plan("basic", us.base_currency, [API])
+    dear = plan("dear", us.base_currency, [{**API, "unit_price": "0.20"}])
+    client = api_client(make_api_key("admin").raw_key)
+
+    def listed() -> tuple[int, list]:
+        with CaptureQueriesContext(connection) as q:
+            body = client.get("/api/v1/billing/contracts").json()
+        return len(q.captured_queries), body["results"]
+
+    c = contract(customer(us, "acme"), basic, date(2026, 10, 1))
+    services.contract_amend(contract=c, effective_from=date(2026, 12, 1), plan=dear, reason="up", actor=ACTOR)
+    listed()  # the key's first use also records last_used_at
+    one, _ = listed()
+    for code in ("b", "c", "d"):
+        more = contract(customer(us, code), basic, date(2026, 10, 1))
+        services.contract_amend(contract=more, effective_from=date(2027, 1, 1), plan=dear, reason="up", actor=ACTOR)
+        services.contract_amend(contract=more, effective_from=date(2026, 12, 1), plan=basic, reason="x", actor=ACTOR)
+    many, rows = listed()
+    assert many == one
+    assert [(a["effective_from"], a["plan"]) for a in rows[-1]["amendments"]] == [
+        ("2026-12-01", "basic"),
+        ("2027-01-01", "dear"),
+    ]
