@@ -206,7 +206,12 @@ def content_hash(
 ) -> str:
     """What tells a harmless redelivery from a conflicting one (same instant in any offset hashes the same:
     `ts_iso` is the UTC ISO form)."""
-    return _hash(customer_ref, metric, ts_iso, None if value is None else str(value.normalize()), props_json)
+    return _hash(customer_ref, metric, ts_iso, _value_text(value), props_json)
+
+
+def _value_text(value: Decimal | None) -> str | None:
+    """The value as content_hash sees it (1.50 and 1.5 are the same value)."""
+    return None if value is None else str(value.normalize())
 
 
 def _hash(
@@ -559,17 +564,17 @@ def _native_candidate(
             if not -MAX_INT < number < MAX_INT:
                 return None
             value = Decimal(number)
-            known = memo.values[number] = (value, str(value.normalize()))
+            known = memo.values[number] = (value, _value_text(value))
         value, value_text = known
     try:
-        props_json = _dumps(props, option=_SORT_KEYS)
+        props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError:
         return None
     if _schema_problem(version, props, props_json, memo.schema) is not None:
         return None
     if b"\\u0000" in props_json:
         return None
-    ts_iso = f"{raw_ts[:26]}+00:00" if ts.microsecond else f"{raw_ts[:19]}+00:00"  # _z_iso
+    ts_iso = _z_iso(ts, raw_ts)
     return Candidate(
         index,
         source,
@@ -584,9 +589,6 @@ def _native_candidate(
         props_json.decode(),
         ts_iso,
     )
-
-
-_dumps, _SORT_KEYS = orjson.dumps, orjson.OPT_SORT_KEYS
 
 
 @dataclass(slots=True)
