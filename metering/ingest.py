@@ -50,9 +50,9 @@ class VersionInfo:
     validate: Callable[[Any], Any]
 
 
-@dataclass(slots=True)
-class Candidate:
-    """A valid event, ready to store."""
+class Candidate(msgspec.Struct):
+    """A valid event, ready to store. A msgspec Struct, not a dataclass: one is made per event,
+    and a Struct is made in C (~100 ns against ~260 ns for a slotted dataclass's __init__)."""
 
     index: int
     source: str
@@ -503,7 +503,7 @@ def as_sent(ev: NativeEvent) -> Any:
 _fromisoformat = datetime.fromisoformat
 
 
-def _native_candidate(
+def _py_native_candidate(
     index: int,
     ev: NativeEvent,
     catalog: dict[str, list[VersionInfo]],
@@ -589,6 +589,29 @@ def _native_candidate(
         props_json.decode(),
         ts_iso,
     )
+
+
+try:  # the same function in C (setup.py builds it; without a compiler, the Python one runs)
+    from metering import _fastpath
+except ImportError:  # pragma: no cover - the suite asserts the build (test_fast_path)
+    _fastpath = None
+
+if _fastpath is not None:
+    _fastpath.configure(
+        Candidate,
+        orjson.dumps,
+        orjson.OPT_SORT_KEYS,
+        orjson.JSONEncodeError,
+        msgspec.UNSET,
+        Decimal,
+        _value_text,
+        _schema_problem,
+        MAX_INT,
+        UTC,
+    )
+    _native_candidate = _fastpath.native_candidate
+else:
+    _native_candidate = _py_native_candidate
 
 
 @dataclass(slots=True)

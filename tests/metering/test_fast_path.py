@@ -265,3 +265,105 @@ def test_other_iso_forms_give_the_same_event_on_both_paths(raw: str) -> None:
     )
     assert _outcome(typed) == _outcome(general)
     assert typed.candidates[0].ts_iso == general.candidates[0].timestamp.isoformat()
+
+
+# --- the C implementation (metering/_fastpath.c) is the Python one, event by event ---------
+
+
+def test_the_c_fast_path_is_built() -> None:
+    """`make install` compiles it (setup.py); without it ingest still works, ~10% slower, so a
+    missing compiler must show here rather than only in the benchmark."""
+    assert ingest._fastpath is not None, "metering._fastpath did not build: is gcc installed?"
+    assert ingest._native_candidate is ingest._fastpath.native_candidate
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 63, 64, 127, 128, 129, 255, 256, 257, 1000])
+def test_the_c_blake2b_is_hashlibs(n: int) -> None:
+    import hashlib
+
+    data = bytes((i * 7 + n) % 256 for i in range(n))
+    assert ingest._fastpath.blake2b_128(data) == hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+_z_digits = st.tuples(
+    st.integers(0, 10000), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25),
+    st.integers(0, 60), st.integers(0, 61), st.one_of(st.none(), st.integers(0, 999999)),
+).map(
+    lambda t: f"{t[0]:04d}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:{t[4]:02d}:{t[5]:02d}"
+    + ("" if t[6] is None else f".{t[6]:06d}")
+    + "Z"
+)
+_in_window = st.integers(-7200, 600).map(  # inside the window, on both sides of NOW
+    lambda s: (NOW + timedelta(seconds=s, microseconds=s % 3)).isoformat().replace("+00:00", "Z")
+)
+_c_times = st.one_of(
+    _in_window,
+    _in_window,
+    _times,
+    _z_digits,  # the Z layout with any digits: 2025-02-29, month 13, 24:00, year 0...
+    st.sampled_from(
+        ["2024-02-29T11:00:00Z", "2026-11-24T11:00:00.000000Z", "2026-11-24t11:00:00Z",
+         "2026-11-24T11:00:00.12345aZ", "2026-11-24T11:00:00.1234567", "２０２６-11-24T11:00:00Z"]
+    ),
+)
+_c_text = st.one_of(
+    st.sampled_from(["a", 'q"uote', "back\\slash", "é", "\u2028", "\xa0", "日本", "😀", "x" * 200]),
+    st.text(min_size=1, max_size=8),
+    st.text(alphabet="é😀\"\\", min_size=150, max_size=200),  # heads past the 1 kB stack buffer
+)
+_c_props = st.fixed_dictionaries(
+    {"units": st.one_of(st.integers(0, 10), st.integers(-(10**25), 10**25))},
+    optional={
+        "region": st.sampled_from(["eu", "eu", "mars"]),
+        "n": st.just("\x00"),
+        "deep": st.just({"a": [1, {"b": "é"}]}),
+    },
+)
+
+
+_printable = st.one_of(  # ids the fast path takes: quotes and backslashes escaped in the hash
+    st.sampled_from(["a", 'q"uote', "back\\slash", "é", "日本", "😀", "x" * 200]),
+    st.text(alphabet='ab "\\é😀日', min_size=1, max_size=200),
+)
+_c_common = st.fixed_dictionaries(  # the event the fast path takes, with odd strings and numbers
+    {
+        "event_id": _printable,
+        "source": _printable,
+        "customer_ref": _printable,
+        "metric": st.sampled_from(["api_calls", "logins", "peak"]),
+        "timestamp": _in_window,
+    },
+    optional={
+        "value": st.one_of(st.integers(0, 10), st.sampled_from([10**24 - 1, -(10**24) + 1])),
+        "properties": _c_props,
+    },
+)
+_c_any = st.fixed_dictionaries(
+    {
+        "event_id": _c_text,
+        "source": _c_text,
+        "customer_ref": _c_text,
+        "metric": st.sampled_from(["api_calls", "logins", "seats", "peak", "no"]),
+        "timestamp": _c_times,
+    },
+    optional={
+        "value": st.one_of(_numbers, st.sampled_from([10**24, -(10**24)])),
+        "properties": st.one_of(_c_props, _props),
+    },
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(_c_common, _c_any))
+def test_the_c_fast_path_makes_the_python_ones_candidate(event: dict[str, Any]) -> None:
+    body = json.dumps({"events": [event]}).encode()
+    native = ingest.decode_native(body)
+    if native is None:
+        return
+    oldest, newest = NOW - timedelta(days=35), NOW + timedelta(minutes=5)
+    c_memo, py_memo = ingest._BatchMemo(), ingest._BatchMemo()
+    for _ in range(2):  # the second time from the batch memo
+        made = ingest._fastpath.native_candidate(7, native[0], CATALOG, oldest, newest, c_memo)
+        expected = ingest._py_native_candidate(7, native[0], CATALOG, oldest, newest, py_memo)
+        assert made == expected
+    assert c_memo == py_memo
