@@ -228,12 +228,16 @@ static int lt(PyObject *a, PyObject *b) { return PyObject_RichCompareBool(a, b, 
 
 /* The new references a native_candidate call holds, released on every way out. */
 typedef struct {
-    PyObject *ts, *props_owned, *props_json, *problem, *key, *ts_iso, *hash, *props_str, *schema,
-        *values, *id;
+    PyObject *ts, *version, *props_owned, *number, *value, *vtext, *props_json, *problem, *key,
+        *ts_iso, *hash, *props_str, *schema, *values, *id;
 } Held;
 
 static void release(Held *h) {
     Py_XDECREF(h->ts);
+    Py_XDECREF(h->version);
+    Py_XDECREF(h->number);
+    Py_XDECREF(h->value);
+    Py_XDECREF(h->vtext);
     Py_XDECREF(h->props_owned);
     Py_XDECREF(h->props_json);
     Py_XDECREF(h->problem);
@@ -300,7 +304,7 @@ static PyObject *native_candidate(PyObject *self, PyObject *const *args, Py_ssiz
         NOT_COMMON;
     }
     if (!PyList_CheckExact(versions) || PyList_GET_SIZE(versions) == 0) NOT_COMMON;
-    PyObject *version = PyList_GET_ITEM(versions, 0); /* borrowed; the list holds it */
+    PyObject *version = h.version = Py_NewRef(PyList_GET_ITEM(versions, 0));
     {
         PyObject *eff = PyObject_GetAttr(version, s_effective_from);
         if (eff == NULL) FAIL;
@@ -325,24 +329,24 @@ static PyObject *native_candidate(PyObject *self, PyObject *const *args, Py_ssiz
         if (props == NULL) FAIL;
     }
     if (!PyDict_CheckExact(props)) NOT_COMMON; /* msgspec gives a dict; anything else: general */
-    PyObject *number = PyObject_GetAttr(ev, s_value);
+    PyObject *number = h.number = PyObject_GetAttr(ev, s_value);
     if (number == NULL) FAIL;
-    Py_DECREF(number); /* ev keeps it alive */
     if (number == Py_None || number == unset) {
         if (count) {
             number = Py_None;
         } else {
             PyObject *prop = PyObject_GetAttr(version, s_value_property);
             if (prop == NULL) FAIL;
-            number = PyDict_GetItemWithError(props, prop); /* borrowed; props holds it */
+            number = PyDict_GetItemWithError(props, prop);
             Py_DECREF(prop);
             if (number == NULL && PyErr_Occurred()) FAIL;
             if (number == NULL || !PyLong_CheckExact(number)) NOT_COMMON;
+            Py_SETREF(h.number, Py_NewRef(number));
         }
     } else if (!PyLong_CheckExact(number)) {
         NOT_COMMON;
     }
-    PyObject *value = Py_None, *vtext = Py_None; /* borrowed from the memo's tuple */
+    PyObject *value = h.value = Py_NewRef(Py_None), *vtext = h.vtext = Py_NewRef(Py_None);
     if (number != Py_None) {
         h.values = PyObject_GetAttr(memo, s_values);
         if (h.values == NULL) FAIL;
@@ -374,6 +378,8 @@ static PyObject *native_candidate(PyObject *self, PyObject *const *args, Py_ssiz
         }
         value = PyTuple_GET_ITEM(known, 0);
         vtext = PyTuple_GET_ITEM(known, 1);
+        Py_SETREF(h.value, Py_NewRef(value));
+        Py_SETREF(h.vtext, Py_NewRef(vtext));
     }
     {
         PyObject *call[2] = {props, sort_keys};
