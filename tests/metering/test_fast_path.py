@@ -288,7 +288,10 @@ def test_other_iso_forms_give_the_same_event_on_both_paths(raw: str) -> None:
 def test_the_c_fast_path_is_built() -> None:
     """`make install` compiles it (setup.py); without it ingest still works, ~10% slower, so a
     missing compiler must show here rather than only in the benchmark."""
-    assert ingest._fastpath is not None, "metering._fastpath did not build: is gcc installed?"
+    assert ingest._fastpath is not None, (
+        "metering._fastpath is not built: `make install` (pip install -e .) compiles it with gcc "
+        "and the Python headers; after `git clean` remove .venv/.installed-stamp first"
+    )
     assert ingest._native_candidate is ingest._fastpath.native_candidate
 
 
