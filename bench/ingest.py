@@ -14,10 +14,12 @@ previous batch (--duplicates concurrent: of the batch another client is sending
 at the same moment). Then it truncates the event table and times a raw COPY of
 the same 1,000,000 rows into the same (partitioned, indexed) table, twice; the
 faster COPY is the floor.
-Prints events_per_s, copy_events_per_s, ratio_vs_copy and the peak RSS of the
-gunicorn master and workers; the last line is one JSON object (with --runs N:
-the median run's figures, ratio_median/min/max and every run's figures; one
-run varies by ~5% on a 2-core VM).
+Prints events_per_s, copy_events_per_s, ratio_vs_copy, the peak RSS of the
+gunicorn master and workers, the p50/p95/p99 latency of a 1,000-event request
+under the load, and the p50/p95 of 200 one-event requests sent one at a time
+after it; the last line is one JSON object (with --runs N: the median run's
+figures, ratio_median/min/max and every run's figures; one run varies by ~5%
+on a 2-core VM).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ingest_client import BATCH, batch_event_numbers, event_fields  # noqa: E402
+from ingest_client import BATCH, batch_event_numbers, event_fields, event_json, post  # noqa: E402
 
 PY = sys.executable
 
@@ -131,6 +133,33 @@ class PeakMemory(threading.Thread):
             time.sleep(0.1)
 
 
+SINGLE_EVENT_REQUESTS = 200
+
+
+def single_event_latency(
+    port: int, key: str, customers: int, base: datetime, first: int
+) -> dict[str, float]:
+    """p50/p95 (ms) of one-event requests sent one after another once the load is over (an API
+    client sending an event as it happens). New events, numbered from `first` (the load's events
+    are below it); they are stored, so the run expects SINGLE_EVENT_REQUESTS more events stored.
+    The COPY floor copies only the load's rows."""
+    head = (
+        f"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\nConnection: close\r\n"
+    )
+    times = []
+    for n in range(first, first + SINGLE_EVENT_REQUESTS):
+        body = f'{{"events":[{event_json(n, customers, base)}]}}'.encode()
+        request = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        sent = time.perf_counter()
+        status, data = post("127.0.0.1", port, request)
+        times.append((time.perf_counter() - sent) * 1000)
+        if status != 200 or b'"accepted":1' not in data:
+            sys.exit(f"one-event request: HTTP {status}: {data[:300]!r}")
+    cuts = statistics.quantiles(times, n=100)
+    return {"p50": cuts[49], "p95": cuts[94]}
+
+
 def copy_text(n_batches: int, customers: int, base: datetime, ids: dict, lag: int) -> io.StringIO:
     """The same rows the clients send (duplicates included), as COPY text for the event table."""
     cust = ids["customer_ids"]
@@ -170,7 +199,16 @@ def main() -> None:
             "ratio_max": ratios[-1],
             "runs_at_half_of_copy": sum(r >= 0.5 for r in ratios),
             "runs": [
-                {k: r[k] for k in ("events_per_s", "copy_events_per_s", "ratio_vs_copy", "server_peak_mb")}
+                {
+                    k: r[k]
+                    for k in (
+                        "events_per_s",
+                        "copy_events_per_s",
+                        "ratio_vs_copy",
+                        "server_peak_mb",
+                        "batch_p95_ms",
+                    )
+                }
                 for r in results
             ],
         }
@@ -287,6 +325,7 @@ def run(args: argparse.Namespace) -> dict:
         elapsed = time.perf_counter() - started
         for c in clients:
             c.wait()
+        single = single_event_latency(port, ids["raw_key"], args.customers, base, first=n_batches * BATCH)
         memory.stop.set()
         memory.join()
         gunicorn.send_signal(signal.SIGTERM)
@@ -297,6 +336,9 @@ def run(args: argparse.Namespace) -> dict:
             k: sum(r[k] for r in results)
             for k in ("accepted", "duplicate", "rejected", "held", "errors")
         }
+        # each 1,000-event request's latency, as its client saw it (connect to the last byte)
+        cuts = statistics.quantiles([ms for r in results for ms in r["latencies_ms"]], n=100)
+        latency = {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98]}
         import psycopg2
 
         conn = psycopg2.connect(host=args.host, user="postgres", dbname=args.database)
@@ -339,6 +381,11 @@ def run(args: argparse.Namespace) -> dict:
             "copy_events_per_s": round(copy_per_s),
             "ratio_vs_copy": round(events_per_s / copy_per_s, 3),
             "server_peak_mb": round(memory.peak_kb / 1024, 1),
+            "batch_p50_ms": round(latency["p50"], 1),
+            "batch_p95_ms": round(latency["p95"], 1),
+            "batch_p99_ms": round(latency["p99"], 1),
+            "single_event_p50_ms": round(single["p50"], 2),
+            "single_event_p95_ms": round(single["p95"], 2),
             "accepted": totals["accepted"],
             "duplicate": totals["duplicate"],
             "rejected": totals["rejected"],
@@ -356,11 +403,16 @@ def run(args: argparse.Namespace) -> dict:
         print(
             f"ratio:   {events_per_s / copy_per_s:.1%} of COPY; server peak RSS {memory.peak_kb / 1024:.0f} MB"
         )
+        print(
+            f"latency: a 1,000-event request, {args.clients} clients at once: p50 {latency['p50']:.1f} ms, "
+            f"p95 {latency['p95']:.1f} ms, p99 {latency['p99']:.1f} ms; a one-event request, "
+            f"one at a time: p50 {single['p50']:.1f} ms, p95 {single['p95']:.1f} ms"
+        )
         expected = {
             "accepted": args.events * 9 // 10,
             "duplicate": args.events // 10,
             "http_errors": 0,
-            "stored_events": args.events * 9 // 10,
+            "stored_events": args.events * 9 // 10 + SINGLE_EVENT_REQUESTS,
         }
         wrong = {k: (result[k], v) for k, v in expected.items() if result[k] != v}
         result["counts_ok"] = not wrong

@@ -2,7 +2,7 @@
 
 Pre-builds its batches (not timed), prints "ready", waits for a line on stdin,
 then POSTs them (a connection each, as gunicorn's sync workers close after a response) and prints one JSON line with
-its counts. Also holds the deterministic event generator the COPY baseline uses.
+its counts and each request's latency. Also holds the deterministic event generator the COPY baseline uses.
 """
 
 from __future__ import annotations
@@ -101,9 +101,12 @@ def main() -> None:
     print("ready", flush=True)
     sys.stdin.readline()
     counts = {"accepted": 0, "duplicate": 0, "rejected": 0, "held": 0, "requests": 0, "errors": 0}
+    latencies: list[float] = []  # ms per request, connect to last byte of the answer
     started = time.perf_counter()
     for request in requests:
+        sent = time.perf_counter()
         status, data = post(cfg["host"], cfg["port"], request)
+        latencies.append(round((time.perf_counter() - sent) * 1000, 3))
         counts["requests"] += 1
         if status != 200:
             counts["errors"] += 1
@@ -113,7 +116,7 @@ def main() -> None:
             if k in counts:
                 counts[k] += v
     counts["seconds"] = time.perf_counter() - started
-    print(json.dumps(counts), flush=True)
+    print(json.dumps({**counts, "latencies_ms": latencies}), flush=True)
 
 
 if __name__ == "__main__":
