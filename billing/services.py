@@ -1057,8 +1057,8 @@ def _stale_drafts(invoices: Sequence[Invoice]) -> list[Invoice]:
         wanted[(inv.customer_id, metric, lo, hi)] = invoice_id
     if wanted:
         found = UsageSummary.objects.filter(
-            customer_id__in={k[0] for k in wanted}, period_start__in={k[2] for k in wanted},
-            closed_at__isnull=True,
+            customer_id__in={k[0] for k in wanted}, metric__code__in={k[1] for k in wanted},
+            period_start__in={k[2] for k in wanted}, closed_at__isnull=True,
         ).values_list("customer_id", "metric__code", "period_start", "period_end")
         stale |= {wanted[k] for k in found if k in wanted}
     return [candidates[pk] for pk in sorted(stale)]
