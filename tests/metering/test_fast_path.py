@@ -295,6 +295,12 @@ def test_the_c_fast_path_is_built() -> None:
     assert ingest._native_candidate is ingest._fastpath.native_candidate
 
 
+needs_c = pytest.mark.skipif(
+    ingest._fastpath is None, reason="metering._fastpath is not built (test_the_c_fast_path_is_built)"
+)
+
+
+@needs_c
 @pytest.mark.parametrize("n", [0, 1, 2, 63, 64, 127, 128, 129, 255, 256, 257, 1000])
 def test_the_c_blake2b_is_hashlibs(n: int) -> None:
     import hashlib
@@ -371,6 +377,7 @@ _c_any = st.fixed_dictionaries(
 )
 
 
+@needs_c
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(_c_common, _c_any))
 def test_the_c_fast_path_makes_the_python_ones_candidate(event: dict[str, Any]) -> None:
