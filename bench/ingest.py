@@ -43,7 +43,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ingest_client import BATCH, batch_event_numbers, event_fields, event_json, post  # noqa: E402
+from ingest_client import (  # noqa: E402
+    BATCH,
+    batch_event_numbers,
+    event_fields,
+    event_json,
+    post,
+    request,
+)
 
 PY = sys.executable
 
@@ -143,21 +150,22 @@ def single_event_latency(
     client sending an event as it happens). New events, numbered from `first` (the load's events
     are below it); they are stored, so the run expects SINGLE_EVENT_REQUESTS more events stored.
     The COPY floor copies only the load's rows."""
-    head = (
-        f"POST /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\nConnection: close\r\n"
-    )
     times = []
     for n in range(first, first + SINGLE_EVENT_REQUESTS):
         body = f'{{"events":[{event_json(n, customers, base)}]}}'.encode()
-        request = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        wire = request("127.0.0.1", port, key, body)
         sent = time.perf_counter()
-        status, data = post("127.0.0.1", port, request)
+        status, data = post("127.0.0.1", port, wire)
         times.append((time.perf_counter() - sent) * 1000)
         if status != 200 or b'"accepted":1' not in data:
             sys.exit(f"one-event request: HTTP {status}: {data[:300]!r}")
-    cuts = statistics.quantiles(times, n=100)
-    return {"p50": cuts[49], "p95": cuts[94]}
+    return percentiles(times)
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    """p50, p95 and p99 of request latencies (ms)."""
+    cuts = statistics.quantiles(ms, n=100)
+    return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98]}
 
 
 def copy_text(n_batches: int, customers: int, base: datetime, ids: dict, lag: int) -> io.StringIO:
@@ -337,8 +345,7 @@ def run(args: argparse.Namespace) -> dict:
             for k in ("accepted", "duplicate", "rejected", "held", "errors")
         }
         # each 1,000-event request's latency, as its client saw it (connect to the last byte)
-        cuts = statistics.quantiles([ms for r in results for ms in r["latencies_ms"]], n=100)
-        latency = {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98]}
+        latency = percentiles([ms for r in results for ms in r["latencies_ms"]])
         import psycopg2
 
         conn = psycopg2.connect(host=args.host, user="postgres", dbname=args.database)
