@@ -36,7 +36,9 @@ TZ = "Europe/Berlin"
 
 
 def parse() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--contracts", type=int, default=10_000)
     p.add_argument("--events", type=int, default=1_000_000)
     p.add_argument("--database", default="ll_bench_billing")
@@ -57,28 +59,66 @@ def recreate_database(name: str, host: str) -> None:
 
 
 PLANS = [
-    ("starter", [
-        {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.002", "free_units": "20"},
-        {"type": "fixed_fee", "code": "platform", "amount": "49.00"},
-    ]),
-    ("growth", [
-        {"type": "graduated", "code": "api", "metric": "api_calls", "tiers": [
-            {"up_to": "30", "unit_price": "0.01"}, {"up_to": "100", "unit_price": "0.008", "flat_fee": "2"},
-            {"up_to": None, "unit_price": "0.005"}]},
-        {"type": "per_unit", "code": "gb", "metric": "storage_gb", "unit_price": "0.10"},
-        {"type": "fixed_fee", "code": "platform", "amount": "99.00"},
-    ]),
-    ("scale", [
-        {"type": "volume", "code": "gb", "metric": "storage_gb", "tiers": [
-            {"up_to": "500", "unit_price": "0.12"}, {"up_to": None, "unit_price": "0.09", "flat_fee": "10"}]},
-        {"type": "package", "code": "api", "metric": "api_calls", "package_size": "25", "package_price": "1.50"},
-        {"type": "minimum_commitment", "code": "min", "amount": "200.00"},
-    ]),
-    ("seats", [
-        {"type": "per_unit", "code": "seats", "metric": "seats", "unit_price": "12.00"},
-        {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.001"},
-        {"type": "fixed_fee", "code": "base", "amount": "19.00"},
-    ]),
+    (
+        "starter",
+        [
+            {
+                "type": "per_unit",
+                "code": "api",
+                "metric": "api_calls",
+                "unit_price": "0.002",
+                "free_units": "20",
+            },
+            {"type": "fixed_fee", "code": "platform", "amount": "49.00"},
+        ],
+    ),
+    (
+        "growth",
+        [
+            {
+                "type": "graduated",
+                "code": "api",
+                "metric": "api_calls",
+                "tiers": [
+                    {"up_to": "30", "unit_price": "0.01"},
+                    {"up_to": "100", "unit_price": "0.008", "flat_fee": "2"},
+                    {"up_to": None, "unit_price": "0.005"},
+                ],
+            },
+            {"type": "per_unit", "code": "gb", "metric": "storage_gb", "unit_price": "0.10"},
+            {"type": "fixed_fee", "code": "platform", "amount": "99.00"},
+        ],
+    ),
+    (
+        "scale",
+        [
+            {
+                "type": "volume",
+                "code": "gb",
+                "metric": "storage_gb",
+                "tiers": [
+                    {"up_to": "500", "unit_price": "0.12"},
+                    {"up_to": None, "unit_price": "0.09", "flat_fee": "10"},
+                ],
+            },
+            {
+                "type": "package",
+                "code": "api",
+                "metric": "api_calls",
+                "package_size": "25",
+                "package_price": "1.50",
+            },
+            {"type": "minimum_commitment", "code": "min", "amount": "200.00"},
+        ],
+    ),
+    (
+        "seats",
+        [
+            {"type": "per_unit", "code": "seats", "metric": "seats", "unit_price": "12.00"},
+            {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.001"},
+            {"type": "fixed_fee", "code": "base", "amount": "19.00"},
+        ],
+    ),
 ]
 METRICS = [("api_calls", "count", ""), ("storage_gb", "sum", "gb"), ("seats", "max", "n")]
 
@@ -99,30 +139,49 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
     call_command("migrate", verbosity=0)
     actor = Actor.system("bench")
     eur = Currency.objects.get_or_create(code="EUR", defaults={"name": "Euro", "minor_units": 2})[0]
-    entity = LegalEntity.objects.create(code="bench-de", name="Bench GmbH", base_currency=eur, country="DE",
-                                        timezone=TZ)
-    TaxRate.objects.create(legal_entity=entity, name="USt", rate=Decimal("0.19"), valid_from=date(2020, 1, 1))
+    entity = LegalEntity.objects.create(
+        code="bench-de", name="Bench GmbH", base_currency=eur, country="DE", timezone=TZ
+    )
+    TaxRate.objects.create(
+        legal_entity=entity, name="USt", rate=Decimal("0.19"), valid_from=date(2020, 1, 1)
+    )
     for code, agg, prop in METRICS:
         metric_create(code=code, name=code, aggregation=agg, value_property=prop, actor=actor)
     plans = []
     for code, components in PLANS:
         plan = services.price_plan_create(code=code, name=code, currency=eur, actor=actor)
-        services.price_plan_version_add(plan=plan, effective_from=date(2026, 1, 1), components=components,
-                                        actor=actor)
+        services.price_plan_version_add(
+            plan=plan, effective_from=date(2026, 1, 1), components=components, actor=actor
+        )
         plans.append(plan)
     rng = random.Random(args.seed)
     with transaction.atomic():
         customers = Customer.objects.bulk_create(
-            [Customer(legal_entity=entity, code=f"cust-{i:05d}", name=f"Customer {i}", country="DE")
-             for i in range(args.contracts)], batch_size=5000)
+            [
+                Customer(
+                    legal_entity=entity, code=f"cust-{i:05d}", name=f"Customer {i}", country="DE"
+                )
+                for i in range(args.contracts)
+            ],
+            batch_size=5000,
+        )
         contracts = []
         for i, cust in enumerate(customers):
             plan = plans[i % len(plans)]
             overrides = {"discounts": [{"percent_off": "10"}]} if i % 7 == 0 else {}
             start = date(2026, 1, 1) if i % 10 else date(2026, 11, 1 + (i % 20))
-            contracts.append(Contract(code=f"k-{i:05d}", customer=cust, legal_entity=entity, currency=eur, plan=plan,
-                                      overrides=overrides, start_date=start,
-                                      prepaid_balance=Decimal("25.00") if i % 11 == 0 else Decimal(0)))
+            contracts.append(
+                Contract(
+                    code=f"k-{i:05d}",
+                    customer=cust,
+                    legal_entity=entity,
+                    currency=eur,
+                    plan=plan,
+                    overrides=overrides,
+                    start_date=start,
+                    prepaid_balance=Decimal("25.00") if i % 11 == 0 else Decimal(0),
+                )
+            )
         Contract.objects.bulk_create(contracts, batch_size=5000)
 
     # events: COPY straight into metering's table (the ingest path has its own benchmark)
@@ -131,8 +190,10 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
     partitions.ensure_months({(start.year, start.month), (end.year, end.month), (2026, 11)})
     metric_ids = {m.code: m.pk for m in MetricDefinition.objects.all()}
     version_ids = {v.metric_id: v.pk for v in MetricVersion.objects.all()}
-    plan_metrics = {p.pk: sorted({c["metric"] for c in comps if "metric" in c}) for p, (_, comps) in
-                    zip(plans, PLANS, strict=True)}
+    plan_metrics = {
+        p.pk: sorted({c["metric"] for c in comps if "metric" in c})
+        for p, (_, comps) in zip(plans, PLANS, strict=True)
+    }
     pairs = [(c.customer_id, plan_metrics[c.plan_id]) for c in contracts]
     span = (end - start).total_seconds()
     received = (end + timedelta(hours=1)).isoformat()
@@ -147,14 +208,21 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
                 mid = metric_ids[code]
                 ts = start + timedelta(seconds=rng.random() * span)
                 value = "\\N" if code == "api_calls" else str(rng.randint(1, 20))
-                props = "{}" if code == "api_calls" else ('{"gb": %s}' % value if code == "storage_gb"
-                                                          else '{"n": %s}' % value)
-                buf.write(f"app\tev-{k}\tref\t{cust_id}\t{mid}\t{version_ids[mid]}\t{ts.isoformat()}\t{value}\t"
-                          f"{props}\t{received}\n")
+                props = (
+                    "{}"
+                    if code == "api_calls"
+                    else ('{"gb": %s}' % value if code == "storage_gb" else '{"n": %s}' % value)
+                )
+                buf.write(
+                    f"app\tev-{k}\tref\t{cust_id}\t{mid}\t{version_ids[mid]}\t{ts.isoformat()}\t{value}\t"
+                    f"{props}\t{received}\n"
+                )
             buf.seek(0)
             cur.copy_expert(
-                'COPY metering_usageevent (source, event_id, customer_ref, customer_id, metric_id, '
-                'metric_version_id, "timestamp", value, properties, received_at) FROM STDIN', buf)
+                "COPY metering_usageevent (source, event_id, customer_ref, customer_id, metric_id, "
+                'metric_version_id, "timestamp", value, properties, received_at) FROM STDIN',
+                buf,
+            )
             loaded += n
         cur.execute("ANALYZE metering_usageevent")
     return {"entity": entity, "month": month, "start": start, "end": end}
@@ -177,17 +245,20 @@ def main() -> None:
 
     t0 = time.perf_counter()
     ctx = setup(args)
-    print(f"loaded {args.contracts} contracts and {args.events} events in {time.perf_counter() - t0:.1f}s",
-          file=sys.stderr)
+    print(
+        f"loaded {args.contracts} contracts and {args.events} events in {time.perf_counter() - t0:.1f}s",
+        file=sys.stderr,
+    )
 
     # the floor: one GROUP BY over the same events
     with connection.cursor() as cur:
         cur.execute("SELECT 1")
         g0 = time.perf_counter()
         cur.execute(
-            'SELECT customer_id, metric_id, count(*), sum(value), max(value), max(seq) FROM metering_usageevent '
+            "SELECT customer_id, metric_id, count(*), sum(value), max(value), max(seq) FROM metering_usageevent "
             'WHERE "timestamp" >= %s AND "timestamp" < %s GROUP BY customer_id, metric_id',
-            [ctx["start"], ctx["end"]])
+            [ctx["start"], ctx["end"]],
+        )
         groups = len(cur.fetchall())
         group_by_seconds = time.perf_counter() - g0
 
@@ -205,7 +276,9 @@ def main() -> None:
     actor = Actor.system("bench")
     now = datetime(2026, 12, 3, tzinfo=UTC)
     r0 = time.perf_counter()
-    run = services.billing_run_request(legal_entity=ctx["entity"], month=ctx["month"], actor=actor, now=now)
+    run = services.billing_run_request(
+        legal_entity=ctx["entity"], month=ctx["month"], actor=actor, now=now
+    )
     run = services.billing_run_execute(run_id=run.pk, actor=actor, now=now)
     phases["drafts_total"] = time.perf_counter() - r0
     f0 = time.perf_counter()

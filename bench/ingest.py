@@ -333,7 +333,9 @@ def run(args: argparse.Namespace) -> dict:
         elapsed = time.perf_counter() - started
         for c in clients:
             c.wait()
-        single = single_event_latency(port, ids["raw_key"], args.customers, base, first=n_batches * BATCH)
+        single = single_event_latency(
+            port, ids["raw_key"], args.customers, base, first=n_batches * BATCH
+        )
         memory.stop.set()
         memory.join()
         gunicorn.send_signal(signal.SIGTERM)

@@ -42,7 +42,9 @@ class _ServiceAdmin(admin.ModelAdmin):
             return list(self.readonly_fields)
         return [f.name for f in self.model._meta.fields]
 
-    def create(self, request: HttpRequest, obj: Any, form: ModelForm) -> Any:  # pragma: no cover - abstract
+    def create(
+        self, request: HttpRequest, obj: Any, form: ModelForm
+    ) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
@@ -89,8 +91,13 @@ class PricePlanAdmin(_ServiceAdmin):
     inlines = [PricePlanVersionInline]
 
     def create(self, request: HttpRequest, obj: PricePlan, form: ModelForm) -> PricePlan:
-        return services.price_plan_create(code=obj.code, name=obj.name, currency=obj.currency,
-                                          default_tax_code=obj.default_tax_code, actor=Actor.for_user(request.user))
+        return services.price_plan_create(
+            code=obj.code,
+            name=obj.name,
+            currency=obj.currency,
+            default_tax_code=obj.default_tax_code,
+            actor=Actor.for_user(request.user),
+        )
 
 
 @admin.register(PricePlanVersion)
@@ -101,10 +108,17 @@ class PricePlanVersionAdmin(_ServiceAdmin):
     list_filter = ["plan"]
     exclude = ["version"]
 
-    def create(self, request: HttpRequest, obj: PricePlanVersion, form: ModelForm) -> PricePlanVersion:
-        return services.price_plan_version_add(plan=obj.plan, effective_from=obj.effective_from,
-                                               components=obj.components, component_meta=obj.component_meta,
-                                               note=obj.note, actor=Actor.for_user(request.user))
+    def create(
+        self, request: HttpRequest, obj: PricePlanVersion, form: ModelForm
+    ) -> PricePlanVersion:
+        return services.price_plan_version_add(
+            plan=obj.plan,
+            effective_from=obj.effective_from,
+            components=obj.components,
+            component_meta=obj.component_meta,
+            note=obj.note,
+            actor=Actor.for_user(request.user),
+        )
 
 
 class ContractAmendmentInline(_HistoryInline):
@@ -124,9 +138,18 @@ class ContractAdmin(_ServiceAdmin):
 
     def create(self, request: HttpRequest, obj: Contract, form: ModelForm) -> Contract:
         return services.contract_create(
-            code=obj.code, customer=obj.customer, plan=obj.plan, start_date=obj.start_date, end_date=obj.end_date,
-            cadence=obj.cadence, anchor_day=obj.anchor_day, anchor_month=obj.anchor_month, overrides=obj.overrides,
-            prepaid_balance=obj.prepaid_balance, currency=obj.currency, actor=Actor.for_user(request.user),
+            code=obj.code,
+            customer=obj.customer,
+            plan=obj.plan,
+            start_date=obj.start_date,
+            end_date=obj.end_date,
+            cadence=obj.cadence,
+            anchor_day=obj.anchor_day,
+            anchor_month=obj.anchor_month,
+            overrides=obj.overrides,
+            prepaid_balance=obj.prepaid_balance,
+            currency=obj.currency,
+            actor=Actor.for_user(request.user),
         )
 
 
@@ -135,14 +158,30 @@ class ContractAmendmentAdmin(_ServiceAdmin):
     list_display = ["contract", "effective_from", "plan", "reason"]
     list_filter = ["contract__legal_entity"]
 
-    def create(self, request: HttpRequest, obj: ContractAmendment, form: ModelForm) -> ContractAmendment:
-        return services.contract_amend(contract=obj.contract, effective_from=obj.effective_from, plan=obj.plan,
-                                       overrides=obj.overrides, reason=obj.reason, actor=Actor.for_user(request.user))
+    def create(
+        self, request: HttpRequest, obj: ContractAmendment, form: ModelForm
+    ) -> ContractAmendment:
+        return services.contract_amend(
+            contract=obj.contract,
+            effective_from=obj.effective_from,
+            plan=obj.plan,
+            overrides=obj.overrides,
+            reason=obj.reason,
+            actor=Actor.for_user(request.user),
+        )
 
 
 @admin.register(TaxRate)
 class TaxRateAdmin(AuditedModelAdmin):
-    list_display = ["legal_entity", "jurisdiction", "tax_code", "name", "rate", "valid_from", "valid_to"]
+    list_display = [
+        "legal_entity",
+        "jurisdiction",
+        "tax_code",
+        "name",
+        "rate",
+        "valid_from",
+        "valid_to",
+    ]
     list_filter = ["legal_entity", "jurisdiction", "tax_code"]
 
 
@@ -153,14 +192,29 @@ class EntityBillingSettingsAdmin(AuditedModelAdmin):
 
 @admin.register(Invoice)
 class InvoiceAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "kind", "status", "legal_entity", "customer", "period_start", "total"]
+    list_display = [
+        "__str__",
+        "kind",
+        "status",
+        "legal_entity",
+        "customer",
+        "period_start",
+        "total",
+    ]
     list_filter = ["kind", "status", "legal_entity"]
     search_fields = ["number", "customer__code"]
 
 
 @admin.register(BillingRun)
 class BillingRunAdmin(ReadOnlyAdmin):
-    list_display = ["legal_entity", "period_start", "status", "processed", "total", "invoices_created"]
+    list_display = [
+        "legal_entity",
+        "period_start",
+        "status",
+        "processed",
+        "total",
+        "invoices_created",
+    ]
 
 
 @admin.register(FinanceEvent)

@@ -41,7 +41,9 @@ class SummaryInfo:
 
 
 class UsageSource(Protocol):
-    def summary(self, customer_id: int, metric: str, start: datetime, end: datetime) -> SummaryInfo | None: ...
+    def summary(
+        self, customer_id: int, metric: str, start: datetime, end: datetime
+    ) -> SummaryInfo | None: ...
 
     def event_amounts(self, summary_id: int, property_name: str) -> tuple[Decimal, ...]: ...
 
@@ -81,9 +83,14 @@ class DraftDocument:
         return sum((ln.amount for ln in self.lines), ZERO)
 
 
-def usage_windows(*, terms: ContractTerms, period: Period, tz: str, plans: PlanCache) -> list[tuple[datetime, datetime]]:
+def usage_windows(
+    *, terms: ContractTerms, period: Period, tz: str, plans: PlanCache
+) -> list[tuple[datetime, datetime]]:
     """UTC windows whose usage the period's arrears rating reads (one per piece)."""
-    return [window_utc(period=p.period, tz=tz) for p in pieces_of(terms=terms, period=period, plans=plans)]
+    return [
+        window_utc(period=p.period, tz=tz)
+        for p in pieces_of(terms=terms, period=period, plans=plans)
+    ]
 
 
 def _tiers_json(line: RatedLine) -> list[dict[str, Any]]:
@@ -109,7 +116,12 @@ def _tax_code(piece: Piece, component: str | None, plans: PlanCache) -> str:
 
 
 def _segments(
-    pieces: Sequence[Piece], *, arrears: bool, terms: ContractTerms, tz: str, usage: UsageSource | None,
+    pieces: Sequence[Piece],
+    *,
+    arrears: bool,
+    terms: ContractTerms,
+    tz: str,
+    usage: UsageSource | None,
     summaries: dict[tuple[int, str], SummaryInfo],
 ) -> list[Segment]:
     segments = []
@@ -130,12 +142,17 @@ def _segments(
                 if isinstance(c, PercentagePrice):
                     meta = piece.version.component_meta.get(c.code) or {}
                     prop = str(meta.get("amount_property") or DEFAULT_AMOUNT_PROPERTY)
-                    usages[metric] = Usage(quantity=info.quantity, event_amounts=usage.event_amounts(info.id, prop))
+                    usages[metric] = Usage(
+                        quantity=info.quantity, event_amounts=usage.event_amounts(info.id, prop)
+                    )
                 else:
                     usages[metric] = Usage(quantity=info.quantity)
         segments.append(
             Segment(
-                components=components, usages=usages, proration=piece.proration, overrides=overrides,
+                components=components,
+                usages=usages,
+                proration=piece.proration,
+                overrides=overrides,
                 service_period=piece.period,
             )
         )
@@ -143,7 +160,9 @@ def _segments(
 
 
 def _lines(
-    rated: Sequence[RatedLine], pieces: Sequence[Piece], plans: PlanCache,
+    rated: Sequence[RatedLine],
+    pieces: Sequence[Piece],
+    plans: PlanCache,
     summaries: dict[tuple[int, str], SummaryInfo],
 ) -> list[DraftLine]:
     out = []
@@ -189,7 +208,9 @@ def draft_period(
     pieces = pieces_of(terms=terms, period=period, plans=plans)
     if pieces:
         summaries: dict[tuple[int, str], SummaryInfo] = {}
-        segments = _segments(pieces, arrears=True, terms=terms, tz=tz, usage=usage, summaries=summaries)
+        segments = _segments(
+            pieces, arrears=True, terms=terms, tz=tz, usage=usage, summaries=summaries
+        )
         result = rate_segments(
             segments=segments, minor_units=minor_units, rounding=rounding, prepaid_balance=remaining
         )
@@ -202,11 +223,16 @@ def draft_period(
             fee_pieces = pieces_of(terms=terms, period=fee_period, plans=plans)
             if not fee_pieces:
                 continue
-            segments = _segments(fee_pieces, arrears=False, terms=terms, tz=tz, usage=None, summaries={})
+            segments = _segments(
+                fee_pieces, arrears=False, terms=terms, tz=tz, usage=None, summaries={}
+            )
             if not any(s.components for s in segments):
                 continue
             result = rate_segments(
-                segments=segments, minor_units=minor_units, rounding=rounding, prepaid_balance=remaining
+                segments=segments,
+                minor_units=minor_units,
+                rounding=rounding,
+                prepaid_balance=remaining,
             )
             remaining = result.prepaid_balance_remaining
             doc.prepaid_applied += result.credit_applied

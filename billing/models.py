@@ -86,7 +86,9 @@ class PricePlanVersion(models.Model):
         ordering = ["plan", "effective_from"]
         constraints = [
             models.UniqueConstraint(fields=["plan", "version"], name="plan_version_unique"),
-            models.UniqueConstraint(fields=["plan", "effective_from"], name="plan_version_date_unique"),
+            models.UniqueConstraint(
+                fields=["plan", "effective_from"], name="plan_version_date_unique"
+            ),
             models.CheckConstraint(condition=Q(version__gte=1), name="plan_version_from_1"),
         ]
 
@@ -112,8 +114,12 @@ class Contract(models.Model):
     """
 
     code = models.SlugField(max_length=64)
-    customer = models.ForeignKey("core.Customer", on_delete=models.PROTECT, related_name="contracts")
-    legal_entity = models.ForeignKey("core.LegalEntity", on_delete=models.PROTECT, related_name="contracts")
+    customer = models.ForeignKey(
+        "core.Customer", on_delete=models.PROTECT, related_name="contracts"
+    )
+    legal_entity = models.ForeignKey(
+        "core.LegalEntity", on_delete=models.PROTECT, related_name="contracts"
+    )
     currency = models.ForeignKey("core.Currency", on_delete=models.PROTECT, related_name="+")
     plan = models.ForeignKey(PricePlan, on_delete=models.PROTECT, related_name="contracts")
     overrides = models.JSONField(default=dict, blank=True)
@@ -128,8 +134,12 @@ class Contract(models.Model):
     class Meta:
         ordering = ["legal_entity", "code"]
         constraints = [
-            models.UniqueConstraint(fields=["legal_entity", "code"], name="contract_code_per_entity"),
-            models.CheckConstraint(condition=Q(anchor_day__gte=1, anchor_day__lte=28), name="contract_anchor_day"),
+            models.UniqueConstraint(
+                fields=["legal_entity", "code"], name="contract_code_per_entity"
+            ),
+            models.CheckConstraint(
+                condition=Q(anchor_day__gte=1, anchor_day__lte=28), name="contract_anchor_day"
+            ),
             models.CheckConstraint(
                 condition=Q(anchor_month__gte=1, anchor_month__lte=12), name="contract_anchor_month"
             ),
@@ -137,7 +147,9 @@ class Contract(models.Model):
                 condition=Q(end_date__isnull=True) | Q(end_date__gt=F("start_date")),
                 name="contract_end_after_start",
             ),
-            models.CheckConstraint(condition=Q(prepaid_balance__gte=0), name="contract_prepaid_not_negative"),
+            models.CheckConstraint(
+                condition=Q(prepaid_balance__gte=0), name="contract_prepaid_not_negative"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -149,7 +161,9 @@ class ContractAmendment(models.Model):
 
     contract = models.ForeignKey(Contract, on_delete=models.PROTECT, related_name="amendments")
     effective_from = models.DateField()
-    plan = models.ForeignKey(PricePlan, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    plan = models.ForeignKey(
+        PricePlan, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     overrides = models.JSONField(null=True, blank=True)
     reason = models.TextField()
     created_at = models.DateTimeField(auto_now_add=True)
@@ -157,9 +171,12 @@ class ContractAmendment(models.Model):
     class Meta:
         ordering = ["contract", "effective_from"]
         constraints = [
-            models.UniqueConstraint(fields=["contract", "effective_from"], name="amendment_one_per_day"),
+            models.UniqueConstraint(
+                fields=["contract", "effective_from"], name="amendment_one_per_day"
+            ),
             models.CheckConstraint(
-                condition=Q(plan__isnull=False) | Q(overrides__isnull=False), name="amendment_changes_something"
+                condition=Q(plan__isnull=False) | Q(overrides__isnull=False),
+                name="amendment_changes_something",
             ),
         ]
 
@@ -173,11 +190,17 @@ class ContractAmendment(models.Model):
 class TaxRate(models.Model):
     """A tax rate of one legal entity; blank jurisdiction / tax_code match any (less specific)."""
 
-    legal_entity = models.ForeignKey("core.LegalEntity", on_delete=models.PROTECT, related_name="tax_rates")
-    jurisdiction = models.CharField(max_length=32, blank=True, help_text="Customer jurisdiction, e.g. US-CA.")
+    legal_entity = models.ForeignKey(
+        "core.LegalEntity", on_delete=models.PROTECT, related_name="tax_rates"
+    )
+    jurisdiction = models.CharField(
+        max_length=32, blank=True, help_text="Customer jurisdiction, e.g. US-CA."
+    )
     tax_code = models.CharField(max_length=32, blank=True, help_text="Product tax code, e.g. saas.")
     name = models.CharField(max_length=100, help_text="Shown on the invoice, e.g. 'CA sales tax'.")
-    rate = models.DecimalField(max_digits=9, decimal_places=6, help_text="A fraction: 0.0725 = 7.25 %.")
+    rate = models.DecimalField(
+        max_digits=9, decimal_places=6, help_text="A fraction: 0.0725 = 7.25 %."
+    )
     valid_from = models.DateField()
     valid_to = models.DateField(null=True, blank=True)
 
@@ -186,7 +209,8 @@ class TaxRate(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(rate__gte=0, rate__lte=1), name="tax_rate_fraction"),
             models.UniqueConstraint(
-                fields=["legal_entity", "jurisdiction", "tax_code", "valid_from"], name="tax_rate_unique"
+                fields=["legal_entity", "jurisdiction", "tax_code", "valid_from"],
+                name="tax_rate_unique",
             ),
         ]
 
@@ -211,7 +235,9 @@ class BillingRun(models.Model):
     Running it again creates nothing new for contracts already invoiced.
     """
 
-    legal_entity = models.ForeignKey("core.LegalEntity", on_delete=models.PROTECT, related_name="billing_runs")
+    legal_entity = models.ForeignKey(
+        "core.LegalEntity", on_delete=models.PROTECT, related_name="billing_runs"
+    )
     period_start = models.DateField()
     period_end = models.DateField()
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
@@ -228,8 +254,12 @@ class BillingRun(models.Model):
     class Meta:
         ordering = ["-period_start", "legal_entity"]
         constraints = [
-            models.UniqueConstraint(fields=["legal_entity", "period_start"], name="billing_run_one_per_period"),
-            models.CheckConstraint(condition=Q(period_end__gt=F("period_start")), name="billing_run_period"),
+            models.UniqueConstraint(
+                fields=["legal_entity", "period_start"], name="billing_run_one_per_period"
+            ),
+            models.CheckConstraint(
+                condition=Q(period_end__gt=F("period_start")), name="billing_run_period"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -268,9 +298,15 @@ class Invoice(models.Model):
     `credited_total` may change (PostgreSQL trigger; services refuse too).
     """
 
-    kind = models.CharField(max_length=16, choices=DocumentKind.choices, default=DocumentKind.INVOICE)
-    status = models.CharField(max_length=16, choices=InvoiceStatus.choices, default=InvoiceStatus.DRAFT)
-    legal_entity = models.ForeignKey("core.LegalEntity", on_delete=models.PROTECT, related_name="invoices")
+    kind = models.CharField(
+        max_length=16, choices=DocumentKind.choices, default=DocumentKind.INVOICE
+    )
+    status = models.CharField(
+        max_length=16, choices=InvoiceStatus.choices, default=InvoiceStatus.DRAFT
+    )
+    legal_entity = models.ForeignKey(
+        "core.LegalEntity", on_delete=models.PROTECT, related_name="invoices"
+    )
     customer = models.ForeignKey("core.Customer", on_delete=models.PROTECT, related_name="invoices")
     contract = models.ForeignKey(Contract, on_delete=models.PROTECT, related_name="invoices")
     currency = models.ForeignKey("core.Currency", on_delete=models.PROTECT, related_name="+")
@@ -280,11 +316,19 @@ class Invoice(models.Model):
     period_start = models.DateField()
     period_end = models.DateField()
     credits = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="corrections",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="corrections",
         help_text="The original invoice an adjustment invoice or credit memo corrects.",
     )
-    correction_no = models.PositiveIntegerField(default=0, help_text="1, 2, ... per corrected invoice.")
-    usage_revision = models.PositiveIntegerField(default=0, help_text="Highest usage summary revision rated.")
+    correction_no = models.PositiveIntegerField(
+        default=0, help_text="1, 2, ... per corrected invoice."
+    )
+    usage_revision = models.PositiveIntegerField(
+        default=0, help_text="Highest usage summary revision rated."
+    )
     reason = models.TextField(blank=True)
     number = models.CharField(max_length=64, null=True, blank=True)
     issue_date = models.DateField(null=True, blank=True)
@@ -303,7 +347,9 @@ class Invoice(models.Model):
     class Meta:
         ordering = ["-period_start", "-id"]
         indexes = [
-            models.Index(fields=["legal_entity", "status", "period_start"], name="invoice_entity_status_idx"),
+            models.Index(
+                fields=["legal_entity", "status", "period_start"], name="invoice_entity_status_idx"
+            ),
             models.Index(fields=["customer", "period_start"], name="invoice_customer_idx"),
         ]
         constraints = [
@@ -318,15 +364,20 @@ class Invoice(models.Model):
                 condition=Q(credits__isnull=False),
                 name="invoice_correction_no_unique",
             ),
-            models.UniqueConstraint(fields=["legal_entity", "number"], name="invoice_number_per_entity"),
-            models.CheckConstraint(condition=Q(period_end__gt=F("period_start")), name="invoice_period"),
+            models.UniqueConstraint(
+                fields=["legal_entity", "number"], name="invoice_number_per_entity"
+            ),
+            models.CheckConstraint(
+                condition=Q(period_end__gt=F("period_start")), name="invoice_period"
+            ),
             models.CheckConstraint(
                 condition=Q(status="draft", number__isnull=True)
                 | (~Q(status="draft") & Q(number__isnull=False) & Q(issue_date__isnull=False)),
                 name="invoice_number_iff_final",
             ),
             models.CheckConstraint(
-                condition=Q(kind="invoice", credits__isnull=True) | (~Q(kind="invoice") & Q(credits__isnull=False)),
+                condition=Q(kind="invoice", credits__isnull=True)
+                | (~Q(kind="invoice") & Q(credits__isnull=False)),
                 name="invoice_corrections_reference_original",
             ),
             # total = subtotal + tax; the half-unit tolerance is for SQLite, which compares decimals as
@@ -341,11 +392,13 @@ class Invoice(models.Model):
             ),
             # A document is never credited beyond its total.
             models.CheckConstraint(
-                condition=Q(credited_total__gte=0) & Q(credited_total__lte=F("total")) | Q(credited_total=0),
+                condition=Q(credited_total__gte=0) & Q(credited_total__lte=F("total"))
+                | Q(credited_total=0),
                 name="invoice_credited_within_total",
             ),
             models.CheckConstraint(
-                condition=~Q(status="void") | Q(voided_at__isnull=False), name="invoice_void_has_time"
+                condition=~Q(status="void") | Q(voided_at__isnull=False),
+                name="invoice_void_has_time",
             ),
         ]
 
@@ -386,15 +439,24 @@ class InvoiceLine(models.Model):
     amount = models.DecimalField(**MONEY)
     tax_code = models.CharField(max_length=32, blank=True)
     usage_summary = models.ForeignKey(
-        "metering.UsageSummary", null=True, blank=True, on_delete=models.PROTECT, related_name="invoice_lines"
+        "metering.UsageSummary",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="invoice_lines",
     )
-    rated_quantity = models.DecimalField(**RATE, null=True, blank=True,
-                                         help_text="The summary's quantity when this line was rated.")
+    rated_quantity = models.DecimalField(
+        **RATE, null=True, blank=True, help_text="The summary's quantity when this line was rated."
+    )
     rated_event_count = models.BigIntegerField(null=True, blank=True)
     service_start = models.DateField()
     service_end = models.DateField()
     credits_line = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="credit_lines",
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="credit_lines",
         help_text="On credit memo / adjustment lines: the original line corrected.",
     )
     credited_amount = models.DecimalField(**MONEY, default=Decimal(0))
@@ -403,10 +465,13 @@ class InvoiceLine(models.Model):
         ordering = ["invoice", "position"]
         constraints = [
             models.UniqueConstraint(fields=["invoice", "position"], name="invoice_line_position"),
-            models.CheckConstraint(condition=Q(service_end__gt=F("service_start")), name="invoice_line_service"),
+            models.CheckConstraint(
+                condition=Q(service_end__gt=F("service_start")), name="invoice_line_service"
+            ),
             # A line is never credited beyond its own amount.
             models.CheckConstraint(
-                condition=Q(credited_amount=0) | Q(credited_amount__gt=0, credited_amount__lte=F("amount")),
+                condition=Q(credited_amount=0)
+                | Q(credited_amount__gt=0, credited_amount__lte=F("amount")),
                 name="invoice_line_credited_within_amount",
             ),
         ]
@@ -450,7 +515,9 @@ class DocumentCounter(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["legal_entity", "series", "year"], name="document_counter_unique"),
+            models.UniqueConstraint(
+                fields=["legal_entity", "series", "year"], name="document_counter_unique"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -1200,7 +1200,9 @@ def _rate_usage(
     # segments never changes the sum by a rounding cent.
     exact_before = state.usage_exact.get(c.code, ZERO)
     billed_before = state.usage_charged.get(c.code, ZERO)
-    amount = round_money(exact_before + raw, minor_units=minor_units, rounding=rounding) - billed_before
+    amount = (
+        round_money(exact_before + raw, minor_units=minor_units, rounding=rounding) - billed_before
+    )
     amount = amount.copy_abs() if amount.is_zero() else amount
     state.usage_exact[c.code] = exact_before + raw
     state.usage_charged[c.code] = state.usage_charged.get(c.code, ZERO) + amount

@@ -38,7 +38,9 @@ def invoices(
     "YYYY-MM" (documents whose period starts in it); issue dates are inclusive.
     Raises ValueError for a malformed period.
     """
-    qs = Invoice.objects.select_related("legal_entity", "customer", "currency", "contract", "credits")
+    qs = Invoice.objects.select_related(
+        "legal_entity", "customer", "currency", "contract", "credits"
+    )
     if customer:
         qs = qs.filter(customer__code=customer)
     if legal_entity:
@@ -61,9 +63,16 @@ def invoices(
 
 def invoice_detail(*, pk: int) -> Invoice:
     return (
-        Invoice.objects.select_related("legal_entity", "customer", "currency", "contract", "credits", "billing_run")
+        Invoice.objects.select_related(
+            "legal_entity", "customer", "currency", "contract", "credits", "billing_run"
+        )
         .prefetch_related(
-            Prefetch("lines", queryset=InvoiceLine.objects.select_related("usage_summary__metric").order_by("position")),
+            Prefetch(
+                "lines",
+                queryset=InvoiceLine.objects.select_related("usage_summary__metric").order_by(
+                    "position"
+                ),
+            ),
             Prefetch("tax_lines", queryset=InvoiceTaxLine.objects.order_by("id")),
             Prefetch("corrections", queryset=Invoice.objects.order_by("correction_no")),
         )
@@ -73,7 +82,12 @@ def invoice_detail(*, pk: int) -> Invoice:
 
 def invoice_line(*, pk: int) -> InvoiceLine:
     return InvoiceLine.objects.select_related(
-        "invoice", "invoice__currency", "invoice__customer", "usage_summary", "usage_summary__metric", "credits_line"
+        "invoice",
+        "invoice__currency",
+        "invoice__customer",
+        "usage_summary",
+        "usage_summary__metric",
+        "credits_line",
     ).get(pk=pk)
 
 

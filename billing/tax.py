@@ -94,7 +94,9 @@ class TableTaxEngine:
         for r in self._rates_of(context.legal_entity_id):
             if r.jurisdiction not in ("", context.jurisdiction) or r.tax_code not in ("", tax_code):
                 continue
-            if r.valid_from > context.tax_date or (r.valid_to is not None and r.valid_to <= context.tax_date):
+            if r.valid_from > context.tax_date or (
+                r.valid_to is not None and r.valid_to <= context.tax_date
+            ):
                 continue
             rank = (2 * (r.jurisdiction != "") + (r.tax_code != ""), r.valid_from)
             if best is None or rank > best:
@@ -121,7 +123,9 @@ class TableTaxEngine:
                     jurisdiction=jurisdiction or context.jurisdiction,
                     rate=rate,
                     taxable_amount=taxable,
-                    amount=round_money(taxable * rate, minor_units=context.minor_units, rounding=context.rounding),
+                    amount=round_money(
+                        taxable * rate, minor_units=context.minor_units, rounding=context.rounding
+                    ),
                 )
             )
         return results

@@ -68,7 +68,10 @@ class ContractTerms:
 
     def period_of(self, day: date) -> Period:
         return period_containing(
-            local_date=day, cadence=self.cadence, anchor_day=self.anchor_day, anchor_month=self.anchor_month
+            local_date=day,
+            cadence=self.cadence,
+            anchor_day=self.anchor_day,
+            anchor_month=self.anchor_month,
         )
 
 
@@ -92,7 +95,13 @@ class PlanCache:
     _overrides: dict[str, Overrides] = field(default_factory=dict)
 
     def add_version(
-        self, *, plan_id: int, version_id: int, effective_from: date, components: Any, component_meta: Any
+        self,
+        *,
+        plan_id: int,
+        version_id: int,
+        effective_from: date,
+        components: Any,
+        component_meta: Any,
     ) -> None:
         self.versions.setdefault(plan_id, []).append(
             PlanVersionTerms(
@@ -167,7 +176,9 @@ def pieces_of(*, terms: ContractTerms, period: Period, plans: PlanCache) -> list
             merged = Period(start=prev.period.start, end=end)
             pieces[-1] = Piece(
                 period=merged,
-                proration=proration_ratio(period=period, active_from=merged.start, active_to=merged.end),
+                proration=proration_ratio(
+                    period=period, active_from=merged.start, active_to=merged.end
+                ),
                 plan_id=prev.plan_id,
                 version=prev.version,
                 overrides=prev.overrides,
@@ -208,7 +219,9 @@ def fee_periods(*, terms: ContractTerms, period: Period) -> list[Period]:
     return out
 
 
-def split_for_arrears(components: Sequence[Component], overrides: Overrides) -> tuple[tuple[Component, ...], Overrides]:
+def split_for_arrears(
+    components: Sequence[Component], overrides: Overrides
+) -> tuple[tuple[Component, ...], Overrides]:
     """Components and overrides rated in arrears: everything but fixed fees."""
     fee_codes = {c.code for c in components if isinstance(c, FixedFee)}
     kept = tuple(c for c in components if c.code not in fee_codes)
@@ -219,7 +232,9 @@ def split_for_arrears(components: Sequence[Component], overrides: Overrides) -> 
     )
 
 
-def split_for_fees(components: Sequence[Component], overrides: Overrides) -> tuple[tuple[Component, ...], Overrides]:
+def split_for_fees(
+    components: Sequence[Component], overrides: Overrides
+) -> tuple[tuple[Component, ...], Overrides]:
     """Fixed fees with their price overrides, component discounts and invoice percentage discounts.
 
     Invoice-level *amount* discounts are taken once, in arrears.

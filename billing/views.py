@@ -24,7 +24,14 @@ from billing.models import BillingRun, DocumentKind, Invoice, InvoiceStatus
 from billing.periods import parse_period
 from core.errors import AppError
 from core.models import LegalEntity
-from core.roles import AUDITOR, FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, has_role, role_required
+from core.roles import (
+    AUDITOR,
+    FINANCE_APPROVER,
+    FINANCE_CLERK,
+    INTEGRATION_ADMIN,
+    has_role,
+    role_required,
+)
 from exceptions.services import Actor
 
 VIEWERS = (FINANCE_CLERK, FINANCE_APPROVER, INTEGRATION_ADMIN, AUDITOR)
@@ -36,16 +43,19 @@ PAYMENT_RECORDERS = (FINANCE_CLERK, FINANCE_APPROVER)
 PAGE_SIZE = 50
 
 
-
 @role_required(*VIEWERS)
 def invoice_list(request: HttpRequest) -> HttpResponse:
     q = request.GET
     dates, errors = date_params(q, "issued_from", "issued_to")
     try:
         docs = selectors.invoices(
-            customer=q.get("customer", "").strip(), legal_entity=q.get("legal_entity", ""),
-            status=q.get("status", ""), kind=q.get("kind", ""), period=q.get("period", "").strip(),
-            issued_from=dates["issued_from"], issued_to=dates["issued_to"],
+            customer=q.get("customer", "").strip(),
+            legal_entity=q.get("legal_entity", ""),
+            status=q.get("status", ""),
+            kind=q.get("kind", ""),
+            period=q.get("period", "").strip(),
+            issued_from=dates["issued_from"],
+            issued_to=dates["issued_to"],
         )
     except ValueError as exc:
         errors.append(str(exc))
@@ -53,11 +63,20 @@ def invoice_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(docs, PAGE_SIZE).get_page(q.get("page"))
     params = q.copy()
     params.pop("page", None)
-    return render(request, "billing/invoice_list.html", {
-        "page": page, "filters": q, "errors": errors, "query": params.urlencode(),
-        "entities": LegalEntity.objects.order_by("code"), "statuses": InvoiceStatus.choices,
-        "kinds": DocumentKind.choices, "can_finalize": has_role(request.user, *FINALIZERS),
-    })
+    return render(
+        request,
+        "billing/invoice_list.html",
+        {
+            "page": page,
+            "filters": q,
+            "errors": errors,
+            "query": params.urlencode(),
+            "entities": LegalEntity.objects.order_by("code"),
+            "statuses": InvoiceStatus.choices,
+            "kinds": DocumentKind.choices,
+            "can_finalize": has_role(request.user, *FINALIZERS),
+        },
+    )
 
 
 @role_required(*VIEWERS)
@@ -67,16 +86,25 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
     except Invoice.DoesNotExist:
         raise Http404 from None
     user = request.user
-    return render(request, "billing/invoice_detail.html", {
-        "invoice": invoice, "lines": invoice.lines.all(), "tax_lines": invoice.tax_lines.all(),
-        "can_finalize": has_role(user, *FINALIZERS) and invoice.status == InvoiceStatus.DRAFT,
-        "can_correct": has_role(user, *CORRECTORS) and invoice.status in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID)
-        and invoice.kind != DocumentKind.CREDIT_MEMO,
-        "can_void": has_role(user, *CORRECTORS) and invoice.status == InvoiceStatus.FINALIZED
-        and invoice.kind != DocumentKind.CREDIT_MEMO,
-        "can_mark_paid": has_role(user, *PAYMENT_RECORDERS) and invoice.status == InvoiceStatus.FINALIZED
-        and invoice.kind != DocumentKind.CREDIT_MEMO,
-    })
+    return render(
+        request,
+        "billing/invoice_detail.html",
+        {
+            "invoice": invoice,
+            "lines": invoice.lines.all(),
+            "tax_lines": invoice.tax_lines.all(),
+            "can_finalize": has_role(user, *FINALIZERS) and invoice.status == InvoiceStatus.DRAFT,
+            "can_correct": has_role(user, *CORRECTORS)
+            and invoice.status in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID)
+            and invoice.kind != DocumentKind.CREDIT_MEMO,
+            "can_void": has_role(user, *CORRECTORS)
+            and invoice.status == InvoiceStatus.FINALIZED
+            and invoice.kind != DocumentKind.CREDIT_MEMO,
+            "can_mark_paid": has_role(user, *PAYMENT_RECORDERS)
+            and invoice.status == InvoiceStatus.FINALIZED
+            and invoice.kind != DocumentKind.CREDIT_MEMO,
+        },
+    )
 
 
 @role_required(*VIEWERS)
@@ -85,9 +113,15 @@ def invoice_print(request: HttpRequest, pk: int) -> HttpResponse:
         invoice = selectors.invoice_detail(pk=pk)
     except Invoice.DoesNotExist:
         raise Http404 from None
-    return render(request, "billing/invoice_print.html", {
-        "invoice": invoice, "lines": invoice.lines.all(), "tax_lines": invoice.tax_lines.all(),
-    })
+    return render(
+        request,
+        "billing/invoice_print.html",
+        {
+            "invoice": invoice,
+            "lines": invoice.lines.all(),
+            "tax_lines": invoice.tax_lines.all(),
+        },
+    )
 
 
 def _act(request: HttpRequest, pk: int, action) -> HttpResponse:  # type: ignore[no-untyped-def]
@@ -103,21 +137,33 @@ def _act(request: HttpRequest, pk: int, action) -> HttpResponse:  # type: ignore
 @require_POST
 @role_required(*FINALIZERS)
 def invoice_finalize(request: HttpRequest, pk: int) -> HttpResponse:
-    return _act(request, pk, lambda inv, actor: f"Finalized as {services.invoice_finalize(invoice=inv, actor=actor)}.")
+    return _act(
+        request,
+        pk,
+        lambda inv, actor: f"Finalized as {services.invoice_finalize(invoice=inv, actor=actor)}.",
+    )
 
 
 @require_POST
 @role_required(*CORRECTORS)
 def invoice_void(request: HttpRequest, pk: int) -> HttpResponse:
     reason = request.POST.get("reason", "")
-    return _act(request, pk, lambda inv, actor: f"{services.invoice_void(invoice=inv, reason=reason, actor=actor)} "
-                "is void.")
+    return _act(
+        request,
+        pk,
+        lambda inv, actor: f"{services.invoice_void(invoice=inv, reason=reason, actor=actor)} "
+        "is void.",
+    )
 
 
 @require_POST
 @role_required(*PAYMENT_RECORDERS)
 def invoice_mark_paid(request: HttpRequest, pk: int) -> HttpResponse:
-    return _act(request, pk, lambda inv, actor: f"{services.invoice_mark_paid(invoice=inv, actor=actor)} is paid.")
+    return _act(
+        request,
+        pk,
+        lambda inv, actor: f"{services.invoice_mark_paid(invoice=inv, actor=actor)} is paid.",
+    )
 
 
 @require_POST
@@ -136,7 +182,9 @@ def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
     whole = request.POST.get("whole") == "1"
 
     def issue(inv: Invoice, actor: Actor) -> str:
-        memo = services.credit_memo_issue(invoice=inv, reason=reason, actor=actor, lines=None if whole else amounts)
+        memo = services.credit_memo_issue(
+            invoice=inv, reason=reason, actor=actor, lines=None if whole else amounts
+        )
         return f"Credit memo {memo} issued for {-memo.total} {memo.currency_id}."
 
     if not whole and not amounts:
@@ -187,10 +235,16 @@ def event_lines(request: HttpRequest) -> HttpResponse:
 @role_required(*VIEWERS)
 def run_list(request: HttpRequest) -> HttpResponse:
     runs = selectors.billing_runs()[:100]
-    return render(request, "billing/run_list.html", {
-        "runs": runs, "entities": LegalEntity.objects.order_by("code"),
-        "can_run": has_role(request.user, *RUNNERS), "can_finalize": has_role(request.user, *FINALIZERS),
-    })
+    return render(
+        request,
+        "billing/run_list.html",
+        {
+            "runs": runs,
+            "entities": LegalEntity.objects.order_by("code"),
+            "can_run": has_role(request.user, *RUNNERS),
+            "can_finalize": has_role(request.user, *FINALIZERS),
+        },
+    )
 
 
 @require_POST
@@ -202,7 +256,9 @@ def run_start(request: HttpRequest) -> HttpResponse:
         return redirect("billing:runs")
     try:
         month = parse_period(request.POST.get("period", "").strip())
-        run = services.billing_run_start(legal_entity=entity, month=month, actor=Actor.for_user(request.user))
+        run = services.billing_run_start(
+            legal_entity=entity, month=month, actor=Actor.for_user(request.user)
+        )
         messages.success(request, f"Billing run {run.label} of {entity.code} queued.")
     except ValueError as exc:
         messages.error(request, str(exc))
@@ -215,7 +271,11 @@ def run_start(request: HttpRequest) -> HttpResponse:
 def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
     """The htmx fragment the runs page polls every two seconds while a run is going."""
     run = get_object_or_404(selectors.billing_runs(), pk=pk)
-    return render(request, "billing/_run_row.html", {"run": run, "can_finalize": has_role(request.user, *FINALIZERS)})
+    return render(
+        request,
+        "billing/_run_row.html",
+        {"run": run, "can_finalize": has_role(request.user, *FINALIZERS)},
+    )
 
 
 @require_POST

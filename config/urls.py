@@ -22,7 +22,11 @@ urlpatterns = [
     path("erp/", include("erp_sync.urls")),
     # API: Bearer keys; each view names the scope it needs.
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", login_required(SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
+    path(
+        "api/docs/",
+        login_required(SpectacularSwaggerView.as_view(url_name="api-schema")),
+        name="api-docs",
+    ),
     path("api/v1/", include("metering.api.urls")),
     path("api/v1/", include("billing.api.urls")),
     path("api/v1/", include("erp_sync.api.urls")),

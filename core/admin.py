@@ -36,7 +36,15 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     list_display = ["name", "prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
     list_filter = ["revoked_at"]
-    readonly_fields = ["name", "prefix", "scopes", "created_at", "created_by", "last_used_at", "revoked_at"]
+    readonly_fields = [
+        "name",
+        "prefix",
+        "scopes",
+        "created_at",
+        "created_by",
+        "last_used_at",
+        "revoked_at",
+    ]
     exclude = ["key_hash"]
     actions = ["revoke"]
 
@@ -49,5 +57,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     @admin.action(description="Revoke selected API keys", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         for key in queryset:
-            api_key_revoke(api_key=key, actor=Actor.for_user(request.user), reason="revoked in admin")
+            api_key_revoke(
+                api_key=key, actor=Actor.for_user(request.user), reason="revoked in admin"
+            )
         self.message_user(request, f"Revoked {queryset.count()} key(s).", messages.SUCCESS)

@@ -50,18 +50,34 @@ def load_demo_data() -> list[DemoUser]:
     actor = Actor.system("demo data")
     roles.sync_role_permissions()
     with transaction.atomic():
-        for code, name, minor_units in CURRENCIES:  # shipped by a migration; ensured for flushed test DBs
+        for (
+            code,
+            name,
+            minor_units,
+        ) in CURRENCIES:  # shipped by a migration; ensured for flushed test DBs
             currency_ensure(code=code, name=name, minor_units=minor_units)
         for code, name, currency, country, tz in ENTITIES:
             if not LegalEntity.objects.filter(code=code).exists():
-                legal_entity_create(code=code, name=name, base_currency=Currency.objects.get(code=currency),
-                                    country=country, timezone_name=tz, actor=actor)
+                legal_entity_create(
+                    code=code,
+                    name=name,
+                    base_currency=Currency.objects.get(code=currency),
+                    country=country,
+                    timezone_name=tz,
+                    actor=actor,
+                )
         for entity_code, code, name, country, jurisdiction in CUSTOMERS:
             entity = LegalEntity.objects.get(code=entity_code)
             if not Customer.objects.filter(legal_entity=entity, code=code).exists():
-                customer_create(legal_entity=entity, code=code, name=name, country=country,
-                                tax_jurisdiction=jurisdiction, actor=actor,
-                                external_refs={"product": f"acct_{code}"})
+                customer_create(
+                    legal_entity=entity,
+                    code=code,
+                    name=name,
+                    country=country,
+                    tax_jurisdiction=jurisdiction,
+                    actor=actor,
+                    external_refs={"product": f"acct_{code}"},
+                )
         User = get_user_model()
         for demo in USERS:
             user, created = User.objects.get_or_create(username=demo.username)

@@ -14,7 +14,12 @@ class AppError(Exception):
     status_code = 400
 
     def __init__(
-        self, message: str, *, code: str, extra: dict[str, Any] | None = None, status: int | None = None
+        self,
+        message: str,
+        *,
+        code: str,
+        extra: dict[str, Any] | None = None,
+        status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message

@@ -23,8 +23,12 @@ class Currency(models.Model):
         verbose_name_plural = "currencies"
         ordering = ["code"]
         constraints = [
-            models.CheckConstraint(condition=Q(minor_units__lte=4), name="currency_minor_units_0_4"),
-            models.CheckConstraint(condition=Q(code__regex=r"^[A-Z]{3}$"), name="currency_code_iso"),
+            models.CheckConstraint(
+                condition=Q(minor_units__lte=4), name="currency_minor_units_0_4"
+            ),
+            models.CheckConstraint(
+                condition=Q(code__regex=r"^[A-Z]{3}$"), name="currency_code_iso"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -38,7 +42,9 @@ class LegalEntity(models.Model):
     name = models.CharField(max_length=200)
     base_currency = models.ForeignKey(Currency, on_delete=models.PROTECT, related_name="+")
     country = models.CharField(max_length=2, help_text="ISO 3166-1 alpha-2, e.g. US.")
-    timezone = models.CharField(max_length=64, default="UTC", help_text="IANA name, e.g. Europe/Berlin.")
+    timezone = models.CharField(
+        max_length=64, default="UTC", help_text="IANA name, e.g. Europe/Berlin."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -60,8 +66,12 @@ class LegalEntity(models.Model):
 class Customer(models.Model):
     """A customer of one legal entity. External references live in `external_refs`."""
 
-    legal_entity = models.ForeignKey(LegalEntity, on_delete=models.PROTECT, related_name="customers")
-    code = models.SlugField(max_length=64, help_text="Our customer number, unique per legal entity.")
+    legal_entity = models.ForeignKey(
+        LegalEntity, on_delete=models.PROTECT, related_name="customers"
+    )
+    code = models.SlugField(
+        max_length=64, help_text="Our customer number, unique per legal entity."
+    )
     name = models.CharField(max_length=200)
     country = models.CharField(max_length=2, blank=True)
     tax_exempt = models.BooleanField(default=False)
@@ -75,7 +85,9 @@ class Customer(models.Model):
     class Meta:
         ordering = ["legal_entity__code", "code"]
         constraints = [
-            models.UniqueConstraint(fields=["legal_entity", "code"], name="customer_code_per_entity"),
+            models.UniqueConstraint(
+                fields=["legal_entity", "code"], name="customer_code_per_entity"
+            ),
         ]
 
     def __str__(self) -> str:

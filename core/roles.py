@@ -57,7 +57,9 @@ def sync_role_permissions(**kwargs: Any) -> None:
         and (p.content_type.app_label, p.content_type.model) not in READ_ONLY_MODELS
     ]
     view_perms = [
-        p for p in perms if p.codename.startswith("view_") and p.content_type.app_label in AUDITED_APPS
+        p
+        for p in perms
+        if p.codename.startswith("view_") and p.content_type.app_label in AUDITED_APPS
     ]
     groups[INTEGRATION_ADMIN].permissions.set(admin_perms)
     groups[AUDITOR].permissions.set(view_perms)

@@ -52,7 +52,12 @@ def api_key_create(*, name: str, scopes: list[str], actor: Actor) -> IssuedKey:
         )
         key.full_clean()
         key.save()
-        audit_record(actor=actor, action="api_key.create", obj=key, after={"name": key.name, "scopes": key.scopes})
+        audit_record(
+            actor=actor,
+            action="api_key.create",
+            obj=key,
+            after={"name": key.name, "scopes": key.scopes},
+        )
     return IssuedKey(api_key=key, raw_key=raw)
 
 
@@ -78,13 +83,21 @@ def api_key_revoke(*, api_key: ApiKey, actor: Actor, reason: str = "") -> ApiKey
             return key
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
-        audit_record(actor=actor, action="api_key.revoke", obj=key, before={"revoked": False},
-                     after={"revoked": True}, reason=reason)
+        audit_record(
+            actor=actor,
+            action="api_key.revoke",
+            obj=key,
+            before={"revoked": False},
+            after={"revoked": True},
+            reason=reason,
+        )
     return key
 
 
 def currency_ensure(*, code: str, name: str, minor_units: int) -> Currency:
-    obj, _ = Currency.objects.update_or_create(code=code, defaults={"name": name, "minor_units": minor_units})
+    obj, _ = Currency.objects.update_or_create(
+        code=code, defaults={"name": name, "minor_units": minor_units}
+    )
     return obj
 
 
@@ -92,12 +105,21 @@ def legal_entity_create(
     *, code: str, name: str, base_currency: Currency, country: str, timezone_name: str, actor: Actor
 ) -> LegalEntity:
     with transaction.atomic():
-        entity = LegalEntity(code=code, name=name, base_currency=base_currency, country=country,
-                             timezone=timezone_name)
+        entity = LegalEntity(
+            code=code,
+            name=name,
+            base_currency=base_currency,
+            country=country,
+            timezone=timezone_name,
+        )
         entity.full_clean()
         entity.save()
-        audit_record(actor=actor, action="legal_entity.create", obj=entity,
-                     after={"code": code, "currency": base_currency.code, "timezone": timezone_name})
+        audit_record(
+            actor=actor,
+            action="legal_entity.create",
+            obj=entity,
+            after={"code": code, "currency": base_currency.code, "timezone": timezone_name},
+        )
     return entity
 
 
@@ -115,11 +137,21 @@ def customer_create(
 ) -> Customer:
     with transaction.atomic():
         customer = Customer(
-            legal_entity=legal_entity, code=code, name=name, country=country, tax_exempt=tax_exempt,
-            tax_jurisdiction=tax_jurisdiction, email=email, external_refs=external_refs or {},
+            legal_entity=legal_entity,
+            code=code,
+            name=name,
+            country=country,
+            tax_exempt=tax_exempt,
+            tax_jurisdiction=tax_jurisdiction,
+            email=email,
+            external_refs=external_refs or {},
         )
         customer.full_clean()
         customer.save()
-        audit_record(actor=actor, action="customer.create", obj=customer,
-                     after={"code": code, "legal_entity": legal_entity.code})
+        audit_record(
+            actor=actor,
+            action="customer.create",
+            obj=customer,
+            after={"code": code, "legal_entity": legal_entity.code},
+        )
     return customer

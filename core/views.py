@@ -32,7 +32,9 @@ def readyz(request: HttpRequest) -> JsonResponse:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
         checks["database"] = "ok"
-        plan = MigrationExecutor(connection).migration_plan(MigrationExecutor(connection).loader.graph.leaf_nodes())
+        plan = MigrationExecutor(connection).migration_plan(
+            MigrationExecutor(connection).loader.graph.leaf_nodes()
+        )
         checks["migrations"] = "ok" if not plan else f"{len(plan)} unapplied"
     except Exception as exc:  # noqa: BLE001 - any failure means not ready; the message says which
         checks["database"] = f"error: {exc.__class__.__name__}: {exc}"[:300]
@@ -46,7 +48,10 @@ def readyz(request: HttpRequest) -> JsonResponse:
     except Exception as exc:  # noqa: BLE001
         checks["broker"] = f"error: {exc.__class__.__name__}: {exc}"[:300]
     ready = all(v == "ok" for k, v in checks.items() if k != "broker_kind")
-    return JsonResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status=200 if ready else 503)
+    return JsonResponse(
+        {"status": "ready" if ready else "not_ready", "checks": checks},
+        status=200 if ready else 503,
+    )
 
 
 API_PREFIXES = ("/api/", "/compat/")
@@ -56,7 +61,9 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     """404: JSON with a code for API clients, the site's page for people."""
     if request.path.startswith(API_PREFIXES):
         return JsonResponse(
-            error_body(code=error_codes.NOT_FOUND, message=f"There is no API endpoint at {request.path}."),
+            error_body(
+                code=error_codes.NOT_FOUND, message=f"There is no API endpoint at {request.path}."
+            ),
             status=404,
         )
     return render(request, "404.html", status=404)
@@ -66,8 +73,10 @@ def server_error(request: HttpRequest) -> HttpResponse:
     """500: JSON for API clients; a plain page (no template context that could fail again) for people."""
     if request.path.startswith(API_PREFIXES):
         return JsonResponse(
-            error_body(code=error_codes.SERVER_ERROR,
-                       message="Ledgerline failed to handle this request; it has been logged."),
+            error_body(
+                code=error_codes.SERVER_ERROR,
+                message="Ledgerline failed to handle this request; it has been logged.",
+            ),
             status=500,
         )
     return HttpResponse(

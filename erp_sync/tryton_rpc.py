@@ -106,16 +106,24 @@ def encode(value: Any) -> Any:
         return {"__class__": "Decimal", "decimal": str(value)}
     if isinstance(value, datetime.datetime):
         return {
-            "__class__": "datetime", "year": value.year, "month": value.month, "day": value.day,
-            "hour": value.hour, "minute": value.minute, "second": value.second,
+            "__class__": "datetime",
+            "year": value.year,
+            "month": value.month,
+            "day": value.day,
+            "hour": value.hour,
+            "minute": value.minute,
+            "second": value.second,
             "microsecond": value.microsecond,
         }
     if isinstance(value, datetime.date):
         return {"__class__": "date", "year": value.year, "month": value.month, "day": value.day}
     if isinstance(value, datetime.time):
         return {
-            "__class__": "time", "hour": value.hour, "minute": value.minute,
-            "second": value.second, "microsecond": value.microsecond,
+            "__class__": "time",
+            "hour": value.hour,
+            "minute": value.minute,
+            "second": value.second,
+            "microsecond": value.microsecond,
         }
     if isinstance(value, datetime.timedelta):
         return {"__class__": "timedelta", "seconds": value.total_seconds()}
@@ -138,8 +146,14 @@ def _object_hook(obj: dict[str, Any]) -> Any:
         return datetime.date(obj["year"], obj["month"], obj["day"])
     if kind == "datetime":
         return datetime.datetime(
-            obj["year"], obj["month"], obj["day"], obj["hour"], obj["minute"], obj["second"],
-            obj["microsecond"])
+            obj["year"],
+            obj["month"],
+            obj["day"],
+            obj["hour"],
+            obj["minute"],
+            obj["second"],
+            obj["microsecond"],
+        )
     if kind == "time":
         return datetime.time(obj["hour"], obj["minute"], obj["second"], obj["microsecond"])
     if kind == "timedelta":
@@ -205,12 +219,15 @@ class TrytonClient:
     def login(self) -> TrytonSession:
         """Open a session and load the user's context (company, language, …)."""
         result = self._post(
-            "common.db.login", [self.login_name, {"password": self._password}, self.language],
-            authenticated=False)
+            "common.db.login",
+            [self.login_name, {"password": self._password}, self.language],
+            authenticated=False,
+        )
         user_id, token = result[0], result[1]
         self.session = TrytonSession(self.login_name, int(user_id), str(token))
-        self.context = dict(self._post(
-            "model.res.user.get_preferences", [True, {}], authenticated=True))
+        self.context = dict(
+            self._post("model.res.user.get_preferences", [True, {}], authenticated=True)
+        )
         return self.session
 
     def logout(self) -> None:
@@ -259,10 +276,12 @@ class TrytonClient:
             response = self.http.post(self.url, data=body, headers=headers, timeout=self.timeout)
         except requests.Timeout as exc:
             raise TrytonTransientError(
-                f"Tryton at {self.base_url} did not answer in time: {exc}", method=method) from exc
+                f"Tryton at {self.base_url} did not answer in time: {exc}", method=method
+            ) from exc
         except requests.ConnectionError as exc:
             raise TrytonTransientError(
-                f"cannot reach Tryton at {self.base_url}: {exc}", method=method) from exc
+                f"cannot reach Tryton at {self.base_url}: {exc}", method=method
+            ) from exc
         except requests.RequestException as exc:
             raise TrytonTransientError(f"request to Tryton failed: {exc}", method=method) from exc
         return self._result(method, response, authenticated=authenticated)
@@ -276,10 +295,13 @@ class TrytonClient:
         except ValueError as exc:
             raise TrytonTransientError(
                 f"Tryton answered with something that is not JSON: {response.text[:200]!r}",
-                method=method, status=status) from exc
+                method=method,
+                status=status,
+            ) from exc
         if not isinstance(payload, dict):
             raise TrytonTransientError(
-                f"unexpected JSON-RPC answer: {payload!r:.200}", method=method, status=status)
+                f"unexpected JSON-RPC answer: {payload!r:.200}", method=method, status=status
+            )
         if payload.get("error") is not None:
             raise _error_from_payload(method, payload["error"])
         return payload.get("result")
@@ -291,26 +313,43 @@ class TrytonClient:
                 raise TrytonLoginError(
                     f"Tryton refused the login of {self.login_name!r} on database "
                     f"{self.database!r}: wrong login or password",
-                    method=method, status=status, extra={"during": "login"})
+                    method=method,
+                    status=status,
+                    extra={"during": "login"},
+                )
             raise TrytonLoginError(
                 "Tryton refused the session (expired or logged out)",
-                method=method, status=status, extra={"during": "call"})
+                method=method,
+                status=status,
+                extra={"during": "call"},
+            )
         if status == 404 and method == "common.db.login":
             raise TrytonLoginError(
                 f"Tryton has no database {self.database!r} at {self.base_url}",
-                method=method, status=status, extra={"during": "login"})
+                method=method,
+                status=status,
+                extra={"during": "login"},
+            )
         if status == 429:
             raise TrytonTransientError(
-                "Tryton refused: too many login attempts, try again later", method=method, status=status)
+                "Tryton refused: too many login attempts, try again later",
+                method=method,
+                status=status,
+            )
         if status >= 500:
             raise TrytonTransientError(
-                f"Tryton server error HTTP {status}", method=method, status=status,
-                extra={"body": detail})
+                f"Tryton server error HTTP {status}",
+                method=method,
+                status=status,
+                extra={"body": detail},
+            )
         if status == 403:
             raise TrytonPermanentError(
-                f"Tryton does not allow {method!r} (HTTP 403)", method=method, status=status)
+                f"Tryton does not allow {method!r} (HTTP 403)", method=method, status=status
+            )
         raise TrytonPermanentError(
-            f"Tryton answered HTTP {status}: {detail}", method=method, status=status)
+            f"Tryton answered HTTP {status}: {detail}", method=method, status=status
+        )
 
 
 def _error_from_payload(method: str, error: Any) -> TrytonError:
@@ -320,27 +359,41 @@ def _error_from_payload(method: str, error: Any) -> TrytonError:
         if kind == "UserError" and isinstance(args, list):
             message, description = _text(args, 0), _text(args, 1)
             return TrytonPermanentError(
-                message, method=method, tryton_type=kind, description=description,
-                extra={"domain": args[2] if len(args) > 2 else None})
+                message,
+                method=method,
+                tryton_type=kind,
+                description=description,
+                extra={"domain": args[2] if len(args) > 2 else None},
+            )
         if kind == "UserWarning" and isinstance(args, list):
             return TrytonPermanentError(
-                _text(args, 1), method=method, tryton_type=kind, description=_text(args, 2),
-                extra={"warning_name": _text(args, 0)})
+                _text(args, 1),
+                method=method,
+                tryton_type=kind,
+                description=_text(args, 2),
+                extra={"warning_name": _text(args, 0)},
+            )
         if kind == "LoginException" and isinstance(args, list):
             return TrytonLoginError(
-                _text(args, 1) or "Tryton asks for more login parameters", method=method,
-                tryton_type=kind, extra={"during": "login", "parameter": _text(args, 0)})
+                _text(args, 1) or "Tryton asks for more login parameters",
+                method=method,
+                tryton_type=kind,
+                extra={"during": "login", "parameter": _text(args, 0)},
+            )
         if kind == "ConcurrencyException":
-            return TrytonTransientError(
-                str(args), method=method, tryton_type=kind)
+            return TrytonTransientError(str(args), method=method, tryton_type=kind)
         # any other server exception: [str(exception), traceback]
         traceback = args if isinstance(args, str) else ""
         if _is_transient_database_error(kind, traceback):
             return TrytonTransientError(
-                kind, method=method, tryton_type="DatabaseOperationalError",
-                extra={"traceback": traceback})
+                kind,
+                method=method,
+                tryton_type="DatabaseOperationalError",
+                extra={"traceback": traceback},
+            )
         return TrytonPermanentError(
-            kind, method=method, tryton_type="ServerException", extra={"traceback": traceback})
+            kind, method=method, tryton_type="ServerException", extra={"traceback": traceback}
+        )
     return TrytonPermanentError(f"unexpected Tryton error: {error!r:.300}", method=method)
 
 

@@ -39,15 +39,23 @@ class AuditedModelAdmin(admin.ModelAdmin):
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         with transaction.atomic():
-            audit_record(actor=Actor.for_user(request.user), action=f"{obj._meta.model_name}.delete",
-                         obj=obj, before=_snapshot(obj))
+            audit_record(
+                actor=Actor.for_user(request.user),
+                action=f"{obj._meta.model_name}.delete",
+                obj=obj,
+                before=_snapshot(obj),
+            )
             super().delete_model(request, obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         with transaction.atomic():
             for obj in queryset:
-                audit_record(actor=Actor.for_user(request.user), action=f"{obj._meta.model_name}.delete",
-                             obj=obj, before=_snapshot(obj))
+                audit_record(
+                    actor=Actor.for_user(request.user),
+                    action=f"{obj._meta.model_name}.delete",
+                    obj=obj,
+                    before=_snapshot(obj),
+                )
             super().delete_queryset(request, queryset)
 
 
@@ -73,7 +81,18 @@ class AuditEntryAdmin(ReadOnlyAdmin):
 class ExceptionCaseAdmin(ReadOnlyAdmin):
     """Until the queue pages exist, cases are listed here; they change only through services."""
 
-    list_display = ["id", "kind", "title", "severity", "status", "occurrence_count", "amount_at_stake",
-                    "currency", "legal_entity", "customer", "last_seen_at"]
+    list_display = [
+        "id",
+        "kind",
+        "title",
+        "severity",
+        "status",
+        "occurrence_count",
+        "amount_at_stake",
+        "currency",
+        "legal_entity",
+        "customer",
+        "last_seen_at",
+    ]
     list_filter = ["status", "kind", "severity", "legal_entity"]
     search_fields = ["title", "fingerprint", "error_message", "source_id"]

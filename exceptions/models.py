@@ -53,7 +53,9 @@ class AuditEntry(models.Model):
         indexes = [models.Index(fields=["object_type", "object_id"], name="audit_object_idx")]
 
     def __str__(self) -> str:
-        return f"#{self.seq} {self.action} {self.object_type}:{self.object_id} by {self.actor_label}"
+        return (
+            f"#{self.seq} {self.action} {self.object_type}:{self.object_id} by {self.actor_label}"
+        )
 
 
 class AuditChainHead(models.Model):
@@ -64,7 +66,9 @@ class AuditChainHead(models.Model):
     last_hash = models.CharField(max_length=64, default="0" * 64)
 
     class Meta:
-        constraints = [models.CheckConstraint(condition=Q(id=1), name="audit_chain_head_single_row")]
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="audit_chain_head_single_row")
+        ]
 
 
 class Severity(models.TextChoices):
@@ -91,26 +95,44 @@ class ExceptionCase(models.Model):
     instead of opening another (services.case_open_or_update).
     """
 
-    kind = models.CharField(max_length=64, db_index=True, help_text="e.g. unmapped_customer, posting_failed")
+    kind = models.CharField(
+        max_length=64, db_index=True, help_text="e.g. unmapped_customer, posting_failed"
+    )
     fingerprint = models.CharField(
         max_length=255, help_text="Identifies the failure; one open case per fingerprint."
     )
     title = models.CharField(max_length=255)
     severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.MEDIUM)
-    status = models.CharField(max_length=16, choices=CaseStatus.choices, default=CaseStatus.OPEN, db_index=True)
-    source_type = models.CharField(max_length=100, blank=True, help_text="app_label.model of the failing record")
+    status = models.CharField(
+        max_length=16, choices=CaseStatus.choices, default=CaseStatus.OPEN, db_index=True
+    )
+    source_type = models.CharField(
+        max_length=100, blank=True, help_text="app_label.model of the failing record"
+    )
     source_id = models.CharField(max_length=64, blank=True)
     error_code = models.CharField(max_length=64, blank=True)
-    error_message = models.TextField(blank=True, help_text="The error in the failing system's words.")
+    error_message = models.TextField(
+        blank=True, help_text="The error in the failing system's words."
+    )
     details = models.JSONField(default=dict, blank=True)
     occurrence_count = models.PositiveIntegerField(default=1)
     amount_at_stake = models.DecimalField(max_digits=20, decimal_places=6, null=True, blank=True)
-    currency = models.ForeignKey("core.Currency", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    currency = models.ForeignKey(
+        "core.Currency", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     legal_entity = models.ForeignKey(
-        "core.LegalEntity", null=True, blank=True, on_delete=models.PROTECT, related_name="exception_cases"
+        "core.LegalEntity",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="exception_cases",
     )
     customer = models.ForeignKey(
-        "core.Customer", null=True, blank=True, on_delete=models.PROTECT, related_name="exception_cases"
+        "core.Customer",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="exception_cases",
     )
     first_seen_at = models.DateTimeField()
     last_seen_at = models.DateTimeField()
@@ -125,7 +147,9 @@ class ExceptionCase(models.Model):
                 condition=Q(status__in=["open", "in_progress"]),
                 name="one_open_case_per_fingerprint",
             ),
-            models.CheckConstraint(condition=Q(occurrence_count__gte=1), name="case_occurrences_positive"),
+            models.CheckConstraint(
+                condition=Q(occurrence_count__gte=1), name="case_occurrences_positive"
+            ),
             models.CheckConstraint(
                 condition=Q(amount_at_stake__isnull=True) | Q(currency__isnull=False),
                 name="case_amount_has_currency",

@@ -31,7 +31,9 @@ def audit_entries(
         qs = qs.filter(at__gte=timezone.make_aware(datetime.combine(date_from, time.min), UTC))
     if date_to:
         # date_to is inclusive: everything before the next day's midnight (UTC).
-        qs = qs.filter(at__lt=timezone.make_aware(datetime.combine(date_to + timedelta(days=1), time.min), UTC))
+        qs = qs.filter(
+            at__lt=timezone.make_aware(datetime.combine(date_to + timedelta(days=1), time.min), UTC)
+        )
     return qs
 
 

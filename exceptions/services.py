@@ -50,7 +50,11 @@ class Actor:
 
     @classmethod
     def for_api_key(cls, api_key: Any) -> Actor:
-        return cls(kind=ActorKind.API_KEY, label=f"{api_key.name} ({api_key.prefix})", api_key_id=api_key.pk)
+        return cls(
+            kind=ActorKind.API_KEY,
+            label=f"{api_key.name} ({api_key.prefix})",
+            api_key_id=api_key.pk,
+        )
 
     @classmethod
     def for_task(cls, name: str) -> Actor:
@@ -157,7 +161,9 @@ def audit_record(
     no transaction: an entry must never outlive a change that rolled back.
     """
     if not connection.in_atomic_block:
-        raise AuditOutsideTransaction(f"audit_record({action!r}) must run inside transaction.atomic().")
+        raise AuditOutsideTransaction(
+            f"audit_record({action!r}) must run inside transaction.atomic()."
+        )
     if obj is not None:
         object_type, object_id, object_repr = object_ref(obj)
     if not action or not object_type:
@@ -217,7 +223,9 @@ def audit_verify_chain(*, batch_size: int = 2000) -> tuple[int, ChainBreak | Non
     for entry in entries:
         if entry.seq != expected_seq:
             return checked, ChainBreak(
-                expected_seq, None, f"entry #{expected_seq} is missing (next present is #{entry.seq})"
+                expected_seq,
+                None,
+                f"entry #{expected_seq} is missing (next present is #{entry.seq})",
             )
         if entry.prev_hash != expected_prev:
             return checked, ChainBreak(
@@ -233,7 +241,9 @@ def audit_verify_chain(*, batch_size: int = 2000) -> tuple[int, ChainBreak | Non
     head = AuditChainHead.objects.filter(pk=1).first()
     if head is not None and head.last_seq != expected_seq - 1:
         return checked, ChainBreak(
-            expected_seq, None, f"the chain ends at #{expected_seq - 1} but the head says #{head.last_seq}"
+            expected_seq,
+            None,
+            f"the chain ends at #{expected_seq - 1} but the head says #{head.last_seq}",
         )
     return checked, None
 
@@ -304,7 +314,12 @@ def case_open_or_update(
                 actor=actor,
                 action="case.open",
                 obj=case,
-                after={"kind": kind, "severity": severity, "error_code": error_code, "occurrences": occurrences},
+                after={
+                    "kind": kind,
+                    "severity": severity,
+                    "error_code": error_code,
+                    "occurrences": occurrences,
+                },
                 reason=error_message[:500],
             )
             return case, True
@@ -314,7 +329,9 @@ def case_open_or_update(
             last_seen_at=now,
             error_message=error_message or case.error_message,
             details=_json_safe(details) if details is not None else case.details,
-            amount_at_stake=amount_at_stake if amount_at_stake is not None else case.amount_at_stake,
+            amount_at_stake=amount_at_stake
+            if amount_at_stake is not None
+            else case.amount_at_stake,
         )
         before_count = case.occurrence_count
         case.refresh_from_db()
@@ -342,6 +359,12 @@ def case_close(*, case: ExceptionCase, actor: Actor, status: str, resolution: st
         locked.resolved_at = timezone.now()
         locked.full_clean()
         locked.save()
-        audit_record(actor=actor, action=f"case.{status}", obj=locked, before=before,
-                     after={"status": status}, reason=resolution)
+        audit_record(
+            actor=actor,
+            action=f"case.{status}",
+            obj=locked,
+            before=before,
+            after={"status": status},
+            reason=resolution,
+        )
     return locked

@@ -10,7 +10,6 @@ from core.roles import AUDITOR, FINANCE_APPROVER, role_required
 from exceptions import selectors
 
 
-
 @role_required(AUDITOR, FINANCE_APPROVER)
 def audit_list(request: HttpRequest) -> HttpResponse:
     """The audit trail, filterable by object, actor, action and date."""
@@ -27,7 +26,14 @@ def audit_list(request: HttpRequest) -> HttpResponse:
     page = Paginator(entries, 50).get_page(q.get("page"))
     params = q.copy()
     params.pop("page", None)
-    return render(request, "exceptions/audit_list.html", {
-        "page": page, "object_types": selectors.audit_object_types(), "filters": q,
-        "errors": errors, "query": params.urlencode(),
-    })
+    return render(
+        request,
+        "exceptions/audit_list.html",
+        {
+            "page": page,
+            "object_types": selectors.audit_object_types(),
+            "filters": q,
+            "errors": errors,
+            "query": params.urlencode(),
+        },
+    )

@@ -266,9 +266,7 @@ def _utc_z_form(raw: str) -> bool:
     and 16; fromisoformat checks the digits). Other forms fromisoformat takes (compact time, week
     dates, other fractions) are not copied through."""
     n = len(raw)
-    return (
-        (n == 20 or n == 27 and raw[19] == ".") and raw[-1] == "Z" and raw[4:17:3] == "--T::"
-    )
+    return (n == 20 or n == 27 and raw[19] == ".") and raw[-1] == "Z" and raw[4:17:3] == "--T::"
 
 
 def _z_iso(ts: datetime, raw: str) -> str:

@@ -20,7 +20,6 @@ READERS = (FINANCE_CLERK, FINANCE_APPROVER, INTEGRATION_ADMIN, AUDITOR)
 UPLOADERS = (FINANCE_CLERK, INTEGRATION_ADMIN)
 
 
-
 @role_required(*READERS)
 def control_totals(request: HttpRequest) -> HttpResponse:
     """Per source and day of receipt: received = accepted + duplicate + rejected + held."""

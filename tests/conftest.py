@@ -23,7 +23,9 @@ requires_postgres = pytest.mark.skipif(
 def make_user(db: None) -> Callable[..., User]:
     def make(username: str, *role_names: str, is_staff: bool = False) -> User:
         roles.sync_role_permissions()
-        user = User.objects.create_user(username=username, password="pw-for-tests-1", is_staff=is_staff)
+        user = User.objects.create_user(
+            username=username, password="pw-for-tests-1", is_staff=is_staff
+        )
         for name in role_names:
             user.groups.add(Group.objects.get(name=name))
         return user
@@ -77,15 +79,24 @@ def api_client() -> Callable[[str], APIClient]:
 @pytest.fixture
 def usd(db: None) -> Currency:
     # get_or_create: transactional tests flush the rows the data migration loaded.
-    return Currency.objects.get_or_create(code="USD", defaults={"name": "US Dollar", "minor_units": 2})[0]
+    return Currency.objects.get_or_create(
+        code="USD", defaults={"name": "US Dollar", "minor_units": 2}
+    )[0]
 
 
 @pytest.fixture
 def entity_us(db: None, usd: Currency) -> LegalEntity:
-    return LegalEntity.objects.create(code="ll-us", name="Ledgerline Inc.", base_currency=usd, country="US",
-                                      timezone="America/New_York")
+    return LegalEntity.objects.create(
+        code="ll-us",
+        name="Ledgerline Inc.",
+        base_currency=usd,
+        country="US",
+        timezone="America/New_York",
+    )
 
 
 @pytest.fixture
 def customer_acme(entity_us: LegalEntity) -> Customer:
-    return Customer.objects.create(legal_entity=entity_us, code="acme", name="Acme Corp", country="US")
+    return Customer.objects.create(
+        legal_entity=entity_us, code="acme", name="Acme Corp", country="US"
+    )

@@ -57,7 +57,15 @@ class PricePlanListCreateApi(generics.ListAPIView):
 
         class Meta:
             model = PricePlan
-            fields = ["id", "code", "name", "currency", "default_tax_code", "versions", "created_at"]
+            fields = [
+                "id",
+                "code",
+                "name",
+                "currency",
+                "default_tax_code",
+                "versions",
+                "created_at",
+            ]
 
     class InputSerializer(serializers.Serializer):
         code = serializers.SlugField(max_length=64)
@@ -80,13 +88,25 @@ class PricePlanListCreateApi(generics.ListAPIView):
         from django.db import transaction
 
         with transaction.atomic():
-            plan = price_plan_create(code=v["code"], name=v["name"], currency=v["currency"], actor=actor,
-                                     default_tax_code=v["default_tax_code"])
+            plan = price_plan_create(
+                code=v["code"],
+                name=v["name"],
+                currency=v["currency"],
+                actor=actor,
+                default_tax_code=v["default_tax_code"],
+            )
             first = v["first_version"]
-            price_plan_version_add(plan=plan, effective_from=first["effective_from"],
-                                   components=first["components"], component_meta=first["component_meta"],
-                                   note=first["note"], actor=actor)
-        return Response(self.OutputSerializer(selectors.price_plans().get(pk=plan.pk)).data, status=201)
+            price_plan_version_add(
+                plan=plan,
+                effective_from=first["effective_from"],
+                components=first["components"],
+                component_meta=first["component_meta"],
+                note=first["note"],
+                actor=actor,
+            )
+        return Response(
+            self.OutputSerializer(selectors.price_plans().get(pk=plan.pk)).data, status=201
+        )
 
 
 class PricePlanVersionCreateApi(APIView):
@@ -100,16 +120,26 @@ class PricePlanVersionCreateApi(APIView):
         data = _VersionSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        version = price_plan_version_add(plan=plan, effective_from=v["effective_from"], components=v["components"],
-                                         component_meta=v["component_meta"], note=v["note"],
-                                         actor=Actor.for_request(request))
+        version = price_plan_version_add(
+            plan=plan,
+            effective_from=v["effective_from"],
+            components=v["components"],
+            component_meta=v["component_meta"],
+            note=v["note"],
+            actor=Actor.for_request(request),
+        )
         return Response(_VersionSerializer(version).data, status=201)
 
 
 class _AmendmentSerializer(serializers.Serializer):
     effective_from = serializers.DateField()
-    plan = serializers.SlugRelatedField(slug_field="code", queryset=PricePlan.objects.all(), required=False,
-                                        allow_null=True, default=None)
+    plan = serializers.SlugRelatedField(
+        slug_field="code",
+        queryset=PricePlan.objects.all(),
+        required=False,
+        allow_null=True,
+        default=None,
+    )
     overrides = serializers.DictField(required=False, allow_null=True, default=None)
     reason = serializers.CharField()
 
@@ -128,8 +158,22 @@ class ContractListCreateApi(generics.ListAPIView):
 
         class Meta:
             model = Contract
-            fields = ["id", "code", "customer", "legal_entity", "currency", "plan", "overrides", "cadence",
-                      "anchor_day", "anchor_month", "start_date", "end_date", "prepaid_balance", "amendments"]
+            fields = [
+                "id",
+                "code",
+                "customer",
+                "legal_entity",
+                "currency",
+                "plan",
+                "overrides",
+                "cadence",
+                "anchor_day",
+                "anchor_month",
+                "start_date",
+                "end_date",
+                "prepaid_balance",
+                "amendments",
+            ]
 
     class InputSerializer(serializers.Serializer):
         code = serializers.SlugField(max_length=64)
@@ -141,16 +185,21 @@ class ContractListCreateApi(generics.ListAPIView):
         anchor_day = serializers.IntegerField(min_value=1, max_value=28, default=1)
         anchor_month = serializers.IntegerField(min_value=1, max_value=12, default=1)
         overrides = serializers.DictField(required=False, default=dict)
-        prepaid_balance = serializers.DecimalField(max_digits=18, decimal_places=4, default=0, min_value=0)
+        prepaid_balance = serializers.DecimalField(
+            max_digits=18, decimal_places=4, default=0, min_value=0
+        )
 
     serializer_class = OutputSerializer
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         q = self.request.query_params
-        return selectors.contracts(legal_entity=q.get("legal_entity", ""), customer=q.get("customer", ""))
+        return selectors.contracts(
+            legal_entity=q.get("legal_entity", ""), customer=q.get("customer", "")
+        )
 
     @extend_schema(
-        request=InputSerializer, responses={201: OutputSerializer},
+        request=InputSerializer,
+        responses={201: OutputSerializer},
         parameters=[OpenApiParameter("legal_entity", str), OpenApiParameter("customer", str)],
     )
     def post(self, request: Request) -> Response:
@@ -159,7 +208,9 @@ class ContractListCreateApi(generics.ListAPIView):
         v = dict(data.validated_data)
         v["customer"] = v.pop("customer_id")
         contract = contract_create(actor=Actor.for_request(request), **v)
-        return Response(self.OutputSerializer(selectors.contracts().get(pk=contract.pk)).data, status=201)
+        return Response(
+            self.OutputSerializer(selectors.contracts().get(pk=contract.pk)).data, status=201
+        )
 
 
 class ContractAmendApi(APIView):
@@ -172,7 +223,9 @@ class ContractAmendApi(APIView):
         contract = get_object_or_404(Contract, pk=pk)
         data = _AmendmentSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        amendment = contract_amend(contract=contract, actor=Actor.for_request(request), **data.validated_data)
+        amendment = contract_amend(
+            contract=contract, actor=Actor.for_request(request), **data.validated_data
+        )
         return Response(_AmendmentSerializer(amendment).data, status=201)
 
 
@@ -191,7 +244,9 @@ class ContractEndApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         contract_end(contract=contract, actor=Actor.for_request(request), **data.validated_data)
-        return Response(ContractListCreateApi.OutputSerializer(selectors.contracts().get(pk=pk)).data)
+        return Response(
+            ContractListCreateApi.OutputSerializer(selectors.contracts().get(pk=pk)).data
+        )
 
 
 # --------------------------------------------------------------------------- invoices
@@ -203,17 +258,39 @@ class _LineSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = InvoiceLine
-        fields = ["id", "position", "kind", "component", "metric", "description", "quantity", "unit_price", "tiers",
-                  "amount", "tax_code", "service_start", "service_end", "usage_summary", "credits_line",
-                  "credited_amount"]
+        fields = [
+            "id",
+            "position",
+            "kind",
+            "component",
+            "metric",
+            "description",
+            "quantity",
+            "unit_price",
+            "tiers",
+            "amount",
+            "tax_code",
+            "service_start",
+            "service_end",
+            "usage_summary",
+            "credits_line",
+            "credited_amount",
+        ]
 
     def get_usage_summary(self, line: InvoiceLine) -> dict[str, Any] | None:
         s = line.usage_summary
         if s is None:
             return None
-        return {"id": s.pk, "metric": s.metric.code, "period_start": s.period_start, "period_end": s.period_end,
-                "revision": s.revision, "quantity": str(s.quantity), "event_count": s.event_count,
-                "closed": s.closed_at is not None}
+        return {
+            "id": s.pk,
+            "metric": s.metric.code,
+            "period_start": s.period_start,
+            "period_end": s.period_end,
+            "revision": s.revision,
+            "quantity": str(s.quantity),
+            "event_count": s.event_count,
+            "closed": s.closed_at is not None,
+        }
 
 
 class _TaxLineSerializer(serializers.Serializer):
@@ -237,9 +314,30 @@ class _InvoiceSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Invoice
-        fields = ["id", "number", "kind", "status", "legal_entity", "customer", "contract", "currency",
-                  "period_start", "period_end", "issue_date", "subtotal", "tax_total", "total", "credited_total",
-                  "credits", "reason", "billing_run", "created_at", "finalized_at", "voided_at", "paid_at"]
+        fields = [
+            "id",
+            "number",
+            "kind",
+            "status",
+            "legal_entity",
+            "customer",
+            "contract",
+            "currency",
+            "period_start",
+            "period_end",
+            "issue_date",
+            "subtotal",
+            "tax_total",
+            "total",
+            "credited_total",
+            "credits",
+            "reason",
+            "billing_run",
+            "created_at",
+            "finalized_at",
+            "voided_at",
+            "paid_at",
+        ]
 
 
 _INVOICE_FILTERS = [
@@ -247,8 +345,11 @@ _INVOICE_FILTERS = [
     OpenApiParameter("legal_entity", str, description="legal entity code"),
     OpenApiParameter("status", str, enum=InvoiceStatus.values),
     OpenApiParameter("kind", str, enum=DocumentKind.values),
-    OpenApiParameter("period", str, description="YYYY-MM: documents whose period starts in that month"),
-    OpenApiParameter("issued_from", date), OpenApiParameter("issued_to", date),
+    OpenApiParameter(
+        "period", str, description="YYYY-MM: documents whose period starts in that month"
+    ),
+    OpenApiParameter("issued_from", date),
+    OpenApiParameter("issued_to", date),
     OpenApiParameter("number", str),
 ]
 
@@ -260,8 +361,11 @@ def _date_param(request: Request, name: str) -> date | None:
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        raise AppError(f"{name} must be a date (YYYY-MM-DD), got {raw!r}.", code=error_codes.INVALID_PERIOD,
-                       extra={"field": name}) from None
+        raise AppError(
+            f"{name} must be a date (YYYY-MM-DD), got {raw!r}.",
+            code=error_codes.INVALID_PERIOD,
+            extra={"field": name},
+        ) from None
 
 
 class InvoiceListApi(generics.ListAPIView):
@@ -275,13 +379,19 @@ class InvoiceListApi(generics.ListAPIView):
         q = self.request.query_params
         try:
             return selectors.invoices(
-                customer=q.get("customer", ""), legal_entity=q.get("legal_entity", ""), status=q.get("status", ""),
-                kind=q.get("kind", ""), period=q.get("period", ""), number=q.get("number", ""),
+                customer=q.get("customer", ""),
+                legal_entity=q.get("legal_entity", ""),
+                status=q.get("status", ""),
+                kind=q.get("kind", ""),
+                period=q.get("period", ""),
+                number=q.get("number", ""),
                 issued_from=_date_param(self.request, "issued_from"),
                 issued_to=_date_param(self.request, "issued_to"),
             )
         except ValueError as exc:
-            raise AppError(str(exc), code=error_codes.INVALID_PERIOD, extra={"field": "period"}) from None
+            raise AppError(
+                str(exc), code=error_codes.INVALID_PERIOD, extra={"field": "period"}
+            ) from None
 
     @extend_schema(parameters=_INVOICE_FILTERS)
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -318,8 +428,11 @@ class InvoiceLinesApi(generics.ListAPIView):
 
     def get_queryset(self):  # type: ignore[no-untyped-def]
         get_object_or_404(Invoice, pk=self.kwargs["pk"])
-        return InvoiceLine.objects.filter(invoice_id=self.kwargs["pk"]).select_related(
-            "usage_summary__metric").order_by("position")
+        return (
+            InvoiceLine.objects.filter(invoice_id=self.kwargs["pk"])
+            .select_related("usage_summary__metric")
+            .order_by("position")
+        )
 
 
 class _EventSerializer(serializers.Serializer):
@@ -343,22 +456,28 @@ class InvoiceLineLineageApi(APIView):
         previous = serializers.CharField(allow_null=True)
         events = _EventSerializer(many=True)
 
-    @extend_schema(responses=OutputSerializer, parameters=[OpenApiParameter("limit", int),
-                                                           OpenApiParameter("offset", int)])
+    @extend_schema(
+        responses=OutputSerializer,
+        parameters=[OpenApiParameter("limit", int), OpenApiParameter("offset", int)],
+    )
     def get(self, request: Request, pk: int) -> Response:
         try:
             line = selectors.invoice_line(pk=pk)
         except InvoiceLine.DoesNotExist:
-            raise AppError(f"No invoice line {pk}.", code=error_codes.NOT_FOUND, status=404) from None
+            raise AppError(
+                f"No invoice line {pk}.", code=error_codes.NOT_FOUND, status=404
+            ) from None
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(selectors.line_events(line=line), request, view=self)
-        return Response({
-            "line": _LineSerializer(line).data,
-            "count": paginator.count,
-            "next": paginator.get_next_link(),
-            "previous": paginator.get_previous_link(),
-            "events": _EventSerializer(page, many=True).data,
-        })
+        return Response(
+            {
+                "line": _LineSerializer(line).data,
+                "count": paginator.count,
+                "next": paginator.get_next_link(),
+                "previous": paginator.get_previous_link(),
+                "events": _EventSerializer(page, many=True).data,
+            }
+        )
 
 
 class EventInvoiceLinesApi(APIView):
@@ -383,5 +502,7 @@ class EventInvoiceLinesApi(APIView):
         try:
             lines = selectors.event_invoice_lines(event_seq=seq)
         except UsageEvent.DoesNotExist:
-            raise AppError(f"No usage event {seq}.", code=error_codes.NOT_FOUND, status=404) from None
+            raise AppError(
+                f"No usage event {seq}.", code=error_codes.NOT_FOUND, status=404
+            ) from None
         return Response(self.OutputSerializer(lines, many=True).data)

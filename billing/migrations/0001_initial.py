@@ -7,354 +7,844 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('core', '0002_currencies'),
-        ('metering', '0001_initial'),
+        ("core", "0002_currencies"),
+        ("metering", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='BillingRun',
+            name="BillingRun",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_start', models.DateField()),
-                ('period_end', models.DateField()),
-                ('status', models.CharField(choices=[('pending', 'Pending'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='pending', max_length=16)),
-                ('total', models.PositiveIntegerField(default=0)),
-                ('processed', models.PositiveIntegerField(default=0)),
-                ('invoices_created', models.PositiveIntegerField(default=0)),
-                ('adjustments_created', models.PositiveIntegerField(default=0)),
-                ('error', models.TextField(blank=True)),
-                ('requested_by', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('started_at', models.DateTimeField(blank=True, null=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('legal_entity', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='billing_runs', to='core.legalentity')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period_start", models.DateField()),
+                ("period_end", models.DateField()),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Pending"),
+                            ("running", "Running"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=16,
+                    ),
+                ),
+                ("total", models.PositiveIntegerField(default=0)),
+                ("processed", models.PositiveIntegerField(default=0)),
+                ("invoices_created", models.PositiveIntegerField(default=0)),
+                ("adjustments_created", models.PositiveIntegerField(default=0)),
+                ("error", models.TextField(blank=True)),
+                ("requested_by", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("started_at", models.DateTimeField(blank=True, null=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "legal_entity",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="billing_runs",
+                        to="core.legalentity",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-period_start', 'legal_entity'],
+                "ordering": ["-period_start", "legal_entity"],
             },
         ),
         migrations.CreateModel(
-            name='Contract',
+            name="Contract",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.SlugField(max_length=64)),
-                ('overrides', models.JSONField(blank=True, default=dict)),
-                ('cadence', models.CharField(choices=[('monthly', 'Monthly'), ('quarterly', 'Quarterly'), ('annual', 'Annual')], default='monthly', max_length=16)),
-                ('anchor_day', models.PositiveSmallIntegerField(default=1)),
-                ('anchor_month', models.PositiveSmallIntegerField(default=1)),
-                ('start_date', models.DateField()),
-                ('end_date', models.DateField(blank=True, null=True)),
-                ('prepaid_balance', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('currency', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.currency')),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='contracts', to='core.customer')),
-                ('legal_entity', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='contracts', to='core.legalentity')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.SlugField(max_length=64)),
+                ("overrides", models.JSONField(blank=True, default=dict)),
+                (
+                    "cadence",
+                    models.CharField(
+                        choices=[
+                            ("monthly", "Monthly"),
+                            ("quarterly", "Quarterly"),
+                            ("annual", "Annual"),
+                        ],
+                        default="monthly",
+                        max_length=16,
+                    ),
+                ),
+                ("anchor_day", models.PositiveSmallIntegerField(default=1)),
+                ("anchor_month", models.PositiveSmallIntegerField(default=1)),
+                ("start_date", models.DateField()),
+                ("end_date", models.DateField(blank=True, null=True)),
+                (
+                    "prepaid_balance",
+                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=18),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "currency",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.currency",
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="contracts",
+                        to="core.customer",
+                    ),
+                ),
+                (
+                    "legal_entity",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="contracts",
+                        to="core.legalentity",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['legal_entity', 'code'],
+                "ordering": ["legal_entity", "code"],
             },
         ),
         migrations.CreateModel(
-            name='DocumentCounter',
+            name="DocumentCounter",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('series', models.CharField(max_length=16)),
-                ('year', models.PositiveIntegerField()),
-                ('last_number', models.PositiveIntegerField(default=0)),
-                ('legal_entity', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.legalentity')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("series", models.CharField(max_length=16)),
+                ("year", models.PositiveIntegerField()),
+                ("last_number", models.PositiveIntegerField(default=0)),
+                (
+                    "legal_entity",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.legalentity",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='EntityBillingSettings',
+            name="EntityBillingSettings",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('rounding', models.CharField(choices=[('ROUND_HALF_UP', 'Half up (0.125 → 0.13)'), ('ROUND_HALF_EVEN', 'Half even (0.125 → 0.12)')], default='ROUND_HALF_UP', max_length=20)),
-                ('invoice_prefix', models.CharField(default='INV', max_length=16)),
-                ('credit_memo_prefix', models.CharField(default='CN', max_length=16)),
-                ('legal_entity', models.OneToOneField(on_delete=django.db.models.deletion.PROTECT, related_name='billing_settings', to='core.legalentity')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "rounding",
+                    models.CharField(
+                        choices=[
+                            ("ROUND_HALF_UP", "Half up (0.125 → 0.13)"),
+                            ("ROUND_HALF_EVEN", "Half even (0.125 → 0.12)"),
+                        ],
+                        default="ROUND_HALF_UP",
+                        max_length=20,
+                    ),
+                ),
+                ("invoice_prefix", models.CharField(default="INV", max_length=16)),
+                ("credit_memo_prefix", models.CharField(default="CN", max_length=16)),
+                (
+                    "legal_entity",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="billing_settings",
+                        to="core.legalentity",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'entity billing settings',
+                "verbose_name_plural": "entity billing settings",
             },
         ),
         migrations.CreateModel(
-            name='FinanceEvent',
+            name="FinanceEvent",
             fields=[
-                ('id', models.BigAutoField(primary_key=True, serialize=False)),
-                ('type', models.CharField(db_index=True, max_length=64)),
-                ('payload', models.JSONField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('legal_entity', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.legalentity')),
+                ("id", models.BigAutoField(primary_key=True, serialize=False)),
+                ("type", models.CharField(db_index=True, max_length=64)),
+                ("payload", models.JSONField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "legal_entity",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.legalentity",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='Invoice',
+            name="Invoice",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(choices=[('invoice', 'Invoice'), ('adjustment', 'Adjustment invoice'), ('credit_memo', 'Credit memo')], default='invoice', max_length=16)),
-                ('status', models.CharField(choices=[('draft', 'Draft'), ('finalized', 'Finalized'), ('void', 'Void'), ('paid', 'Paid')], default='draft', max_length=16)),
-                ('period_start', models.DateField()),
-                ('period_end', models.DateField()),
-                ('correction_no', models.PositiveIntegerField(default=0, help_text='1, 2, ... per corrected invoice.')),
-                ('usage_revision', models.PositiveIntegerField(default=0, help_text='Highest usage summary revision rated.')),
-                ('reason', models.TextField(blank=True)),
-                ('number', models.CharField(blank=True, max_length=64, null=True)),
-                ('issue_date', models.DateField(blank=True, null=True)),
-                ('rounding', models.CharField(choices=[('ROUND_HALF_UP', 'Half up (0.125 → 0.13)'), ('ROUND_HALF_EVEN', 'Half even (0.125 → 0.12)')], default='ROUND_HALF_UP', max_length=20)),
-                ('subtotal', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('tax_total', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('total', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('credited_total', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('prepaid_applied', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finalized_at', models.DateTimeField(blank=True, null=True)),
-                ('voided_at', models.DateTimeField(blank=True, null=True)),
-                ('void_reason', models.TextField(blank=True)),
-                ('paid_at', models.DateTimeField(blank=True, null=True)),
-                ('billing_run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='invoices', to='billing.billingrun')),
-                ('contract', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='invoices', to='billing.contract')),
-                ('credits', models.ForeignKey(blank=True, help_text='The original invoice an adjustment invoice or credit memo corrects.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='corrections', to='billing.invoice')),
-                ('currency', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.currency')),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='invoices', to='core.customer')),
-                ('legal_entity', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='invoices', to='core.legalentity')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("invoice", "Invoice"),
+                            ("adjustment", "Adjustment invoice"),
+                            ("credit_memo", "Credit memo"),
+                        ],
+                        default="invoice",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("draft", "Draft"),
+                            ("finalized", "Finalized"),
+                            ("void", "Void"),
+                            ("paid", "Paid"),
+                        ],
+                        default="draft",
+                        max_length=16,
+                    ),
+                ),
+                ("period_start", models.DateField()),
+                ("period_end", models.DateField()),
+                (
+                    "correction_no",
+                    models.PositiveIntegerField(
+                        default=0, help_text="1, 2, ... per corrected invoice."
+                    ),
+                ),
+                (
+                    "usage_revision",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Highest usage summary revision rated."
+                    ),
+                ),
+                ("reason", models.TextField(blank=True)),
+                ("number", models.CharField(blank=True, max_length=64, null=True)),
+                ("issue_date", models.DateField(blank=True, null=True)),
+                (
+                    "rounding",
+                    models.CharField(
+                        choices=[
+                            ("ROUND_HALF_UP", "Half up (0.125 → 0.13)"),
+                            ("ROUND_HALF_EVEN", "Half even (0.125 → 0.12)"),
+                        ],
+                        default="ROUND_HALF_UP",
+                        max_length=20,
+                    ),
+                ),
+                (
+                    "subtotal",
+                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=18),
+                ),
+                (
+                    "tax_total",
+                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=18),
+                ),
+                (
+                    "total",
+                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=18),
+                ),
+                (
+                    "credited_total",
+                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=18),
+                ),
+                (
+                    "prepaid_applied",
+                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=18),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finalized_at", models.DateTimeField(blank=True, null=True)),
+                ("voided_at", models.DateTimeField(blank=True, null=True)),
+                ("void_reason", models.TextField(blank=True)),
+                ("paid_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "billing_run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="invoices",
+                        to="billing.billingrun",
+                    ),
+                ),
+                (
+                    "contract",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="invoices",
+                        to="billing.contract",
+                    ),
+                ),
+                (
+                    "credits",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="The original invoice an adjustment invoice or credit memo corrects.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="corrections",
+                        to="billing.invoice",
+                    ),
+                ),
+                (
+                    "currency",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.currency",
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="invoices",
+                        to="core.customer",
+                    ),
+                ),
+                (
+                    "legal_entity",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="invoices",
+                        to="core.legalentity",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-period_start', '-id'],
+                "ordering": ["-period_start", "-id"],
             },
         ),
         migrations.CreateModel(
-            name='InvoiceLine',
+            name="InvoiceLine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField()),
-                ('kind', models.CharField(choices=[('usage', 'Usage'), ('fixed_fee', 'Fixed fee'), ('minimum_true_up', 'Minimum commitment true-up'), ('discount', 'Discount'), ('credit_drawdown', 'Prepaid credit'), ('adjustment', 'Usage adjustment'), ('credit', 'Credit')], max_length=20)),
-                ('component', models.CharField(blank=True, max_length=64)),
-                ('metric', models.CharField(blank=True, max_length=64)),
-                ('description', models.CharField(max_length=500)),
-                ('quantity', models.DecimalField(decimal_places=6, max_digits=24)),
-                ('unit_price', models.DecimalField(blank=True, decimal_places=6, max_digits=24, null=True)),
-                ('tiers', models.JSONField(blank=True, default=list)),
-                ('amount', models.DecimalField(decimal_places=4, max_digits=18)),
-                ('tax_code', models.CharField(blank=True, max_length=32)),
-                ('service_start', models.DateField()),
-                ('service_end', models.DateField()),
-                ('credited_amount', models.DecimalField(decimal_places=4, default=Decimal('0'), max_digits=18)),
-                ('credits_line', models.ForeignKey(blank=True, help_text='On credit memo / adjustment lines: the original line corrected.', null=True, on_delete=django.db.models.deletion.PROTECT, related_name='credit_lines', to='billing.invoiceline')),
-                ('invoice', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='lines', to='billing.invoice')),
-                ('usage_summary', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='invoice_lines', to='metering.usagesummary')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveIntegerField()),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("usage", "Usage"),
+                            ("fixed_fee", "Fixed fee"),
+                            ("minimum_true_up", "Minimum commitment true-up"),
+                            ("discount", "Discount"),
+                            ("credit_drawdown", "Prepaid credit"),
+                            ("adjustment", "Usage adjustment"),
+                            ("credit", "Credit"),
+                        ],
+                        max_length=20,
+                    ),
+                ),
+                ("component", models.CharField(blank=True, max_length=64)),
+                ("metric", models.CharField(blank=True, max_length=64)),
+                ("description", models.CharField(max_length=500)),
+                ("quantity", models.DecimalField(decimal_places=6, max_digits=24)),
+                (
+                    "unit_price",
+                    models.DecimalField(blank=True, decimal_places=6, max_digits=24, null=True),
+                ),
+                ("tiers", models.JSONField(blank=True, default=list)),
+                ("amount", models.DecimalField(decimal_places=4, max_digits=18)),
+                ("tax_code", models.CharField(blank=True, max_length=32)),
+                ("service_start", models.DateField()),
+                ("service_end", models.DateField()),
+                (
+                    "credited_amount",
+                    models.DecimalField(decimal_places=4, default=Decimal("0"), max_digits=18),
+                ),
+                (
+                    "credits_line",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="On credit memo / adjustment lines: the original line corrected.",
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="credit_lines",
+                        to="billing.invoiceline",
+                    ),
+                ),
+                (
+                    "invoice",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="lines",
+                        to="billing.invoice",
+                    ),
+                ),
+                (
+                    "usage_summary",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="invoice_lines",
+                        to="metering.usagesummary",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['invoice', 'position'],
+                "ordering": ["invoice", "position"],
             },
         ),
         migrations.CreateModel(
-            name='InvoiceTaxLine',
+            name="InvoiceTaxLine",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('tax_code', models.CharField(blank=True, max_length=32)),
-                ('jurisdiction', models.CharField(blank=True, max_length=32)),
-                ('rate', models.DecimalField(decimal_places=6, max_digits=9)),
-                ('taxable_amount', models.DecimalField(decimal_places=4, max_digits=18)),
-                ('amount', models.DecimalField(decimal_places=4, max_digits=18)),
-                ('invoice', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='tax_lines', to='billing.invoice')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("tax_code", models.CharField(blank=True, max_length=32)),
+                ("jurisdiction", models.CharField(blank=True, max_length=32)),
+                ("rate", models.DecimalField(decimal_places=6, max_digits=9)),
+                ("taxable_amount", models.DecimalField(decimal_places=4, max_digits=18)),
+                ("amount", models.DecimalField(decimal_places=4, max_digits=18)),
+                (
+                    "invoice",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="tax_lines",
+                        to="billing.invoice",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['invoice', 'id'],
+                "ordering": ["invoice", "id"],
             },
         ),
         migrations.CreateModel(
-            name='PricePlan',
+            name="PricePlan",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.SlugField(max_length=64, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('default_tax_code', models.CharField(default='standard', help_text='Product tax code of components without one.', max_length=32)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('currency', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.currency')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("code", models.SlugField(max_length=64, unique=True)),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "default_tax_code",
+                    models.CharField(
+                        default="standard",
+                        help_text="Product tax code of components without one.",
+                        max_length=32,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "currency",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.currency",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['code'],
+                "ordering": ["code"],
             },
         ),
         migrations.CreateModel(
-            name='ContractAmendment',
+            name="ContractAmendment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('effective_from', models.DateField()),
-                ('overrides', models.JSONField(blank=True, null=True)),
-                ('reason', models.TextField()),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('contract', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='amendments', to='billing.contract')),
-                ('plan', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='billing.priceplan')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("effective_from", models.DateField()),
+                ("overrides", models.JSONField(blank=True, null=True)),
+                ("reason", models.TextField()),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "contract",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="amendments",
+                        to="billing.contract",
+                    ),
+                ),
+                (
+                    "plan",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="billing.priceplan",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['contract', 'effective_from'],
+                "ordering": ["contract", "effective_from"],
             },
         ),
         migrations.AddField(
-            model_name='contract',
-            name='plan',
-            field=models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='contracts', to='billing.priceplan'),
+            model_name="contract",
+            name="plan",
+            field=models.ForeignKey(
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="contracts",
+                to="billing.priceplan",
+            ),
         ),
         migrations.CreateModel(
-            name='PricePlanVersion',
+            name="PricePlanVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('effective_from', models.DateField()),
-                ('components', models.JSONField()),
-                ('component_meta', models.JSONField(blank=True, default=dict)),
-                ('note', models.CharField(blank=True, max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('plan', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='billing.priceplan')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                ("effective_from", models.DateField()),
+                ("components", models.JSONField()),
+                ("component_meta", models.JSONField(blank=True, default=dict)),
+                ("note", models.CharField(blank=True, max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "plan",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="versions",
+                        to="billing.priceplan",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['plan', 'effective_from'],
+                "ordering": ["plan", "effective_from"],
             },
         ),
         migrations.CreateModel(
-            name='TaxRate',
+            name="TaxRate",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('jurisdiction', models.CharField(blank=True, help_text='Customer jurisdiction, e.g. US-CA.', max_length=32)),
-                ('tax_code', models.CharField(blank=True, help_text='Product tax code, e.g. saas.', max_length=32)),
-                ('name', models.CharField(help_text="Shown on the invoice, e.g. 'CA sales tax'.", max_length=100)),
-                ('rate', models.DecimalField(decimal_places=6, help_text='A fraction: 0.0725 = 7.25 %.', max_digits=9)),
-                ('valid_from', models.DateField()),
-                ('valid_to', models.DateField(blank=True, null=True)),
-                ('legal_entity', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='tax_rates', to='core.legalentity')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "jurisdiction",
+                    models.CharField(
+                        blank=True, help_text="Customer jurisdiction, e.g. US-CA.", max_length=32
+                    ),
+                ),
+                (
+                    "tax_code",
+                    models.CharField(
+                        blank=True, help_text="Product tax code, e.g. saas.", max_length=32
+                    ),
+                ),
+                (
+                    "name",
+                    models.CharField(
+                        help_text="Shown on the invoice, e.g. 'CA sales tax'.", max_length=100
+                    ),
+                ),
+                (
+                    "rate",
+                    models.DecimalField(
+                        decimal_places=6, help_text="A fraction: 0.0725 = 7.25 %.", max_digits=9
+                    ),
+                ),
+                ("valid_from", models.DateField()),
+                ("valid_to", models.DateField(blank=True, null=True)),
+                (
+                    "legal_entity",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="tax_rates",
+                        to="core.legalentity",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['legal_entity', 'jurisdiction', 'tax_code', 'valid_from'],
+                "ordering": ["legal_entity", "jurisdiction", "tax_code", "valid_from"],
             },
         ),
         migrations.AddConstraint(
-            model_name='billingrun',
-            constraint=models.UniqueConstraint(fields=('legal_entity', 'period_start'), name='billing_run_one_per_period'),
+            model_name="billingrun",
+            constraint=models.UniqueConstraint(
+                fields=("legal_entity", "period_start"), name="billing_run_one_per_period"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='billingrun',
-            constraint=models.CheckConstraint(condition=models.Q(('period_end__gt', models.F('period_start'))), name='billing_run_period'),
+            model_name="billingrun",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("period_end__gt", models.F("period_start"))),
+                name="billing_run_period",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='documentcounter',
-            constraint=models.UniqueConstraint(fields=('legal_entity', 'series', 'year'), name='document_counter_unique'),
+            model_name="documentcounter",
+            constraint=models.UniqueConstraint(
+                fields=("legal_entity", "series", "year"), name="document_counter_unique"
+            ),
         ),
         migrations.AddIndex(
-            model_name='invoice',
-            index=models.Index(fields=['legal_entity', 'status', 'period_start'], name='invoice_entity_status_idx'),
+            model_name="invoice",
+            index=models.Index(
+                fields=["legal_entity", "status", "period_start"], name="invoice_entity_status_idx"
+            ),
         ),
         migrations.AddIndex(
-            model_name='invoice',
-            index=models.Index(fields=['customer', 'period_start'], name='invoice_customer_idx'),
+            model_name="invoice",
+            index=models.Index(fields=["customer", "period_start"], name="invoice_customer_idx"),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.UniqueConstraint(condition=models.Q(('kind', 'invoice')), fields=('contract', 'period_start', 'period_end'), name='invoice_one_per_contract_period'),
+            model_name="invoice",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("kind", "invoice")),
+                fields=("contract", "period_start", "period_end"),
+                name="invoice_one_per_contract_period",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.UniqueConstraint(condition=models.Q(('credits__isnull', False)), fields=('credits', 'correction_no'), name='invoice_correction_no_unique'),
+            model_name="invoice",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("credits__isnull", False)),
+                fields=("credits", "correction_no"),
+                name="invoice_correction_no_unique",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.UniqueConstraint(fields=('legal_entity', 'number'), name='invoice_number_per_entity'),
+            model_name="invoice",
+            constraint=models.UniqueConstraint(
+                fields=("legal_entity", "number"), name="invoice_number_per_entity"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(('period_end__gt', models.F('period_start'))), name='invoice_period'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("period_end__gt", models.F("period_start"))),
+                name="invoice_period",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('number__isnull', True), ('status', 'draft')), models.Q(models.Q(('status', 'draft'), _negated=True), ('number__isnull', False), ('issue_date__isnull', False)), _connector='OR'), name='invoice_number_iff_final'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("number__isnull", True), ("status", "draft")),
+                    models.Q(
+                        models.Q(("status", "draft"), _negated=True),
+                        ("number__isnull", False),
+                        ("issue_date__isnull", False),
+                    ),
+                    _connector="OR",
+                ),
+                name="invoice_number_iff_final",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('credits__isnull', True), ('kind', 'invoice')), models.Q(models.Q(('kind', 'invoice'), _negated=True), ('credits__isnull', False)), _connector='OR'), name='invoice_corrections_reference_original'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("credits__isnull", True), ("kind", "invoice")),
+                    models.Q(
+                        models.Q(("kind", "invoice"), _negated=True), ("credits__isnull", False)
+                    ),
+                    _connector="OR",
+                ),
+                name="invoice_corrections_reference_original",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(('total', django.db.models.expressions.CombinedExpression(models.F('subtotal'), '+', models.F('tax_total')))), name='invoice_total_sum'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "total",
+                        django.db.models.expressions.CombinedExpression(
+                            models.F("subtotal"), "+", models.F("tax_total")
+                        ),
+                    )
+                ),
+                name="invoice_total_sum",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('kind', 'credit_memo'), _negated=True), ('total__lte', 0), _connector='OR'), name='credit_memo_not_positive'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("kind", "credit_memo"), _negated=True),
+                    ("total__lte", 0),
+                    _connector="OR",
+                ),
+                name="credit_memo_not_positive",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('credited_total__gte', 0), ('credited_total__lte', models.F('total'))), ('credited_total', 0), _connector='OR'), name='invoice_credited_within_total'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("credited_total__gte", 0), ("credited_total__lte", models.F("total"))
+                    ),
+                    ("credited_total", 0),
+                    _connector="OR",
+                ),
+                name="invoice_credited_within_total",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('status', 'void'), _negated=True), ('voided_at__isnull', False), _connector='OR'), name='invoice_void_has_time'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(("status", "void"), _negated=True),
+                    ("voided_at__isnull", False),
+                    _connector="OR",
+                ),
+                name="invoice_void_has_time",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoiceline',
-            constraint=models.UniqueConstraint(fields=('invoice', 'position'), name='invoice_line_position'),
+            model_name="invoiceline",
+            constraint=models.UniqueConstraint(
+                fields=("invoice", "position"), name="invoice_line_position"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoiceline',
-            constraint=models.CheckConstraint(condition=models.Q(('service_end__gt', models.F('service_start'))), name='invoice_line_service'),
+            model_name="invoiceline",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("service_end__gt", models.F("service_start"))),
+                name="invoice_line_service",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='invoiceline',
-            constraint=models.CheckConstraint(condition=models.Q(('credited_amount', 0), models.Q(('credited_amount__gt', 0), ('credited_amount__lte', models.F('amount'))), _connector='OR'), name='invoice_line_credited_within_amount'),
+            model_name="invoiceline",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("credited_amount", 0),
+                    models.Q(
+                        ("credited_amount__gt", 0), ("credited_amount__lte", models.F("amount"))
+                    ),
+                    _connector="OR",
+                ),
+                name="invoice_line_credited_within_amount",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='contractamendment',
-            constraint=models.UniqueConstraint(fields=('contract', 'effective_from'), name='amendment_one_per_day'),
+            model_name="contractamendment",
+            constraint=models.UniqueConstraint(
+                fields=("contract", "effective_from"), name="amendment_one_per_day"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='contractamendment',
-            constraint=models.CheckConstraint(condition=models.Q(('plan__isnull', False), ('overrides__isnull', False), _connector='OR'), name='amendment_changes_something'),
+            model_name="contractamendment",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("plan__isnull", False), ("overrides__isnull", False), _connector="OR"
+                ),
+                name="amendment_changes_something",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='contract',
-            constraint=models.UniqueConstraint(fields=('legal_entity', 'code'), name='contract_code_per_entity'),
+            model_name="contract",
+            constraint=models.UniqueConstraint(
+                fields=("legal_entity", "code"), name="contract_code_per_entity"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='contract',
-            constraint=models.CheckConstraint(condition=models.Q(('anchor_day__gte', 1), ('anchor_day__lte', 28)), name='contract_anchor_day'),
+            model_name="contract",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("anchor_day__gte", 1), ("anchor_day__lte", 28)),
+                name="contract_anchor_day",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='contract',
-            constraint=models.CheckConstraint(condition=models.Q(('anchor_month__gte', 1), ('anchor_month__lte', 12)), name='contract_anchor_month'),
+            model_name="contract",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("anchor_month__gte", 1), ("anchor_month__lte", 12)),
+                name="contract_anchor_month",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='contract',
-            constraint=models.CheckConstraint(condition=models.Q(('end_date__isnull', True), ('end_date__gt', models.F('start_date')), _connector='OR'), name='contract_end_after_start'),
+            model_name="contract",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("end_date__isnull", True),
+                    ("end_date__gt", models.F("start_date")),
+                    _connector="OR",
+                ),
+                name="contract_end_after_start",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='contract',
-            constraint=models.CheckConstraint(condition=models.Q(('prepaid_balance__gte', 0)), name='contract_prepaid_not_negative'),
+            model_name="contract",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("prepaid_balance__gte", 0)),
+                name="contract_prepaid_not_negative",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='priceplanversion',
-            constraint=models.UniqueConstraint(fields=('plan', 'version'), name='plan_version_unique'),
+            model_name="priceplanversion",
+            constraint=models.UniqueConstraint(
+                fields=("plan", "version"), name="plan_version_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='priceplanversion',
-            constraint=models.UniqueConstraint(fields=('plan', 'effective_from'), name='plan_version_date_unique'),
+            model_name="priceplanversion",
+            constraint=models.UniqueConstraint(
+                fields=("plan", "effective_from"), name="plan_version_date_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='priceplanversion',
-            constraint=models.CheckConstraint(condition=models.Q(('version__gte', 1)), name='plan_version_from_1'),
+            model_name="priceplanversion",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("version__gte", 1)), name="plan_version_from_1"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='taxrate',
-            constraint=models.CheckConstraint(condition=models.Q(('rate__gte', 0), ('rate__lte', 1)), name='tax_rate_fraction'),
+            model_name="taxrate",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("rate__gte", 0), ("rate__lte", 1)), name="tax_rate_fraction"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='taxrate',
-            constraint=models.UniqueConstraint(fields=('legal_entity', 'jurisdiction', 'tax_code', 'valid_from'), name='tax_rate_unique'),
+            model_name="taxrate",
+            constraint=models.UniqueConstraint(
+                fields=("legal_entity", "jurisdiction", "tax_code", "valid_from"),
+                name="tax_rate_unique",
+            ),
         ),
     ]

@@ -93,7 +93,9 @@ class Migration(migrations.Migration):
 
     operations = [
         postgres_only(INVOICE, drop("billing_invoice")),
-        postgres_only(child_trigger("billing_invoiceline", ["credited_amount"]), drop("billing_invoiceline")),
+        postgres_only(
+            child_trigger("billing_invoiceline", ["credited_amount"]), drop("billing_invoiceline")
+        ),
         postgres_only(child_trigger("billing_invoicetaxline", []), drop("billing_invoicetaxline")),
         append_only("billing_financeevent", what="finance events"),
     ]

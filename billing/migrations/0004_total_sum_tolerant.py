@@ -6,19 +6,42 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0003_billing_schedule'),
-        ('core', '0002_currencies'),
+        ("billing", "0003_billing_schedule"),
+        ("core", "0002_currencies"),
     ]
 
     operations = [
         migrations.RemoveConstraint(
-            model_name='invoice',
-            name='invoice_total_sum',
+            model_name="invoice",
+            name="invoice_total_sum",
         ),
         migrations.AddConstraint(
-            model_name='invoice',
-            constraint=models.CheckConstraint(condition=models.Q(('total__gte', django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(models.F('subtotal'), '+', models.F('tax_total')), '-', models.Value(Decimal('0.00005')))), ('total__lte', django.db.models.expressions.CombinedExpression(django.db.models.expressions.CombinedExpression(models.F('subtotal'), '+', models.F('tax_total')), '+', models.Value(Decimal('0.00005'))))), name='invoice_total_sum_v2'),
+            model_name="invoice",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "total__gte",
+                        django.db.models.expressions.CombinedExpression(
+                            django.db.models.expressions.CombinedExpression(
+                                models.F("subtotal"), "+", models.F("tax_total")
+                            ),
+                            "-",
+                            models.Value(Decimal("0.00005")),
+                        ),
+                    ),
+                    (
+                        "total__lte",
+                        django.db.models.expressions.CombinedExpression(
+                            django.db.models.expressions.CombinedExpression(
+                                models.F("subtotal"), "+", models.F("tax_total")
+                            ),
+                            "+",
+                            models.Value(Decimal("0.00005")),
+                        ),
+                    ),
+                ),
+                name="invoice_total_sum_v2",
+            ),
         ),
     ]

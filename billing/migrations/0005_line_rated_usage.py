@@ -4,20 +4,25 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('billing', '0004_total_sum_tolerant'),
+        ("billing", "0004_total_sum_tolerant"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='invoiceline',
-            name='rated_event_count',
+            model_name="invoiceline",
+            name="rated_event_count",
             field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='invoiceline',
-            name='rated_quantity',
-            field=models.DecimalField(blank=True, decimal_places=6, help_text="The summary's quantity when this line was rated.", max_digits=24, null=True),
+            model_name="invoiceline",
+            name="rated_quantity",
+            field=models.DecimalField(
+                blank=True,
+                decimal_places=6,
+                help_text="The summary's quantity when this line was rated.",
+                max_digits=24,
+                null=True,
+            ),
         ),
     ]

@@ -48,13 +48,16 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         if parts[0].lower() != self.keyword.lower():
             return None
         if len(parts) != 2:
-            raise AuthFailed("The Authorization header must be 'Bearer <key>'.", error_codes.AUTH_INVALID)
+            raise AuthFailed(
+                "The Authorization header must be 'Bearer <key>'.", error_codes.AUTH_INVALID
+            )
         key = api_key_lookup(raw_key=parts[1])
         if key is None:
             raise AuthFailed("This API key is not valid.", error_codes.AUTH_INVALID)
         if key.revoked_at is not None:
             raise AuthFailed(
-                f"This API key was revoked on {key.revoked_at:%Y-%m-%d %H:%M} UTC.", error_codes.AUTH_REVOKED
+                f"This API key was revoked on {key.revoked_at:%Y-%m-%d %H:%M} UTC.",
+                error_codes.AUTH_REVOKED,
             )
         now = timezone.now()
         if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:

@@ -13,7 +13,9 @@ class AutoSchema(SpectacularAutoSchema):
     becomes component `CustomerListCreateApiOutput`, so every view may call its own
     serializers InputSerializer and OutputSerializer (the HackSoft style)."""
 
-    def _get_serializer_name(self, serializer: Any, direction: str, bypass_extensions: bool = False) -> str:
+    def _get_serializer_name(
+        self, serializer: Any, direction: str, bypass_extensions: bool = False
+    ) -> str:
         name = super()._get_serializer_name(serializer, direction, bypass_extensions)
         cls = serializer if isinstance(serializer, type) else type(serializer)
         outer = cls.__qualname__.rsplit(".", 1)[0] if "." in cls.__qualname__ else ""
@@ -27,4 +29,8 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
-        return {"type": "http", "scheme": "bearer", "description": "An API key: `Bearer ll_<prefix>_<secret>`."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key: `Bearer ll_<prefix>_<secret>`.",
+        }

@@ -62,18 +62,32 @@ class CustomerListCreateApi(generics.ListAPIView):
 
         class Meta:
             model = Customer
-            fields = ["id", "legal_entity", "code", "name", "country", "tax_exempt", "tax_jurisdiction",
-                      "email", "external_refs", "created_at"]
+            fields = [
+                "id",
+                "legal_entity",
+                "code",
+                "name",
+                "country",
+                "tax_exempt",
+                "tax_jurisdiction",
+                "email",
+                "external_refs",
+                "created_at",
+            ]
 
     class InputSerializer(serializers.Serializer):
-        legal_entity = serializers.SlugRelatedField(slug_field="code", queryset=LegalEntity.objects.all())
+        legal_entity = serializers.SlugRelatedField(
+            slug_field="code", queryset=LegalEntity.objects.all()
+        )
         code = serializers.SlugField(max_length=64)
         name = serializers.CharField(max_length=200)
         country = serializers.CharField(max_length=2, required=False, default="")
         tax_exempt = serializers.BooleanField(required=False, default=False)
         tax_jurisdiction = serializers.CharField(max_length=32, required=False, default="")
         email = serializers.EmailField(required=False, default="")
-        external_refs = serializers.DictField(child=serializers.CharField(), required=False, default=dict)
+        external_refs = serializers.DictField(
+            child=serializers.CharField(), required=False, default=dict
+        )
 
     serializer_class = OutputSerializer
     filterset_fields = ["code", "legal_entity__code"]

@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,69 +14,146 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='ApiKey',
+            name="ApiKey",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100)),
-                ('prefix', models.CharField(editable=False, max_length=16, unique=True)),
-                ('key_hash', models.CharField(editable=False, max_length=64)),
-                ('scopes', models.JSONField(default=list)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('revoked_at', models.DateTimeField(blank=True, null=True)),
-                ('last_used_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=100)),
+                ("prefix", models.CharField(editable=False, max_length=16, unique=True)),
+                ("key_hash", models.CharField(editable=False, max_length=64)),
+                ("scopes", models.JSONField(default=list)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("revoked_at", models.DateTimeField(blank=True, null=True)),
+                ("last_used_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'API key',
-                'ordering': ['-created_at'],
+                "verbose_name": "API key",
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='Currency',
+            name="Currency",
             fields=[
-                ('code', models.CharField(max_length=3, primary_key=True, serialize=False)),
-                ('name', models.CharField(max_length=64)),
-                ('minor_units', models.PositiveSmallIntegerField()),
+                ("code", models.CharField(max_length=3, primary_key=True, serialize=False)),
+                ("name", models.CharField(max_length=64)),
+                ("minor_units", models.PositiveSmallIntegerField()),
             ],
             options={
-                'verbose_name_plural': 'currencies',
-                'ordering': ['code'],
-                'constraints': [models.CheckConstraint(condition=models.Q(('minor_units__lte', 4)), name='currency_minor_units_0_4'), models.CheckConstraint(condition=models.Q(('code__regex', '^[A-Z]{3}$')), name='currency_code_iso')],
+                "verbose_name_plural": "currencies",
+                "ordering": ["code"],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("minor_units__lte", 4)), name="currency_minor_units_0_4"
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("code__regex", "^[A-Z]{3}$")), name="currency_code_iso"
+                    ),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='LegalEntity',
+            name="LegalEntity",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.SlugField(help_text='Short code, e.g. LL-US.', max_length=32, unique=True)),
-                ('name', models.CharField(max_length=200)),
-                ('country', models.CharField(help_text='ISO 3166-1 alpha-2, e.g. US.', max_length=2)),
-                ('timezone', models.CharField(default='UTC', help_text='IANA name, e.g. Europe/Berlin.', max_length=64)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('base_currency', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.currency')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "code",
+                    models.SlugField(
+                        help_text="Short code, e.g. LL-US.", max_length=32, unique=True
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                (
+                    "country",
+                    models.CharField(help_text="ISO 3166-1 alpha-2, e.g. US.", max_length=2),
+                ),
+                (
+                    "timezone",
+                    models.CharField(
+                        default="UTC", help_text="IANA name, e.g. Europe/Berlin.", max_length=64
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "base_currency",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.currency",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'legal entities',
-                'ordering': ['code'],
+                "verbose_name_plural": "legal entities",
+                "ordering": ["code"],
             },
         ),
         migrations.CreateModel(
-            name='Customer',
+            name="Customer",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.SlugField(help_text='Our customer number, unique per legal entity.', max_length=64)),
-                ('name', models.CharField(max_length=200)),
-                ('country', models.CharField(blank=True, max_length=2)),
-                ('tax_exempt', models.BooleanField(default=False)),
-                ('tax_jurisdiction', models.CharField(blank=True, help_text='e.g. US-CA, DE.', max_length=32)),
-                ('email', models.EmailField(blank=True, max_length=254)),
-                ('external_refs', models.JSONField(blank=True, default=dict, help_text='References in other systems, e.g. {"crm": "0011x00"}.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('legal_entity', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='customers', to='core.legalentity')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "code",
+                    models.SlugField(
+                        help_text="Our customer number, unique per legal entity.", max_length=64
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("country", models.CharField(blank=True, max_length=2)),
+                ("tax_exempt", models.BooleanField(default=False)),
+                (
+                    "tax_jurisdiction",
+                    models.CharField(blank=True, help_text="e.g. US-CA, DE.", max_length=32),
+                ),
+                ("email", models.EmailField(blank=True, max_length=254)),
+                (
+                    "external_refs",
+                    models.JSONField(
+                        blank=True,
+                        default=dict,
+                        help_text='References in other systems, e.g. {"crm": "0011x00"}.',
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "legal_entity",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="customers",
+                        to="core.legalentity",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['legal_entity__code', 'code'],
-                'constraints': [models.UniqueConstraint(fields=('legal_entity', 'code'), name='customer_code_per_entity')],
+                "ordering": ["legal_entity__code", "code"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("legal_entity", "code"), name="customer_code_per_entity"
+                    )
+                ],
             },
         ),
     ]

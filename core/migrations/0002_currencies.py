@@ -3,10 +3,19 @@
 from django.db import migrations
 
 CURRENCIES = [
-    ("USD", "US Dollar", 2), ("EUR", "Euro", 2), ("GBP", "Pound Sterling", 2), ("JPY", "Yen", 0),
-    ("KWD", "Kuwaiti Dinar", 3), ("BHD", "Bahraini Dinar", 3), ("CHF", "Swiss Franc", 2),
-    ("CAD", "Canadian Dollar", 2), ("AUD", "Australian Dollar", 2), ("SEK", "Swedish Krona", 2),
-    ("KRW", "Won", 0), ("INR", "Indian Rupee", 2), ("BRL", "Brazilian Real", 2),
+    ("USD", "US Dollar", 2),
+    ("EUR", "Euro", 2),
+    ("GBP", "Pound Sterling", 2),
+    ("JPY", "Yen", 0),
+    ("KWD", "Kuwaiti Dinar", 3),
+    ("BHD", "Bahraini Dinar", 3),
+    ("CHF", "Swiss Franc", 2),
+    ("CAD", "Canadian Dollar", 2),
+    ("AUD", "Australian Dollar", 2),
+    ("SEK", "Swedish Krona", 2),
+    ("KRW", "Won", 0),
+    ("INR", "Indian Rupee", 2),
+    ("BRL", "Brazilian Real", 2),
 ]
 
 

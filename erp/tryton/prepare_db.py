@@ -36,7 +36,10 @@ from pathlib import Path
 COMPANY_NAME = "Ledgerline Inc."
 COMPANY_CURRENCY = "USD"
 CHART = "account.account_template_root_en"  # Tryton's minimal chart
-MODULES = ["account_invoice", "ledgerline_sqlite"]  # the latter: erp/tryton/modules, see its move.py
+MODULES = [
+    "account_invoice",
+    "ledgerline_sqlite",
+]  # the latter: erp/tryton/modules, see its move.py
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -106,7 +109,7 @@ def set_password_hash(name: str, login: str, password: str) -> None:
 
     with Transaction().start(name, 0):
         User = Pool(name).get("res.user")
-        user, = User.search([("login", "=", login)])
+        (user,) = User.search([("login", "=", login)])
         User.write([user], {"password_hash": User.hash_password(password)})
 
 
@@ -151,12 +154,14 @@ def ensure_fiscal_years(config, company, years: list[int]) -> None:  # type: ign
     FiscalYear = Model.get("account.fiscalyear", config=config)
     for year in years:
         start, end = datetime.date(year, 1, 1), datetime.date(year, 12, 31)
-        if FiscalYear.find([("company", "=", company.id), ("start_date", "<=", end),
-                            ("end_date", ">=", start)]):
+        if FiscalYear.find(
+            [("company", "=", company.id), ("start_date", "<=", end), ("end_date", ">=", start)]
+        ):
             log(f"fiscal year {year} exists")
             continue
         fiscalyear = set_fiscalyear_invoice_sequences(
-            create_fiscalyear(company=company, today=(start, end), config=config), config=config)
+            create_fiscalyear(company=company, today=(start, end), config=config), config=config
+        )
         fiscalyear.save()
         fiscalyear.click("create_period")
         log(f"created fiscal year {year} with {len(fiscalyear.periods)} monthly periods")
@@ -250,10 +255,16 @@ def prepare(db_dir: Path, name: str, config_file: str | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--db-dir", default=os.environ.get("TRYTON_DB_DIR", str(REPO / "var" / "tryton")),
-                        help="directory of the SQLite file (env TRYTON_DB_DIR; default var/tryton)")
-    parser.add_argument("--database", default=os.environ.get("TRYTON_DB", "ledgerline"),
-                        help="database name; the file is <db-dir>/<name>.sqlite (env TRYTON_DB)")
+    parser.add_argument(
+        "--db-dir",
+        default=os.environ.get("TRYTON_DB_DIR", str(REPO / "var" / "tryton")),
+        help="directory of the SQLite file (env TRYTON_DB_DIR; default var/tryton)",
+    )
+    parser.add_argument(
+        "--database",
+        default=os.environ.get("TRYTON_DB", "ledgerline"),
+        help="database name; the file is <db-dir>/<name>.sqlite (env TRYTON_DB)",
+    )
     parser.add_argument("--config", default=None, help="trytond.conf to read first (optional)")
     args = parser.parse_args(argv)
     prepare(Path(args.db_dir).resolve(), args.database, args.config)

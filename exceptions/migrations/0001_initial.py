@@ -6,79 +6,248 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('core', '0001_initial'),
+        ("core", "0001_initial"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='AuditChainHead',
+            name="AuditChainHead",
             fields=[
-                ('id', models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False)),
-                ('last_seq', models.BigIntegerField(default=0)),
-                ('last_hash', models.CharField(default='0000000000000000000000000000000000000000000000000000000000000000', max_length=64)),
+                (
+                    "id",
+                    models.PositiveSmallIntegerField(default=1, primary_key=True, serialize=False),
+                ),
+                ("last_seq", models.BigIntegerField(default=0)),
+                (
+                    "last_hash",
+                    models.CharField(
+                        default="0000000000000000000000000000000000000000000000000000000000000000",
+                        max_length=64,
+                    ),
+                ),
             ],
             options={
-                'constraints': [models.CheckConstraint(condition=models.Q(('id', 1)), name='audit_chain_head_single_row')],
+                "constraints": [
+                    models.CheckConstraint(
+                        condition=models.Q(("id", 1)), name="audit_chain_head_single_row"
+                    )
+                ],
             },
         ),
         migrations.CreateModel(
-            name='AuditEntry',
+            name="AuditEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('seq', models.BigIntegerField(editable=False, unique=True)),
-                ('at', models.DateTimeField(db_index=True)),
-                ('actor_kind', models.CharField(choices=[('user', 'User'), ('api_key', 'API key'), ('task', 'Task'), ('system', 'System')], max_length=16)),
-                ('actor_label', models.CharField(help_text='Username, API key name or task name.', max_length=200)),
-                ('action', models.CharField(db_index=True, help_text='e.g. invoice.finalize', max_length=100)),
-                ('object_type', models.CharField(help_text='app_label.model', max_length=100)),
-                ('object_id', models.CharField(max_length=64)),
-                ('object_repr', models.CharField(blank=True, max_length=200)),
-                ('before', models.JSONField(blank=True, null=True)),
-                ('after', models.JSONField(blank=True, null=True)),
-                ('reason', models.TextField(blank=True)),
-                ('prev_hash', models.CharField(max_length=64)),
-                ('entry_hash', models.CharField(max_length=64, unique=True)),
-                ('actor_api_key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.apikey')),
-                ('actor_user', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("seq", models.BigIntegerField(editable=False, unique=True)),
+                ("at", models.DateTimeField(db_index=True)),
+                (
+                    "actor_kind",
+                    models.CharField(
+                        choices=[
+                            ("user", "User"),
+                            ("api_key", "API key"),
+                            ("task", "Task"),
+                            ("system", "System"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "actor_label",
+                    models.CharField(
+                        help_text="Username, API key name or task name.", max_length=200
+                    ),
+                ),
+                (
+                    "action",
+                    models.CharField(
+                        db_index=True, help_text="e.g. invoice.finalize", max_length=100
+                    ),
+                ),
+                ("object_type", models.CharField(help_text="app_label.model", max_length=100)),
+                ("object_id", models.CharField(max_length=64)),
+                ("object_repr", models.CharField(blank=True, max_length=200)),
+                ("before", models.JSONField(blank=True, null=True)),
+                ("after", models.JSONField(blank=True, null=True)),
+                ("reason", models.TextField(blank=True)),
+                ("prev_hash", models.CharField(max_length=64)),
+                ("entry_hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "actor_api_key",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.apikey",
+                    ),
+                ),
+                (
+                    "actor_user",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'audit entries',
-                'ordering': ['-seq'],
-                'indexes': [models.Index(fields=['object_type', 'object_id'], name='audit_object_idx')],
+                "verbose_name_plural": "audit entries",
+                "ordering": ["-seq"],
+                "indexes": [
+                    models.Index(fields=["object_type", "object_id"], name="audit_object_idx")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='ExceptionCase',
+            name="ExceptionCase",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('kind', models.CharField(db_index=True, help_text='e.g. unmapped_customer, posting_failed', max_length=64)),
-                ('fingerprint', models.CharField(help_text='Identifies the failure; one open case per fingerprint.', max_length=255)),
-                ('title', models.CharField(max_length=255)),
-                ('severity', models.CharField(choices=[('low', 'Low'), ('medium', 'Medium'), ('high', 'High'), ('critical', 'Critical')], default='medium', max_length=16)),
-                ('status', models.CharField(choices=[('open', 'Open'), ('in_progress', 'In progress'), ('resolved', 'Resolved'), ('dismissed', 'Dismissed')], db_index=True, default='open', max_length=16)),
-                ('source_type', models.CharField(blank=True, help_text='app_label.model of the failing record', max_length=100)),
-                ('source_id', models.CharField(blank=True, max_length=64)),
-                ('error_code', models.CharField(blank=True, max_length=64)),
-                ('error_message', models.TextField(blank=True, help_text="The error in the failing system's words.")),
-                ('details', models.JSONField(blank=True, default=dict)),
-                ('occurrence_count', models.PositiveIntegerField(default=1)),
-                ('amount_at_stake', models.DecimalField(blank=True, decimal_places=6, max_digits=20, null=True)),
-                ('first_seen_at', models.DateTimeField()),
-                ('last_seen_at', models.DateTimeField()),
-                ('resolved_at', models.DateTimeField(blank=True, null=True)),
-                ('resolution', models.TextField(blank=True)),
-                ('currency', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.currency')),
-                ('customer', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='exception_cases', to='core.customer')),
-                ('legal_entity', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='exception_cases', to='core.legalentity')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "kind",
+                    models.CharField(
+                        db_index=True,
+                        help_text="e.g. unmapped_customer, posting_failed",
+                        max_length=64,
+                    ),
+                ),
+                (
+                    "fingerprint",
+                    models.CharField(
+                        help_text="Identifies the failure; one open case per fingerprint.",
+                        max_length=255,
+                    ),
+                ),
+                ("title", models.CharField(max_length=255)),
+                (
+                    "severity",
+                    models.CharField(
+                        choices=[
+                            ("low", "Low"),
+                            ("medium", "Medium"),
+                            ("high", "High"),
+                            ("critical", "Critical"),
+                        ],
+                        default="medium",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("open", "Open"),
+                            ("in_progress", "In progress"),
+                            ("resolved", "Resolved"),
+                            ("dismissed", "Dismissed"),
+                        ],
+                        db_index=True,
+                        default="open",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "source_type",
+                    models.CharField(
+                        blank=True,
+                        help_text="app_label.model of the failing record",
+                        max_length=100,
+                    ),
+                ),
+                ("source_id", models.CharField(blank=True, max_length=64)),
+                ("error_code", models.CharField(blank=True, max_length=64)),
+                (
+                    "error_message",
+                    models.TextField(
+                        blank=True, help_text="The error in the failing system's words."
+                    ),
+                ),
+                ("details", models.JSONField(blank=True, default=dict)),
+                ("occurrence_count", models.PositiveIntegerField(default=1)),
+                (
+                    "amount_at_stake",
+                    models.DecimalField(blank=True, decimal_places=6, max_digits=20, null=True),
+                ),
+                ("first_seen_at", models.DateTimeField()),
+                ("last_seen_at", models.DateTimeField()),
+                ("resolved_at", models.DateTimeField(blank=True, null=True)),
+                ("resolution", models.TextField(blank=True)),
+                (
+                    "currency",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.currency",
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="exception_cases",
+                        to="core.customer",
+                    ),
+                ),
+                (
+                    "legal_entity",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="exception_cases",
+                        to="core.legalentity",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-last_seen_at'],
-                'constraints': [models.UniqueConstraint(condition=models.Q(('status__in', ['open', 'in_progress'])), fields=('fingerprint',), name='one_open_case_per_fingerprint'), models.CheckConstraint(condition=models.Q(('occurrence_count__gte', 1)), name='case_occurrences_positive'), models.CheckConstraint(condition=models.Q(('amount_at_stake__isnull', True), ('currency__isnull', False), _connector='OR'), name='case_amount_has_currency'), models.CheckConstraint(condition=models.Q(('status__in', ['open', 'in_progress']), ('resolved_at__isnull', False), _connector='OR'), name='case_closed_has_resolved_at')],
+                "ordering": ["-last_seen_at"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        condition=models.Q(("status__in", ["open", "in_progress"])),
+                        fields=("fingerprint",),
+                        name="one_open_case_per_fingerprint",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(("occurrence_count__gte", 1)),
+                        name="case_occurrences_positive",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("amount_at_stake__isnull", True),
+                            ("currency__isnull", False),
+                            _connector="OR",
+                        ),
+                        name="case_amount_has_currency",
+                    ),
+                    models.CheckConstraint(
+                        condition=models.Q(
+                            ("status__in", ["open", "in_progress"]),
+                            ("resolved_at__isnull", False),
+                            _connector="OR",
+                        ),
+                        name="case_closed_has_resolved_at",
+                    ),
+                ],
             },
         ),
     ]

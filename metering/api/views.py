@@ -78,9 +78,7 @@ def refuse(
 
 def malformed(request: Request, raw: Any, message: str) -> AppError:
     """400 malformed_request for a body of the wrong shape, kept in the dead letter."""
-    return refuse(
-        request, code=error_codes.MALFORMED_REQUEST, status=400, raw=raw, message=message
-    )
+    return refuse(request, code=error_codes.MALFORMED_REQUEST, status=400, raw=raw, message=message)
 
 
 def decode_json(request: Request, body: bytes) -> Any:
@@ -214,7 +212,9 @@ class EventIngestApi(APIView):
                 doc = decode_json(request, body)
                 events = doc.get("events") if isinstance(doc, dict) else None
                 if not isinstance(events, list):
-                    raise malformed(request, doc, 'The body must be a JSON object with an "events" list.')
+                    raise malformed(
+                        request, doc, 'The body must be a JSON object with an "events" list.'
+                    )
                 check_batch_size(request, events, doc)
                 items = [(e, e) for e in events]
             channel = "native"

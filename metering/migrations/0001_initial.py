@@ -45,266 +45,613 @@ def drop_usage_event_table(apps, schema_editor):
         schema_editor.delete_model(apps.get_model("metering", "UsageEvent"))
 
 
-
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('core', '0002_currencies'),
-        ('exceptions', '0002_audit_chain_head_and_append_only'),
+        ("core", "0002_currencies"),
+        ("exceptions", "0002_audit_chain_head_and_append_only"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='EventKey',
+            name="EventKey",
             fields=[
-                ('pk', models.CompositePrimaryKey('source', 'event_id', blank=True, editable=False, primary_key=True, serialize=False)),
-                ('source', models.CharField(max_length=100)),
-                ('event_id', models.CharField(max_length=200)),
-                ('content_hash', models.CharField(max_length=32)),
-                ('received_at', models.DateTimeField()),
+                (
+                    "pk",
+                    models.CompositePrimaryKey(
+                        "source",
+                        "event_id",
+                        blank=True,
+                        editable=False,
+                        primary_key=True,
+                        serialize=False,
+                    ),
+                ),
+                ("source", models.CharField(max_length=100)),
+                ("event_id", models.CharField(max_length=200)),
+                ("content_hash", models.CharField(max_length=32)),
+                ("received_at", models.DateTimeField()),
             ],
         ),
         migrations.CreateModel(
-            name='MetricDefinition',
+            name="MetricDefinition",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('code', models.SlugField(help_text='Referenced by price plans, e.g. api_calls.', max_length=100, unique=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "code",
+                    models.SlugField(
+                        help_text="Referenced by price plans, e.g. api_calls.",
+                        max_length=100,
+                        unique=True,
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['code'],
+                "ordering": ["code"],
             },
         ),
         migrations.CreateModel(
-            name='DuplicateConflict',
+            name="DuplicateConflict",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(max_length=100)),
-                ('event_id', models.CharField(max_length=200)),
-                ('received_at', models.DateTimeField()),
-                ('raw', models.JSONField()),
-                ('api_key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.apikey')),
-                ('case', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='exceptions.exceptioncase')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("source", models.CharField(max_length=100)),
+                ("event_id", models.CharField(max_length=200)),
+                ("received_at", models.DateTimeField()),
+                ("raw", models.JSONField()),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.apikey",
+                    ),
+                ),
+                (
+                    "case",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="exceptions.exceptioncase",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.CreateModel(
-            name='ImportJob',
+            name="ImportJob",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('file', models.FileField(upload_to='metering/imports/')),
-                ('filename', models.CharField(max_length=255)),
-                ('status', models.CharField(choices=[('queued', 'Queued'), ('running', 'Running'), ('done', 'Done'), ('failed', 'Failed')], default='queued', max_length=16)),
-                ('total_bytes', models.BigIntegerField(default=0)),
-                ('processed_bytes', models.BigIntegerField(default=0)),
-                ('rows', models.BigIntegerField(default=0)),
-                ('accepted', models.BigIntegerField(default=0)),
-                ('duplicate', models.BigIntegerField(default=0)),
-                ('rejected', models.BigIntegerField(default=0)),
-                ('held', models.BigIntegerField(default=0)),
-                ('error_report', models.FileField(blank=True, upload_to='metering/import_errors/')),
-                ('message', models.TextField(blank=True)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("file", models.FileField(upload_to="metering/imports/")),
+                ("filename", models.CharField(max_length=255)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("queued", "Queued"),
+                            ("running", "Running"),
+                            ("done", "Done"),
+                            ("failed", "Failed"),
+                        ],
+                        default="queued",
+                        max_length=16,
+                    ),
+                ),
+                ("total_bytes", models.BigIntegerField(default=0)),
+                ("processed_bytes", models.BigIntegerField(default=0)),
+                ("rows", models.BigIntegerField(default=0)),
+                ("accepted", models.BigIntegerField(default=0)),
+                ("duplicate", models.BigIntegerField(default=0)),
+                ("rejected", models.BigIntegerField(default=0)),
+                ("held", models.BigIntegerField(default=0)),
+                ("error_report", models.FileField(blank=True, upload_to="metering/import_errors/")),
+                ("message", models.TextField(blank=True)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='IngestTally',
+            name="IngestTally",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(max_length=100)),
-                ('day', models.DateField()),
-                ('accepted', models.BigIntegerField(default=0)),
-                ('duplicate', models.BigIntegerField(default=0)),
-                ('rejected', models.BigIntegerField(default=0)),
-                ('held', models.BigIntegerField(default=0)),
-                ('released', models.BigIntegerField(default=0, help_text='Held events of this day released since.')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("source", models.CharField(max_length=100)),
+                ("day", models.DateField()),
+                ("accepted", models.BigIntegerField(default=0)),
+                ("duplicate", models.BigIntegerField(default=0)),
+                ("rejected", models.BigIntegerField(default=0)),
+                ("held", models.BigIntegerField(default=0)),
+                (
+                    "released",
+                    models.BigIntegerField(
+                        default=0, help_text="Held events of this day released since."
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-day', 'source'],
-                'constraints': [models.UniqueConstraint(fields=('source', 'day'), name='ingest_tally_unique')],
+                "ordering": ["-day", "source"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("source", "day"), name="ingest_tally_unique")
+                ],
             },
         ),
         migrations.CreateModel(
-            name='MetricVersion',
+            name="MetricVersion",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('version', models.PositiveIntegerField()),
-                ('effective_from', models.DateTimeField(help_text='Events at or after this time use this version.')),
-                ('name', models.CharField(max_length=200)),
-                ('unit', models.CharField(blank=True, max_length=50)),
-                ('aggregation', models.CharField(choices=[('count', 'Count of events'), ('sum', 'Sum of the value'), ('max', 'Maximum value'), ('unique_count', 'Count of distinct values of a property'), ('latest', 'Value of the latest event')], max_length=16)),
-                ('value_property', models.CharField(blank=True, help_text='Property holding the value (sum/max/latest) or the distinct key (unique_count).', max_length=100)),
-                ('properties_schema', models.JSONField(blank=True, default=dict, help_text='JSON Schema for `properties`.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('metric', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='versions', to='metering.metricdefinition')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("version", models.PositiveIntegerField()),
+                (
+                    "effective_from",
+                    models.DateTimeField(
+                        help_text="Events at or after this time use this version."
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("unit", models.CharField(blank=True, max_length=50)),
+                (
+                    "aggregation",
+                    models.CharField(
+                        choices=[
+                            ("count", "Count of events"),
+                            ("sum", "Sum of the value"),
+                            ("max", "Maximum value"),
+                            ("unique_count", "Count of distinct values of a property"),
+                            ("latest", "Value of the latest event"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "value_property",
+                    models.CharField(
+                        blank=True,
+                        help_text="Property holding the value (sum/max/latest) or the distinct key (unique_count).",
+                        max_length=100,
+                    ),
+                ),
+                (
+                    "properties_schema",
+                    models.JSONField(
+                        blank=True, default=dict, help_text="JSON Schema for `properties`."
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "metric",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="versions",
+                        to="metering.metricdefinition",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['metric__code', '-effective_from'],
+                "ordering": ["metric__code", "-effective_from"],
             },
         ),
         migrations.CreateModel(
-            name='HeldEvent',
+            name="HeldEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(max_length=100)),
-                ('event_id', models.CharField(max_length=200)),
-                ('customer_ref', models.CharField(max_length=200)),
-                ('timestamp', models.DateTimeField()),
-                ('value', models.DecimalField(blank=True, decimal_places=6, max_digits=30, null=True)),
-                ('properties', models.JSONField(default=dict)),
-                ('received_at', models.DateTimeField()),
-                ('released_at', models.DateTimeField(blank=True, null=True)),
-                ('released_seq', models.BigIntegerField(blank=True, null=True)),
-                ('api_key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.apikey')),
-                ('customer', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.customer')),
-                ('metric', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='metering.metricdefinition')),
-                ('metric_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='metering.metricversion')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("source", models.CharField(max_length=100)),
+                ("event_id", models.CharField(max_length=200)),
+                ("customer_ref", models.CharField(max_length=200)),
+                ("timestamp", models.DateTimeField()),
+                (
+                    "value",
+                    models.DecimalField(blank=True, decimal_places=6, max_digits=30, null=True),
+                ),
+                ("properties", models.JSONField(default=dict)),
+                ("received_at", models.DateTimeField()),
+                ("released_at", models.DateTimeField(blank=True, null=True)),
+                ("released_seq", models.BigIntegerField(blank=True, null=True)),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.apikey",
+                    ),
+                ),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.customer",
+                    ),
+                ),
+                (
+                    "metric",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="metering.metricdefinition",
+                    ),
+                ),
+                (
+                    "metric_version",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="metering.metricversion",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
+                "ordering": ["id"],
             },
         ),
         migrations.CreateModel(
-            name='RejectedEvent',
+            name="RejectedEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('received_at', models.DateTimeField(db_index=True)),
-                ('source', models.CharField(blank=True, max_length=100)),
-                ('event_id', models.CharField(blank=True, max_length=200)),
-                ('code', models.CharField(db_index=True, max_length=64)),
-                ('message', models.TextField()),
-                ('raw', models.JSONField(blank=True, help_text='The event as received (JSON).', null=True)),
-                ('raw_text', models.TextField(blank=True, help_text='The body as received when it was not JSON.')),
-                ('status', models.CharField(choices=[('open', 'Open'), ('resubmitted', 'Corrected and re-submitted')], default='open', max_length=16)),
-                ('resubmitted_at', models.DateTimeField(blank=True, null=True)),
-                ('resubmission_outcome', models.CharField(blank=True, max_length=16)),
-                ('api_key', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.apikey')),
-                ('case', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='exceptions.exceptioncase')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("received_at", models.DateTimeField(db_index=True)),
+                ("source", models.CharField(blank=True, max_length=100)),
+                ("event_id", models.CharField(blank=True, max_length=200)),
+                ("code", models.CharField(db_index=True, max_length=64)),
+                ("message", models.TextField()),
+                (
+                    "raw",
+                    models.JSONField(
+                        blank=True, help_text="The event as received (JSON).", null=True
+                    ),
+                ),
+                (
+                    "raw_text",
+                    models.TextField(
+                        blank=True, help_text="The body as received when it was not JSON."
+                    ),
+                ),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[("open", "Open"), ("resubmitted", "Corrected and re-submitted")],
+                        default="open",
+                        max_length=16,
+                    ),
+                ),
+                ("resubmitted_at", models.DateTimeField(blank=True, null=True)),
+                ("resubmission_outcome", models.CharField(blank=True, max_length=16)),
+                (
+                    "api_key",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="core.apikey",
+                    ),
+                ),
+                (
+                    "case",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="+",
+                        to="exceptions.exceptioncase",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         # The event table: Django knows the model; the table itself is created by
         # create_usage_event_table (partitioned by month on PostgreSQL).
-        migrations.SeparateDatabaseAndState(state_operations=[
-            migrations.CreateModel(
-                name='UsageEvent',
-                fields=[
-                    ('seq', models.BigAutoField(primary_key=True, serialize=False)),
-                    ('source', models.CharField(max_length=100)),
-                    ('event_id', models.CharField(max_length=200)),
-                    ('customer_ref', models.CharField(max_length=200)),
-                    ('timestamp', models.DateTimeField()),
-                    ('value', models.DecimalField(blank=True, decimal_places=6, max_digits=30, null=True)),
-                    ('properties', models.JSONField(default=dict)),
-                    ('received_at', models.DateTimeField()),
-                    ('held_event', models.BigIntegerField(blank=True, help_text='HeldEvent id when released from hold.', null=True)),
-                    ('api_key', models.ForeignKey(blank=True, db_constraint=False, null=True, on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.apikey')),
-                    ('customer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='core.customer')),
-                    ('metric', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='metering.metricdefinition')),
-                    ('metric_version', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='+', to='metering.metricversion')),
-                ],
-                options={
-                    'ordering': ['seq'],
-                    'indexes': [models.Index(fields=['metric', 'timestamp', 'customer'], name='usageevent_window_idx')],
-                },
-            ),
-        ]),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[
+                migrations.CreateModel(
+                    name="UsageEvent",
+                    fields=[
+                        ("seq", models.BigAutoField(primary_key=True, serialize=False)),
+                        ("source", models.CharField(max_length=100)),
+                        ("event_id", models.CharField(max_length=200)),
+                        ("customer_ref", models.CharField(max_length=200)),
+                        ("timestamp", models.DateTimeField()),
+                        (
+                            "value",
+                            models.DecimalField(
+                                blank=True, decimal_places=6, max_digits=30, null=True
+                            ),
+                        ),
+                        ("properties", models.JSONField(default=dict)),
+                        ("received_at", models.DateTimeField()),
+                        (
+                            "held_event",
+                            models.BigIntegerField(
+                                blank=True,
+                                help_text="HeldEvent id when released from hold.",
+                                null=True,
+                            ),
+                        ),
+                        (
+                            "api_key",
+                            models.ForeignKey(
+                                blank=True,
+                                db_constraint=False,
+                                null=True,
+                                on_delete=django.db.models.deletion.PROTECT,
+                                related_name="+",
+                                to="core.apikey",
+                            ),
+                        ),
+                        (
+                            "customer",
+                            models.ForeignKey(
+                                on_delete=django.db.models.deletion.PROTECT,
+                                related_name="+",
+                                to="core.customer",
+                            ),
+                        ),
+                        (
+                            "metric",
+                            models.ForeignKey(
+                                on_delete=django.db.models.deletion.PROTECT,
+                                related_name="+",
+                                to="metering.metricdefinition",
+                            ),
+                        ),
+                        (
+                            "metric_version",
+                            models.ForeignKey(
+                                on_delete=django.db.models.deletion.PROTECT,
+                                related_name="+",
+                                to="metering.metricversion",
+                            ),
+                        ),
+                    ],
+                    options={
+                        "ordering": ["seq"],
+                        "indexes": [
+                            models.Index(
+                                fields=["metric", "timestamp", "customer"],
+                                name="usageevent_window_idx",
+                            )
+                        ],
+                    },
+                ),
+            ]
+        ),
         migrations.RunPython(create_usage_event_table, drop_usage_event_table),
-        append_only('metering_usageevent', what='Usage events'),
-        append_only('metering_eventkey', what='Event keys'),
+        append_only("metering_usageevent", what="Usage events"),
+        append_only("metering_eventkey", what="Event keys"),
         migrations.CreateModel(
-            name='UsageSummary',
+            name="UsageSummary",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('period_start', models.DateTimeField()),
-                ('period_end', models.DateTimeField()),
-                ('revision', models.PositiveIntegerField(default=0)),
-                ('aggregation', models.CharField(choices=[('count', 'Count of events'), ('sum', 'Sum of the value'), ('max', 'Maximum value'), ('unique_count', 'Count of distinct values of a property'), ('latest', 'Value of the latest event')], max_length=16)),
-                ('quantity', models.DecimalField(decimal_places=6, max_digits=30)),
-                ('event_count', models.BigIntegerField(default=0)),
-                ('watermark_seq', models.BigIntegerField(default=0)),
-                ('computed_at', models.DateTimeField()),
-                ('closed_at', models.DateTimeField(blank=True, null=True)),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='usage_summaries', to='core.customer')),
-                ('metric', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='summaries', to='metering.metricdefinition')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("period_start", models.DateTimeField()),
+                ("period_end", models.DateTimeField()),
+                ("revision", models.PositiveIntegerField(default=0)),
+                (
+                    "aggregation",
+                    models.CharField(
+                        choices=[
+                            ("count", "Count of events"),
+                            ("sum", "Sum of the value"),
+                            ("max", "Maximum value"),
+                            ("unique_count", "Count of distinct values of a property"),
+                            ("latest", "Value of the latest event"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("quantity", models.DecimalField(decimal_places=6, max_digits=30)),
+                ("event_count", models.BigIntegerField(default=0)),
+                ("watermark_seq", models.BigIntegerField(default=0)),
+                ("computed_at", models.DateTimeField()),
+                ("closed_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="usage_summaries",
+                        to="core.customer",
+                    ),
+                ),
+                (
+                    "metric",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="summaries",
+                        to="metering.metricdefinition",
+                    ),
+                ),
             ],
             options={
-                'verbose_name_plural': 'usage summaries',
-                'ordering': ['period_start', 'customer_id', 'metric_id', 'revision'],
+                "verbose_name_plural": "usage summaries",
+                "ordering": ["period_start", "customer_id", "metric_id", "revision"],
             },
         ),
         migrations.CreateModel(
-            name='CustomerMapping',
+            name="CustomerMapping",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(max_length=100)),
-                ('customer_ref', models.CharField(max_length=200)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('customer', models.ForeignKey(on_delete=django.db.models.deletion.PROTECT, related_name='usage_mappings', to='core.customer')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("source", models.CharField(max_length=100)),
+                ("customer_ref", models.CharField(max_length=200)),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "customer",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.PROTECT,
+                        related_name="usage_mappings",
+                        to="core.customer",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['source', 'customer_ref'],
-                'constraints': [models.UniqueConstraint(fields=('source', 'customer_ref'), name='customer_mapping_unique')],
+                "ordering": ["source", "customer_ref"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("source", "customer_ref"), name="customer_mapping_unique"
+                    )
+                ],
             },
         ),
         migrations.AddConstraint(
-            model_name='metricversion',
-            constraint=models.UniqueConstraint(fields=('metric', 'version'), name='metric_version_unique'),
+            model_name="metricversion",
+            constraint=models.UniqueConstraint(
+                fields=("metric", "version"), name="metric_version_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='metricversion',
-            constraint=models.UniqueConstraint(fields=('metric', 'effective_from'), name='metric_version_effective_unique'),
+            model_name="metricversion",
+            constraint=models.UniqueConstraint(
+                fields=("metric", "effective_from"), name="metric_version_effective_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='metricversion',
-            constraint=models.CheckConstraint(condition=models.Q(('version__gte', 1)), name='metric_version_positive'),
+            model_name="metricversion",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("version__gte", 1)), name="metric_version_positive"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='metricversion',
-            constraint=models.CheckConstraint(condition=models.Q(('aggregation', 'count'), models.Q(('value_property', ''), _negated=True), _connector='OR'), name='metric_version_value_property_needed'),
+            model_name="metricversion",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("aggregation", "count"),
+                    models.Q(("value_property", ""), _negated=True),
+                    _connector="OR",
+                ),
+                name="metric_version_value_property_needed",
+            ),
         ),
         migrations.AddIndex(
-            model_name='heldevent',
-            index=models.Index(condition=models.Q(('released_at__isnull', True)), fields=['source', 'customer_ref'], name='heldevent_ref_idx'),
+            model_name="heldevent",
+            index=models.Index(
+                condition=models.Q(("released_at__isnull", True)),
+                fields=["source", "customer_ref"],
+                name="heldevent_ref_idx",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='heldevent',
-            constraint=models.UniqueConstraint(fields=('source', 'event_id'), name='heldevent_key_unique'),
+            model_name="heldevent",
+            constraint=models.UniqueConstraint(
+                fields=("source", "event_id"), name="heldevent_key_unique"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='heldevent',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('customer__isnull', True), ('released_at__isnull', True), ('released_seq__isnull', True)), models.Q(('customer__isnull', False), ('released_at__isnull', False), ('released_seq__isnull', False)), _connector='OR'), name='heldevent_release_complete'),
+            model_name="heldevent",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("customer__isnull", True),
+                        ("released_at__isnull", True),
+                        ("released_seq__isnull", True),
+                    ),
+                    models.Q(
+                        ("customer__isnull", False),
+                        ("released_at__isnull", False),
+                        ("released_seq__isnull", False),
+                    ),
+                    _connector="OR",
+                ),
+                name="heldevent_release_complete",
+            ),
         ),
         migrations.AddIndex(
-            model_name='usagesummary',
-            index=models.Index(fields=['period_start', 'period_end'], name='usage_summary_window_idx'),
+            model_name="usagesummary",
+            index=models.Index(
+                fields=["period_start", "period_end"], name="usage_summary_window_idx"
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usagesummary',
-            constraint=models.UniqueConstraint(fields=('customer', 'metric', 'period_start', 'period_end', 'revision'), name='usage_summary_unique'),
+            model_name="usagesummary",
+            constraint=models.UniqueConstraint(
+                fields=("customer", "metric", "period_start", "period_end", "revision"),
+                name="usage_summary_unique",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usagesummary',
-            constraint=models.UniqueConstraint(condition=models.Q(('closed_at__isnull', True)), fields=('customer', 'metric', 'period_start', 'period_end'), name='usage_summary_one_open'),
+            model_name="usagesummary",
+            constraint=models.UniqueConstraint(
+                condition=models.Q(("closed_at__isnull", True)),
+                fields=("customer", "metric", "period_start", "period_end"),
+                name="usage_summary_one_open",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usagesummary',
-            constraint=models.CheckConstraint(condition=models.Q(('period_end__gt', models.F('period_start'))), name='usage_summary_period_order'),
+            model_name="usagesummary",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("period_end__gt", models.F("period_start"))),
+                name="usage_summary_period_order",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='usagesummary',
-            constraint=models.CheckConstraint(condition=models.Q(('event_count__gte', 0)), name='usage_summary_count_nonneg'),
+            model_name="usagesummary",
+            constraint=models.CheckConstraint(
+                condition=models.Q(("event_count__gte", 0)), name="usage_summary_count_nonneg"
+            ),
         ),
     ]

@@ -14,8 +14,12 @@ def create(apps: Any, schema_editor: Any) -> None:
     Schedule = apps.get_model("django_q", "Schedule")
     Schedule.objects.update_or_create(
         name=NAME,
-        defaults={"func": "metering.tasks.refresh_usage_summaries", "schedule_type": "I", "minutes": 5,
-                  "repeats": -1},
+        defaults={
+            "func": "metering.tasks.refresh_usage_summaries",
+            "schedule_type": "I",
+            "minutes": 5,
+            "repeats": -1,
+        },
     )
 
 

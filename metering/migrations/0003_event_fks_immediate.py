@@ -21,8 +21,10 @@ METRIC_FK = ("metering_usageevent_metric_id_fkey", "metric_id", "metering_metric
 
 
 def _add(name: str, col: str, table: str, deferrable: str) -> str:
-    return (f"ALTER TABLE metering_usageevent ADD CONSTRAINT {name} FOREIGN KEY ({col}) "
-            f"REFERENCES {table} (id) {deferrable};")
+    return (
+        f"ALTER TABLE metering_usageevent ADD CONSTRAINT {name} FOREIGN KEY ({col}) "
+        f"REFERENCES {table} (id) {deferrable};"
+    )
 
 
 FORWARD = "\n".join(

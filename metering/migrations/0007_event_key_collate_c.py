@@ -21,6 +21,6 @@ class Migration(migrations.Migration):
     operations = [
         postgres_only(
             'ALTER TABLE metering_eventkey ALTER COLUMN key TYPE varchar(301) COLLATE "C"',
-            "ALTER TABLE metering_eventkey ALTER COLUMN key TYPE varchar(301) COLLATE pg_catalog.\"default\"",
+            'ALTER TABLE metering_eventkey ALTER COLUMN key TYPE varchar(301) COLLATE pg_catalog."default"',
         )
     ]

@@ -26,32 +26,65 @@ def actor() -> Actor:
 
 
 def currency(code: str, minor: int) -> Currency:
-    return Currency.objects.get_or_create(code=code, defaults={"name": code, "minor_units": minor})[0]
+    return Currency.objects.get_or_create(code=code, defaults={"name": code, "minor_units": minor})[
+        0
+    ]
 
 
 def entity(code: str, cur: str, minor: int, tz: str, country: str = "US") -> LegalEntity:
-    return LegalEntity.objects.create(code=code, name=code.upper(), base_currency=currency(cur, minor),
-                                      country=country, timezone=tz)
+    return LegalEntity.objects.create(
+        code=code,
+        name=code.upper(),
+        base_currency=currency(cur, minor),
+        country=country,
+        timezone=tz,
+    )
 
 
-def customer(ent: LegalEntity, code: str, *, jurisdiction: str = "", exempt: bool = False) -> Customer:
-    cust = Customer.objects.create(legal_entity=ent, code=code, name=code.title(), country=ent.country,
-                                   tax_jurisdiction=jurisdiction, tax_exempt=exempt)
-    customer_mapping_create(source="app", customer_ref=f"{ent.code}-{code}", customer=cust, actor=ACTOR)
+def customer(
+    ent: LegalEntity, code: str, *, jurisdiction: str = "", exempt: bool = False
+) -> Customer:
+    cust = Customer.objects.create(
+        legal_entity=ent,
+        code=code,
+        name=code.title(),
+        country=ent.country,
+        tax_jurisdiction=jurisdiction,
+        tax_exempt=exempt,
+    )
+    customer_mapping_create(
+        source="app", customer_ref=f"{ent.code}-{code}", customer=cust, actor=ACTOR
+    )
     return cust
 
 
 def metric(code: str, aggregation: str = "count", value_property: str = "") -> None:
-    metric_create(code=code, name=code, aggregation=aggregation, value_property=value_property, actor=ACTOR)
+    metric_create(
+        code=code, name=code, aggregation=aggregation, value_property=value_property, actor=ACTOR
+    )
 
 
-def send(cust: Customer, metric_code: str, ts: datetime, *, value: Any = None, count: int = 1,
-         properties: dict[str, Any] | None = None, now: datetime | None = None) -> None:
+def send(
+    cust: Customer,
+    metric_code: str,
+    ts: datetime,
+    *,
+    value: Any = None,
+    count: int = 1,
+    properties: dict[str, Any] | None = None,
+    now: datetime | None = None,
+) -> None:
     """`count` accepted events at `ts` through metering's ingest service."""
     items = []
     for _ in range(count):
-        event = {"source": "app", "event_id": f"e{next(_ids)}", "customer_ref": f"{cust.legal_entity.code}-{cust.code}",
-                 "metric": metric_code, "timestamp": ts.isoformat(), "properties": properties or {}}
+        event = {
+            "source": "app",
+            "event_id": f"e{next(_ids)}",
+            "customer_ref": f"{cust.legal_entity.code}-{cust.code}",
+            "metric": metric_code,
+            "timestamp": ts.isoformat(),
+            "properties": properties or {},
+        }
         if value is not None:
             event["value"] = str(value)
         items.append((event, event))
@@ -59,22 +92,50 @@ def send(cust: Customer, metric_code: str, ts: datetime, *, value: Any = None, c
     assert result.counts["accepted"] == count, result.results[:3]
 
 
-def plan(code: str, cur: Currency, components: list[dict[str, Any]], *, effective_from: date = date(2026, 1, 1),
-         meta: dict[str, Any] | None = None, tax_code: str = "saas") -> PricePlan:
-    p = services.price_plan_create(code=code, name=code, currency=cur, actor=ACTOR, default_tax_code=tax_code)
-    services.price_plan_version_add(plan=p, effective_from=effective_from, components=components,
-                                    component_meta=meta, actor=ACTOR)
+def plan(
+    code: str,
+    cur: Currency,
+    components: list[dict[str, Any]],
+    *,
+    effective_from: date = date(2026, 1, 1),
+    meta: dict[str, Any] | None = None,
+    tax_code: str = "saas",
+) -> PricePlan:
+    p = services.price_plan_create(
+        code=code, name=code, currency=cur, actor=ACTOR, default_tax_code=tax_code
+    )
+    services.price_plan_version_add(
+        plan=p,
+        effective_from=effective_from,
+        components=components,
+        component_meta=meta,
+        actor=ACTOR,
+    )
     return p
 
 
 def contract(cust: Customer, p: PricePlan, start: date, **kwargs: Any) -> Contract:
-    return services.contract_create(code=f"c-{cust.code}-{next(_ids)}", customer=cust, plan=p, start_date=start,
-                                    actor=ACTOR, **kwargs)
+    return services.contract_create(
+        code=f"c-{cust.code}-{next(_ids)}",
+        customer=cust,
+        plan=p,
+        start_date=start,
+        actor=ACTOR,
+        **kwargs,
+    )
 
 
-def tax_rate(ent: LegalEntity, rate: str, *, jurisdiction: str = "", tax_code: str = "", name: str = "Tax") -> TaxRate:
-    return TaxRate.objects.create(legal_entity=ent, jurisdiction=jurisdiction, tax_code=tax_code, name=name,
-                                  rate=Decimal(rate), valid_from=date(2020, 1, 1))
+def tax_rate(
+    ent: LegalEntity, rate: str, *, jurisdiction: str = "", tax_code: str = "", name: str = "Tax"
+) -> TaxRate:
+    return TaxRate.objects.create(
+        legal_entity=ent,
+        jurisdiction=jurisdiction,
+        tax_code=tax_code,
+        name=name,
+        rate=Decimal(rate),
+        valid_from=date(2020, 1, 1),
+    )
 
 
 def bill(ent: LegalEntity, month: str) -> BillingRun:

@@ -21,8 +21,11 @@ THREADS = 4
 def test_concurrent_finalizes_take_consecutive_numbers_without_gaps_or_duplicates() -> None:
     us = entity("ll-us", "USD", 2, "UTC")
     metric("api_calls")
-    p = plan("basic", us.base_currency, [{"type": "per_unit", "code": "api", "metric": "api_calls",
-                                          "unit_price": "0.10"}])
+    p = plan(
+        "basic",
+        us.base_currency,
+        [{"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"}],
+    )
     for i in range(THREADS):
         cust = customer(us, f"c{i}")
         contract(cust, p, date(2026, 10, 1))
@@ -51,5 +54,7 @@ def test_concurrent_finalizes_take_consecutive_numbers_without_gaps_or_duplicate
     numbers = sorted(Invoice.objects.values_list("number", flat=True))
     year = Invoice.objects.first().issue_date.year
     assert numbers == [f"INV-{year}-{n:06d}" for n in range(1, THREADS + 1)]
-    ids = list(FinanceEvent.objects.order_by("id").values_list("payload__document__number", flat=True))
+    ids = list(
+        FinanceEvent.objects.order_by("id").values_list("payload__document__number", flat=True)
+    )
     assert sorted(ids) == numbers

@@ -23,7 +23,12 @@ def test_demo_billing_loads_once_and_reconciles() -> None:
     assert first.events_sent == 3003 + DUPLICATES
     tally = IngestTally.objects.get(source="app")
     assert (tally.received, tally.accepted, tally.duplicate, tally.rejected, tally.held) == (
-        3003 + DUPLICATES, 3000, DUPLICATES, 2, 1)
+        3003 + DUPLICATES,
+        3000,
+        DUPLICATES,
+        2,
+        1,
+    )
     assert tally.received == tally.accepted + tally.duplicate + tally.rejected + tally.held
     # One held account, and two rejections with different codes (unknown metric, invalid value).
     assert ExceptionCase.objects.filter(kind="unmapped_customer").count() == 1
@@ -33,8 +38,11 @@ def test_demo_billing_loads_once_and_reconciles() -> None:
     assert invoices.count() == 6  # one per contract for October
     assert all(i.status == "finalized" for i in invoices.filter(legal_entity__code="ll-us"))
     assert all(i.status == "draft" for i in invoices.exclude(legal_entity__code="ll-us"))
-    assert all(i.total == sum(line.amount for line in i.lines.all()) + sum(t.amount for t in i.tax_lines.all())
-               for i in invoices)
+    assert all(
+        i.total
+        == sum(line.amount for line in i.lines.all()) + sum(t.amount for t in i.tax_lines.all())
+        for i in invoices
+    )
 
     again = load_demo_billing(now=NOW)
     assert again.events_sent == 0

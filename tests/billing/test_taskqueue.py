@@ -21,19 +21,32 @@ def test_run_button_queues_the_run_through_the_broker(client, integrator) -> Non
     us = entity("ll-us", "USD", 2, "UTC")
     metric("api_calls")
     cust = customer(us, "acme")
-    c = contract(cust, plan("basic", us.base_currency, [
-        {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"}]), date(2026, 9, 1))
+    c = contract(
+        cust,
+        plan(
+            "basic",
+            us.base_currency,
+            [{"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"}],
+        ),
+        date(2026, 9, 1),
+    )
     send(cust, "api_calls", datetime(2026, 10, 20, tzinfo=UTC), count=3)
     broker = get_broker()
     broker.purge_queue()
     client.force_login(integrator)
-    assert client.post("/billing/runs/start/", {"entity": "ll-us", "period": "2026-10"}).status_code == 302
+    assert (
+        client.post("/billing/runs/start/", {"entity": "ll-us", "period": "2026-10"}).status_code
+        == 302
+    )
     run = BillingRun.objects.get()
     items = broker.dequeue()
     assert items, "the button queued nothing"
     ack_id, payload = items[0]
     task = SignedPackage.loads(payload)
-    assert (task["func"], task["args"]) == ("billing.tasks.billing_run_task", (run.pk, "integrator"))
+    assert (task["func"], task["args"]) == (
+        "billing.tasks.billing_run_task",
+        (run.pk, "integrator"),
+    )
     module, func = task["func"].rsplit(".", 1)
     getattr(import_module(module), func)(*task["args"])
     broker.acknowledge(ack_id)

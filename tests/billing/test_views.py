@@ -50,14 +50,18 @@ def test_invoice_pages_for_finance_roles_only(client, draft, clerk, auditor, mak
     assert client.get("/billing/invoices/").status_code == 403
 
 
-def test_approver_finalizes_credits_and_voids_through_the_pages(client, draft, approver, clerk) -> None:
+def test_approver_finalizes_credits_and_voids_through_the_pages(
+    client, draft, approver, clerk
+) -> None:
     client.force_login(approver)
     client.post(f"/billing/invoices/{draft.pk}/finalize/")
     draft.refresh_from_db()
     assert draft.status == "finalized" and draft.number
     line = draft.lines.get()
     assert "(up to 0.30)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
-    client.post(f"/billing/invoices/{draft.pk}/credit/", {f"line_{line.pk}": "0.10", "reason": "sorry"})
+    client.post(
+        f"/billing/invoices/{draft.pk}/credit/", {f"line_{line.pk}": "0.10", "reason": "sorry"}
+    )
     assert "(up to 0.20)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
     memo = Invoice.objects.get(kind="credit_memo")
     assert memo.total == D("-0.10")
@@ -69,16 +73,22 @@ def test_approver_finalizes_credits_and_voids_through_the_pages(client, draft, a
     client.post(f"/billing/invoices/{draft.pk}/paid/")
     draft.refresh_from_db()
     assert draft.status == "paid"
-    assert AuditEntry.objects.filter(action="invoice.mark_paid", object_id=str(draft.pk)).count() == 1
+    assert (
+        AuditEntry.objects.filter(action="invoice.mark_paid", object_id=str(draft.pk)).count() == 1
+    )
 
 
 def test_runs_page_starts_a_run_for_integration_admins_and_polls_progress(
-        client, integrator, approver, django_capture_on_commit_callbacks, monkeypatch) -> None:
+    client, integrator, approver, django_capture_on_commit_callbacks, monkeypatch
+) -> None:
     us = entity("ll-us", "USD", 2, "UTC")
     queued = []
     monkeypatch.setattr("django_q.tasks.async_task", lambda *a, **k: queued.append(a))
     client.force_login(approver)
-    assert client.post("/billing/runs/start/", {"entity": "ll-us", "period": "2026-10"}).status_code == 403
+    assert (
+        client.post("/billing/runs/start/", {"entity": "ll-us", "period": "2026-10"}).status_code
+        == 403
+    )
     client.force_login(integrator)
     with django_capture_on_commit_callbacks(execute=True):
         client.post("/billing/runs/start/", {"entity": "ll-us", "period": "2026-10"})
@@ -91,7 +101,9 @@ def test_runs_page_starts_a_run_for_integration_admins_and_polls_progress(
     assert "hx-trigger" not in row and "Done" in row
     page = client.get("/billing/runs/").content.decode()
     assert "Run billing" in page
-    future = client.post("/billing/runs/start/", {"entity": "ll-us", "period": "2099-01"}, follow=True)
+    future = client.post(
+        "/billing/runs/start/", {"entity": "ll-us", "period": "2099-01"}, follow=True
+    )
     assert "billing_period_not_closed" in future.content.decode()
 
 
@@ -136,8 +148,13 @@ def test_admin_pages_render_for_integration_admins(client, integrator) -> None:
     p = plan("basic", us.base_currency, [API])
     c = contract(customer(us, "acme"), p, date(2026, 10, 1))
     client.force_login(integrator)
-    for url in (f"/admin/billing/priceplan/{p.pk}/change/", f"/admin/billing/contract/{c.pk}/change/",
-                "/admin/billing/invoice/", "/admin/billing/financeevent/", "/admin/billing/taxrate/add/"):
+    for url in (
+        f"/admin/billing/priceplan/{p.pk}/change/",
+        f"/admin/billing/contract/{c.pk}/change/",
+        "/admin/billing/invoice/",
+        "/admin/billing/financeevent/",
+        "/admin/billing/taxrate/add/",
+    ):
         assert client.get(url).status_code == 200, url
 
 
@@ -145,7 +162,11 @@ def test_pages_show_periods_with_their_last_day(client, draft, auditor) -> None:
     """Periods are stored half-open (end = 1 Dec); people read 1 Nov – 30 Nov."""
     assert draft.period_end == date(2026, 12, 1)
     client.force_login(auditor)
-    for url in (f"/billing/invoices/{draft.pk}/", f"/billing/invoices/{draft.pk}/print/", "/billing/invoices/"):
+    for url in (
+        f"/billing/invoices/{draft.pk}/",
+        f"/billing/invoices/{draft.pk}/print/",
+        "/billing/invoices/",
+    ):
         html = client.get(url).content.decode()
         assert "2026-11-01 – 2026-11-30" in html, url
         assert "2026-12-01" not in html, url
@@ -159,4 +180,7 @@ def test_runs_page_offers_to_finalize_only_while_drafts_remain(client, draft, ap
     draft.refresh_from_db()
     assert draft.status == "finalized"
     assert "Finalize 1 draft<" not in client.get("/billing/runs/").content.decode()
-    assert "<button type=\"submit\">Finalize" not in client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
+    assert (
+        '<button type="submit">Finalize'
+        not in client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
+    )

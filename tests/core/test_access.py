@@ -87,7 +87,9 @@ def test_approver_reads_audit_but_not_admin(client: Client, approver) -> None:
     assert client.get("/admin/").status_code == 302
 
 
-def test_auditor_reads_everything_and_changes_nothing(client: Client, auditor, customer_acme) -> None:
+def test_auditor_reads_everything_and_changes_nothing(
+    client: Client, auditor, customer_acme
+) -> None:
     client.force_login(auditor)
     assert client.get(reverse("exceptions:audit")).status_code == 200
     assert client.get("/admin/").status_code == 200
@@ -100,7 +102,9 @@ def test_auditor_reads_everything_and_changes_nothing(client: Client, auditor, c
     assert customer_acme.name == "Acme Corp"
 
 
-def test_integration_admin_manages_master_data_but_not_the_audit_trail(client: Client, integrator) -> None:
+def test_integration_admin_manages_master_data_but_not_the_audit_trail(
+    client: Client, integrator
+) -> None:
     client.force_login(integrator)
     assert client.get("/admin/core/customer/add/").status_code == 200
     assert client.get("/admin/core/legalentity/add/").status_code == 200
@@ -132,17 +136,29 @@ def test_admin_edits_of_master_data_are_audited(client: Client, integrator, cust
 
     client.force_login(integrator)
     url = f"/admin/core/customer/{customer_acme.pk}/change/"
-    form = {"legal_entity": customer_acme.legal_entity_id, "code": "acme", "name": "Acme Corporation",
-            "country": "US", "tax_jurisdiction": "", "email": "", "external_refs": "{}"}
+    form = {
+        "legal_entity": customer_acme.legal_entity_id,
+        "code": "acme",
+        "name": "Acme Corporation",
+        "country": "US",
+        "tax_jurisdiction": "",
+        "email": "",
+        "external_refs": "{}",
+    }
     response = client.post(url, form)
     assert response.status_code == 302, response.content[:500]
     entry = AuditEntry.objects.get(action="customer.change")
     assert entry.actor_label == "integrator"
     assert entry.before == {"name": "Acme Corp"} and entry.after == {"name": "Acme Corporation"}
 
-    client.post("/admin/core/customer/", {"action": "delete_selected", "_selected_action": [customer_acme.pk],
-                                          "post": "yes"})
-    assert AuditEntry.objects.filter(action="customer.delete", object_id=str(customer_acme.pk)).count() == 1
+    client.post(
+        "/admin/core/customer/",
+        {"action": "delete_selected", "_selected_action": [customer_acme.pk], "post": "yes"},
+    )
+    assert (
+        AuditEntry.objects.filter(action="customer.delete", object_id=str(customer_acme.pk)).count()
+        == 1
+    )
     from core.models import Customer
 
     assert not Customer.objects.filter(pk=customer_acme.pk).exists()

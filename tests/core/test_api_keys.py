@@ -18,7 +18,15 @@ from exceptions.services import Actor
 @pytest.mark.django_db
 def test_create_api_key_command_prints_the_key_once_and_stores_only_its_hash() -> None:
     out, err = io.StringIO(), io.StringIO()
-    call_command("create_api_key", "--name", "product", "--scopes", "usage:write,postings:read", stdout=out, stderr=err)
+    call_command(
+        "create_api_key",
+        "--name",
+        "product",
+        "--scopes",
+        "usage:write,postings:read",
+        stdout=out,
+        stderr=err,
+    )
     raw = out.getvalue().strip()
     key = ApiKey.objects.get(name="product")
     assert raw.startswith(f"ll_{key.prefix}_")
@@ -39,7 +47,11 @@ def test_a_valid_key_authenticates(make_api_key, api_client) -> None:
     issued = make_api_key("invoices:read")
     response = api_client(issued.raw_key).get("/api/v1/me")
     assert response.status_code == 200
-    assert response.json() == {"name": "test-key", "prefix": issued.api_key.prefix, "scopes": ["invoices:read"]}
+    assert response.json() == {
+        "name": "test-key",
+        "prefix": issued.api_key.prefix,
+        "scopes": ["invoices:read"],
+    }
 
 
 @pytest.mark.django_db
@@ -67,7 +79,9 @@ def test_a_revoked_key_gets_401(make_api_key, api_client) -> None:
     assert AuditEntry.objects.filter(action="api_key.revoke").count() == 1
 
 
-def test_a_key_with_the_right_scope_can_use_a_valid_key_that_was_tampered_cannot(make_api_key, api_client) -> None:
+def test_a_key_with_the_right_scope_can_use_a_valid_key_that_was_tampered_cannot(
+    make_api_key, api_client
+) -> None:
     issued = make_api_key("admin")
     assert api_client(issued.raw_key).get("/api/v1/customers").status_code == 200
     tampered = issued.raw_key[:-2] + ("AA" if not issued.raw_key.endswith("AA") else "BB")
@@ -84,10 +98,14 @@ def test_a_key_without_admin_gets_403_on_admin_endpoints(make_api_key, api_clien
         assert "'admin'" in body["message"]
 
 
-def test_admin_key_creates_a_customer_with_an_audit_entry(make_api_key, api_client, entity_us) -> None:
+def test_admin_key_creates_a_customer_with_an_audit_entry(
+    make_api_key, api_client, entity_us
+) -> None:
     issued = make_api_key("admin")
     response = api_client(issued.raw_key).post(
-        "/api/v1/customers", {"legal_entity": "ll-us", "code": "hooli", "name": "Hooli"}, format="json"
+        "/api/v1/customers",
+        {"legal_entity": "ll-us", "code": "hooli", "name": "Hooli"},
+        format="json",
     )
     assert response.status_code == 201, response.json()
     entry = AuditEntry.objects.get(action="customer.create")
@@ -96,7 +114,9 @@ def test_admin_key_creates_a_customer_with_an_audit_entry(make_api_key, api_clie
 
 def test_invalid_customer_input_gets_field_errors(make_api_key, api_client, entity_us) -> None:
     issued = make_api_key("admin")
-    response = api_client(issued.raw_key).post("/api/v1/customers", {"legal_entity": "nope"}, format="json")
+    response = api_client(issued.raw_key).post(
+        "/api/v1/customers", {"legal_entity": "nope"}, format="json"
+    )
     assert response.status_code == 400
     body = response.json()
     assert body["code"] == "validation_failed"
@@ -154,10 +174,14 @@ def test_openapi_schema_and_docs_are_served(client, clerk) -> None:
     assert b"cdn" not in docs.content.lower()
 
 
-def test_integration_admin_revokes_a_key_in_the_admin(client, integrator, make_api_key, api_client) -> None:
+def test_integration_admin_revokes_a_key_in_the_admin(
+    client, integrator, make_api_key, api_client
+) -> None:
     issued = make_api_key("usage:write")
     client.force_login(integrator)
-    response = client.post("/admin/core/apikey/", {"action": "revoke", "_selected_action": [issued.api_key.pk]})
+    response = client.post(
+        "/admin/core/apikey/", {"action": "revoke", "_selected_action": [issued.api_key.pk]}
+    )
     assert response.status_code == 302
     issued.api_key.refresh_from_db()
     assert issued.api_key.revoked_at is not None
@@ -169,6 +193,8 @@ def test_integration_admin_revokes_a_key_in_the_admin(client, integrator, make_a
 def test_auditor_cannot_revoke_a_key(client, auditor, make_api_key) -> None:
     issued = make_api_key("usage:write")
     client.force_login(auditor)
-    client.post("/admin/core/apikey/", {"action": "revoke", "_selected_action": [issued.api_key.pk]})
+    client.post(
+        "/admin/core/apikey/", {"action": "revoke", "_selected_action": [issued.api_key.pk]}
+    )
     issued.api_key.refresh_from_db()
     assert issued.api_key.revoked_at is None

@@ -9,7 +9,12 @@ from collections.abc import Iterator
 import pytest
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+]
 
 # Playwright's sync API runs an event loop in this thread; the ORM calls our fixtures
 # make from it are ordinary synchronous test set-up.

@@ -27,7 +27,9 @@ def _login(page, live_server, username: str) -> None:  # type: ignore[no-untyped
         ("auditor", ["Home", "Audit trail", "Admin"], [], 200, True),
     ],
 )
-def test_each_role_sees_only_what_it_may(page, live_server, username, links, absent, audit_status, admin_ok) -> None:  # type: ignore[no-untyped-def]
+def test_each_role_sees_only_what_it_may(
+    page, live_server, username, links, absent, audit_status, admin_ok
+) -> None:  # type: ignore[no-untyped-def]
     load_demo_data()
     _login(page, live_server, username)
     assert page.locator("h1").inner_text().startswith("Welcome")

@@ -37,7 +37,9 @@ class TrytonServer:
     db_dir: Path
     env: dict[str, str]
 
-    def client(self, login: str = API_LOGIN, password: str = API_PASSWORD, **kwargs: Any) -> TrytonClient:
+    def client(
+        self, login: str = API_LOGIN, password: str = API_PASSWORD, **kwargs: Any
+    ) -> TrytonClient:
         return TrytonClient(self.url, self.database, login, password, **kwargs)
 
 
@@ -55,8 +57,14 @@ def tryton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytonSe
         "TRYTON_API_PASSWORD": API_PASSWORD,
     }
     started = subprocess.run(
-        ["bash", str(TRYTON_SH), "--background"], cwd=REPO, env=env,
-        capture_output=True, text=True, timeout=540, check=False)
+        ["bash", str(TRYTON_SH), "--background"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=540,
+        check=False,
+    )
     output = f"{started.stdout}\n{started.stderr}".strip()
     if started.returncode == VENV_UNAVAILABLE:
         reason = f".venv-tryton could not be prepared (no package index?):\n{output[-1500:]}"
@@ -64,12 +72,22 @@ def tryton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytonSe
             pytest.fail(f"REQUIRE_TRYTON is set but {reason}")
         pytest.skip(reason)
     if started.returncode != 0:
-        pytest.fail(f"scripts/tryton.sh --background failed ({started.returncode}):\n{output[-3000:]}")
+        pytest.fail(
+            f"scripts/tryton.sh --background failed ({started.returncode}):\n{output[-3000:]}"
+        )
     try:
-        yield TrytonServer(url=f"http://127.0.0.1:{port}", database=DATABASE, db_dir=db_dir, env=env)
+        yield TrytonServer(
+            url=f"http://127.0.0.1:{port}", database=DATABASE, db_dir=db_dir, env=env
+        )
     finally:
-        subprocess.run(["bash", str(TRYTON_SH), "stop"], cwd=REPO, env=env,
-                       capture_output=True, timeout=60, check=False)
+        subprocess.run(
+            ["bash", str(TRYTON_SH), "stop"],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -98,7 +116,9 @@ def accounts(api: TrytonClient) -> dict[str, int]:
     }
     found = {}
     for role, code in by_code.items():
-        (found[role],) = api.call("model.account.account.search", [("code", "=", code)], 0, None, None)
+        (found[role],) = api.call(
+            "model.account.account.search", [("code", "=", code)], 0, None, None
+        )
     return found
 
 

@@ -30,7 +30,9 @@ class FakeHttp:
         self.answers = list(answers)
         self.sent: list[dict[str, Any]] = []
 
-    def post(self, url: str, data: str, headers: dict[str, str], timeout: object) -> requests.Response:
+    def post(
+        self, url: str, data: str, headers: dict[str, str], timeout: object
+    ) -> requests.Response:
         self.sent.append({"url": url, "body": json.loads(data), "headers": headers})
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
@@ -55,9 +57,14 @@ def client(*answers: tuple[int, Any] | Exception) -> tuple[TrytonClient, FakeHtt
 
 def test_money_and_dates_travel_as_trytons_classes_and_come_back_exact() -> None:
     sent = encode({"amount": Decimal("1234.56"), "day": datetime.date(2026, 2, 28)})
-    assert sent == {"amount": {"__class__": "Decimal", "decimal": "1234.56"},
-                    "day": {"__class__": "date", "year": 2026, "month": 2, "day": 28}}
-    assert decode(json.dumps(sent)) == {"amount": Decimal("1234.56"), "day": datetime.date(2026, 2, 28)}
+    assert sent == {
+        "amount": {"__class__": "Decimal", "decimal": "1234.56"},
+        "day": {"__class__": "date", "year": 2026, "month": 2, "day": 28},
+    }
+    assert decode(json.dumps(sent)) == {
+        "amount": Decimal("1234.56"),
+        "day": datetime.date(2026, 2, 28),
+    }
     assert decode('{"x": 0.1}') == {"x": Decimal("0.1")}  # a bare JSON fraction is never a float
 
 
@@ -75,16 +82,29 @@ def test_login_sends_the_password_and_later_calls_carry_session_and_context() ->
     assert http.sent[0]["body"]["params"] == ["ledgerline", {"password": "pw"}, "en"]
     call = http.sent[2]
     assert call["url"] == "http://127.0.0.1:1/ledgerline/rpc/"
-    assert call["headers"]["Authorization"] == "Session bGVkZ2VybGluZTo3OnRva2VuLTE="  # ledgerline:7:token-1
+    assert (
+        call["headers"]["Authorization"] == "Session bGVkZ2VybGluZTo3OnRva2VuLTE="
+    )  # ledgerline:7:token-1
     assert call["body"]["params"][-1] == {"company": 1, "language": "en"}
 
 
 def test_user_error_is_permanent_with_trytons_message() -> None:
-    c, _ = client((200, {"id": 3, "error": ["UserError", ["To post move \"(2)\", you must balance.", "why", None]]}))
+    c, _ = client(
+        (
+            200,
+            {
+                "id": 3,
+                "error": ["UserError", ['To post move "(2)", you must balance.', "why", None]],
+            },
+        )
+    )
     with pytest.raises(TrytonPermanentError) as err:
         c.call("model.account.move.post", [2])
     assert (err.value.message, err.value.description, err.value.tryton_type) == (
-        'To post move "(2)", you must balance.', "why", "UserError")
+        'To post move "(2)", you must balance.',
+        "why",
+        "UserError",
+    )
 
 
 def test_user_warning_is_permanent_and_names_the_warning() -> None:
@@ -95,24 +115,44 @@ def test_user_warning_is_permanent_and_names_the_warning() -> None:
     assert err.value.extra["warning_name"] == "w_key"
 
 
-@pytest.mark.parametrize("answer, expected", [
-    ((200, {"id": 3, "error": ["ConcurrencyException", "Record modified"]}), TrytonTransientError),
-    ((200, {"id": 3, "error": ["database is locked", "Traceback ... OperationalError: database is locked"]}),
-     TrytonTransientError),
-    ((200, {"id": 3, "error": ["'NoneType' object has no attribute 'id'", "Traceback ..."]}),
-     TrytonPermanentError),
-    ((500, "Internal Server Error"), TrytonTransientError),
-    ((503, "Service Unavailable"), TrytonTransientError),
-    ((504, "Gateway Timeout"), TrytonTransientError),
-    ((429, "Too Many Requests"), TrytonTransientError),
-    ((403, "Forbidden"), TrytonPermanentError),
-    ((400, "Bad Request"), TrytonPermanentError),
-    ((200, "<html>proxy error</html>"), TrytonTransientError),
-    (requests.ConnectionError("refused"), TrytonTransientError),
-    (requests.ReadTimeout("slow"), TrytonTransientError),
-])
+@pytest.mark.parametrize(
+    "answer, expected",
+    [
+        (
+            (200, {"id": 3, "error": ["ConcurrencyException", "Record modified"]}),
+            TrytonTransientError,
+        ),
+        (
+            (
+                200,
+                {
+                    "id": 3,
+                    "error": [
+                        "database is locked",
+                        "Traceback ... OperationalError: database is locked",
+                    ],
+                },
+            ),
+            TrytonTransientError,
+        ),
+        (
+            (200, {"id": 3, "error": ["'NoneType' object has no attribute 'id'", "Traceback ..."]}),
+            TrytonPermanentError,
+        ),
+        ((500, "Internal Server Error"), TrytonTransientError),
+        ((503, "Service Unavailable"), TrytonTransientError),
+        ((504, "Gateway Timeout"), TrytonTransientError),
+        ((429, "Too Many Requests"), TrytonTransientError),
+        ((403, "Forbidden"), TrytonPermanentError),
+        ((400, "Bad Request"), TrytonPermanentError),
+        ((200, "<html>proxy error</html>"), TrytonTransientError),
+        (requests.ConnectionError("refused"), TrytonTransientError),
+        (requests.ReadTimeout("slow"), TrytonTransientError),
+    ],
+)
 def test_each_failure_maps_to_transient_or_permanent(
-        answer: tuple[int, Any] | Exception, expected: type[Exception]) -> None:
+    answer: tuple[int, Any] | Exception, expected: type[Exception]
+) -> None:
     c, _ = client(answer)
     with pytest.raises(expected):
         c.call("model.account.move.create", [{}])
@@ -123,5 +163,8 @@ def test_an_expired_session_is_renewed_once_then_the_refusal_stands() -> None:
     with pytest.raises(TrytonLoginError, match="refused the session"):
         c.call("model.account.move.post", [2])
     assert [s["body"]["method"] for s in http.sent[2:]] == [
-        "model.account.move.post", "common.db.login", "model.res.user.get_preferences",
-        "model.account.move.post"]
+        "model.account.move.post",
+        "common.db.login",
+        "model.res.user.get_preferences",
+        "model.account.move.post",
+    ]

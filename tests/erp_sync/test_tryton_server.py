@@ -38,14 +38,24 @@ def new_party(api: TrytonClient, name: str) -> int:
 def period_of(api: TrytonClient, day: datetime.date) -> int:
     (period,) = api.call(
         "model.account.period.search",
-        [("type", "=", "standard"), ("start_date", "<=", day), ("end_date", ">=", day)], 0, None, None)
+        [("type", "=", "standard"), ("start_date", "<=", day), ("end_date", ">=", day)],
+        0,
+        None,
+        None,
+    )
     return int(period)
 
 
-def move_values(journal: int, period: int, day: datetime.date, ref: str,
-                lines: list[dict[str, object]]) -> dict[str, object]:
-    return {"journal": journal, "period": period, "date": day, "description": ref,
-            "lines": [["create", lines]]}
+def move_values(
+    journal: int, period: int, day: datetime.date, ref: str, lines: list[dict[str, object]]
+) -> dict[str, object]:
+    return {
+        "journal": journal,
+        "period": period,
+        "date": day,
+        "description": ref,
+        "lines": [["create", lines]],
+    }
 
 
 def test_login_opens_a_session_in_the_prepared_company(api: TrytonClient) -> None:
@@ -63,31 +73,64 @@ def test_fiscal_years_cover_this_year_and_next_in_monthly_periods(api: TrytonCli
         periods = api.call(
             "model.account.period.search_read",
             [("type", "=", "standard"), ("fiscalyear.start_date", "=", datetime.date(y, 1, 1))],
-            0, None, [("start_date", "ASC")], ["name", "start_date", "end_date", "state"])
+            0,
+            None,
+            [("start_date", "ASC")],
+            ["name", "start_date", "end_date", "state"],
+        )
         assert [p["start_date"] for p in periods] == [datetime.date(y, m, 1) for m in range(1, 13)]
         assert periods[-1]["end_date"] == datetime.date(y, 12, 31)
 
 
 def test_balanced_move_is_posted_and_read_back_by_its_reference(
-        api: TrytonClient, accounts: dict[str, int], misc_journal: int) -> None:
+    api: TrytonClient, accounts: dict[str, int], misc_journal: int
+) -> None:
     today = datetime.date.today()
     ref = reference()
     party = new_party(api, "Acme Corp")
-    (move_id,) = api.call("model.account.move.create", [move_values(misc_journal, period_of(api, today), today, ref, [
-        {"account": accounts["receivable"], "party": party, "debit": Decimal("1234.56"),
-         "credit": Decimal("0"), "description": "INV-1 receivable"},
-        {"account": accounts["revenue"], "debit": Decimal("0"), "credit": Decimal("1234.56"),
-         "description": "INV-1 revenue"},
-    ])])
+    (move_id,) = api.call(
+        "model.account.move.create",
+        [
+            move_values(
+                misc_journal,
+                period_of(api, today),
+                today,
+                ref,
+                [
+                    {
+                        "account": accounts["receivable"],
+                        "party": party,
+                        "debit": Decimal("1234.56"),
+                        "credit": Decimal("0"),
+                        "description": "INV-1 receivable",
+                    },
+                    {
+                        "account": accounts["revenue"],
+                        "debit": Decimal("0"),
+                        "credit": Decimal("1234.56"),
+                        "description": "INV-1 revenue",
+                    },
+                ],
+            )
+        ],
+    )
     api.call("model.account.move.post", [move_id])
 
-    (move,) = api.call("model.account.move.search_read", [("description", "=", ref)], 0, None, None, MOVE_FIELDS)
+    (move,) = api.call(
+        "model.account.move.search_read", [("description", "=", ref)], 0, None, None, MOVE_FIELDS
+    )
     assert move["id"] == move_id
     assert move["state"] == "posted"
     assert move["number"]  # Tryton numbers a move when it posts it
     assert move["date"] == today
-    lines = api.call("model.account.move.line.search_read", [("move", "=", move_id)], 0, None,
-                     [("debit", "DESC")], LINE_FIELDS)
+    lines = api.call(
+        "model.account.move.line.search_read",
+        [("move", "=", move_id)],
+        0,
+        None,
+        [("debit", "DESC")],
+        LINE_FIELDS,
+    )
     assert [(ln["account"], ln["party"], ln["debit"], ln["credit"]) for ln in lines] == [
         (accounts["receivable"], party, Decimal("1234.56"), Decimal("0")),
         (accounts["revenue"], None, Decimal("0"), Decimal("1234.56")),
@@ -95,26 +138,48 @@ def test_balanced_move_is_posted_and_read_back_by_its_reference(
 
 
 def test_unbalanced_move_is_refused_with_trytons_message(
-        api: TrytonClient, accounts: dict[str, int], misc_journal: int) -> None:
+    api: TrytonClient, accounts: dict[str, int], misc_journal: int
+) -> None:
     today = datetime.date.today()
     ref = reference()
-    (move_id,) = api.call("model.account.move.create", [move_values(misc_journal, period_of(api, today), today, ref, [
-        {"account": accounts["cash"], "debit": Decimal("100.00"), "credit": Decimal("0")},
-        {"account": accounts["revenue"], "debit": Decimal("0"), "credit": Decimal("100.01")},
-    ])])
+    (move_id,) = api.call(
+        "model.account.move.create",
+        [
+            move_values(
+                misc_journal,
+                period_of(api, today),
+                today,
+                ref,
+                [
+                    {
+                        "account": accounts["cash"],
+                        "debit": Decimal("100.00"),
+                        "credit": Decimal("0"),
+                    },
+                    {
+                        "account": accounts["revenue"],
+                        "debit": Decimal("0"),
+                        "credit": Decimal("100.01"),
+                    },
+                ],
+            )
+        ],
+    )
 
     with pytest.raises(TrytonPermanentError) as refused:
         api.call("model.account.move.post", [move_id])
 
     assert refused.value.tryton_type == "UserError"
     assert refused.value.message == (
-        f'To post move "({move_id})", you must balance all its lines debits and credits.')
+        f'To post move "({move_id})", you must balance all its lines debits and credits.'
+    )
     (move,) = api.call("model.account.move.read", [move_id], ["state", "number"])
     assert (move["state"], move["number"]) == ("draft", None)
 
 
 def test_move_in_a_closed_period_is_refused(
-        admin: TrytonClient, api: TrytonClient, accounts: dict[str, int], misc_journal: int) -> None:
+    admin: TrytonClient, api: TrytonClient, accounts: dict[str, int], misc_journal: int
+) -> None:
     day = datetime.date(datetime.date.today().year + 1, 6, 15)  # a month no other test posts to
     period = period_of(admin, day)
     admin.call("model.account.period.close", [period])
@@ -123,14 +188,34 @@ def test_move_in_a_closed_period_is_refused(
     ref = reference()
 
     with pytest.raises(TrytonPermanentError) as refused:
-        api.call("model.account.move.create", [move_values(misc_journal, period, day, ref, [
-            {"account": accounts["cash"], "debit": Decimal("5.00"), "credit": Decimal("0")},
-            {"account": accounts["revenue"], "debit": Decimal("0"), "credit": Decimal("5.00")},
-        ])])
+        api.call(
+            "model.account.move.create",
+            [
+                move_values(
+                    misc_journal,
+                    period,
+                    day,
+                    ref,
+                    [
+                        {
+                            "account": accounts["cash"],
+                            "debit": Decimal("5.00"),
+                            "credit": Decimal("0"),
+                        },
+                        {
+                            "account": accounts["revenue"],
+                            "debit": Decimal("0"),
+                            "credit": Decimal("5.00"),
+                        },
+                    ],
+                )
+            ],
+        )
 
     assert refused.value.tryton_type == "UserError"
     assert refused.value.message == (
-        f'You cannot create a journal-period in closed period "{state["name"]}".')
+        f'You cannot create a journal-period in closed period "{state["name"]}".'
+    )
     assert api.call("model.account.move.search", [("description", "=", ref)], 0, None, None) == []
 
 
@@ -141,28 +226,68 @@ def test_the_api_user_cannot_close_periods(api: TrytonClient) -> None:
     assert refused.value.message == 'You are not allowed to access "Account Period".'
 
 
-def test_customer_invoice_is_posted_with_its_move(api: TrytonClient, accounts: dict[str, int]) -> None:
+def test_customer_invoice_is_posted_with_its_move(
+    api: TrytonClient, accounts: dict[str, int]
+) -> None:
     """The call shapes the connector's post_invoice will use (no on_change runs over RPC,
     so account, journal and invoice address are given explicitly)."""
-    (party,) = api.call("model.party.party.create", [{
-        "name": "Globex", "addresses": [["create", [{"street": "1 Main St", "city": "Springfield"}]]]}])
+    (party,) = api.call(
+        "model.party.party.create",
+        [
+            {
+                "name": "Globex",
+                "addresses": [["create", [{"street": "1 Main St", "city": "Springfield"}]]],
+            }
+        ],
+    )
     (address,) = api.call("model.party.address.search", [("party", "=", party)], 0, None, None)
     (journal,) = api.call("model.account.journal.search", [("code", "=", "REV")], 0, None, None)
     ref = f"LL-INV-{uuid.uuid4().hex[:8]}"
-    (invoice_id,) = api.call("model.account.invoice.create", [{
-        "type": "out", "party": party, "invoice_address": address, "account": accounts["receivable"],
-        "journal": journal, "invoice_date": datetime.date.today(), "reference": ref,
-        "lines": [["create", [
-            {"type": "line", "description": "API calls", "quantity": Decimal("1000"),
-             "unit_price": Decimal("0.0125"), "account": accounts["revenue"]},
-            {"type": "line", "description": "Platform fee", "quantity": Decimal("1"),
-             "unit_price": Decimal("99.00"), "account": accounts["revenue"]},
-        ]]],
-    }])
+    (invoice_id,) = api.call(
+        "model.account.invoice.create",
+        [
+            {
+                "type": "out",
+                "party": party,
+                "invoice_address": address,
+                "account": accounts["receivable"],
+                "journal": journal,
+                "invoice_date": datetime.date.today(),
+                "reference": ref,
+                "lines": [
+                    [
+                        "create",
+                        [
+                            {
+                                "type": "line",
+                                "description": "API calls",
+                                "quantity": Decimal("1000"),
+                                "unit_price": Decimal("0.0125"),
+                                "account": accounts["revenue"],
+                            },
+                            {
+                                "type": "line",
+                                "description": "Platform fee",
+                                "quantity": Decimal("1"),
+                                "unit_price": Decimal("99.00"),
+                                "account": accounts["revenue"],
+                            },
+                        ],
+                    ]
+                ],
+            }
+        ],
+    )
     api.call("model.account.invoice.post", [invoice_id])
 
-    (invoice,) = api.call("model.account.invoice.search_read", [("reference", "=", ref)], 0, None, None,
-                          ["state", "number", "total_amount", "move"])
+    (invoice,) = api.call(
+        "model.account.invoice.search_read",
+        [("reference", "=", ref)],
+        0,
+        None,
+        None,
+        ["state", "number", "total_amount", "move"],
+    )
     assert invoice["state"] == "posted" and invoice["number"]
     assert invoice["total_amount"] == Decimal("111.50")  # 1000 x 0.0125 + 99.00
     (move,) = api.call("model.account.move.read", [invoice["move"]], ["state"])
@@ -176,7 +301,8 @@ def test_wrong_password_is_a_clear_login_error(tryton_server: TrytonServer) -> N
     assert isinstance(refused.value, TrytonPermanentError)
     assert refused.value.status == 401
     assert str(refused.value).startswith(
-        f"Tryton refused the login of {API_LOGIN!r} on database 'ledgerline': wrong login or password")
+        f"Tryton refused the login of {API_LOGIN!r} on database 'ledgerline': wrong login or password"
+    )
 
 
 def test_unknown_database_is_a_login_error(tryton_server: TrytonServer) -> None:
@@ -205,6 +331,8 @@ def test_server_that_does_not_answer_is_transient() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)  # accepts the connection, never answers
         port = listener.getsockname()[1]
-        client = TrytonClient(f"http://127.0.0.1:{port}", "ledgerline", API_LOGIN, "x", timeout=(1.0, 0.5))
+        client = TrytonClient(
+            f"http://127.0.0.1:{port}", "ledgerline", API_LOGIN, "x", timeout=(1.0, 0.5)
+        )
         with pytest.raises(TrytonTransientError, match="did not answer in time"):
             client.login()

@@ -11,7 +11,13 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from core.services import customer_create
 from exceptions.models import AuditChainHead, AuditEntry
-from exceptions.services import Actor, AuditOutsideTransaction, audit_record, audit_verify_chain, entry_hash_of
+from exceptions.services import (
+    Actor,
+    AuditOutsideTransaction,
+    audit_record,
+    audit_verify_chain,
+    entry_hash_of,
+)
 from tests.conftest import requires_postgres
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,8 +28,17 @@ def _write_entries(n: int) -> list[AuditEntry]:
     out = []
     for i in range(n):
         with transaction.atomic():
-            out.append(audit_record(actor=actor, action="test.write", object_type="tests.thing",
-                                    object_id=str(i), before={"v": i}, after={"v": i + 1}, reason=f"step {i}"))
+            out.append(
+                audit_record(
+                    actor=actor,
+                    action="test.write",
+                    object_type="tests.thing",
+                    object_id=str(i),
+                    before={"v": i},
+                    after={"v": i + 1},
+                    reason=f"step {i}",
+                )
+            )
     return out
 
 
@@ -33,7 +48,9 @@ def test_entry_is_written_in_the_callers_transaction(entity_us) -> None:
 
     with pytest.raises(Boom):
         with transaction.atomic():
-            customer_create(legal_entity=entity_us, code="gone", name="Gone", actor=Actor.system("t"))
+            customer_create(
+                legal_entity=entity_us, code="gone", name="Gone", actor=Actor.system("t")
+            )
             assert AuditEntry.objects.filter(action="customer.create").count() == 1
             raise Boom
     assert not AuditEntry.objects.filter(action="customer.create").exists()
@@ -86,7 +103,10 @@ def _tamper(sql: str, params: list) -> None:
 
 def test_an_altered_entry_makes_verify_audit_fail_naming_it() -> None:
     entries = _write_entries(4)
-    _tamper("UPDATE exceptions_auditentry SET reason = %s WHERE id = %s", ["nothing to see", entries[2].pk])
+    _tamper(
+        "UPDATE exceptions_auditentry SET reason = %s WHERE id = %s",
+        ["nothing to see", entries[2].pk],
+    )
     with pytest.raises(CommandError) as excinfo:
         call_command("verify_audit")
     message = str(excinfo.value)
@@ -113,8 +133,10 @@ def test_rewriting_an_entry_and_its_hash_is_still_caught_by_the_next_link() -> N
     entries = _write_entries(3)
     forged = AuditEntry.objects.get(pk=entries[0].pk)
     forged.reason = "forged"
-    _tamper("UPDATE exceptions_auditentry SET reason = %s, entry_hash = %s WHERE id = %s",
-            ["forged", entry_hash_of(forged), entries[0].pk])
+    _tamper(
+        "UPDATE exceptions_auditentry SET reason = %s, entry_hash = %s WHERE id = %s",
+        ["forged", entry_hash_of(forged), entries[0].pk],
+    )
     with pytest.raises(CommandError, match="entry #2 .*prev_hash"):
         call_command("verify_audit")
 
@@ -122,15 +144,21 @@ def test_rewriting_an_entry_and_its_hash_is_still_caught_by_the_next_link() -> N
 def test_audit_page_filters_by_object_actor_action_and_date(client, auditor) -> None:
     _write_entries(2)
     with transaction.atomic():
-        audit_record(actor=Actor.for_user(auditor), action="invoice.finalize", object_type="billing.invoice",
-                     object_id="42")
+        audit_record(
+            actor=Actor.for_user(auditor),
+            action="invoice.finalize",
+            object_type="billing.invoice",
+            object_id="42",
+        )
     client.force_login(auditor)
     page = client.get("/exceptions/audit/", {"object_type": "billing.invoice"})
     assert page.status_code == 200
     assert b"invoice.finalize" in page.content and b"test.write" not in page.content
     assert b"invoice.finalize" not in client.get("/exceptions/audit/", {"actor": "tests"}).content
     assert b"invoice.finalize" in client.get("/exceptions/audit/", {"action": "invoice"}).content
-    assert b"No entries match" in client.get("/exceptions/audit/", {"date_to": "2000-01-01"}).content
+    assert (
+        b"No entries match" in client.get("/exceptions/audit/", {"date_to": "2000-01-01"}).content
+    )
     bad = client.get("/exceptions/audit/", {"date_from": "yesterday"})
     assert bad.status_code == 200 and b"is not a date" in bad.content
 

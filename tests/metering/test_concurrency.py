@@ -176,7 +176,13 @@ def test_event_keys_compare_byte_by_byte() -> None:
     _acme_mapped_and_a_metric()
     at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     events = [
-        {"event_id": e, "source": "app", "customer_ref": "acct-1", "metric": "api_calls", "timestamp": at}
+        {
+            "event_id": e,
+            "source": "app",
+            "customer_ref": "acct-1",
+            "metric": "api_calls",
+            "timestamp": at,
+        }
         for e in ("e-a", "E-A", "é-a", "e-A")
     ]
     result = usage_ingest(items=[(e, e) for e in events], actor=Actor.system("t"))

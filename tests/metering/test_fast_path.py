@@ -296,7 +296,8 @@ def test_the_c_fast_path_is_built() -> None:
 
 
 needs_c = pytest.mark.skipif(
-    ingest._fastpath is None, reason="metering._fastpath is not built (test_the_c_fast_path_is_built)"
+    ingest._fastpath is None,
+    reason="metering._fastpath is not built (test_the_c_fast_path_is_built)",
 )
 
 
@@ -310,8 +311,13 @@ def test_the_c_blake2b_is_hashlibs(n: int) -> None:
 
 
 _z_digits = st.tuples(
-    st.integers(0, 10000), st.integers(0, 13), st.integers(0, 32), st.integers(0, 25),
-    st.integers(0, 60), st.integers(0, 61), st.one_of(st.none(), st.integers(0, 999999)),
+    st.integers(0, 10000),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.integers(0, 25),
+    st.integers(0, 60),
+    st.integers(0, 61),
+    st.one_of(st.none(), st.integers(0, 999999)),
 ).map(
     lambda t: f"{t[0]:04d}-{t[1]:02d}-{t[2]:02d}T{t[3]:02d}:{t[4]:02d}:{t[5]:02d}"
     + ("" if t[6] is None else f".{t[6]:06d}")
@@ -326,14 +332,20 @@ _c_times = st.one_of(
     _times,
     _z_digits,  # the Z layout with any digits: 2025-02-29, month 13, 24:00, year 0...
     st.sampled_from(
-        ["2024-02-29T11:00:00Z", "2026-11-24T11:00:00.000000Z", "2026-11-24t11:00:00Z",
-         "2026-11-24T11:00:00.12345aZ", "2026-11-24T11:00:00.1234567", "２０２６-11-24T11:00:00Z"]
+        [
+            "2024-02-29T11:00:00Z",
+            "2026-11-24T11:00:00.000000Z",
+            "2026-11-24t11:00:00Z",
+            "2026-11-24T11:00:00.12345aZ",
+            "2026-11-24T11:00:00.1234567",
+            "２０２６-11-24T11:00:00Z",
+        ]
     ),
 )
 _c_text = st.one_of(
     st.sampled_from(["a", 'q"uote', "back\\slash", "é", "\u2028", "\xa0", "日本", "😀", "x" * 200]),
     st.text(min_size=1, max_size=8),
-    st.text(alphabet="é😀\"\\", min_size=150, max_size=200),  # heads past the 1 kB stack buffer
+    st.text(alphabet='é😀"\\', min_size=150, max_size=200),  # heads past the 1 kB stack buffer
 )
 _c_props = st.fixed_dictionaries(
     {"units": st.one_of(st.integers(0, 10), st.integers(-(10**25), 10**25))},

@@ -267,7 +267,9 @@ def test_an_auditor_cannot_upload_usage(client, auditor) -> None:  # type: ignor
     from metering.models import ImportJob
 
     client.force_login(auditor)
-    upload = SimpleUploadedFile("u.csv", b"event_id,source,customer_ref,metric,timestamp\n", "text/csv")
+    upload = SimpleUploadedFile(
+        "u.csv", b"event_id,source,customer_ref,metric,timestamp\n", "text/csv"
+    )
     response = client.post("/metering/imports/", {"file": upload})
     assert response.status_code == 403
     assert not ImportJob.objects.exists()

@@ -22,14 +22,18 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--period", required=True, help="The month, YYYY-MM.")
         parser.add_argument("--entity", help="Legal entity code (default: every entity).")
-        parser.add_argument("--finalize", action="store_true", help="Finalize every draft of the run afterwards.")
+        parser.add_argument(
+            "--finalize", action="store_true", help="Finalize every draft of the run afterwards."
+        )
 
     def _bar(self, label: str) -> Any:
         def show(done: int, total: int) -> None:
             filled = BAR_WIDTH if not total else int(BAR_WIDTH * done / total)
             pct = 100 if not total else int(100 * done / total)
-            self.stdout.write(f"\r{label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} {pct:3d}%",
-                              ending="")
+            self.stdout.write(
+                f"\r{label} [{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {done}/{total} {pct:3d}%",
+                ending="",
+            )
             if done >= total:
                 self.stdout.write("")
             sys.stdout.flush()
@@ -50,13 +54,21 @@ class Command(BaseCommand):
         for entity in entities:
             try:
                 run = services.billing_run_request(legal_entity=entity, month=month, actor=actor)
-                run = services.billing_run_execute(run_id=run.pk, actor=actor,
-                                                   progress=self._bar(f"{entity.code} {run.label} rating"))
+                run = services.billing_run_execute(
+                    run_id=run.pk,
+                    actor=actor,
+                    progress=self._bar(f"{entity.code} {run.label} rating"),
+                )
             except AppError as exc:
                 raise CommandError(f"{entity.code}: {exc.message} ({exc.code})") from None
-            self.stdout.write(f"{entity.code} {run.label}: {run.invoices_created} invoice(s), "
-                              f"{run.adjustments_created} correction(s) drafted")
+            self.stdout.write(
+                f"{entity.code} {run.label}: {run.invoices_created} invoice(s), "
+                f"{run.adjustments_created} correction(s) drafted"
+            )
             if opts["finalize"]:
-                done = services.billing_run_finalize(run=run, actor=actor,
-                                                     progress=self._bar(f"{entity.code} {run.label} finalizing"))
+                done = services.billing_run_finalize(
+                    run=run,
+                    actor=actor,
+                    progress=self._bar(f"{entity.code} {run.label} finalizing"),
+                )
                 self.stdout.write(f"{entity.code} {run.label}: {len(done)} document(s) finalized")

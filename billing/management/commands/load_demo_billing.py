@@ -13,7 +13,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         result = load_demo_billing()
         if result.events_sent:
-            self.stdout.write(f"Sent {result.events_sent:,} demo usage events through the ingest service.")
+            self.stdout.write(
+                f"Sent {result.events_sent:,} demo usage events through the ingest service."
+            )
         for line in result.runs:
             self.stdout.write(f"  billing run {line}")
-        self.stdout.write(f"{result.invoices} invoices in the demo (US finalized, others drafts to approve).")
+        self.stdout.write(
+            f"{result.invoices} invoices in the demo (US finalized, others drafts to approve)."
+        )

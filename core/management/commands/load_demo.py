@@ -17,9 +17,19 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         users = load_demo_data()
         key_file = settings.VAR_DIR / "demo_api_key"
-        if not key_file.exists() or not ApiKey.objects.filter(name="demo", revoked_at__isnull=True).exists():
+        if (
+            not key_file.exists()
+            or not ApiKey.objects.filter(name="demo", revoked_at__isnull=True).exists()
+        ):
             issued = api_key_create(
-                name="demo", scopes=["usage:write", "postings:read", "invoices:read", "exceptions:read", "admin"],
+                name="demo",
+                scopes=[
+                    "usage:write",
+                    "postings:read",
+                    "invoices:read",
+                    "exceptions:read",
+                    "admin",
+                ],
                 actor=Actor.system("demo data"),
             )
             key_file.write_text(issued.raw_key + "\n")
@@ -27,4 +37,6 @@ class Command(BaseCommand):
         self.stdout.write("Demo logins (password for all: %s):" % DEMO_PASSWORD)
         for u in users:
             self.stdout.write(f"  {u.username:<12} {u.role}")
-        self.stdout.write(f"Demo API key (all scopes): {key_file.read_text().strip()}  (kept in {key_file})")
+        self.stdout.write(
+            f"Demo API key (all scopes): {key_file.read_text().strip()}  (kept in {key_file})"
+        )

@@ -14,5 +14,7 @@ class Command(BaseCommand):
         checked, broken = audit_verify_chain()
         if broken is not None:
             where = f"entry #{broken.seq}" + (f" (id {broken.entry_id})" if broken.entry_id else "")
-            raise CommandError(f"Audit chain broken at {where}: {broken.problem}. {checked} entries before it are intact.")
+            raise CommandError(
+                f"Audit chain broken at {where}: {broken.problem}. {checked} entries before it are intact."
+            )
         self.stdout.write(self.style.SUCCESS(f"Audit chain intact: {checked} entries verified."))

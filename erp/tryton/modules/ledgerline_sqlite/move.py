@@ -21,17 +21,14 @@ from trytond.pool import PoolMeta
 
 
 class Move(metaclass=PoolMeta):
-    __name__ = 'account.move'
+    __name__ = "account.move"
 
     @dualmethod
     @ModelView.button
     def post(cls, moves):
-        if backend.name == 'sqlite':
+        if backend.name == "sqlite":
             for move in moves:
-                balance = sum(
-                    (line.debit - line.credit for line in move.lines), 0)
+                balance = sum((line.debit - line.credit for line in move.lines), 0)
                 if not move.company.currency.is_zero(balance):
-                    raise PostError(gettext(
-                            'account.msg_post_unbalanced_move',
-                            move=move.rec_name))
+                    raise PostError(gettext("account.msg_post_unbalanced_move", move=move.rec_name))
         super().post(moves)
