@@ -131,7 +131,7 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
     from billing.models import Contract, TaxRate
     from billing.periods import parse_period, period_bounds_utc
     from core.models import Currency, Customer, LegalEntity
-    from exceptions.services import Actor
+    from core.actors import Actor
     from metering import partitions
     from metering.models import MetricDefinition, MetricVersion
     from metering.services import metric_create
@@ -241,7 +241,7 @@ def main() -> None:
 
     from billing import services
     from billing.models import FinanceEvent, Invoice, InvoiceLine
-    from exceptions.services import Actor
+    from core.actors import Actor
 
     t0 = time.perf_counter()
     ctx = setup(args)

@@ -18,7 +18,7 @@ django.setup()
 
 from core.models import Currency, Customer, LegalEntity  # noqa: E402
 from core.services import api_key_create  # noqa: E402
-from exceptions.services import Actor  # noqa: E402
+from core.actors import Actor  # noqa: E402
 from metering.models import CustomerMapping  # noqa: E402
 from metering.services import metric_create  # noqa: E402
 

@@ -28,7 +28,7 @@ from billing.models import (
 )
 from core.errors import AppError
 from exceptions.admin import AuditedModelAdmin, ReadOnlyAdmin
-from exceptions.services import Actor
+from core.actors import Actor
 
 
 class _ServiceAdmin(admin.ModelAdmin):

@@ -20,7 +20,7 @@ from billing.models import Contract, Invoice, PricePlan, TaxRate
 from billing.periods import parse_period
 from core.errors import AppError
 from core.models import Customer, LegalEntity
-from exceptions.services import Actor
+from core.actors import Actor
 from metering.models import CustomerMapping, MetricDefinition
 from metering.services import customer_mapping_create, metric_create, usage_ingest
 

@@ -49,7 +49,8 @@ from billing.tax import TaxableLine, TaxContext, TaxEngine, TaxLineResult, tax_e
 from billing.terms import ContractTerms, PlanCache, TermsChange, TermsError, period_ending_in
 from core.errors import AppError, Conflict
 from core.models import Currency, Customer, LegalEntity
-from exceptions.services import Actor, audit_record, case_open_or_update
+from core.actors import Actor
+from exceptions.services import audit_record, case_open_or_update
 from metering.selectors import summary_event_values
 from metering.services import usage_summaries_close, usage_summarize_window
 

@@ -10,7 +10,7 @@ from billing.services import billing_run_execute, month_ready_at
 from billing.models import BillingRun, RunStatus
 from billing.periods import local_date_of, parse_period
 from core.models import LegalEntity
-from exceptions.services import Actor
+from core.actors import Actor
 
 
 def billing_run_task(run_id: int, requested_by: str = "") -> None:

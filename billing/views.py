@@ -32,7 +32,7 @@ from core.roles import (
     has_role,
     role_required,
 )
-from exceptions.services import Actor
+from core.actors import Actor
 
 VIEWERS = (FINANCE_CLERK, FINANCE_APPROVER, INTEGRATION_ADMIN, AUDITOR)
 RUNNERS = (INTEGRATION_ADMIN,)

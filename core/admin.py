@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from core.models import ApiKey, Currency, Customer, LegalEntity
 from core.services import api_key_revoke
 from exceptions.admin import AuditedModelAdmin
-from exceptions.services import Actor
+from core.actors import Actor
 
 
 @admin.register(Currency)

@@ -11,7 +11,7 @@ from django.db import transaction
 from core import roles
 from core.models import Currency, Customer, LegalEntity
 from core.services import currency_ensure, customer_create, legal_entity_create
-from exceptions.services import Actor
+from core.actors import Actor
 
 DEMO_PASSWORD = "ledgerline-demo"
 

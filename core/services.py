@@ -13,7 +13,8 @@ from django.utils import timezone
 from core import error_codes
 from core.errors import AppError
 from core.models import ApiKey, ApiScope, Currency, Customer, LegalEntity
-from exceptions.services import Actor, audit_record
+from core.actors import Actor
+from exceptions.services import audit_record
 
 KEY_PREFIX = "ll"
 

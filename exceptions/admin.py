@@ -9,7 +9,8 @@ from django.forms import ModelForm, model_to_dict
 from django.http import HttpRequest
 
 from exceptions.models import AuditEntry, ExceptionCase
-from exceptions.services import Actor, audit_record
+from core.actors import Actor
+from exceptions.services import audit_record
 
 
 def _snapshot(obj: Model) -> dict[str, Any]:

@@ -12,12 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-
-class ActorKind(models.TextChoices):
-    USER = "user", "User"
-    API_KEY = "api_key", "API key"
-    TASK = "task", "Task"
-    SYSTEM = "system", "System"
+from core.actors import ActorKind
 
 
 class AuditEntry(models.Model):

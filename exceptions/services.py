@@ -18,9 +18,9 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Model
 from django.utils import timezone
 
+from core.actors import Actor
 from exceptions.models import (
     OPEN_STATUSES,
-    ActorKind,
     AuditChainHead,
     AuditEntry,
     CaseStatus,
@@ -33,44 +33,6 @@ GENESIS_HASH = "0" * 64
 
 class AuditOutsideTransaction(RuntimeError):
     """audit_record was called outside a transaction: the entry could outlive a rolled-back change."""
-
-
-@dataclass(frozen=True)
-class Actor:
-    """Who made a change: a person, an API key, a task or the system itself."""
-
-    kind: str
-    label: str
-    user_id: int | None = None
-    api_key_id: int | None = None
-
-    @classmethod
-    def for_user(cls, user: Any) -> Actor:
-        return cls(kind=ActorKind.USER, label=user.get_username(), user_id=user.pk)
-
-    @classmethod
-    def for_api_key(cls, api_key: Any) -> Actor:
-        return cls(
-            kind=ActorKind.API_KEY,
-            label=f"{api_key.name} ({api_key.prefix})",
-            api_key_id=api_key.pk,
-        )
-
-    @classmethod
-    def for_task(cls, name: str) -> Actor:
-        return cls(kind=ActorKind.TASK, label=name)
-
-    @classmethod
-    def system(cls, label: str = "system") -> Actor:
-        return cls(kind=ActorKind.SYSTEM, label=label)
-
-    @classmethod
-    def for_request(cls, request: Any) -> Actor:
-        """The actor of a web or API request (API key if the request carries one)."""
-        auth = getattr(request, "auth", None)
-        if auth is not None and hasattr(auth, "prefix"):
-            return cls.for_api_key(auth)
-        return cls.for_user(request.user)
 
 
 def _json_safe(value: Any) -> Any:

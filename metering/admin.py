@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from core.errors import AppError
 from exceptions.admin import ReadOnlyAdmin
-from exceptions.services import Actor
+from core.actors import Actor
 from metering.models import (
     Aggregation,
     CustomerMapping,

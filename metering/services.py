@@ -27,7 +27,8 @@ from django.utils import timezone
 from core.errors import AppError, Conflict
 from core.models import ApiKey, Customer
 from exceptions.models import OPEN_STATUSES, CaseStatus, ExceptionCase
-from exceptions.services import Actor, audit_record, case_close, case_open_or_update
+from core.actors import Actor
+from exceptions.services import audit_record, case_close, case_open_or_update
 from metering import error_codes, event_store, ingest, partitions, reference
 from metering.models import (
     Aggregation,

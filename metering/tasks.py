@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from exceptions.services import Actor
+from core.actors import Actor
 from metering.services import import_job_run, usage_summaries_refresh
 
 

@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from core.query import date_params
 from core.errors import AppError
 from core.roles import AUDITOR, FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, role_required
-from exceptions.services import Actor
+from core.actors import Actor
 from metering import selectors
 from metering.models import ImportJob
 from metering.services import import_job_create

@@ -12,7 +12,7 @@ from rest_framework.test import APIClient
 from core import roles
 from core.models import Currency, Customer, LegalEntity
 from core.services import IssuedKey, api_key_create
-from exceptions.services import Actor
+from core.actors import Actor
 
 requires_postgres = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="needs PostgreSQL (DATABASE_URL=postgres://...)"

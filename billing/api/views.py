@@ -33,7 +33,7 @@ from billing.services import (
 )
 from core.errors import AppError
 from core.models import ApiScope, Currency, Customer
-from exceptions.services import Actor
+from core.actors import Actor
 
 # --------------------------------------------------------------------------- admin: plans and contracts
 

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 from core import selectors
 from core.models import ApiKey, Customer, LegalEntity, ApiScope
 from core.services import customer_create
-from exceptions.services import Actor
+from core.actors import Actor
 
 
 class AnyValidKey(BasePermission):

@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 from core.api.errors import exception_handler as ll_exception_handler
 from core.errors import AppError
 from core.models import ApiScope
-from exceptions.services import Actor
+from core.actors import Actor
 from metering import error_codes, ingest
 from metering.api.views import (
     _parser,

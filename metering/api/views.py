@@ -26,7 +26,7 @@ from rest_framework.views import APIView
 from core import error_codes as core_codes
 from core.errors import AppError
 from core.models import ApiScope, Customer
-from exceptions.services import Actor
+from core.actors import Actor
 from metering import error_codes, ingest, selectors
 from metering.models import Aggregation, CustomerMapping, MetricDefinition, RejectedEvent
 from metering.services import (

@@ -13,7 +13,7 @@ from billing import services
 from billing.models import BillingRun, Contract, Invoice, PricePlan, TaxRate
 from billing.periods import parse_period
 from core.models import Currency, Customer, LegalEntity
-from exceptions.services import Actor
+from core.actors import Actor
 from metering.services import customer_mapping_create, metric_create, usage_ingest
 
 ACTOR = Actor.system("tests")

@@ -12,7 +12,7 @@ from core.api.throttling import ApiKeyRateThrottle
 from core.models import ApiKey
 from core.services import api_key_revoke
 from exceptions.models import AuditEntry
-from exceptions.services import Actor
+from core.actors import Actor
 
 
 @pytest.mark.django_db

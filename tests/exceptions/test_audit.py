@@ -11,8 +11,8 @@ from django.db import DatabaseError, IntegrityError, connection, transaction
 
 from core.services import customer_create
 from exceptions.models import AuditChainHead, AuditEntry
+from core.actors import Actor
 from exceptions.services import (
-    Actor,
     AuditOutsideTransaction,
     audit_record,
     audit_verify_chain,

@@ -6,7 +6,8 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from exceptions.models import AuditEntry, CaseStatus, ExceptionCase
-from exceptions.services import Actor, case_close, case_open_or_update
+from core.actors import Actor
+from exceptions.services import case_close, case_open_or_update
 
 pytestmark = pytest.mark.django_db
 

@@ -7,7 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 from core.models import Customer
-from exceptions.services import Actor
+from core.actors import Actor
 from metering.models import EventKey, MetricDefinition, MetricVersion, UsageEvent
 from metering.services import metric_create
 

@@ -10,7 +10,7 @@ import pytest
 from django.db import connection, connections
 
 from core.models import ApiKey, Currency, Customer, LegalEntity
-from exceptions.services import Actor
+from core.actors import Actor
 from metering.models import CustomerMapping, EventKey, IngestTally, UsageEvent
 from metering.partitions import partition_name
 from metering.services import usage_ingest, usage_summarize_window

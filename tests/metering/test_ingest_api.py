@@ -141,7 +141,7 @@ def test_window_codes(writer, event, now: datetime) -> None:  # type: ignore[no-
 
 
 def test_metric_version_in_force_at_event_time(writer, event, now: datetime) -> None:  # type: ignore[no-untyped-def]
-    from exceptions.services import Actor
+    from core.actors import Actor
     from metering.models import MetricDefinition
     from metering.services import metric_version_add
 

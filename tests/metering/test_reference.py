@@ -12,7 +12,7 @@ import pytest
 from django.db import connections, transaction
 
 from core.models import Currency, Customer, LegalEntity
-from exceptions.services import Actor
+from core.actors import Actor
 from metering import reference, services
 from metering.models import CustomerMapping, HeldEvent, UsageEvent
 from metering.services import customer_mapping_create, usage_ingest

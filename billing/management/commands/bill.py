@@ -11,7 +11,7 @@ from billing import services
 from billing.periods import parse_period
 from core.errors import AppError
 from core.models import LegalEntity
-from exceptions.services import Actor
+from core.actors import Actor
 
 BAR_WIDTH = 30
 

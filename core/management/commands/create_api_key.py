@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.errors import AppError
 from core.services import api_key_create
-from exceptions.services import Actor
+from core.actors import Actor
 
 
 class Command(BaseCommand):

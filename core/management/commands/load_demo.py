@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from core.demo import DEMO_PASSWORD, load_demo_data
 from core.models import ApiKey
 from core.services import api_key_create
-from exceptions.services import Actor
+from core.actors import Actor
 
 
 class Command(BaseCommand):

@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.errors import AppError
-from exceptions.services import Actor
+from core.actors import Actor
 from metering.services import ImportProgress, usage_import_stream
 
 
