@@ -47,6 +47,7 @@ from billing.periods import Period, local_date_of, period_bounds_utc
 from billing.rating import RatingError, components_from_config, overrides_from_dict, rate_period
 from billing.tax import TaxableLine, TaxContext, TaxEngine, TaxLineResult, tax_engine
 from billing.terms import ContractTerms, PlanCache, TermsChange, TermsError, period_ending_in
+from core import locks
 from core.errors import AppError, Conflict
 from core.models import Currency, Customer, LegalEntity
 from core.actors import Actor
@@ -441,7 +442,7 @@ def _lock_finance_events() -> None:
     """Serialise finance-event writers until commit so ids become visible in id order (PostgreSQL)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_xact_lock(hashtext('billing_financeevent'))")
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [locks.FINANCE_EVENTS])
 
 
 def finance_events_record(events: Sequence[FinanceEvent]) -> None:

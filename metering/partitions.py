@@ -14,9 +14,11 @@ from collections.abc import Iterable
 
 from django.db import DatabaseError, connection, transaction
 
+from core import locks
+
 log = logging.getLogger(__name__)
 _known: set[tuple[int, int]] = set()
-PARTITION_LOCK = 0x4C4C5041  # serialises partition creation between web workers
+PARTITION_LOCK = locks.PARTITION
 
 
 def partition_name(year: int, month: int) -> str:

@@ -31,11 +31,12 @@ from dataclasses import dataclass, field
 
 from django.db import connection
 
+from core import locks
 from metering import ingest
 from metering.models import CustomerMapping, MetricVersion
-from metering.summaries import EVENT_WATERMARK_LOCK
 
-MAPPING_LOCK = 0x4C4C4D50  # "LLMP"
+MAPPING_LOCK = locks.MAPPING
+EVENT_WATERMARK_LOCK = locks.EVENT_WATERMARK
 MAX_MAPPINGS = 200_000  # a process forgets its mappings past this many (memory bound)
 
 

@@ -16,6 +16,7 @@ from django.db import connection
 from django.db.models import Count, Max, OuterRef, Subquery, Sum
 from django.db.models.fields.json import KT
 
+from core import locks
 from metering.models import Aggregation, MetricDefinition, MetricVersion, UsageEvent
 
 QUANT = Decimal("0.000001")
@@ -23,7 +24,9 @@ QUANT = Decimal("0.000001")
 # An ingest transaction holds this advisory lock shared while it inserts events;
 # reading the watermark takes it exclusively for an instant, so every event with
 # seq <= watermark has committed (a sequence hands out numbers before commit).
-EVENT_WATERMARK_LOCK = 0x4C4C4D45  # "LLME"; ingest takes it in metering.reference.lock_for_ingest
+EVENT_WATERMARK_LOCK = (
+    locks.EVENT_WATERMARK
+)  # ingest takes it in metering.reference.lock_for_ingest
 
 
 def event_insert_lock() -> None:

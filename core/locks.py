@@ -1,0 +1,15 @@
+"""Every PostgreSQL advisory lock id the application takes, in one place.
+
+Lock order (take them in this order, never the reverse, so transactions cannot
+deadlock on them): MAPPING (shared by ingest, exclusive by a new mapping) ->
+EVENT_WATERMARK (shared by ingest, exclusive by the summary job) -> PARTITION ->
+FINANCE_EVENTS -> rows (control totals, exception cases) -> the audit chain head,
+which every transaction takes last, when it appends its audit entries.
+"""
+
+from __future__ import annotations
+
+MAPPING = 0x4C4C4D50  # "LLMP": ingest shares it; customer_mapping_create takes it alone
+EVENT_WATERMARK = 0x4C4C4D45  # "LLME": ingest shares it; the summary watermark takes it alone
+PARTITION = 0x4C4C5041  # "LLPA": serialises monthly partition creation between web workers
+FINANCE_EVENTS = 0x4C4C4645  # "LLFE": finance event writers, so ids become visible in commit order
