@@ -24,9 +24,11 @@ demo: install
 test: install
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-## lint: ruff's default rules (pyflakes and the pycodestyle errors)
+## lint: ruff's default rules (pyflakes and the pycodestyle errors), ruff's formatting, mypy
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean-demo:
 	rm -rf var/

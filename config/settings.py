@@ -11,9 +11,14 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
+import django_stubs_ext
 from django.core.exceptions import ImproperlyConfigured
+
+# Admin classes are written `ModelAdmin[Model]` for the type checker; this makes that valid at run time.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("LEDGERLINE_VAR_DIR", BASE_DIR / "var"))
@@ -237,6 +242,9 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
 
 # --- Ledgerline -----------------------------------------------------------
+# Where core's own writes (API keys, master data) record their audit entry, in their transaction:
+# core may not import the audit trail's app, so the settings wire it (docs/decisions.md 36).
+LEDGERLINE_AUDIT_RECORDER = "exceptions.services.audit_record"
 LEDGERLINE = {
     # Events older than this many days are rejected (event_too_old).
     "EVENT_MAX_AGE_DAYS": int(os.environ.get("EVENT_MAX_AGE_DAYS", "35")),
@@ -247,7 +255,7 @@ LEDGERLINE = {
     "BILLING_GRACE_HOURS": int(os.environ.get("BILLING_GRACE_HOURS", "12")),
 }
 
-LOGGING = {
+LOGGING: dict[str, Any] = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},

@@ -4,13 +4,14 @@ from django.contrib.auth.decorators import login_required, login_not_required
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config import views as site_views
 from core import views as core_views
 
 admin.site.site_header = "Ledgerline administration"
 admin.site.site_title = "Ledgerline"
 
 urlpatterns = [
-    path("", core_views.home, name="home"),
+    path("", site_views.home, name="home"),
     path("healthz", core_views.healthz, name="healthz"),
     path("readyz", core_views.readyz, name="readyz"),
     path("accounts/login/", login_not_required(auth_views.LoginView.as_view()), name="login"),

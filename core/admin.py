@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.actors import Actor
+from core.audited_admin import AuditedModelAdmin
 from core.models import ApiKey, Currency, Customer, LegalEntity
 from core.services import api_key_revoke
-from exceptions.admin import AuditedModelAdmin
-from core.actors import Actor
 
 
 @admin.register(Currency)
@@ -31,7 +30,7 @@ class CustomerAdmin(AuditedModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
     """Keys are created with `manage.py create_api_key` (the secret is shown once) and revoked here."""
 
     list_display = ["name", "prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
@@ -51,7 +50,7 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
         return False
 
     @admin.action(description="Revoke selected API keys", permissions=["change"])

@@ -55,7 +55,7 @@ def load_demo_data() -> list[DemoUser]:
             name,
             minor_units,
         ) in CURRENCIES:  # shipped by a migration; ensured for flushed test DBs
-            currency_ensure(code=code, name=name, minor_units=minor_units)
+            currency_ensure(code=code, name=name, minor_units=minor_units, actor=actor)
         for code, name, currency, country, tz in ENTITIES:
             if not LegalEntity.objects.filter(code=code).exists():
                 legal_entity_create(

@@ -8,9 +8,13 @@ auditor           reads everything, the audit trail included, changes nothing
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, PermissionsMixin
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest
 
 FINANCE_CLERK = "finance_clerk"
 FINANCE_APPROVER = "finance_approver"
@@ -27,14 +31,15 @@ READ_ONLY_MODELS = {("exceptions", "auditentry"), ("exceptions", "auditchainhead
 
 
 def user_roles(user: AbstractBaseUser | AnonymousUser) -> set[str]:
-    if not getattr(user, "is_authenticated", False):
+    if not user.is_authenticated or not isinstance(user, PermissionsMixin):
         return set()
-    cached = getattr(user, "_ledgerline_roles", None)
+    cached: set[str] | None = getattr(user, "_ledgerline_roles", None)
     if cached is None:
-        cached = set(user.groups.values_list("name", flat=True))  # type: ignore[attr-defined]
-        if getattr(user, "is_superuser", False):
+        cached = set(user.groups.values_list("name", flat=True))
+        if user.is_superuser:
             cached |= set(ALL_ROLES)
-        user._ledgerline_roles = cached  # type: ignore[union-attr]
+        # Kept on the user object, which lives for one request: one query per request.
+        setattr(user, "_ledgerline_roles", cached)
     return cached
 
 
@@ -68,20 +73,21 @@ def sync_role_permissions(**kwargs: Any) -> None:
     groups[FINANCE_APPROVER].permissions.set([])
 
 
-def role_required(*roles: str):  # type: ignore[no-untyped-def]
+P = ParamSpec("P")
+R = TypeVar("R")
+View = Callable[Concatenate[HttpRequest, P], R]
+
+
+def role_required(*roles: str) -> Callable[[View[P, R]], View[P, R]]:
     """View decorator: the user must hold one of `roles`, checked on the server (403 otherwise)."""
-    from functools import wraps
 
-    from django.core.exceptions import PermissionDenied
-
-    def decorator(view):  # type: ignore[no-untyped-def]
+    def decorator(view: View[P, R]) -> View[P, R]:
         @wraps(view)
-        def wrapped(request, *args, **kwargs):  # type: ignore[no-untyped-def]
+        def wrapped(request: HttpRequest, /, *args: P.args, **kwargs: P.kwargs) -> R:
             if not has_role(request.user, *roles):
                 raise PermissionDenied(f"This page is for: {', '.join(roles)}.")
             return view(request, *args, **kwargs)
 
-        wrapped.required_roles = roles  # type: ignore[attr-defined]
         return wrapped
 
     return decorator

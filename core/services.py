@@ -1,4 +1,8 @@
-"""Writes of the core app: API keys and master data."""
+"""Writes of the core app: API keys and master data.
+
+Each writes its audit entry in its own transaction through `core.audit` (core
+does not import the audit trail's app; docs/decisions.md 36).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,11 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
-from core import error_codes
+from core.actors import Actor
+from core.audit import CoreAction, audit_record
+from core.error_codes import CoreErrorCode
 from core.errors import AppError
 from core.models import ApiKey, ApiScope, Currency, Customer, LegalEntity
-from core.actors import Actor
-from exceptions.services import audit_record
 
 KEY_PREFIX = "ll"
 
@@ -36,10 +40,10 @@ def api_key_create(*, name: str, scopes: list[str], actor: Actor) -> IssuedKey:
     if unknown or not scopes:
         raise AppError(
             f"Unknown scope(s): {', '.join(unknown) or '(none given)'}. Valid scopes: {', '.join(sorted(valid))}.",
-            code=error_codes.INVALID_SCOPE,
+            code=CoreErrorCode.INVALID_SCOPE,
         )
     if not name.strip():
-        raise AppError("An API key needs a name.", code=error_codes.VALIDATION_FAILED)
+        raise AppError("An API key needs a name.", code=CoreErrorCode.VALIDATION_FAILED)
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     raw = f"{KEY_PREFIX}_{prefix}_{secret}"
@@ -55,7 +59,7 @@ def api_key_create(*, name: str, scopes: list[str], actor: Actor) -> IssuedKey:
         key.save()
         audit_record(
             actor=actor,
-            action="api_key.create",
+            action=CoreAction.API_KEY_CREATE,
             obj=key,
             after={"name": key.name, "scopes": key.scopes},
         )
@@ -86,7 +90,7 @@ def api_key_revoke(*, api_key: ApiKey, actor: Actor, reason: str = "") -> ApiKey
         key.save(update_fields=["revoked_at"])
         audit_record(
             actor=actor,
-            action="api_key.revoke",
+            action=CoreAction.API_KEY_REVOKE,
             obj=key,
             before={"revoked": False},
             after={"revoked": True},
@@ -95,10 +99,29 @@ def api_key_revoke(*, api_key: ApiKey, actor: Actor, reason: str = "") -> ApiKey
     return key
 
 
-def currency_ensure(*, code: str, name: str, minor_units: int) -> Currency:
-    obj, _ = Currency.objects.update_or_create(
-        code=code, defaults={"name": name, "minor_units": minor_units}
-    )
+def currency_ensure(*, code: str, name: str, minor_units: int, actor: Actor) -> Currency:
+    """The currency `code` with this name and minor units: created, corrected or left as it is.
+
+    An entry is written only when a row was created or changed.
+    """
+    with transaction.atomic():
+        obj = Currency.objects.select_for_update().filter(code=code).first()
+        if obj is not None and (obj.name, obj.minor_units) == (name, minor_units):
+            return obj
+        before = None if obj is None else {"name": obj.name, "minor_units": obj.minor_units}
+        after = {"name": name, "minor_units": minor_units}
+        if obj is None:
+            obj = Currency(code=code)
+        obj.name, obj.minor_units = name, minor_units
+        obj.full_clean()
+        obj.save()
+        audit_record(
+            actor=actor,
+            action=CoreAction.CURRENCY_CREATE if before is None else CoreAction.CURRENCY_CHANGE,
+            obj=obj,
+            before=before,
+            after=after,
+        )
     return obj
 
 
@@ -117,7 +140,7 @@ def legal_entity_create(
         entity.save()
         audit_record(
             actor=actor,
-            action="legal_entity.create",
+            action=CoreAction.LEGAL_ENTITY_CREATE,
             obj=entity,
             after={"code": code, "currency": base_currency.code, "timezone": timezone_name},
         )
@@ -151,7 +174,7 @@ def customer_create(
         customer.save()
         audit_record(
             actor=actor,
-            action="customer.create",
+            action=CoreAction.CUSTOMER_CREATE,
             obj=customer,
             after={"code": code, "legal_entity": legal_entity.code},
         )

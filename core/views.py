@@ -7,13 +7,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 
-from core import error_codes, selectors
 from core.api.errors import error_body
-
-
-def home(request: HttpRequest) -> HttpResponse:
-    """The landing page: what the user's roles let them do, and the day's figures."""
-    return render(request, "core/home.html", {"summary": selectors.dashboard_summary()})
+from core.error_codes import CoreErrorCode
 
 
 @login_not_required
@@ -62,7 +57,7 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     if request.path.startswith(API_PREFIXES):
         return JsonResponse(
             error_body(
-                code=error_codes.NOT_FOUND, message=f"There is no API endpoint at {request.path}."
+                code=CoreErrorCode.NOT_FOUND, message=f"There is no API endpoint at {request.path}."
             ),
             status=404,
         )
@@ -74,7 +69,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     if request.path.startswith(API_PREFIXES):
         return JsonResponse(
             error_body(
-                code=error_codes.SERVER_ERROR,
+                code=CoreErrorCode.SERVER_ERROR,
                 message="Ledgerline failed to handle this request; it has been logged.",
             ),
             status=500,

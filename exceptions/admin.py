@@ -3,64 +3,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.db import transaction
-from django.db.models import Model, QuerySet
-from django.forms import ModelForm, model_to_dict
 from django.http import HttpRequest
 
+# The audited admin base moved to core (it records through core.audit); billing's admin
+# still imports it from here until it imports core.audited_admin itself.
+from core.audited_admin import AuditedModelAdmin as AuditedModelAdmin
 from exceptions.models import AuditEntry, ExceptionCase
-from core.actors import Actor
-from exceptions.services import audit_record
 
 
-def _snapshot(obj: Model) -> dict[str, Any]:
-    return {k: v for k, v in model_to_dict(obj).items() if not isinstance(v, (list, set))}
-
-
-class AuditedModelAdmin(admin.ModelAdmin):
-    """Plain admin edits of master data, each with its audit entry in the same transaction.
-
-    The entry holds the fields that changed (before and after); a delete, from
-    the change page or the list's bulk action, records what was deleted.
-    """
-
-    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
-        with transaction.atomic():
-            before = _snapshot(type(obj).objects.get(pk=obj.pk)) if change and obj.pk else {}
-            super().save_model(request, obj, form, change)
-            after = _snapshot(obj)
-            changed = sorted(k for k in after if before.get(k) != after[k])
-            audit_record(
-                actor=Actor.for_user(request.user),
-                action=f"{obj._meta.model_name}.{'change' if change else 'create'}",
-                obj=obj,
-                before={k: before.get(k) for k in changed} if change else None,
-                after={k: after[k] for k in changed},
-            )
-
-    def delete_model(self, request: HttpRequest, obj: Any) -> None:
-        with transaction.atomic():
-            audit_record(
-                actor=Actor.for_user(request.user),
-                action=f"{obj._meta.model_name}.delete",
-                obj=obj,
-                before=_snapshot(obj),
-            )
-            super().delete_model(request, obj)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
-        with transaction.atomic():
-            for obj in queryset:
-                audit_record(
-                    actor=Actor.for_user(request.user),
-                    action=f"{obj._meta.model_name}.delete",
-                    obj=obj,
-                    before=_snapshot(obj),
-                )
-            super().delete_queryset(request, queryset)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin[Any]):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

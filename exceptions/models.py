@@ -163,6 +163,6 @@ class ExceptionCase(models.Model):
         return self.status in OPEN_STATUSES
 
     def amount_display(self) -> str:
-        if self.amount_at_stake is None:
+        if self.amount_at_stake is None or self.currency is None:
             return ""
         return f"{self.amount_at_stake.quantize(Decimal(1).scaleb(-self.currency.minor_units))} {self.currency_id}"

@@ -27,6 +27,7 @@ from exceptions.models import (
     ExceptionCase,
     Severity,
 )
+from exceptions.audit_actions import CLOSE_ACTIONS, CaseAction
 
 GENESIS_HASH = "0" * 64
 
@@ -274,7 +275,7 @@ def case_open_or_update(
         if created:
             audit_record(
                 actor=actor,
-                action="case.open",
+                action=CaseAction.OPEN,
                 obj=case,
                 after={
                     "kind": kind,
@@ -299,7 +300,7 @@ def case_open_or_update(
         case.refresh_from_db()
         audit_record(
             actor=actor,
-            action="case.recur",
+            action=CaseAction.RECUR,
             obj=case,
             before={"occurrences": before_count},
             after={"occurrences": case.occurrence_count},
@@ -323,7 +324,7 @@ def case_close(*, case: ExceptionCase, actor: Actor, status: str, resolution: st
         locked.save()
         audit_record(
             actor=actor,
-            action=f"case.{status}",
+            action=CLOSE_ACTIONS[status],
             obj=locked,
             before=before,
             after={"status": status},

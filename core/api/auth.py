@@ -8,7 +8,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from core import error_codes
+from core.error_codes import CoreErrorCode
 from core.models import ApiKey
 from core.services import api_key_lookup
 
@@ -49,15 +49,15 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         if len(parts) != 2:
             raise AuthFailed(
-                "The Authorization header must be 'Bearer <key>'.", error_codes.AUTH_INVALID
+                "The Authorization header must be 'Bearer <key>'.", CoreErrorCode.AUTH_INVALID
             )
         key = api_key_lookup(raw_key=parts[1])
         if key is None:
-            raise AuthFailed("This API key is not valid.", error_codes.AUTH_INVALID)
+            raise AuthFailed("This API key is not valid.", CoreErrorCode.AUTH_INVALID)
         if key.revoked_at is not None:
             raise AuthFailed(
                 f"This API key was revoked on {key.revoked_at:%Y-%m-%d %H:%M} UTC.",
-                error_codes.AUTH_REVOKED,
+                CoreErrorCode.AUTH_REVOKED,
             )
         now = timezone.now()
         if key.last_used_at is None or (now - key.last_used_at).total_seconds() > 60:

@@ -10,19 +10,19 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from core import error_codes
+from core.error_codes import CoreErrorCode
 from core.errors import AppError
 
 _DRF_CODES: dict[type[exceptions.APIException], str] = {
-    exceptions.NotAuthenticated: error_codes.AUTH_MISSING,
-    exceptions.AuthenticationFailed: error_codes.AUTH_INVALID,
-    exceptions.PermissionDenied: error_codes.PERMISSION_DENIED,
-    exceptions.NotFound: error_codes.NOT_FOUND,
-    exceptions.MethodNotAllowed: error_codes.METHOD_NOT_ALLOWED,
-    exceptions.UnsupportedMediaType: error_codes.UNSUPPORTED_MEDIA_TYPE,
-    exceptions.ParseError: error_codes.MALFORMED_REQUEST,
-    exceptions.ValidationError: error_codes.VALIDATION_FAILED,
-    exceptions.Throttled: error_codes.THROTTLED,
+    exceptions.NotAuthenticated: CoreErrorCode.AUTH_MISSING,
+    exceptions.AuthenticationFailed: CoreErrorCode.AUTH_INVALID,
+    exceptions.PermissionDenied: CoreErrorCode.PERMISSION_DENIED,
+    exceptions.NotFound: CoreErrorCode.NOT_FOUND,
+    exceptions.MethodNotAllowed: CoreErrorCode.METHOD_NOT_ALLOWED,
+    exceptions.UnsupportedMediaType: CoreErrorCode.UNSUPPORTED_MEDIA_TYPE,
+    exceptions.ParseError: CoreErrorCode.MALFORMED_REQUEST,
+    exceptions.ValidationError: CoreErrorCode.VALIDATION_FAILED,
+    exceptions.Throttled: CoreErrorCode.THROTTLED,
 }
 
 
@@ -44,8 +44,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
     detail_codes = exc.get_codes()
     if isinstance(detail_codes, str) and detail_codes in {
-        error_codes.AUTH_REVOKED,
-        error_codes.SCOPE_MISSING,
+        CoreErrorCode.AUTH_REVOKED,
+        CoreErrorCode.SCOPE_MISSING,
     }:
         code = detail_codes
     if isinstance(exc, exceptions.ValidationError):
@@ -54,7 +54,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     else:
         message = str(exc.detail)
         extra = {}
-    if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-        extra["retry_after_seconds"] = int(exc.wait)
+    if isinstance(exc, exceptions.Throttled):
+        # Throttled.__init__ sets `wait`; the DRF stubs do not declare it.
+        wait: float | None = exc.wait  # type: ignore[attr-defined]
+        if wait is not None:
+            extra["retry_after_seconds"] = int(wait)
     response.data = error_body(code=code, message=message, extra=extra)
     return response

@@ -5,7 +5,7 @@ from typing import Any
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 
-from core import error_codes
+from core.error_codes import CoreErrorCode
 from core.models import ApiKey
 
 
@@ -17,7 +17,7 @@ class HasScope(BasePermission):
     """
 
     message = "This API key lacks the scope this operation needs."
-    code = error_codes.SCOPE_MISSING
+    code = CoreErrorCode.SCOPE_MISSING
 
     def has_permission(self, request: Request, view: Any) -> bool:
         key = request.auth

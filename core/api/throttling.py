@@ -21,6 +21,9 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
     """
 
     scope = "api_key"
+    # Set by SimpleRateThrottle.__init__ from the rate (None without one); the DRF stubs omit them.
+    num_requests: int | None
+    duration: int | None
 
     def get_cache_key(self, request: Request, view: object) -> str | None:
         if isinstance(request.auth, ApiKey):
@@ -28,37 +31,41 @@ class ApiKeyRateThrottle(SimpleRateThrottle):
         return None
 
     def allow_request(self, request: Request, view: object) -> bool:
-        if self.rate is None:
+        limit, duration = self.num_requests, self.duration
+        if limit is None or duration is None:
             return True
         key = self.get_cache_key(request, view)
         if key is None:
             return True
         now = self.timer()
-        window = int(now // self.duration)
+        window = int(now // duration)
         current, previous = f"{key}:{window}", f"{key}:{window - 1}"
-        counts = self.cache.get_many([current, previous])
-        into_window = (now % self.duration) / self.duration
+        counts: dict[str, int] = self.cache.get_many([current, previous])
+        into_window = (now % duration) / duration
         in_span = counts.get(previous, 0) * (1 - into_window) + counts.get(current, 0)
-        if in_span >= self.num_requests:
+        if in_span >= limit:
             self._wait = self._time_to_room(
-                counts.get(previous, 0), counts.get(current, 0), now, into_window
+                counts.get(previous, 0), counts.get(current, 0), now, into_window, limit, duration
             )
             return False
         try:
             self.cache.incr(current)
         except ValueError:  # the window's first request (or a race to it: then add fails)
-            if not self.cache.add(current, 1, timeout=2 * self.duration):
+            if not self.cache.add(current, 1, timeout=2 * duration):
                 self.cache.incr(current)
         return True
 
-    def _time_to_room(self, previous: int, current: int, now: float, into_window: float) -> float:
+    @staticmethod
+    def _time_to_room(
+        previous: int, current: int, now: float, into_window: float, limit: int, duration: int
+    ) -> float:
         """Seconds until the weighted count drops below the limit (the previous window's share
         shrinks as time passes; once it is gone only the current window counts)."""
-        left_in_window = self.duration - (now % self.duration)
-        if current >= self.num_requests or previous == 0:
+        left_in_window = duration - (now % duration)
+        if current >= limit or previous == 0:
             return left_in_window
-        needed = (previous + current - self.num_requests + 1) / previous  # share of the window
-        return max(0.0, min(left_in_window, (needed - into_window) * self.duration))
+        needed = (previous + current - limit + 1) / previous  # share of the window
+        return max(0.0, min(left_in_window, (needed - into_window) * duration))
 
     def wait(self) -> float | None:
         wait = getattr(self, "_wait", None)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.permissions import BasePermission
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -25,20 +29,23 @@ class MeApi(APIView):
 
     permission_classes = [AnyValidKey]
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[ApiKey]):
         name = serializers.CharField()
         prefix = serializers.CharField()
         scopes = serializers.ListField(child=serializers.ChoiceField(choices=ApiScope.choices))
 
     @extend_schema(responses=OutputSerializer)
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(request.auth).data)
+        key = request.auth
+        if not isinstance(key, ApiKey):  # AnyValidKey admits only requests made with a key
+            raise NotAuthenticated()
+        return Response(self.OutputSerializer(key).data)
 
 
-class LegalEntityListApi(generics.ListAPIView):
+class LegalEntityListApi(generics.ListAPIView[LegalEntity]):
     required_scope = ApiScope.ADMIN
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[LegalEntity]):
         base_currency = serializers.CharField(source="base_currency_id")
 
         class Meta:
@@ -48,17 +55,19 @@ class LegalEntityListApi(generics.ListAPIView):
     serializer_class = OutputSerializer
     filterset_fields = ["code", "country"]
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[LegalEntity]:
         return selectors.legal_entities()
 
 
-class CustomerListCreateApi(generics.ListAPIView):
+class CustomerListCreateApi(generics.ListAPIView[Customer]):
     """List customers, or create one (scope `admin`)."""
 
     required_scope = ApiScope.ADMIN
 
-    class OutputSerializer(serializers.ModelSerializer):
-        legal_entity = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    class OutputSerializer(serializers.ModelSerializer[Customer]):
+        legal_entity: serializers.SlugRelatedField[LegalEntity] = serializers.SlugRelatedField(
+            slug_field="code", read_only=True
+        )
 
         class Meta:
             model = Customer
@@ -75,7 +84,7 @@ class CustomerListCreateApi(generics.ListAPIView):
                 "created_at",
             ]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
         legal_entity = serializers.SlugRelatedField(
             slug_field="code", queryset=LegalEntity.objects.all()
         )
@@ -92,7 +101,7 @@ class CustomerListCreateApi(generics.ListAPIView):
     serializer_class = OutputSerializer
     filterset_fields = ["code", "legal_entity__code"]
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Customer]:
         return selectors.customers()
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer})

@@ -1,6 +1,8 @@
 """ISO 4217 currencies Ledgerline ships with, with their minor units."""
 
 from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 CURRENCIES = [
     ("USD", "US Dollar", 2),
@@ -19,7 +21,7 @@ CURRENCIES = [
 ]
 
 
-def forwards(apps, schema_editor):
+def forwards(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     Currency = apps.get_model("core", "Currency")
     for code, name, minor in CURRENCIES:
         Currency.objects.update_or_create(code=code, defaults={"name": name, "minor_units": minor})

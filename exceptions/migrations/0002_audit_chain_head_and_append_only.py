@@ -1,9 +1,11 @@
 from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 from core.dbtriggers import append_only
 
 
-def create_head(apps, schema_editor):
+def create_head(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     apps.get_model("exceptions", "AuditChainHead").objects.get_or_create(pk=1)
 
 
