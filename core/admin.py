@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core.actors import Actor
-from core.audited_admin import AuditedModelAdmin
+from core.admin_base import AuditedModelAdmin
 from core.models import ApiKey, Currency, Customer, LegalEntity
 from core.services import api_key_revoke
 

@@ -1,25 +1,13 @@
 from __future__ import annotations
 
-from typing import Any
 
 from django.contrib import admin
-from django.http import HttpRequest
 
-# The audited admin base moved to core (it records through core.audit); billing's admin
-# still imports it from here until it imports core.audited_admin itself.
-from core.audited_admin import AuditedModelAdmin as AuditedModelAdmin
+# The admin bases moved to core (the audited one records through core.audit); billing's and
+# metering's admins still import them from here until they import core.admin_base themselves.
+from core.admin_base import AuditedModelAdmin as AuditedModelAdmin
+from core.admin_base import ReadOnlyAdmin as ReadOnlyAdmin
 from exceptions.models import AuditEntry, ExceptionCase
-
-
-class ReadOnlyAdmin(admin.ModelAdmin[Any]):
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(AuditEntry)

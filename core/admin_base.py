@@ -1,7 +1,7 @@
-"""The admin base for plain edits of master data: each edit writes its audit entry.
+"""Admin base classes every app's admin uses: audited plain edits, and read-only screens.
 
-It lives in `core` (it records through `core.audit`), so core's own admin and
-every app above core can use it.
+They live in `core` (the audited one records through `core.audit`), so core's
+own admin and every app above core can use them.
 """
 
 from __future__ import annotations
@@ -69,3 +69,16 @@ class AuditedModelAdmin(admin.ModelAdmin[Any]):
                     before=_snapshot(obj),
                 )
             super().delete_queryset(request, queryset)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[Any]):
+    """A screen that lists and shows rows that change only through services."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
