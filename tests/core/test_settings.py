@@ -66,3 +66,36 @@ def test_a_bad_boolean_is_explained(tmp_path: Path) -> None:
     result = _manage("check", DEBUG="maybe", LEDGERLINE_VAR_DIR=str(tmp_path))
     assert result.returncode != 0
     assert "DEBUG='maybe' is not a boolean" in result.stderr
+
+
+PROBE = """
+from django.test import Client
+c = Client()
+for path in ("/healthz", "/readyz", "/accounts/login/"):
+    r = c.get(path)
+    print("PROBE", path, r.status_code, r.headers.get("Location", "-"))
+"""
+
+
+def test_probes_answer_over_plain_http_under_production_settings(tmp_path: Path) -> None:
+    """Behind a TLS-terminating proxy every page redirects to https, but not the probes."""
+    result = _manage(
+        "shell",
+        "-c",
+        PROBE,
+        DEBUG="0",
+        SECRET_KEY="k" * 20 + "-Zq8#pL2@vR5!xW9$mN3^bT7&cY1*hJ6(",
+        ALLOWED_HOSTS="testserver",
+        LEDGERLINE_VAR_DIR=str(tmp_path),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
+    )
+    assert result.returncode == 0, result.stderr
+    seen = {
+        line.split()[1]: line.split()[2:]
+        for line in result.stdout.splitlines()
+        if line.startswith("PROBE ")
+    }
+    assert seen["/healthz"] == ["200", "-"]
+    # not migrated: not ready, but answered over HTTP rather than redirected
+    assert seen["/readyz"] == ["503", "-"]
+    assert seen["/accounts/login/"] == ["301", "https://testserver/accounts/login/"]
