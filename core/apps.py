@@ -13,3 +13,9 @@ class CoreConfig(AppConfig):
 
         # Permissions exist only after migrate; keep the role groups in step with them.
         post_migrate.connect(sync_role_permissions, sender=self)
+
+        from axes.signals import user_locked_out
+
+        from core.login_throttle import record_lock_out
+
+        user_locked_out.connect(record_lock_out, dispatch_uid="core.login_throttle")

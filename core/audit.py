@@ -34,6 +34,7 @@ class CoreAction(StrEnum):
     CURRENCY_CHANGE = "currency.change"
     LEGAL_ENTITY_CREATE = "legal_entity.create"
     CUSTOMER_CREATE = "customer.create"
+    LOGIN_LOCK_OUT = "login.lock_out"
 
 
 class AdminEdit(StrEnum):
@@ -79,10 +80,24 @@ def audit_record(
     *,
     actor: Actor,
     action: str,
-    obj: Model,
+    obj: Model | None = None,
+    object_type: str = "",
+    object_id: str = "",
+    object_repr: str = "",
     before: Any = None,
     after: Any = None,
     reason: str = "",
 ) -> None:
-    """Write one audit entry for a change to one of core's rows, in the caller's transaction."""
-    recorder()(actor=actor, action=action, obj=obj, before=before, after=after, reason=reason)
+    """Write one audit entry, in the caller's transaction, for one of core's rows (`obj`) or for
+    something that is not one row (`object_type`/`object_id`, e.g. a login name)."""
+    recorder()(
+        actor=actor,
+        action=action,
+        obj=obj,
+        object_type=object_type,
+        object_id=object_id,
+        object_repr=object_repr,
+        before=before,
+        after=after,
+        reason=reason,
+    )

@@ -83,6 +83,7 @@ def test_error_codes_and_actions_keep_their_values() -> None:
         "currency.change",
         "legal_entity.create",
         "customer.create",
+        "login.lock_out",
     }
     assert {a.value for a in CaseAction} == {
         "case.open",
