@@ -223,6 +223,8 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 50 * 1024 * 1024  # a 10,000-event batch fits
 
 # --- REST API -------------------------------------------------------------
 API_KEY_RATE = os.environ.get("API_KEY_RATE", "12000/min")
+# Requests with an invalid or revoked key, per client address, before the address gets 429.
+API_INVALID_KEY_RATE: str | None = os.environ.get("API_INVALID_KEY_RATE", "30/min")
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["core.api.auth.ApiKeyAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["core.api.permissions.HasScope"],
@@ -234,6 +236,8 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 100,
     "EXCEPTION_HANDLER": "core.api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
+    # The client address of throttles: REMOTE_ADDR, or the one our proxies put in X-Forwarded-For.
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Ledgerline API",

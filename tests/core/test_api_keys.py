@@ -198,3 +198,37 @@ def test_auditor_cannot_revoke_a_key(client, auditor, make_api_key) -> None:
     )
     issued.api_key.refresh_from_db()
     assert issued.api_key.revoked_at is None
+
+
+@pytest.mark.taskqueue
+def test_invalid_keys_are_throttled_per_address(
+    make_api_key, api_client, settings, monkeypatch
+) -> None:
+    """After API_INVALID_KEY_RATE failures an address gets 429 before any key is looked up,
+    a valid one included; another address is not affected, and valid requests do not count."""
+    from django.core.cache import cache
+
+    from core.api.auth import InvalidKeyThrottle
+
+    cache.clear()
+    settings.API_INVALID_KEY_RATE = "3/min"
+    clock = {"now": 2_000_000.0}
+    monkeypatch.setattr(InvalidKeyThrottle, "timer", lambda self: clock["now"])
+    valid = make_api_key("admin").raw_key
+    wrong = "ll_000000000000_not-a-key"
+
+    def get(key: str, ip: str = "203.0.113.9") -> int:
+        return api_client(key).get("/api/v1/me", REMOTE_ADDR=ip).status_code
+
+    assert [get(valid) for _ in range(5)] == [200] * 5  # valid requests are not counted
+    assert [get(wrong) for _ in range(3)] == [401, 401, 401]
+    limited = api_client(wrong).get("/api/v1/me", REMOTE_ADDR="203.0.113.9")
+    assert limited.status_code == 429
+    assert limited.json()["code"] == "throttled"
+    assert limited.json()["extra"]["retry_after_seconds"] == 60
+    assert get(valid) == 429  # no key is looked up for this address now
+    assert get(wrong, ip="198.51.100.1") == 401
+    assert get(valid, ip="198.51.100.1") == 200
+    clock["now"] += 61  # the failures leave the window
+    assert get(valid) == 200
+    assert get(wrong) == 401
