@@ -51,24 +51,23 @@ class AuditedModelAdmin(admin.ModelAdmin[Any]):
 
     def delete_model(self, request: HttpRequest, obj: Any) -> None:
         with transaction.atomic():
-            audit_record(
-                actor=Actor.for_user(request.user),
-                action=_action(obj, AdminEdit.DELETE),
-                obj=obj,
-                before=_snapshot(obj),
-            )
+            _record_delete(request, obj)
             super().delete_model(request, obj)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
         with transaction.atomic():
             for obj in queryset:
-                audit_record(
-                    actor=Actor.for_user(request.user),
-                    action=_action(obj, AdminEdit.DELETE),
-                    obj=obj,
-                    before=_snapshot(obj),
-                )
+                _record_delete(request, obj)
             super().delete_queryset(request, queryset)
+
+
+def _record_delete(request: HttpRequest, obj: Model) -> None:
+    audit_record(
+        actor=Actor.for_user(request.user),
+        action=_action(obj, AdminEdit.DELETE),
+        obj=obj,
+        before=_snapshot(obj),
+    )
 
 
 class ReadOnlyAdmin(admin.ModelAdmin[Any]):
