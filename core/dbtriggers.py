@@ -7,13 +7,17 @@ on PostgreSQL.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 from django.db import migrations
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
+
+Operation = Callable[[StateApps, BaseDatabaseSchemaEditor], None]
 
 
-def _run_on_postgres(sql: str):  # type: ignore[no-untyped-def]
-    def run(apps: Any, schema_editor: Any) -> None:
+def _run_on_postgres(sql: str) -> Operation:
+    def run(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
         if schema_editor.connection.vendor == "postgresql":
             schema_editor.execute(sql, params=None)
 
@@ -26,8 +30,8 @@ def per_vendor(
     """SQL for PostgreSQL (one script) and for SQLite (statement by statement: its driver runs one
     at a time), both ways."""
 
-    def run(pg_sql: str, sqlite_sql: list[str]):  # type: ignore[no-untyped-def]
-        def apply(apps: Any, schema_editor: Any) -> None:
+    def run(pg_sql: str, sqlite_sql: list[str]) -> Operation:
+        def apply(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
             if schema_editor.connection.vendor == "postgresql":
                 schema_editor.execute(pg_sql, params=None)
             else:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -12,8 +13,8 @@ from exceptions.services import case_close, case_open_or_update
 pytestmark = pytest.mark.django_db
 
 
-def _open(**kw):  # type: ignore[no-untyped-def]
-    args = dict(
+def _open(**kw: Any) -> tuple[ExceptionCase, bool]:
+    args: dict[str, Any] = dict(
         kind="unmapped_customer",
         fingerprint="unmapped:shop:cust-9",
         title="Unmapped customer cust-9",
