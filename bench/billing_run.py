@@ -262,8 +262,10 @@ def main() -> None:
         groups = len(cur.fetchall())
         group_by_seconds = time.perf_counter() - g0
 
+    from billing.services import drafts
+
     phases: dict[str, float] = {}
-    real_summarize = services.usage_summarize_window
+    real_summarize = drafts.usage_summarize_window
 
     def timed_summarize(**kwargs: object) -> object:
         s0 = time.perf_counter()
@@ -272,7 +274,7 @@ def main() -> None:
         finally:
             phases["summaries"] = phases.get("summaries", 0.0) + time.perf_counter() - s0
 
-    services.usage_summarize_window = timed_summarize  # type: ignore[assignment]
+    drafts.usage_summarize_window = timed_summarize  # type: ignore[assignment]
     actor = Actor.system("bench")
     now = datetime(2026, 12, 3, tzinfo=UTC)
     r0 = time.perf_counter()
