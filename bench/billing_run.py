@@ -149,9 +149,14 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
         metric_create(code=code, name=code, aggregation=agg, value_property=prop, actor=actor)
     plans = []
     for code, components in PLANS:
-        plan = services.price_plan_create(code=code, name=code, currency=eur, actor=actor)
-        services.price_plan_version_add(
-            plan=plan, effective_from=date(2026, 1, 1), components=components, actor=actor
+        plan = services.price_plan_create(
+            code=code,
+            name=code,
+            currency=eur,
+            actor=actor,
+            first_version=services.VersionTerms(
+                effective_from=date(2026, 1, 1), components=components
+            ),
         )
         plans.append(plan)
     rng = random.Random(args.seed)

@@ -174,19 +174,15 @@ def _ensure_contracts(start: date) -> None:
 
     for code, (name, currency, components) in PLANS.items():
         if not PricePlan.objects.filter(code=code).exists():
-            plan = services.price_plan_create(
+            services.price_plan_create(
                 code=code,
                 name=name,
                 currency=Currency.objects.get(code=currency),
                 actor=ACTOR,
                 default_tax_code="saas",
-            )
-            services.price_plan_version_add(
-                plan=plan,
-                effective_from=date(2020, 1, 1),
-                components=components,
-                actor=ACTOR,
-                note="demo",
+                first_version=services.VersionTerms(
+                    effective_from=date(2020, 1, 1), components=components, note="demo"
+                ),
             )
     for customer_code, plan_code in CONTRACTS.items():
         customer = Customer.objects.get(code=customer_code)

@@ -30,6 +30,7 @@ from billing.services import (
     contract_end,
     price_plan_create,
     price_plan_version_add,
+    VersionTerms,
 )
 from core.errors import AppError
 from core.models import ApiScope, Currency, Customer
@@ -84,26 +85,20 @@ class PricePlanListCreateApi(generics.ListAPIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        actor = Actor.for_request(request)
-        from django.db import transaction
-
-        with transaction.atomic():
-            plan = price_plan_create(
-                code=v["code"],
-                name=v["name"],
-                currency=v["currency"],
-                actor=actor,
-                default_tax_code=v["default_tax_code"],
-            )
-            first = v["first_version"]
-            price_plan_version_add(
-                plan=plan,
+        first = v["first_version"]
+        plan = price_plan_create(
+            code=v["code"],
+            name=v["name"],
+            currency=v["currency"],
+            default_tax_code=v["default_tax_code"],
+            first_version=VersionTerms(
                 effective_from=first["effective_from"],
                 components=first["components"],
                 component_meta=first["component_meta"],
                 note=first["note"],
-                actor=actor,
-            )
+            ),
+            actor=Actor.for_request(request),
+        )
         return Response(
             self.OutputSerializer(selectors.price_plans().get(pk=plan.pk)).data, status=201
         )

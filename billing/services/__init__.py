@@ -36,7 +36,7 @@ from billing.services.documents import credit_memo_issue, invoice_mark_paid, inv
 from billing.services.drafts import ProgressFn
 from billing.services.finalize import billing_run_finalize, invoice_finalize, invoices_finalize
 from billing.services.finance_events import document_payload, finance_events_record
-from billing.services.plans import price_plan_create, price_plan_version_add
+from billing.services.plans import VersionTerms, price_plan_create, price_plan_version_add
 from billing.services.runs import (
     billing_run_execute,
     billing_run_request,
@@ -51,6 +51,7 @@ __all__ = [
     "ProgressFn",
     "RUN_BATCH_SIZE",
     "RUN_STALE_AFTER",
+    "VersionTerms",
     "billing_run_execute",
     "billing_run_finalize",
     "billing_run_request",

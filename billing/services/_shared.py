@@ -32,6 +32,7 @@ RUN_STALE_AFTER = timedelta(hours=2)
 #: than EVENT_MAX_AGE_DAYS are rejected by metering, so nothing older can change).
 LATE_USAGE_EXTRA_DAYS = 31
 
+
 def chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
@@ -19,12 +20,27 @@ from core.errors import AppError
 from core.models import Currency
 from exceptions.services import audit_record
 
-# --------------------------------------------------------------------------- plans
+
+@dataclass(frozen=True, kw_only=True)
+class VersionTerms:
+    """What a plan version says: its prices from a local date (see `price_plan_version_add`)."""
+
+    effective_from: date
+    components: list[dict[str, Any]]
+    component_meta: dict[str, Any] | None = None
+    note: str = ""
 
 
 def price_plan_create(
-    *, code: str, name: str, currency: Currency, actor: Actor, default_tax_code: str = "standard"
+    *,
+    code: str,
+    name: str,
+    currency: Currency,
+    actor: Actor,
+    default_tax_code: str = "standard",
+    first_version: VersionTerms | None = None,
 ) -> PricePlan:
+    """A new plan and, when given, its first version, in one transaction (both or neither)."""
     with transaction.atomic():
         plan = PricePlan(code=code, name=name, currency=currency, default_tax_code=default_tax_code)
         plan.full_clean()
@@ -35,6 +51,15 @@ def price_plan_create(
             obj=plan,
             after={"code": code, "currency": currency.code, "default_tax_code": default_tax_code},
         )
+        if first_version is not None:
+            price_plan_version_add(
+                plan=plan,
+                effective_from=first_version.effective_from,
+                components=first_version.components,
+                component_meta=first_version.component_meta,
+                note=first_version.note,
+                actor=actor,
+            )
     return plan
 
 

@@ -101,17 +101,16 @@ def plan(
     meta: dict[str, Any] | None = None,
     tax_code: str = "saas",
 ) -> PricePlan:
-    p = services.price_plan_create(
-        code=code, name=code, currency=cur, actor=ACTOR, default_tax_code=tax_code
-    )
-    services.price_plan_version_add(
-        plan=p,
-        effective_from=effective_from,
-        components=components,
-        component_meta=meta,
+    return services.price_plan_create(
+        code=code,
+        name=code,
+        currency=cur,
         actor=ACTOR,
+        default_tax_code=tax_code,
+        first_version=services.VersionTerms(
+            effective_from=effective_from, components=components, component_meta=meta
+        ),
     )
-    return p
 
 
 def contract(cust: Customer, p: PricePlan, start: date, **kwargs: Any) -> Contract:
