@@ -41,6 +41,7 @@ from billing.services.runs import (
     billing_run_execute,
     billing_run_request,
     billing_run_start,
+    billing_runs_bill_due,
     month_ready_at,
 )
 
@@ -56,6 +57,7 @@ __all__ = [
     "billing_run_finalize",
     "billing_run_request",
     "billing_run_start",
+    "billing_runs_bill_due",
     "contract_amend",
     "contract_create",
     "contract_end",

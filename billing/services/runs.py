@@ -21,7 +21,7 @@ from billing.models import (
     RunStatus,
 )
 from billing.money import minor_unit
-from billing.periods import Period, period_bounds_utc
+from billing.periods import Period, local_date_of, parse_period, period_bounds_utc
 from billing.rating import RatingError
 from billing.services._shared import RUN_BATCH_SIZE, RUN_STALE_AFTER, chunks, entity_rounding
 from billing.services.contracts import contract_terms, plan_cache
@@ -116,6 +116,30 @@ def billing_run_start(*, legal_entity: LegalEntity, month: Period, actor: Actor)
         transaction.on_commit(enqueue)
     run.refresh_from_db()
     return run
+
+
+def billing_runs_bill_due(*, actor: Actor, now: datetime | None = None) -> list[int]:
+    """Bill last month of every legal entity whose grace window has passed (the hourly schedule).
+
+    An entity's month is skipped while its run is running or once it is done,
+    so calling this again (every hour, or twice at once) bills nothing twice.
+    Returns the ids of the runs executed.
+    """
+    now = now or timezone.now()
+    done: list[int] = []
+    for entity in LegalEntity.objects.all():
+        today = local_date_of(ts=now, tz=entity.timezone)
+        last_month = today.replace(day=1) - timedelta(days=1)
+        month = parse_period(f"{last_month:%Y-%m}")
+        if now < month_ready_at(legal_entity=entity, month=month):
+            continue
+        existing = BillingRun.objects.filter(legal_entity=entity, period_start=month.start).first()
+        if existing is not None and existing.status in (RunStatus.DONE, RunStatus.RUNNING):
+            continue
+        run = billing_run_request(legal_entity=entity, month=month, actor=actor, now=now)
+        billing_run_execute(run_id=run.pk, actor=actor)
+        done.append(run.pk)
+    return done
 
 
 @dataclass
