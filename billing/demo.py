@@ -21,8 +21,13 @@ from billing.periods import parse_period
 from core.errors import AppError
 from core.models import Customer, LegalEntity
 from core.actors import Actor
-from metering.models import CustomerMapping, MetricDefinition
-from metering.services import customer_mapping_create, metric_create, usage_ingest
+from metering.for_billing import (
+    CustomerMapping,
+    MetricDefinition,
+    customer_mapping_create,
+    metric_create,
+    usage_ingest,
+)
 
 ACTOR = Actor.system("demo data")
 SOURCE = "app"

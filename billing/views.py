@@ -22,7 +22,8 @@ from core.query import date_params
 from billing import selectors, services
 from billing.models import BillingRun, DocumentKind, Invoice, InvoiceStatus
 from billing.periods import parse_period
-from core.errors import AppError
+from billing.selectors import ACTION_ROLES, InvoiceAction
+from core.errors import AppError, NotFound
 from core.models import LegalEntity
 from core.roles import (
     AUDITOR,
@@ -36,9 +37,9 @@ from core.actors import Actor
 
 VIEWERS = (FINANCE_CLERK, FINANCE_APPROVER, INTEGRATION_ADMIN, AUDITOR)
 RUNNERS = (INTEGRATION_ADMIN,)
-FINALIZERS = (FINANCE_APPROVER, INTEGRATION_ADMIN)
-CORRECTORS = (FINANCE_APPROVER,)
-PAYMENT_RECORDERS = (FINANCE_CLERK, FINANCE_APPROVER)
+FINALIZERS = ACTION_ROLES[InvoiceAction.FINALIZE]
+CORRECTORS = ACTION_ROLES[InvoiceAction.VOID]
+PAYMENT_RECORDERS = ACTION_ROLES[InvoiceAction.MARK_PAID]
 #: Rows per page on the invoice list and the lineage event list.
 PAGE_SIZE = 50
 
@@ -85,7 +86,7 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
         invoice = selectors.invoice_detail(pk=pk)
     except Invoice.DoesNotExist:
         raise Http404 from None
-    user = request.user
+    actions = selectors.invoice_actions(invoice=invoice, user=request.user)
     return render(
         request,
         "billing/invoice_detail.html",
@@ -93,16 +94,10 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "invoice": invoice,
             "lines": invoice.lines.all(),
             "tax_lines": invoice.tax_lines.all(),
-            "can_finalize": has_role(user, *FINALIZERS) and invoice.status == InvoiceStatus.DRAFT,
-            "can_correct": has_role(user, *CORRECTORS)
-            and invoice.status in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID)
-            and invoice.kind != DocumentKind.CREDIT_MEMO,
-            "can_void": has_role(user, *CORRECTORS)
-            and invoice.status == InvoiceStatus.FINALIZED
-            and invoice.kind != DocumentKind.CREDIT_MEMO,
-            "can_mark_paid": has_role(user, *PAYMENT_RECORDERS)
-            and invoice.status == InvoiceStatus.FINALIZED
-            and invoice.kind != DocumentKind.CREDIT_MEMO,
+            "can_finalize": InvoiceAction.FINALIZE in actions,
+            "can_correct": InvoiceAction.CREDIT in actions,
+            "can_void": InvoiceAction.VOID in actions,
+            "can_mark_paid": InvoiceAction.MARK_PAID in actions,
         },
     )
 
@@ -124,8 +119,13 @@ def invoice_print(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _act(request: HttpRequest, pk: int, action) -> HttpResponse:  # type: ignore[no-untyped-def]
+def _act(request: HttpRequest, pk: int, kind: InvoiceAction, action) -> HttpResponse:  # type: ignore[no-untyped-def]
+    """Take `kind` on the invoice if `invoice_actions` allows it, else show why not."""
     invoice = get_object_or_404(Invoice, pk=pk)
+    refusal = selectors.invoice_actions(invoice=invoice, user=request.user).refused.get(kind)
+    if refusal is not None:
+        messages.error(request, f"{refusal.message} ({refusal.code})")
+        return redirect("billing:invoice", pk=pk)
     try:
         result = action(invoice, Actor.for_user(request.user))
         messages.success(request, result)
@@ -140,6 +140,7 @@ def invoice_finalize(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(
         request,
         pk,
+        InvoiceAction.FINALIZE,
         lambda inv, actor: f"Finalized as {services.invoice_finalize(invoice=inv, actor=actor)}.",
     )
 
@@ -151,6 +152,7 @@ def invoice_void(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(
         request,
         pk,
+        InvoiceAction.VOID,
         lambda inv, actor: f"{services.invoice_void(invoice=inv, reason=reason, actor=actor)} "
         "is void.",
     )
@@ -162,12 +164,13 @@ def invoice_mark_paid(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(
         request,
         pk,
+        InvoiceAction.MARK_PAID,
         lambda inv, actor: f"{services.invoice_mark_paid(invoice=inv, actor=actor)} is paid.",
     )
 
 
 @require_POST
-@role_required(*CORRECTORS)
+@role_required(*ACTION_ROLES[InvoiceAction.CREDIT])
 def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
     """Credit the whole invoice, or the amounts typed per line (`line_<id>` fields)."""
     reason = request.POST.get("reason", "")
@@ -190,7 +193,7 @@ def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
     if not whole and not amounts:
         messages.error(request, "Type an amount on at least one line, or credit the whole invoice.")
         return redirect("billing:invoice", pk=pk)
-    return _act(request, pk, issue)
+    return _act(request, pk, InvoiceAction.CREDIT, issue)
 
 
 @require_POST
@@ -220,14 +223,12 @@ def line_lineage(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(*VIEWERS)
 def event_lines(request: HttpRequest) -> HttpResponse:
     """From an event (its seq) to the invoice lines it was billed on."""
-    from metering.models import UsageEvent
-
     raw = request.GET.get("seq", "").strip()
     lines, error = None, ""
     if raw:
         try:
             lines = list(selectors.event_invoice_lines(event_seq=int(raw)))
-        except (ValueError, UsageEvent.DoesNotExist):
+        except (ValueError, NotFound):
             error = f"No usage event with seq {raw!r}."
     return render(request, "billing/event_lines.html", {"seq": raw, "lines": lines, "error": error})
 

@@ -492,12 +492,5 @@ class EventInvoiceLinesApi(APIView):
 
     @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request: Request, seq: int) -> Response:
-        from metering.models import UsageEvent
-
-        try:
-            lines = selectors.event_invoice_lines(event_seq=seq)
-        except UsageEvent.DoesNotExist:
-            raise AppError(
-                f"No usage event {seq}.", code=error_codes.NOT_FOUND, status=404
-            ) from None
+        lines = selectors.event_invoice_lines(event_seq=seq)  # NotFound: 404, billing_not_found
         return Response(self.OutputSerializer(lines, many=True).data)

@@ -20,6 +20,7 @@ from billing.models import (
     InvoiceStatus,
 )
 from billing.periods import Period
+from billing.selectors import InvoiceAction, invoice_refusal
 from billing.services.drafts import (
     draft_invoice,
     NewDocument,
@@ -43,25 +44,8 @@ def invoice_void(*, invoice: Invoice, reason: str, actor: Actor) -> Invoice:
         raise AppError("Voiding needs a reason.", code=error_codes.REASON_REQUIRED)
     with transaction.atomic():
         inv = Invoice.objects.select_for_update().get(pk=invoice.pk)
-        if inv.kind == DocumentKind.CREDIT_MEMO:
-            raise AppError(
-                "A credit memo is not voided; issue an invoice instead.",
-                code=error_codes.INVOICE_NOT_FINAL,
-            )
-        if inv.status == InvoiceStatus.DRAFT:
-            raise AppError(
-                "A draft has no number to void; it can simply be left or re-rated.",
-                code=error_codes.INVOICE_NOT_FINAL,
-            )
-        if inv.status == InvoiceStatus.PAID:
-            raise AppError(f"{inv} is paid; credit it instead.", code=error_codes.INVOICE_PAID)
-        if inv.status == InvoiceStatus.VOID:
-            raise AppError(f"{inv} is already void.", code=error_codes.INVOICE_VOID)
-        if inv.credited_total or inv.corrections.exclude(status=InvoiceStatus.VOID).exists():
-            raise AppError(
-                f"{inv} has credit memos or adjustments; credit the rest instead.",
-                code=error_codes.INVOICE_CREDITED,
-            )
+        if refusal := invoice_refusal(invoice=inv, action=InvoiceAction.VOID):
+            raise AppError(refusal.message, code=refusal.code)
         inv.status, inv.voided_at, inv.void_reason = InvoiceStatus.VOID, timezone.now(), reason
         inv.save(update_fields=["status", "voided_at", "void_reason"])
         finance_events_record(
@@ -98,11 +82,8 @@ def invoice_void(*, invoice: Invoice, reason: str, actor: Actor) -> Invoice:
 def invoice_mark_paid(*, invoice: Invoice, actor: Actor) -> Invoice:
     with transaction.atomic():
         inv = Invoice.objects.select_for_update().get(pk=invoice.pk)
-        if inv.status != InvoiceStatus.FINALIZED or inv.kind == DocumentKind.CREDIT_MEMO:
-            raise AppError(
-                f"{inv} is {inv.status}; only finalized invoices can be marked paid.",
-                code=error_codes.INVOICE_NOT_FINAL,
-            )
+        if refusal := invoice_refusal(invoice=inv, action=InvoiceAction.MARK_PAID):
+            raise AppError(refusal.message, code=refusal.code)
         inv.status, inv.paid_at = InvoiceStatus.PAID, timezone.now()
         inv.save(update_fields=["status", "paid_at"])
         finance_events_record(
@@ -155,15 +136,8 @@ def credit_memo_issue(
             .select_related("contract", "customer", "currency")
             .get(pk=invoice.pk)
         )
-        if original.kind == DocumentKind.CREDIT_MEMO or original.status not in (
-            InvoiceStatus.FINALIZED,
-            InvoiceStatus.PAID,
-        ):
-            raise AppError(
-                f"{original} is a {original.kind} in status {original.status}; only finalized or paid "
-                "invoices can be credited.",
-                code=error_codes.INVOICE_NOT_FINAL,
-            )
+        if refusal := invoice_refusal(invoice=original, action=InvoiceAction.CREDIT):
+            raise AppError(refusal.message, code=refusal.code)
         originals_lines = list(original.lines.select_for_update().order_by("position"))
         minor = original.currency.minor_units
         draft_lines: list[DraftLine] = []

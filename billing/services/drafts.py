@@ -28,8 +28,7 @@ from billing.tax import TaxableLine, TaxContext, TaxEngine, TaxLineResult
 from core.actors import Actor
 from core.models import Customer
 from exceptions.services import case_open_or_update
-from metering.selectors import summary_event_values
-from metering.services import usage_summarize_window
+from metering.for_billing import UsageSummary, summary_event_values, usage_summarize_window
 
 
 class SummaryIndex:
@@ -44,8 +43,6 @@ class SummaryIndex:
         summaries = list(summaries)
         missing = {s.metric_id for s in summaries} - set(self._codes)
         if missing:
-            from metering.models import UsageSummary
-
             metric_model = UsageSummary._meta.get_field("metric").related_model
             self._codes.update(
                 metric_model.objects.filter(pk__in=missing).values_list("pk", "code")

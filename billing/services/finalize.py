@@ -28,6 +28,7 @@ from billing.models import (
 )
 from billing.money import minor_unit
 from billing.periods import Period, local_date_of, period_bounds_utc
+from billing.selectors import InvoiceAction, invoice_refusal
 from billing.rating import RatingError
 from billing.services._shared import FINALIZE_BATCH_SIZE, ZERO, chunks, rating_error
 from billing.services.contracts import contract_terms, plan_cache
@@ -47,7 +48,7 @@ from billing.terms import TermsError
 from core.actors import Actor
 from core.errors import AppError
 from exceptions.services import audit_record
-from metering.services import usage_summaries_close
+from metering.for_billing import UsageSummary, usage_summaries_close
 
 # --------------------------------------------------------------------------- finalize
 
@@ -244,8 +245,6 @@ def stale_drafts(invoices: Sequence[Invoice]) -> list[Invoice]:
     }
     if not candidates:
         return []
-    from metering.models import UsageSummary
-
     stale = set(
         InvoiceLine.objects.filter(invoice__in=list(candidates), usage_summary__isnull=False)
         .filter(
@@ -285,8 +284,6 @@ def stale_drafts(invoices: Sequence[Invoice]) -> list[Invoice]:
 
 def _redraft(invoices: Sequence[Invoice], *, actor: Actor) -> None:
     """Rate stale drafts again from their summaries as they are now (inside the caller's transaction)."""
-    from metering.models import UsageSummary
-
     contracts = {inv.contract_id: inv.contract for inv in invoices}
     terms = contract_terms(list(contracts.values()))
     plans = plan_cache({ch.plan_id for t in terms.values() for ch in t.changes})
@@ -405,11 +402,9 @@ def invoice_finalize(*, invoice: Invoice, actor: Actor, now: datetime | None = N
         locked = locked_drafts([invoice.pk])
         if not locked:
             current = Invoice.objects.get(pk=invoice.pk)
-            raise AppError(
-                f"{current} is {current.status}; only drafts can be finalized.",
-                code=error_codes.INVOICE_NOT_DRAFT,
-                extra={"status": current.status},
-            )
+            refusal = invoice_refusal(invoice=current, action=InvoiceAction.FINALIZE)
+            assert refusal is not None  # locked_drafts locks every draft it is given
+            raise AppError(refusal.message, code=refusal.code, extra={"status": current.status})
         finalize_locked(locked, actor=actor, now=now, strict=True)
         inv = locked[0]
         audit_record(
