@@ -130,8 +130,9 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
     from billing import services
     from billing.models import Contract, TaxRate
     from billing.periods import parse_period, period_bounds_utc
-    from core.models import Currency, Customer, LegalEntity
+    from core import pgcopy
     from core.actors import Actor
+    from core.models import Currency, Customer, LegalEntity
     from metering import partitions
     from metering.models import MetricDefinition, MetricVersion
     from metering.services import metric_create
@@ -203,6 +204,21 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
     span = (end - start).total_seconds()
     received = (end + timedelta(hours=1)).isoformat()
     loaded = 0
+    copy_events = pgcopy.copy_statement(
+        "metering_usageevent",
+        [
+            "source",
+            "event_id",
+            "customer_ref",
+            "customer_id",
+            "metric_id",
+            "metric_version_id",
+            "timestamp",
+            "value",
+            "properties",
+            "received_at",
+        ],
+    )
     with connection.cursor() as cur:
         while loaded < args.events:
             n = min(COPY_CHUNK, args.events - loaded)
@@ -222,12 +238,7 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
                     f"app\tev-{k}\tref\t{cust_id}\t{mid}\t{version_ids[mid]}\t{ts.isoformat()}\t{value}\t"
                     f"{props}\t{received}\n"
                 )
-            buf.seek(0)
-            cur.copy_expert(
-                "COPY metering_usageevent (source, event_id, customer_ref, customer_id, metric_id, "
-                'metric_version_id, "timestamp", value, properties, received_at) FROM STDIN',
-                buf,
-            )
+            pgcopy.copy_in(cur, copy_events, buf.getvalue())
             loaded += n
         cur.execute("ANALYZE metering_usageevent")
     return {"entity": entity, "month": month, "start": start, "end": end}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +23,7 @@ from billing.models import (
 from billing.periods import Period
 from billing.services._shared import BULK_INSERT_BATCH_SIZE, ZERO
 from billing.tax import TaxableLine, TaxContext, TaxEngine, TaxLineResult
+from core import pgcopy
 from core.actors import Actor
 from core.models import Customer
 from exceptions.services import case_open_or_update
@@ -156,17 +155,6 @@ def draft_invoice(
     )
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
-def _copy_value(value: Any) -> str:
-    if value is None:
-        return "\\N"
-    if isinstance(value, (list, dict)):
-        return json.dumps(value).translate(_COPY_ESCAPES)
-    return str(value).translate(_COPY_ESCAPES)
-
-
 def _insert_rows(model: Any, fields: Sequence[str], rows: Sequence[tuple[Any, ...]]) -> None:
     """Insert plain rows: COPY on PostgreSQL (no per-object ORM work), bulk_create elsewhere."""
     if not rows:
@@ -177,10 +165,13 @@ def _insert_rows(model: Any, fields: Sequence[str], rows: Sequence[tuple[Any, ..
             batch_size=BULK_INSERT_BATCH_SIZE,
         )
         return
-    columns = ", ".join(connection.ops.quote_name(model._meta.get_field(f).column) for f in fields)
-    text = "".join("\t".join(_copy_value(v) for v in row) + "\n" for row in rows)
     with connection.cursor() as cur:
-        cur.copy_expert(f"COPY {model._meta.db_table} ({columns}) FROM STDIN", io.StringIO(text))
+        pgcopy.copy_rows(
+            cur,
+            table=model._meta.db_table,
+            columns=[model._meta.get_field(f).column for f in fields],
+            rows=rows,
+        )
 
 
 _LINE_FIELDS = (
