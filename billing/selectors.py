@@ -23,7 +23,7 @@ from billing.models import (
     PricePlan,
     PricePlanVersion,
 )
-from billing import error_codes
+from billing.error_codes import BillingErrorCode
 from billing.periods import parse_period
 from core import error_codes as core_error_codes
 from core.errors import NotFound
@@ -115,7 +115,7 @@ def event_invoice_lines(*, event_seq: int) -> QuerySet[InvoiceLine]:
     """
     event = UsageEvent.objects.filter(seq=event_seq).first()
     if event is None:
-        raise NotFound(f"No usage event {event_seq}.", code=error_codes.NOT_FOUND)
+        raise NotFound(f"No usage event {event_seq}.", code=BillingErrorCode.NOT_FOUND)
     return (
         InvoiceLine.objects.filter(usage_summary__in=summaries_for_event(event=event))
         .select_related("invoice", "usage_summary")
@@ -212,41 +212,42 @@ def invoice_refusal(*, invoice: Invoice, action: InvoiceAction) -> Refusal | Non
     if action == InvoiceAction.FINALIZE:
         if status != InvoiceStatus.DRAFT:
             return Refusal(
-                error_codes.INVOICE_NOT_DRAFT,
+                BillingErrorCode.INVOICE_NOT_DRAFT,
                 f"{invoice} is {status}; only drafts can be finalized.",
             )
         return None
     if action == InvoiceAction.MARK_PAID:
         if status != InvoiceStatus.FINALIZED or credit_memo:
             return Refusal(
-                error_codes.INVOICE_NOT_FINAL,
+                BillingErrorCode.INVOICE_NOT_FINAL,
                 f"{invoice} is {status}; only finalized invoices can be marked paid.",
             )
         return None
     if action == InvoiceAction.CREDIT:
         if credit_memo or status not in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID):
             return Refusal(
-                error_codes.INVOICE_NOT_FINAL,
+                BillingErrorCode.INVOICE_NOT_FINAL,
                 f"{invoice} is a {invoice.kind} in status {status}; only finalized or paid "
                 "invoices can be credited.",
             )
         return None
     if credit_memo:
         return Refusal(
-            error_codes.INVOICE_NOT_FINAL, "A credit memo is not voided; issue an invoice instead."
+            BillingErrorCode.INVOICE_NOT_FINAL,
+            "A credit memo is not voided; issue an invoice instead.",
         )
     if status == InvoiceStatus.DRAFT:
         return Refusal(
-            error_codes.INVOICE_NOT_FINAL,
+            BillingErrorCode.INVOICE_NOT_FINAL,
             "A draft has no number to void; it can simply be left or re-rated.",
         )
     if status == InvoiceStatus.PAID:
-        return Refusal(error_codes.INVOICE_PAID, f"{invoice} is paid; credit it instead.")
+        return Refusal(BillingErrorCode.INVOICE_PAID, f"{invoice} is paid; credit it instead.")
     if status == InvoiceStatus.VOID:
-        return Refusal(error_codes.INVOICE_VOID, f"{invoice} is already void.")
+        return Refusal(BillingErrorCode.INVOICE_VOID, f"{invoice} is already void.")
     if invoice.credited_total or invoice.corrections.exclude(status=InvoiceStatus.VOID).exists():
         return Refusal(
-            error_codes.INVOICE_CREDITED,
+            BillingErrorCode.INVOICE_CREDITED,
             f"{invoice} has credit memos or adjustments; credit the rest instead.",
         )
     return None

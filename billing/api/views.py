@@ -13,7 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing import error_codes, selectors
+from billing import selectors
+from billing.error_codes import BillingErrorCode
 from billing.models import (
     Cadence,
     Contract,
@@ -358,7 +359,7 @@ def _date_param(request: Request, name: str) -> date | None:
     except ValueError:
         raise AppError(
             f"{name} must be a date (YYYY-MM-DD), got {raw!r}.",
-            code=error_codes.INVALID_PERIOD,
+            code=BillingErrorCode.INVALID_PERIOD,
             extra={"field": name},
         ) from None
 
@@ -385,7 +386,7 @@ class InvoiceListApi(generics.ListAPIView):
             )
         except ValueError as exc:
             raise AppError(
-                str(exc), code=error_codes.INVALID_PERIOD, extra={"field": "period"}
+                str(exc), code=BillingErrorCode.INVALID_PERIOD, extra={"field": "period"}
             ) from None
 
     @extend_schema(parameters=_INVOICE_FILTERS)
@@ -410,7 +411,9 @@ class InvoiceDetailApi(APIView):
         try:
             invoice = selectors.invoice_detail(pk=pk)
         except Invoice.DoesNotExist:
-            raise AppError(f"No invoice {pk}.", code=error_codes.NOT_FOUND, status=404) from None
+            raise AppError(
+                f"No invoice {pk}.", code=BillingErrorCode.NOT_FOUND, status=404
+            ) from None
         return Response(self.OutputSerializer(invoice).data)
 
 
@@ -460,7 +463,7 @@ class InvoiceLineLineageApi(APIView):
             line = selectors.invoice_line(pk=pk)
         except InvoiceLine.DoesNotExist:
             raise AppError(
-                f"No invoice line {pk}.", code=error_codes.NOT_FOUND, status=404
+                f"No invoice line {pk}.", code=BillingErrorCode.NOT_FOUND, status=404
             ) from None
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(selectors.line_events(line=line), request, view=self)

@@ -11,7 +11,8 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
-from billing import error_codes
+from billing.audit_actions import BillingAuditAction
+from billing.error_codes import BillingErrorCode
 from billing.models import (
     Cadence,
     Contract,
@@ -35,11 +36,13 @@ def _check_overrides(*, plan: PricePlan, overrides: dict[str, Any], on: date) ->
     try:
         parsed = overrides_from_dict(overrides or {})
     except RatingError as exc:
-        raise rating_error(exc, error_codes.INVALID_OVERRIDES) from None
+        raise rating_error(exc, BillingErrorCode.INVALID_OVERRIDES) from None
     version = plan.versions.filter(effective_from__lte=on).order_by("-effective_from").first()
     version = version or plan.versions.order_by("effective_from").first()
     if version is None:
-        raise AppError(f"Plan {plan.code} has no price version yet.", code=error_codes.INVALID_PLAN)
+        raise AppError(
+            f"Plan {plan.code} has no price version yet.", code=BillingErrorCode.INVALID_PLAN
+        )
     try:  # overrides must name components of the plan and fit their types
         rate_period(
             components=components_from_config(version.components),
@@ -48,7 +51,7 @@ def _check_overrides(*, plan: PricePlan, overrides: dict[str, Any], on: date) ->
             overrides=parsed,
         )
     except RatingError as exc:
-        raise rating_error(exc, error_codes.INVALID_OVERRIDES) from None
+        raise rating_error(exc, BillingErrorCode.INVALID_OVERRIDES) from None
 
 
 def contract_create(
@@ -70,7 +73,7 @@ def contract_create(
     if currency.pk != plan.currency_id:
         raise AppError(
             f"Plan {plan.code} is priced in {plan.currency_id}, the contract in {currency.code}.",
-            code=error_codes.CURRENCY_MISMATCH,
+            code=BillingErrorCode.CURRENCY_MISMATCH,
         )
     _check_overrides(plan=plan, overrides=overrides or {}, on=start_date)
     with transaction.atomic():
@@ -93,12 +96,15 @@ def contract_create(
         except ValidationError as exc:
             raise AppError(
                 "The contract is not valid; see extra.fields.",
-                code=error_codes.INVALID_CONTRACT,
+                code=BillingErrorCode.INVALID_CONTRACT,
                 extra={"fields": exc.message_dict},
             ) from None
         contract.save()
         audit_record(
-            actor=actor, action="contract.create", obj=contract, after=_contract_snapshot(contract)
+            actor=actor,
+            action=BillingAuditAction.CONTRACT_CREATE,
+            obj=contract,
+            after=_contract_snapshot(contract),
         )
     return contract
 
@@ -130,11 +136,11 @@ def contract_amend(
 ) -> ContractAmendment:
     """New terms from `effective_from`; refused inside a period already invoiced."""
     if not reason.strip():
-        raise AppError("An amendment needs a reason.", code=error_codes.REASON_REQUIRED)
+        raise AppError("An amendment needs a reason.", code=BillingErrorCode.REASON_REQUIRED)
     if plan is None and overrides is None:
         raise AppError(
             "An amendment changes the plan, the overrides or both.",
-            code=error_codes.INVALID_CONTRACT,
+            code=BillingErrorCode.INVALID_CONTRACT,
         )
     with transaction.atomic():
         contract = Contract.objects.select_for_update().get(pk=contract.pk)
@@ -143,13 +149,13 @@ def contract_amend(
         ):
             raise AppError(
                 "The amendment must take effect inside the contract's term.",
-                code=error_codes.INVALID_CONTRACT,
+                code=BillingErrorCode.INVALID_CONTRACT,
             )
         if plan is not None and plan.currency_id != contract.currency_id:
             raise AppError(
                 f"Plan {plan.code} is priced in {plan.currency_id}, the contract in "
                 f"{contract.currency_id}.",
-                code=error_codes.CURRENCY_MISMATCH,
+                code=BillingErrorCode.CURRENCY_MISMATCH,
             )
         billed = contract.invoices.filter(
             kind=DocumentKind.INVOICE, period_end__gt=effective_from
@@ -158,7 +164,7 @@ def contract_amend(
             raise AppError(
                 f"{effective_from} falls in {billed.period_start}..{billed.period_end}, already invoiced "
                 f"({billed}); correct that invoice with a credit memo instead.",
-                code=error_codes.AMENDMENT_IN_BILLED_PERIOD,
+                code=BillingErrorCode.AMENDMENT_IN_BILLED_PERIOD,
                 extra={"invoice_id": billed.pk},
             )
         effective_plan = plan or _terms_on(contract, effective_from)[0]
@@ -175,7 +181,7 @@ def contract_amend(
         amendment.save()
         audit_record(
             actor=actor,
-            action="contract.amend",
+            action=BillingAuditAction.CONTRACT_AMEND,
             obj=contract,
             reason=reason,
             after={
@@ -195,12 +201,12 @@ def contract_end(*, contract: Contract, end_date: date, reason: str, actor: Acto
     re-billed: issue a credit memo for the unused part.
     """
     if not reason.strip():
-        raise AppError("Ending a contract needs a reason.", code=error_codes.REASON_REQUIRED)
+        raise AppError("Ending a contract needs a reason.", code=BillingErrorCode.REASON_REQUIRED)
     with transaction.atomic():
         contract = Contract.objects.select_for_update().get(pk=contract.pk)
         if end_date <= contract.start_date:
             raise AppError(
-                "The end date must be after the start date.", code=error_codes.INVALID_CONTRACT
+                "The end date must be after the start date.", code=BillingErrorCode.INVALID_CONTRACT
             )
         billed = contract.invoices.filter(
             kind=DocumentKind.INVOICE, period_end__gt=end_date
@@ -209,7 +215,7 @@ def contract_end(*, contract: Contract, end_date: date, reason: str, actor: Acto
             raise AppError(
                 f"{end_date} falls in or before {billed.period_start}..{billed.period_end}, already invoiced "
                 f"({billed}).",
-                code=error_codes.AMENDMENT_IN_BILLED_PERIOD,
+                code=BillingErrorCode.AMENDMENT_IN_BILLED_PERIOD,
                 extra={"invoice_id": billed.pk},
             )
         late = (
@@ -221,7 +227,7 @@ def contract_end(*, contract: Contract, end_date: date, reason: str, actor: Acto
             raise AppError(
                 f"An amendment takes effect on {late.effective_from}, on or after {end_date}: the contract "
                 f"must end after {late.effective_from}.",
-                code=error_codes.INVALID_CONTRACT,
+                code=BillingErrorCode.INVALID_CONTRACT,
                 extra={"amendment_effective_from": str(late.effective_from)},
             )
         before = None if contract.end_date is None else str(contract.end_date)
@@ -229,7 +235,7 @@ def contract_end(*, contract: Contract, end_date: date, reason: str, actor: Acto
         contract.save(update_fields=["end_date"])
         audit_record(
             actor=actor,
-            action="contract.end",
+            action=BillingAuditAction.CONTRACT_END,
             obj=contract,
             reason=reason,
             before={"end_date": before},

@@ -10,7 +10,8 @@ from django.db import transaction
 from django.db.models import Max
 from django.utils import timezone
 
-from billing import error_codes
+from billing.audit_actions import BillingAuditAction
+from billing.error_codes import BillingErrorCode
 from billing.drafting import DraftDocument, DraftLine
 from billing.models import (
     DocumentKind,
@@ -41,7 +42,7 @@ from exceptions.services import audit_record
 def invoice_void(*, invoice: Invoice, reason: str, actor: Actor) -> Invoice:
     """Void a finalized, unpaid, uncredited invoice (its number stays used)."""
     if not reason.strip():
-        raise AppError("Voiding needs a reason.", code=error_codes.REASON_REQUIRED)
+        raise AppError("Voiding needs a reason.", code=BillingErrorCode.REASON_REQUIRED)
     with transaction.atomic():
         inv = Invoice.objects.select_for_update().get(pk=invoice.pk)
         if refusal := invoice_refusal(invoice=inv, action=InvoiceAction.VOID):
@@ -70,7 +71,7 @@ def invoice_void(*, invoice: Invoice, reason: str, actor: Actor) -> Invoice:
         )
         audit_record(
             actor=actor,
-            action="invoice.void",
+            action=BillingAuditAction.INVOICE_VOID,
             obj=inv,
             reason=reason,
             before={"status": InvoiceStatus.FINALIZED},
@@ -106,7 +107,7 @@ def invoice_mark_paid(*, invoice: Invoice, actor: Actor) -> Invoice:
         )
         audit_record(
             actor=actor,
-            action="invoice.mark_paid",
+            action=BillingAuditAction.INVOICE_MARK_PAID,
             obj=inv,
             before={"status": InvoiceStatus.FINALIZED},
             after={"status": InvoiceStatus.PAID},
@@ -128,7 +129,7 @@ def credit_memo_issue(
     invoice (total - already credited); the database checks both again.
     """
     if not reason.strip():
-        raise AppError("A credit memo needs a reason.", code=error_codes.REASON_REQUIRED)
+        raise AppError("A credit memo needs a reason.", code=BillingErrorCode.REASON_REQUIRED)
     now = now or timezone.now()
     with transaction.atomic():
         original = (
@@ -146,7 +147,7 @@ def credit_memo_issue(
             if original.credited_total:
                 raise AppError(
                     f"{original} is already partly credited; credit the remaining lines one by one.",
-                    code=error_codes.CREDIT_EXCEEDS,
+                    code=BillingErrorCode.CREDIT_EXCEEDS,
                     extra={"creditable": str(original.total - original.credited_total)},
                 )
             for ln in originals_lines:
@@ -170,21 +171,21 @@ def credit_memo_issue(
                 if ln is None:
                     raise AppError(
                         f"Line {line_id} is not a line of {original}.",
-                        code=error_codes.CREDIT_LINE_UNKNOWN,
+                        code=BillingErrorCode.CREDIT_LINE_UNKNOWN,
                         extra={"line_id": line_id},
                     )
                 amount = Decimal(amount)
                 if amount <= 0 or amount != amount.quantize(Decimal(1).scaleb(-minor)):
                     raise AppError(
                         f"Credit amounts are positive and in whole minor units of {original.currency_id}.",
-                        code=error_codes.CREDIT_EMPTY,
+                        code=BillingErrorCode.CREDIT_EMPTY,
                         extra={"line_id": ln.pk},
                     )
                 if amount > ln.amount - ln.credited_amount:
                     raise AppError(
                         f"Credit {amount} on line {ln.position} exceeds what is left to credit "
                         f"({ln.amount - ln.credited_amount}).",
-                        code=error_codes.CREDIT_EXCEEDS,
+                        code=BillingErrorCode.CREDIT_EXCEEDS,
                         extra={"line_id": ln.pk, "creditable": str(ln.amount - ln.credited_amount)},
                     )
                 draft_lines.append(_credit_line(ln, -amount))
@@ -198,7 +199,7 @@ def credit_memo_issue(
             )
             taxes = compute_taxes(tax_engine(), context, draft_lines)
         if not draft_lines:
-            raise AppError("Nothing to credit.", code=error_codes.CREDIT_EMPTY)
+            raise AppError("Nothing to credit.", code=BillingErrorCode.CREDIT_EMPTY)
         correction_no = (original.corrections.aggregate(n=Max("correction_no"))["n"] or 0) + 1
         doc = NewDocument(
             invoice=draft_invoice(
@@ -221,7 +222,7 @@ def credit_memo_issue(
             raise AppError(
                 f"Credit {-doc.invoice.total} exceeds what is left to credit on {original} "
                 f"({original.total - original.credited_total}).",
-                code=error_codes.CREDIT_EXCEEDS,
+                code=BillingErrorCode.CREDIT_EXCEEDS,
                 extra={"creditable": str(original.total - original.credited_total)},
             )
         [memo] = write_documents([doc])
@@ -229,7 +230,7 @@ def credit_memo_issue(
         finalize_locked([memo], actor=actor, now=now)
         audit_record(
             actor=actor,
-            action="credit_memo.issue",
+            action=BillingAuditAction.CREDIT_MEMO_ISSUE,
             obj=memo,
             reason=reason,
             after={

@@ -12,7 +12,8 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from billing import error_codes
+from billing.audit_actions import BillingAuditAction
+from billing.error_codes import BillingErrorCode
 from billing.drafting import draft_period, usage_windows
 from billing.models import (
     BillingRun,
@@ -84,7 +85,7 @@ def finalize_locked(
             raise AppError(
                 f"The usage of {moved[0]} changed since it was drafted; run billing for "
                 f"{moved[0].billing_run.label if moved[0].billing_run else 'its month'} again to rebuild it.",
-                code=error_codes.USAGE_CHANGED,
+                code=BillingErrorCode.USAGE_CHANGED,
                 extra={"invoice_id": moved[0].pk},
             )
         redo = [inv for inv in stale if inv.kind == DocumentKind.INVOICE]
@@ -199,7 +200,7 @@ def _apply_credits(
         if original.status not in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID):
             raise AppError(
                 f"{original} is {original.status}; only finalized invoices can be credited.",
-                code=error_codes.INVOICE_NOT_FINAL,
+                code=BillingErrorCode.INVOICE_NOT_FINAL,
                 extra={"invoice_id": original.pk},
             )
         amount = -m.total
@@ -207,7 +208,7 @@ def _apply_credits(
             raise AppError(
                 f"Credit {amount} exceeds what is left to credit on {original} "
                 f"({original.total - original.credited_total}).",
-                code=error_codes.CREDIT_EXCEEDS,
+                code=BillingErrorCode.CREDIT_EXCEEDS,
                 extra={
                     "invoice_id": original.pk,
                     "creditable": str(original.total - original.credited_total),
@@ -227,7 +228,7 @@ def _apply_credits(
             raise AppError(
                 f"Credit {amount} exceeds what is left to credit on line {ln.position} "
                 f"({ln.amount - ln.credited_amount}).",
-                code=error_codes.CREDIT_EXCEEDS,
+                code=BillingErrorCode.CREDIT_EXCEEDS,
                 extra={"line_id": ln.pk, "creditable": str(ln.amount - ln.credited_amount)},
             )
         ln.credited_amount += amount
@@ -304,7 +305,7 @@ def _redraft(invoices: Sequence[Invoice], *, actor: Actor) -> None:
             RatingError,
             TermsError,
         ) as exc:  # an error message, not a 500, as in draft_period below
-            raise rating_error(exc, error_codes.RATING_FAILED) from None
+            raise rating_error(exc, BillingErrorCode.RATING_FAILED) from None
     index.add(
         UsageSummary.objects.filter(
             customer_id__in=customers,
@@ -335,7 +336,7 @@ def _redraft(invoices: Sequence[Invoice], *, actor: Actor) -> None:
                 prepaid_balance=prepaid,
             )
         except (RatingError, TermsError) as exc:
-            raise rating_error(exc, error_codes.RATING_FAILED) from None
+            raise rating_error(exc, BillingErrorCode.RATING_FAILED) from None
         context = tax_context_for(
             inv.customer,
             legal_entity_id=inv.legal_entity_id,
@@ -377,7 +378,7 @@ def _redraft(invoices: Sequence[Invoice], *, actor: Actor) -> None:
     apply_prepaid(docs)
     audit_record(
         actor=actor,
-        action="invoices.redraft",
+        action=BillingAuditAction.REDRAFT,
         object_type="billing.invoice",
         object_id=str(ids[0]) if len(ids) == 1 else f"{ids[0]}..{ids[-1]}",
         object_repr=f"{len(ids)} draft(s) re-rated",
@@ -409,8 +410,9 @@ def invoice_finalize(*, invoice: Invoice, actor: Actor, now: datetime | None = N
         inv = locked[0]
         audit_record(
             actor=actor,
-            action=f"{'credit_memo' if inv.kind == DocumentKind.CREDIT_MEMO else 'invoice'}"
-            ".finalize",
+            action=BillingAuditAction.CREDIT_MEMO_FINALIZE
+            if inv.kind == DocumentKind.CREDIT_MEMO
+            else BillingAuditAction.INVOICE_FINALIZE,
             obj=inv,
             before={"status": InvoiceStatus.DRAFT},
             after={"status": inv.status, "number": inv.number, "total": str(inv.total)},
@@ -442,7 +444,7 @@ def invoices_finalize(
                 continue
             audit_record(
                 actor=actor,
-                action="invoices.finalize",
+                action=BillingAuditAction.INVOICES_FINALIZE,
                 object_type="billing.invoice",
                 object_id=f"{locked[0].pk}..{locked[-1].pk}",
                 object_repr=f"{len(locked)} invoice(s)",

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.db.models import Max, Q
 
 from billing.drafting import DraftDocument, DraftLine, draft_period, usage_windows
+from billing.audit_actions import BillingAuditAction
 from billing.models import (
     BillingRun,
     DocumentKind,
@@ -145,7 +146,7 @@ def late_usage_corrections(
         BillingRun.objects.filter(pk=run.pk).update(adjustments_created=len(invoices))
         audit_record(
             actor=actor,
-            action="billing_run.corrections_create",
+            action=BillingAuditAction.RUN_CORRECTIONS_CREATE,
             obj=run,
             after={
                 "invoice_ids": [i.pk for i in invoices],
@@ -173,7 +174,7 @@ def _discard_moved_corrections(original_ids: Sequence[int], *, actor: Actor) -> 
         Invoice.objects.filter(pk__in=ids, status=InvoiceStatus.DRAFT).delete()
         audit_record(
             actor=actor,
-            action="invoices.discard_moved_corrections",
+            action=BillingAuditAction.DISCARD_MOVED_CORRECTIONS,
             object_type="billing.invoice",
             object_id=str(ids[0]) if len(ids) == 1 else f"{ids[0]}..{ids[-1]}",
             object_repr=f"{len(ids)} correction draft(s)",

@@ -8,7 +8,8 @@ from typing import Any
 
 from django.db import transaction
 
-from billing import error_codes
+from billing.audit_actions import BillingAuditAction
+from billing.error_codes import BillingErrorCode
 from billing.models import (
     PricePlan,
     PricePlanVersion,
@@ -47,7 +48,7 @@ def price_plan_create(
         plan.save()
         audit_record(
             actor=actor,
-            action="price_plan.create",
+            action=BillingAuditAction.PRICE_PLAN_CREATE,
             obj=plan,
             after={"code": code, "currency": currency.code, "default_tax_code": default_tax_code},
         )
@@ -76,14 +77,14 @@ def price_plan_version_add(
     try:
         parsed = components_from_config(components)
     except RatingError as exc:
-        raise rating_error(exc, error_codes.INVALID_PLAN) from None
+        raise rating_error(exc, BillingErrorCode.INVALID_PLAN) from None
     meta = component_meta or {}
     codes = {c.code for c in parsed}
     unknown = sorted(set(meta) - codes)
     if unknown:
         raise AppError(
             f"component_meta names unknown component(s): {', '.join(unknown)}.",
-            code=error_codes.INVALID_PLAN,
+            code=BillingErrorCode.INVALID_PLAN,
             extra={"path": "component_meta"},
         )
     with transaction.atomic():
@@ -92,7 +93,7 @@ def price_plan_version_add(
         if latest is not None and effective_from <= latest.effective_from:
             raise AppError(
                 f"A new version must start after {latest.effective_from} (version {latest.version}).",
-                code=error_codes.PLAN_VERSION_ORDER,
+                code=BillingErrorCode.PLAN_VERSION_ORDER,
                 extra={"latest_effective_from": str(latest.effective_from)},
             )
         version = PricePlanVersion(
@@ -107,7 +108,7 @@ def price_plan_version_add(
         version.save()
         audit_record(
             actor=actor,
-            action="price_plan.version_add",
+            action=BillingAuditAction.PRICE_PLAN_VERSION_ADD,
             obj=plan,
             after={
                 "version": version.version,

@@ -11,7 +11,8 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from billing import error_codes
+from billing.audit_actions import BillingAuditAction
+from billing.error_codes import BillingErrorCode
 from billing.drafting import draft_period, usage_windows
 from billing.models import (
     BillingRun,
@@ -64,7 +65,7 @@ def billing_run_request(
         raise AppError(
             f"{month.start:%Y-%m} of {legal_entity.code} closes for billing at {ready:%Y-%m-%d %H:%M} UTC "
             f"({settings.LEDGERLINE['BILLING_GRACE_HOURS']} h grace for late usage).",
-            code=error_codes.PERIOD_NOT_CLOSED,
+            code=BillingErrorCode.PERIOD_NOT_CLOSED,
             extra={"ready_at": ready.isoformat()},
         )
     with transaction.atomic():
@@ -81,13 +82,13 @@ def billing_run_request(
         ):
             raise Conflict(
                 f"The {run.label} run of {legal_entity.code} is running.",
-                code=error_codes.RUN_IN_PROGRESS,
+                code=BillingErrorCode.RUN_IN_PROGRESS,
                 extra={"run_id": run.pk},
             )
         if created:
             audit_record(
                 actor=actor,
-                action="billing_run.create",
+                action=BillingAuditAction.RUN_CREATE,
                 obj=run,
                 after={"legal_entity": legal_entity.code, "period": run.label},
             )
@@ -100,7 +101,10 @@ def billing_run_start(*, legal_entity: LegalEntity, month: Period, actor: Actor)
         run = billing_run_request(legal_entity=legal_entity, month=month, actor=actor)
         BillingRun.objects.filter(pk=run.pk).update(status=RunStatus.PENDING)
         audit_record(
-            actor=actor, action="billing_run.enqueue", obj=run, after={"status": RunStatus.PENDING}
+            actor=actor,
+            action=BillingAuditAction.RUN_ENQUEUE,
+            obj=run,
+            after={"status": RunStatus.PENDING},
         )
 
         def enqueue() -> None:
@@ -167,7 +171,7 @@ def billing_run_execute(
         ):
             raise Conflict(
                 f"Run {run.pk} is already running.",
-                code=error_codes.RUN_IN_PROGRESS,
+                code=BillingErrorCode.RUN_IN_PROGRESS,
                 extra={"run_id": run.pk},
             )
         before = run.status
@@ -176,7 +180,7 @@ def billing_run_execute(
         run.save(update_fields=["status", "started_at", "finished_at", "error", "processed"])
         audit_record(
             actor=actor,
-            action="billing_run.start",
+            action=BillingAuditAction.RUN_START,
             obj=run,
             before={"status": before},
             after={"status": RunStatus.RUNNING},
@@ -191,7 +195,7 @@ def billing_run_execute(
             run.refresh_from_db()
             audit_record(
                 actor=actor,
-                action="billing_run.fail",
+                action=BillingAuditAction.RUN_FAIL,
                 obj=run,
                 before={"status": RunStatus.RUNNING},
                 after={"status": RunStatus.FAILED, "error": str(exc)[:500]},
@@ -213,7 +217,7 @@ def billing_run_execute(
         run.refresh_from_db()
         audit_record(
             actor=actor,
-            action="billing_run.finish",
+            action=BillingAuditAction.RUN_FINISH,
             obj=run,
             before={"status": RunStatus.RUNNING},
             after={
@@ -330,7 +334,7 @@ def _run_month(run: BillingRun, *, actor: Actor, progress: ProgressFn | None) ->
             if invoices:
                 audit_record(
                     actor=actor,
-                    action="billing_run.drafts_create",
+                    action=BillingAuditAction.RUN_DRAFTS_CREATE,
                     obj=run,
                     after={
                         "invoice_ids": [i.pk for i in invoices],
