@@ -118,10 +118,11 @@ def finalize_locked(
     taxes_by_invoice: dict[int, list[InvoiceTaxLine]] = defaultdict(list)
     for t in InvoiceTaxLine.objects.filter(invoice__in=ids).order_by("invoice_id", "id"):
         taxes_by_invoice[t.invoice_id].append(t)
+    # numbered first: on PostgreSQL a credited total may only rise to what issued memos credit
+    _store_final(invoices, now=now)
     _apply_credits(
         [inv for inv in invoices if inv.kind == DocumentKind.CREDIT_MEMO], lines_by_invoice
     )
-    _store_final(invoices, now=now)
     summary_ids = [
         ln.usage_summary_id
         for lines in lines_by_invoice.values()
