@@ -29,3 +29,5 @@ class BillingErrorCode(StrEnum):
     REASON_REQUIRED = "billing_reason_required"
     NOT_FOUND = "billing_not_found"
     USAGE_CHANGED = "billing_usage_changed"  # a correction draft is out of date: run billing again
+    ALREADY_APPLIED = "billing_already_applied"  # the request's one-time key was used: applied once
+    INVALID_IDEMPOTENCY_KEY = "billing_invalid_idempotency_key"

@@ -10,6 +10,7 @@ Who may do what (checked here, on the server):
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
@@ -98,6 +99,8 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "can_correct": InvoiceAction.CREDIT in actions,
             "can_void": InvoiceAction.VOID in actions,
             "can_mark_paid": InvoiceAction.MARK_PAID in actions,
+            # one one-time token per form: a double submit is applied once (ActionKey)
+            "form_tokens": {action.value: uuid.uuid4().hex for action in InvoiceAction},
         },
     )
 
@@ -127,7 +130,8 @@ def _act(request: HttpRequest, pk: int, kind: InvoiceAction, action) -> HttpResp
         messages.error(request, f"{refusal.message} ({refusal.code})")
         return redirect("billing:invoice", pk=pk)
     try:
-        result = action(invoice, Actor.for_user(request.user))
+        key = request.POST.get("idempotency_key") or None  # the form's one-time token
+        result = action(invoice, Actor.for_user(request.user), key)
         messages.success(request, result)
     except AppError as exc:
         messages.error(request, f"{exc.message} ({exc.code})")
@@ -141,7 +145,8 @@ def invoice_finalize(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         pk,
         InvoiceAction.FINALIZE,
-        lambda inv, actor: f"Finalized as {services.invoice_finalize(invoice=inv, actor=actor)}.",
+        lambda inv, actor, key: "Finalized as "
+        f"{services.invoice_finalize(invoice=inv, actor=actor, idempotency_key=key)}.",
     )
 
 
@@ -149,24 +154,22 @@ def invoice_finalize(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(*CORRECTORS)
 def invoice_void(request: HttpRequest, pk: int) -> HttpResponse:
     reason = request.POST.get("reason", "")
-    return _act(
-        request,
-        pk,
-        InvoiceAction.VOID,
-        lambda inv, actor: f"{services.invoice_void(invoice=inv, reason=reason, actor=actor)} "
-        "is void.",
-    )
+
+    def void(inv: Invoice, actor: Actor, key: str | None) -> str:
+        voided = services.invoice_void(invoice=inv, reason=reason, actor=actor, idempotency_key=key)
+        return f"{voided} is void."
+
+    return _act(request, pk, InvoiceAction.VOID, void)
 
 
 @require_POST
 @role_required(*PAYMENT_RECORDERS)
 def invoice_mark_paid(request: HttpRequest, pk: int) -> HttpResponse:
-    return _act(
-        request,
-        pk,
-        InvoiceAction.MARK_PAID,
-        lambda inv, actor: f"{services.invoice_mark_paid(invoice=inv, actor=actor)} is paid.",
-    )
+    def mark_paid(inv: Invoice, actor: Actor, key: str | None) -> str:
+        paid = services.invoice_mark_paid(invoice=inv, actor=actor, idempotency_key=key)
+        return f"{paid} is paid."
+
+    return _act(request, pk, InvoiceAction.MARK_PAID, mark_paid)
 
 
 @require_POST
@@ -184,9 +187,13 @@ def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
                 return redirect("billing:invoice", pk=pk)
     whole = request.POST.get("whole") == "1"
 
-    def issue(inv: Invoice, actor: Actor) -> str:
+    def issue(inv: Invoice, actor: Actor, key: str | None) -> str:
         memo = services.credit_memo_issue(
-            invoice=inv, reason=reason, actor=actor, lines=None if whole else amounts
+            invoice=inv,
+            reason=reason,
+            actor=actor,
+            lines=None if whole else amounts,
+            idempotency_key=key,
         )
         return f"Credit memo {memo} issued for {-memo.total} {memo.currency_id}."
 

@@ -29,6 +29,7 @@ from billing.services.drafts import (
     compute_taxes,
     write_documents,
 )
+from billing.services._shared import claim_action_key, record_action_result
 from billing.services.finalize import finalize_locked, locked_drafts
 from billing.services.finance_events import finance_events_record
 from billing.tax import TaxLineResult, tax_engine
@@ -39,11 +40,21 @@ from exceptions.services import audit_record
 # --------------------------------------------------------------------------- corrections
 
 
-def invoice_void(*, invoice: Invoice, reason: str, actor: Actor) -> Invoice:
-    """Void a finalized, unpaid, uncredited invoice (its number stays used)."""
+def invoice_void(
+    *, invoice: Invoice, reason: str, actor: Actor, idempotency_key: str | None = None
+) -> Invoice:
+    """Void a finalized, unpaid, uncredited invoice (its number stays used).
+
+    `idempotency_key` (a form's one-time token, a client's key): the first
+    request with it applies the action, any other raises `Conflict`
+    (`billing_already_applied`) and applies nothing.
+    """
     if not reason.strip():
         raise AppError("Voiding needs a reason.", code=BillingErrorCode.REASON_REQUIRED)
     with transaction.atomic():
+        claim_action_key(
+            key=idempotency_key, action=InvoiceAction.VOID, invoice=invoice, actor=actor
+        )
         inv = Invoice.objects.select_for_update().get(pk=invoice.pk)
         if refusal := invoice_refusal(invoice=inv, action=InvoiceAction.VOID):
             raise AppError(refusal.message, code=refusal.code)
@@ -80,8 +91,19 @@ def invoice_void(*, invoice: Invoice, reason: str, actor: Actor) -> Invoice:
     return inv
 
 
-def invoice_mark_paid(*, invoice: Invoice, actor: Actor) -> Invoice:
+def invoice_mark_paid(
+    *, invoice: Invoice, actor: Actor, idempotency_key: str | None = None
+) -> Invoice:
+    """Record that a finalized invoice was paid.
+
+    `idempotency_key` (a form's one-time token, a client's key): the first
+    request with it applies the action, any other raises `Conflict`
+    (`billing_already_applied`) and applies nothing.
+    """
     with transaction.atomic():
+        claim_action_key(
+            key=idempotency_key, action=InvoiceAction.MARK_PAID, invoice=invoice, actor=actor
+        )
         inv = Invoice.objects.select_for_update().get(pk=invoice.pk)
         if refusal := invoice_refusal(invoice=inv, action=InvoiceAction.MARK_PAID):
             raise AppError(refusal.message, code=refusal.code)
@@ -122,16 +144,24 @@ def credit_memo_issue(
     actor: Actor,
     lines: Mapping[int, Decimal] | None = None,
     now: datetime | None = None,
+    idempotency_key: str | None = None,
 ) -> Invoice:
     """Issue a credit memo for the whole invoice (lines=None) or for amounts of some lines.
 
     Never exceeds what it credits: per line (amount - already credited) and per
     invoice (total - already credited); the database checks both again.
+
+    `idempotency_key` (a form's one-time token, a client's key): the first
+    request with it applies the action, any other raises `Conflict`
+    (`billing_already_applied`) and applies nothing.
     """
     if not reason.strip():
         raise AppError("A credit memo needs a reason.", code=BillingErrorCode.REASON_REQUIRED)
     now = now or timezone.now()
     with transaction.atomic():
+        claim = claim_action_key(
+            key=idempotency_key, action=InvoiceAction.CREDIT, invoice=invoice, actor=actor
+        )
         original = (
             Invoice.objects.select_for_update()
             .select_related("contract", "customer", "currency")
@@ -228,6 +258,7 @@ def credit_memo_issue(
         [memo] = write_documents([doc])
         memo = locked_drafts([memo.pk])[0]
         finalize_locked([memo], actor=actor, now=now)
+        record_action_result(claim, memo)
         audit_record(
             actor=actor,
             action=BillingAuditAction.CREDIT_MEMO_ISSUE,

@@ -31,7 +31,13 @@ from billing.money import minor_unit
 from billing.periods import Period, local_date_of, period_bounds_utc
 from billing.selectors import InvoiceAction, invoice_refusal
 from billing.rating import RatingError
-from billing.services._shared import FINALIZE_BATCH_SIZE, ZERO, chunks, rating_error
+from billing.services._shared import (
+    claim_action_key,
+    FINALIZE_BATCH_SIZE,
+    ZERO,
+    chunks,
+    rating_error,
+)
 from billing.services.contracts import contract_terms, plan_cache
 from billing.services.drafts import (
     ProgressFn,
@@ -397,10 +403,22 @@ def locked_drafts(ids: Sequence[int]) -> list[Invoice]:
     )
 
 
-def invoice_finalize(*, invoice: Invoice, actor: Actor, now: datetime | None = None) -> Invoice:
-    """Finalize one draft: gapless number, immutable, summaries closed, finance event."""
+def invoice_finalize(
+    *,
+    invoice: Invoice,
+    actor: Actor,
+    now: datetime | None = None,
+    idempotency_key: str | None = None,
+) -> Invoice:
+    """Finalize one draft: gapless number, immutable, summaries closed, finance event.
+
+    `idempotency_key`: as for `invoice_void` (a second use applies nothing).
+    """
     now = now or timezone.now()
     with transaction.atomic():
+        claim_action_key(
+            key=idempotency_key, action=InvoiceAction.FINALIZE, invoice=invoice, actor=actor
+        )
         locked = locked_drafts([invoice.pk])
         if not locked:
             current = Invoice.objects.get(pk=invoice.pk)

@@ -9,12 +9,14 @@ from billing.error_codes import BillingErrorCode
 def test_error_code_values_are_the_published_ones() -> None:
     assert sorted(BillingErrorCode) == sorted(
         [
+            "billing_already_applied",
             "billing_amendment_in_billed_period",
             "billing_credit_empty",
             "billing_credit_exceeds",
             "billing_credit_line_unknown",
             "billing_currency_mismatch",
             "billing_invalid_contract",
+            "billing_invalid_idempotency_key",
             "billing_invalid_overrides",
             "billing_invalid_period",
             "billing_invalid_plan",
