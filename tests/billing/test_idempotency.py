@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
@@ -13,31 +12,14 @@ from django.db import connections
 from billing import services
 from billing.models import ActionKey, Invoice
 from core.errors import AppError, Conflict
-from tests.billing.conftest import (
-    ACTOR,
-    bill,
-    contract,
-    customer,
-    entity,
-    invoice_of,
-    metric,
-    plan,
-    send,
-)
+from tests.billing.conftest import ACTOR, one_draft
 from tests.conftest import requires_postgres
 
 D = Decimal
-API = {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"}
 
 
 def _finalized() -> Invoice:
-    us = entity("ll-us", "USD", 2, "UTC")
-    metric("api_calls")
-    cust = customer(us, "acme")
-    c = contract(cust, plan("basic", us.base_currency, [API]), date(2026, 10, 1))
-    send(cust, "api_calls", datetime(2026, 11, 2, tzinfo=UTC), count=5)
-    bill(us, "2026-11")
-    return services.invoice_finalize(invoice=invoice_of(c), actor=ACTOR)
+    return services.invoice_finalize(invoice=one_draft(events=5), actor=ACTOR)
 
 
 @pytest.mark.django_db

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -11,38 +10,16 @@ import pytest
 
 from billing import services
 from billing.selectors import InvoiceAction, invoice_actions
-from tests.billing.conftest import (
-    ACTOR,
-    bill,
-    contract,
-    customer,
-    entity,
-    invoice_of,
-    metric,
-    plan,
-    send,
-)
+from tests.billing.conftest import ACTOR
 
 D = Decimal
 pytestmark = pytest.mark.django_db
-API = {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"}
 F, P, V, C = (
     InvoiceAction.FINALIZE,
     InvoiceAction.MARK_PAID,
     InvoiceAction.VOID,
     InvoiceAction.CREDIT,
 )
-
-
-@pytest.fixture
-def draft():
-    us = entity("ll-us", "USD", 2, "UTC")
-    metric("api_calls")
-    cust = customer(us, "acme")
-    c = contract(cust, plan("basic", us.base_currency, [API]), date(2026, 10, 1))
-    send(cust, "api_calls", datetime(2026, 11, 2, tzinfo=UTC), count=3)
-    bill(us, "2026-11")
-    return invoice_of(c)
 
 
 def test_actions_follow_the_status_and_the_role(draft, approver, clerk, auditor) -> None:
