@@ -76,7 +76,7 @@ class _Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 # --------------------------------------------------------------------------- components
 
 
-class Tier(_Config, kw_only=True):
+class Tier(_Config, frozen=True, kw_only=True):
     """One price tier.  ``up_to`` is the inclusive upper bound (``None`` = infinity)."""
 
     up_to: Decimal | None
@@ -126,7 +126,7 @@ def _check_tiers(tiers: object) -> tuple[Tier, ...]:
     return result
 
 
-class _UsageComponentBase(_Config, kw_only=True, tag_field="type"):
+class _UsageComponentBase(_Config, frozen=True, kw_only=True, tag_field="type"):
     """Fields shared by every usage component.
 
     ``free_units`` are the units included per period: they come off the
@@ -152,7 +152,7 @@ class _UsageComponentBase(_Config, kw_only=True, tag_field="type"):
         return self.description or self.code
 
 
-class PerUnitPrice(_UsageComponentBase, kw_only=True, tag="per_unit"):
+class PerUnitPrice(_UsageComponentBase, frozen=True, kw_only=True, tag="per_unit"):
     """``billable units * unit_price``."""
 
     unit_price: Decimal
@@ -163,7 +163,7 @@ class PerUnitPrice(_UsageComponentBase, kw_only=True, tag="per_unit"):
         check_dec(self.unit_price, "unit_price")
 
 
-class PackagePrice(_UsageComponentBase, kw_only=True, tag="package"):
+class PackagePrice(_UsageComponentBase, frozen=True, kw_only=True, tag="package"):
     """``ceil(billable units / package_size) * package_price``: a started package is billed whole."""
 
     package_size: Decimal
@@ -176,7 +176,7 @@ class PackagePrice(_UsageComponentBase, kw_only=True, tag="package"):
         check_dec(self.package_price, "package_price")
 
 
-class GraduatedPrice(_UsageComponentBase, kw_only=True, tag="graduated"):
+class GraduatedPrice(_UsageComponentBase, frozen=True, kw_only=True, tag="graduated"):
     """Each tier prices the units inside it; a tier's ``flat_fee`` is charged once any unit falls in it."""
 
     tiers: tuple[Tier, ...]
@@ -187,7 +187,7 @@ class GraduatedPrice(_UsageComponentBase, kw_only=True, tag="graduated"):
         force_setattr(self, "tiers", _check_tiers(self.tiers))
 
 
-class VolumePrice(_UsageComponentBase, kw_only=True, tag="volume"):
+class VolumePrice(_UsageComponentBase, frozen=True, kw_only=True, tag="volume"):
     """Every unit at the price of the tier the total reaches, plus that tier's ``flat_fee``.
 
     Zero billable units charge nothing (no flat fee).
@@ -201,7 +201,7 @@ class VolumePrice(_UsageComponentBase, kw_only=True, tag="volume"):
         force_setattr(self, "tiers", _check_tiers(self.tiers))
 
 
-class PercentagePrice(_UsageComponentBase, kw_only=True, tag="percentage"):
+class PercentagePrice(_UsageComponentBase, frozen=True, kw_only=True, tag="percentage"):
     """Per event: ``clamp(amount * rate + fixed_fee, min_fee, max_fee)``; the line sums the events.
 
     ``rate`` is a fraction (``0.029`` = 2.9 %).  Rated from ``Usage.event_amounts``.
@@ -239,7 +239,7 @@ class PercentagePrice(_UsageComponentBase, kw_only=True, tag="percentage"):
             )
 
 
-class FixedFee(_Config, kw_only=True, tag_field="type", tag="fixed_fee"):
+class FixedFee(_Config, frozen=True, kw_only=True, tag_field="type", tag="fixed_fee"):
     """A recurring fee per period, billed in advance; prorated by day unless ``prorate`` is False.
 
     "In advance" is the caller's choice of period: rate the fee with the
@@ -264,7 +264,9 @@ class FixedFee(_Config, kw_only=True, tag_field="type", tag="fixed_fee"):
         return self.description or self.code
 
 
-class MinimumCommitment(_Config, kw_only=True, tag_field="type", tag="minimum_commitment"):
+class MinimumCommitment(
+    _Config, frozen=True, kw_only=True, tag_field="type", tag="minimum_commitment"
+):
     """Minimum usage spend per period; a true-up line bills any shortfall.
 
     ``metrics`` limits which usage components count (``None`` = all of them).
@@ -317,7 +319,7 @@ COMPONENT_TYPES: dict[str, type[Any]] = {
 _PRICE_FIELDS = ("unit_price", "package_price", "tiers", "rate", "amount")
 
 
-class PriceOverride(_Config, kw_only=True, omit_defaults=True):
+class PriceOverride(_Config, frozen=True, kw_only=True, omit_defaults=True):
     """A contract's negotiated price for one component; set exactly the field that fits its type.
 
     per_unit -> ``unit_price``; package -> ``package_price``; graduated/volume
@@ -349,7 +351,7 @@ class PriceOverride(_Config, kw_only=True, omit_defaults=True):
             force_setattr(self, "tiers", _check_tiers(self.tiers))
 
 
-class Discount(_Config, kw_only=True, omit_defaults=True):
+class Discount(_Config, frozen=True, kw_only=True, omit_defaults=True):
     """A contract discount: ``percent_off`` (10 = 10 %) or ``amount_off`` per period.
 
     ``component`` = a component code, or ``None`` for the whole invoice
@@ -376,7 +378,7 @@ class Discount(_Config, kw_only=True, omit_defaults=True):
         _check_text(self.description, "description")
 
 
-class Cap(_Config, kw_only=True):
+class Cap(_Config, frozen=True, kw_only=True):
     """Maximum usage charge for one usage component per period (before its discounts)."""
 
     component: str
@@ -387,7 +389,7 @@ class Cap(_Config, kw_only=True):
         check_dec(self.max_amount, "max_amount")
 
 
-class Overrides(_Config, kw_only=True):
+class Overrides(_Config, frozen=True, kw_only=True):
     """Per-contract terms layered on a price plan."""
 
     prices: tuple[PriceOverride, ...] = ()
@@ -543,10 +545,9 @@ def _config_error(
         return RatingConfigError("missing_field", f"{name!r} is required", path=join_path(at, name))
     if match := re.fullmatch(r"Object contains unknown field `(.+)`", what):
         allowed = _allowed_fields(target, raw, tokens)
+        listed = f"; allowed: {', '.join(allowed)}" if allowed else ""
         return RatingConfigError(
-            "unknown_field",
-            f"unknown field {match.group(1)!r}; allowed: {', '.join(allowed)}",
-            path=at,
+            "unknown_field", f"unknown field {match.group(1)!r}{listed}", path=at
         )
     if tokens and tokens[-1] == "type":  # only a component has a field named type: its tag
         return _unknown_type(_value_at(raw, tokens), code="unknown_component_type", path=at)
@@ -591,7 +592,12 @@ def _allowed_fields(target: Any, raw: Any, tokens: Sequence[str | int]) -> list[
             info = next((f.type for f in info.fields if f.name == token), None)
         else:
             info = None
-        raw = raw[token] if isinstance(raw, Mapping | list) else None
+        if isinstance(raw, Mapping):
+            raw = raw.get(token)
+        elif isinstance(raw, list) and isinstance(token, int):
+            raw = raw[token]
+        else:
+            raw = None
     if not isinstance(info, msgspec.inspect.StructType):
         return None
     names = [f.name for f in info.fields]
