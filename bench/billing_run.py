@@ -130,8 +130,9 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
     from billing import services
     from billing.models import Contract, TaxRate
     from billing.periods import parse_period, period_bounds_utc
-    from core.models import Currency, Customer, LegalEntity
+    from core import pgcopy
     from core.actors import Actor
+    from core.models import Currency, Customer, LegalEntity
     from metering import partitions
     from metering.models import MetricDefinition, MetricVersion
     from metering.services import metric_create
@@ -149,9 +150,14 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
         metric_create(code=code, name=code, aggregation=agg, value_property=prop, actor=actor)
     plans = []
     for code, components in PLANS:
-        plan = services.price_plan_create(code=code, name=code, currency=eur, actor=actor)
-        services.price_plan_version_add(
-            plan=plan, effective_from=date(2026, 1, 1), components=components, actor=actor
+        plan = services.price_plan_create(
+            code=code,
+            name=code,
+            currency=eur,
+            actor=actor,
+            first_version=services.VersionTerms(
+                effective_from=date(2026, 1, 1), components=components
+            ),
         )
         plans.append(plan)
     rng = random.Random(args.seed)
@@ -198,6 +204,21 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
     span = (end - start).total_seconds()
     received = (end + timedelta(hours=1)).isoformat()
     loaded = 0
+    copy_events = pgcopy.copy_statement(
+        "metering_usageevent",
+        [
+            "source",
+            "event_id",
+            "customer_ref",
+            "customer_id",
+            "metric_id",
+            "metric_version_id",
+            "timestamp",
+            "value",
+            "properties",
+            "received_at",
+        ],
+    )
     with connection.cursor() as cur:
         while loaded < args.events:
             n = min(COPY_CHUNK, args.events - loaded)
@@ -217,12 +238,7 @@ def setup(args: argparse.Namespace) -> dict[str, object]:
                     f"app\tev-{k}\tref\t{cust_id}\t{mid}\t{version_ids[mid]}\t{ts.isoformat()}\t{value}\t"
                     f"{props}\t{received}\n"
                 )
-            buf.seek(0)
-            cur.copy_expert(
-                "COPY metering_usageevent (source, event_id, customer_ref, customer_id, metric_id, "
-                'metric_version_id, "timestamp", value, properties, received_at) FROM STDIN',
-                buf,
-            )
+            pgcopy.copy_in(cur, copy_events, buf.getvalue())
             loaded += n
         cur.execute("ANALYZE metering_usageevent")
     return {"entity": entity, "month": month, "start": start, "end": end}
@@ -262,8 +278,10 @@ def main() -> None:
         groups = len(cur.fetchall())
         group_by_seconds = time.perf_counter() - g0
 
+    from billing.services import drafts
+
     phases: dict[str, float] = {}
-    real_summarize = services.usage_summarize_window
+    real_summarize = drafts.usage_summarize_window
 
     def timed_summarize(**kwargs: object) -> object:
         s0 = time.perf_counter()
@@ -272,7 +290,7 @@ def main() -> None:
         finally:
             phases["summaries"] = phases.get("summaries", 0.0) + time.perf_counter() - s0
 
-    services.usage_summarize_window = timed_summarize  # type: ignore[assignment]
+    drafts.usage_summarize_window = timed_summarize  # type: ignore[assignment]
     actor = Actor.system("bench")
     now = datetime(2026, 12, 3, tzinfo=UTC)
     r0 = time.perf_counter()

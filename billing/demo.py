@@ -21,8 +21,13 @@ from billing.periods import parse_period
 from core.errors import AppError
 from core.models import Customer, LegalEntity
 from core.actors import Actor
-from metering.models import CustomerMapping, MetricDefinition
-from metering.services import customer_mapping_create, metric_create, usage_ingest
+from metering.for_billing import (
+    CustomerMapping,
+    MetricDefinition,
+    customer_mapping_create,
+    metric_create,
+    usage_ingest,
+)
 
 ACTOR = Actor.system("demo data")
 SOURCE = "app"
@@ -174,19 +179,15 @@ def _ensure_contracts(start: date) -> None:
 
     for code, (name, currency, components) in PLANS.items():
         if not PricePlan.objects.filter(code=code).exists():
-            plan = services.price_plan_create(
+            services.price_plan_create(
                 code=code,
                 name=name,
                 currency=Currency.objects.get(code=currency),
                 actor=ACTOR,
                 default_tax_code="saas",
-            )
-            services.price_plan_version_add(
-                plan=plan,
-                effective_from=date(2020, 1, 1),
-                components=components,
-                actor=ACTOR,
-                note="demo",
+                first_version=services.VersionTerms(
+                    effective_from=date(2020, 1, 1), components=components, note="demo"
+                ),
             )
     for customer_code, plan_code in CONTRACTS.items():
         customer = Customer.objects.get(code=customer_code)

@@ -543,3 +543,25 @@ class FinanceEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.id} {self.type}"
+
+
+class ActionKey(models.Model):
+    """A one-time key of a state-changing request (a form's token, a client's idempotency key).
+
+    The first request with a key claims it in its own transaction and applies
+    the action; any other request with the same key (a double submit, a retry)
+    is told that it was applied, and by which document. A refused or
+    rolled-back action leaves no key behind, so it may be tried again.
+    """
+
+    key = models.CharField(max_length=100, unique=True)
+    action = models.CharField(max_length=40)
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="+")
+    result = models.ForeignKey(
+        Invoice, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    actor_label = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.action} of {self.invoice_id} ({self.key})"

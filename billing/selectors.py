@@ -2,23 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
+from enum import StrEnum
 
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Prefetch, Q, QuerySet
 
 from billing.models import (
     BillingRun,
     Contract,
     ContractAmendment,
+    DocumentKind,
     FinanceEvent,
     Invoice,
     InvoiceLine,
+    InvoiceStatus,
     InvoiceTaxLine,
     PricePlan,
     PricePlanVersion,
 )
+from billing.error_codes import BillingErrorCode
 from billing.periods import parse_period
-from metering.selectors import summaries_for_event, summary_events
+from core import error_codes as core_error_codes
+from core.errors import NotFound
+from core.roles import FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, has_role
+from metering.for_billing import UsageEvent, summaries_for_event, summary_events
 
 
 def invoices(
@@ -94,17 +104,18 @@ def invoice_line(*, pk: int) -> InvoiceLine:
 def line_events(*, line: InvoiceLine) -> QuerySet:  # type: ignore[type-arg]
     """The usage events behind a usage line (through its summary), in seq order; none for other lines."""
     if line.usage_summary_id is None:
-        from metering.models import UsageEvent
-
         return UsageEvent.objects.none()
     return summary_events(summary=line.usage_summary)
 
 
 def event_invoice_lines(*, event_seq: int) -> QuerySet[InvoiceLine]:
-    """The invoice lines an event was billed on (every summary revision including it)."""
-    from metering.models import UsageEvent
+    """The invoice lines an event was billed on (every summary revision including it).
 
-    event = UsageEvent.objects.get(seq=event_seq)
+    Raises `NotFound` (`billing_not_found`) when there is no event `event_seq`.
+    """
+    event = UsageEvent.objects.filter(seq=event_seq).first()
+    if event is None:
+        raise NotFound(f"No usage event {event_seq}.", code=BillingErrorCode.NOT_FOUND)
     return (
         InvoiceLine.objects.filter(usage_summary__in=summaries_for_event(event=event))
         .select_related("invoice", "usage_summary")
@@ -143,3 +154,120 @@ def contracts(*, legal_entity: str = "", customer: str = "") -> QuerySet[Contrac
     if customer:
         qs = qs.filter(customer__code=customer)
     return qs.order_by("legal_entity__code", "code")
+
+
+# --------------------------------------------------------------------------- invoice actions
+
+
+class InvoiceAction(StrEnum):
+    """What a person may do to a document from its page."""
+
+    FINALIZE = "finalize"
+    MARK_PAID = "mark_paid"
+    VOID = "void"
+    CREDIT = "credit"
+
+    @property
+    def label(self) -> str:
+        return {"mark_paid": "mark it paid", "credit": "issue credit memos"}.get(self, self.value)
+
+
+#: Who may take each action (the views' role checks use the same sets).
+ACTION_ROLES: dict[InvoiceAction, tuple[str, ...]] = {
+    InvoiceAction.FINALIZE: (FINANCE_APPROVER, INTEGRATION_ADMIN),
+    InvoiceAction.MARK_PAID: (FINANCE_CLERK, FINANCE_APPROVER),
+    InvoiceAction.VOID: (FINANCE_APPROVER,),
+    InvoiceAction.CREDIT: (FINANCE_APPROVER,),
+}
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why an action is refused: the error code the service would raise and a sentence."""
+
+    code: str
+    message: str
+
+
+@dataclass(frozen=True)
+class InvoiceActions:
+    """The actions a user may take on one invoice, and for each other action the reason why not."""
+
+    allowed: frozenset[InvoiceAction]
+    refused: Mapping[InvoiceAction, Refusal]
+
+    def __contains__(self, action: object) -> bool:
+        return action in self.allowed
+
+
+def invoice_refusal(*, invoice: Invoice, action: InvoiceAction) -> Refusal | None:
+    """The document's status rules: why `action` cannot be taken on `invoice` now (None: it can).
+
+    The services apply the same function to the row they have locked, so the
+    page never offers what the service would refuse, and the service never
+    trusts the page.
+    """
+    credit_memo = invoice.kind == DocumentKind.CREDIT_MEMO
+    status = invoice.status
+    if action == InvoiceAction.FINALIZE:
+        if status != InvoiceStatus.DRAFT:
+            return Refusal(
+                BillingErrorCode.INVOICE_NOT_DRAFT,
+                f"{invoice} is {status}; only drafts can be finalized.",
+            )
+        return None
+    if action == InvoiceAction.MARK_PAID:
+        if status != InvoiceStatus.FINALIZED or credit_memo:
+            return Refusal(
+                BillingErrorCode.INVOICE_NOT_FINAL,
+                f"{invoice} is {status}; only finalized invoices can be marked paid.",
+            )
+        return None
+    if action == InvoiceAction.CREDIT:
+        if credit_memo or status not in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID):
+            return Refusal(
+                BillingErrorCode.INVOICE_NOT_FINAL,
+                f"{invoice} is a {invoice.kind} in status {status}; only finalized or paid "
+                "invoices can be credited.",
+            )
+        return None
+    if credit_memo:
+        return Refusal(
+            BillingErrorCode.INVOICE_NOT_FINAL,
+            "A credit memo is not voided; issue an invoice instead.",
+        )
+    if status == InvoiceStatus.DRAFT:
+        return Refusal(
+            BillingErrorCode.INVOICE_NOT_FINAL,
+            "A draft has no number to void; it can simply be left or re-rated.",
+        )
+    if status == InvoiceStatus.PAID:
+        return Refusal(BillingErrorCode.INVOICE_PAID, f"{invoice} is paid; credit it instead.")
+    if status == InvoiceStatus.VOID:
+        return Refusal(BillingErrorCode.INVOICE_VOID, f"{invoice} is already void.")
+    if invoice.credited_total or invoice.corrections.exclude(status=InvoiceStatus.VOID).exists():
+        return Refusal(
+            BillingErrorCode.INVOICE_CREDITED,
+            f"{invoice} has credit memos or adjustments; credit the rest instead.",
+        )
+    return None
+
+
+def invoice_actions(*, invoice: Invoice, user: AbstractBaseUser | AnonymousUser) -> InvoiceActions:
+    """Which actions `user` may take on `invoice`: their role first, then the status rules."""
+    allowed: set[InvoiceAction] = set()
+    refused: dict[InvoiceAction, Refusal] = {}
+    for action, roles in ACTION_ROLES.items():
+        refusal = (
+            None
+            if has_role(user, *roles)
+            else Refusal(
+                core_error_codes.PERMISSION_DENIED,
+                f"Only {' or '.join(r.replace('_', ' ') for r in roles)} may {action.label}.",
+            )
+        ) or invoice_refusal(invoice=invoice, action=action)
+        if refusal is None:
+            allowed.add(action)
+        else:
+            refused[action] = refusal
+    return InvoiceActions(allowed=frozenset(allowed), refused=refused)

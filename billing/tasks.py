@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from django.utils import timezone
 
-from billing.services import billing_run_execute, month_ready_at
-from billing.models import BillingRun, RunStatus
-from billing.periods import local_date_of, parse_period
-from core.models import LegalEntity
+from billing.services import billing_run_execute, billing_runs_bill_due
 from core.actors import Actor
 
 
@@ -21,21 +16,4 @@ def billing_run_task(run_id: int, requested_by: str = "") -> None:
 
 def billing_runs_due() -> list[int]:
     """Scheduled hourly: bill last month of every entity once its grace window has passed."""
-    from billing.services import billing_run_request
-
-    actor = Actor.for_task("billing.schedule")
-    now = timezone.now()
-    done: list[int] = []
-    for entity in LegalEntity.objects.all():
-        today = local_date_of(ts=now, tz=entity.timezone)
-        last_month = today.replace(day=1) - timedelta(days=1)
-        month = parse_period(f"{last_month:%Y-%m}")
-        if now < month_ready_at(legal_entity=entity, month=month):
-            continue
-        existing = BillingRun.objects.filter(legal_entity=entity, period_start=month.start).first()
-        if existing is not None and existing.status in (RunStatus.DONE, RunStatus.RUNNING):
-            continue
-        run = billing_run_request(legal_entity=entity, month=month, actor=actor, now=now)
-        billing_run_execute(run_id=run.pk, actor=actor)
-        done.append(run.pk)
-    return done
+    return billing_runs_bill_due(actor=Actor.for_task("billing.schedule"), now=timezone.now())

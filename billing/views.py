@@ -10,6 +10,7 @@ Who may do what (checked here, on the server):
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
@@ -22,7 +23,8 @@ from core.query import date_params
 from billing import selectors, services
 from billing.models import BillingRun, DocumentKind, Invoice, InvoiceStatus
 from billing.periods import parse_period
-from core.errors import AppError
+from billing.selectors import ACTION_ROLES, InvoiceAction
+from core.errors import AppError, NotFound
 from core.models import LegalEntity
 from core.roles import (
     AUDITOR,
@@ -36,9 +38,9 @@ from core.actors import Actor
 
 VIEWERS = (FINANCE_CLERK, FINANCE_APPROVER, INTEGRATION_ADMIN, AUDITOR)
 RUNNERS = (INTEGRATION_ADMIN,)
-FINALIZERS = (FINANCE_APPROVER, INTEGRATION_ADMIN)
-CORRECTORS = (FINANCE_APPROVER,)
-PAYMENT_RECORDERS = (FINANCE_CLERK, FINANCE_APPROVER)
+FINALIZERS = ACTION_ROLES[InvoiceAction.FINALIZE]
+CORRECTORS = ACTION_ROLES[InvoiceAction.VOID]
+PAYMENT_RECORDERS = ACTION_ROLES[InvoiceAction.MARK_PAID]
 #: Rows per page on the invoice list and the lineage event list.
 PAGE_SIZE = 50
 
@@ -85,7 +87,7 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
         invoice = selectors.invoice_detail(pk=pk)
     except Invoice.DoesNotExist:
         raise Http404 from None
-    user = request.user
+    actions = selectors.invoice_actions(invoice=invoice, user=request.user)
     return render(
         request,
         "billing/invoice_detail.html",
@@ -93,16 +95,12 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "invoice": invoice,
             "lines": invoice.lines.all(),
             "tax_lines": invoice.tax_lines.all(),
-            "can_finalize": has_role(user, *FINALIZERS) and invoice.status == InvoiceStatus.DRAFT,
-            "can_correct": has_role(user, *CORRECTORS)
-            and invoice.status in (InvoiceStatus.FINALIZED, InvoiceStatus.PAID)
-            and invoice.kind != DocumentKind.CREDIT_MEMO,
-            "can_void": has_role(user, *CORRECTORS)
-            and invoice.status == InvoiceStatus.FINALIZED
-            and invoice.kind != DocumentKind.CREDIT_MEMO,
-            "can_mark_paid": has_role(user, *PAYMENT_RECORDERS)
-            and invoice.status == InvoiceStatus.FINALIZED
-            and invoice.kind != DocumentKind.CREDIT_MEMO,
+            "can_finalize": InvoiceAction.FINALIZE in actions,
+            "can_correct": InvoiceAction.CREDIT in actions,
+            "can_void": InvoiceAction.VOID in actions,
+            "can_mark_paid": InvoiceAction.MARK_PAID in actions,
+            # one one-time token per form: a double submit is applied once (ActionKey)
+            "form_tokens": {action.value: uuid.uuid4().hex for action in InvoiceAction},
         },
     )
 
@@ -124,10 +122,16 @@ def invoice_print(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _act(request: HttpRequest, pk: int, action) -> HttpResponse:  # type: ignore[no-untyped-def]
+def _act(request: HttpRequest, pk: int, kind: InvoiceAction, action) -> HttpResponse:  # type: ignore[no-untyped-def]
+    """Take `kind` on the invoice if `invoice_actions` allows it, else show why not."""
     invoice = get_object_or_404(Invoice, pk=pk)
+    refusal = selectors.invoice_actions(invoice=invoice, user=request.user).refused.get(kind)
+    if refusal is not None:
+        messages.error(request, f"{refusal.message} ({refusal.code})")
+        return redirect("billing:invoice", pk=pk)
     try:
-        result = action(invoice, Actor.for_user(request.user))
+        key = request.POST.get("idempotency_key") or None  # the form's one-time token
+        result = action(invoice, Actor.for_user(request.user), key)
         messages.success(request, result)
     except AppError as exc:
         messages.error(request, f"{exc.message} ({exc.code})")
@@ -140,7 +144,9 @@ def invoice_finalize(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(
         request,
         pk,
-        lambda inv, actor: f"Finalized as {services.invoice_finalize(invoice=inv, actor=actor)}.",
+        InvoiceAction.FINALIZE,
+        lambda inv, actor, key: "Finalized as "
+        f"{services.invoice_finalize(invoice=inv, actor=actor, idempotency_key=key)}.",
     )
 
 
@@ -148,26 +154,26 @@ def invoice_finalize(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(*CORRECTORS)
 def invoice_void(request: HttpRequest, pk: int) -> HttpResponse:
     reason = request.POST.get("reason", "")
-    return _act(
-        request,
-        pk,
-        lambda inv, actor: f"{services.invoice_void(invoice=inv, reason=reason, actor=actor)} "
-        "is void.",
-    )
+
+    def void(inv: Invoice, actor: Actor, key: str | None) -> str:
+        voided = services.invoice_void(invoice=inv, reason=reason, actor=actor, idempotency_key=key)
+        return f"{voided} is void."
+
+    return _act(request, pk, InvoiceAction.VOID, void)
 
 
 @require_POST
 @role_required(*PAYMENT_RECORDERS)
 def invoice_mark_paid(request: HttpRequest, pk: int) -> HttpResponse:
-    return _act(
-        request,
-        pk,
-        lambda inv, actor: f"{services.invoice_mark_paid(invoice=inv, actor=actor)} is paid.",
-    )
+    def mark_paid(inv: Invoice, actor: Actor, key: str | None) -> str:
+        paid = services.invoice_mark_paid(invoice=inv, actor=actor, idempotency_key=key)
+        return f"{paid} is paid."
+
+    return _act(request, pk, InvoiceAction.MARK_PAID, mark_paid)
 
 
 @require_POST
-@role_required(*CORRECTORS)
+@role_required(*ACTION_ROLES[InvoiceAction.CREDIT])
 def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
     """Credit the whole invoice, or the amounts typed per line (`line_<id>` fields)."""
     reason = request.POST.get("reason", "")
@@ -181,16 +187,20 @@ def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
                 return redirect("billing:invoice", pk=pk)
     whole = request.POST.get("whole") == "1"
 
-    def issue(inv: Invoice, actor: Actor) -> str:
+    def issue(inv: Invoice, actor: Actor, key: str | None) -> str:
         memo = services.credit_memo_issue(
-            invoice=inv, reason=reason, actor=actor, lines=None if whole else amounts
+            invoice=inv,
+            reason=reason,
+            actor=actor,
+            lines=None if whole else amounts,
+            idempotency_key=key,
         )
         return f"Credit memo {memo} issued for {-memo.total} {memo.currency_id}."
 
     if not whole and not amounts:
         messages.error(request, "Type an amount on at least one line, or credit the whole invoice.")
         return redirect("billing:invoice", pk=pk)
-    return _act(request, pk, issue)
+    return _act(request, pk, InvoiceAction.CREDIT, issue)
 
 
 @require_POST
@@ -220,14 +230,12 @@ def line_lineage(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(*VIEWERS)
 def event_lines(request: HttpRequest) -> HttpResponse:
     """From an event (its seq) to the invoice lines it was billed on."""
-    from metering.models import UsageEvent
-
     raw = request.GET.get("seq", "").strip()
     lines, error = None, ""
     if raw:
         try:
             lines = list(selectors.event_invoice_lines(event_seq=int(raw)))
-        except (ValueError, UsageEvent.DoesNotExist):
+        except (ValueError, NotFound):
             error = f"No usage event with seq {raw!r}."
     return render(request, "billing/event_lines.html", {"seq": raw, "lines": lines, "error": error})
 

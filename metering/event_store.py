@@ -26,7 +26,6 @@ key lookup always uses the key index).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +34,7 @@ from typing import Any
 
 from django.db import IntegrityError, connection
 
+from core import pgcopy
 from metering import reference
 from metering.ingest import Candidate
 
@@ -80,7 +80,9 @@ SELECT t.k, (SELECT k.content_hash FROM metering_eventkey k WHERE k.key = t.k)
 FROM unnest(string_to_array(%s, E'\\n')) AS t(k)
 """
 
-PG_COPY_EVENTS = f"COPY metering_usageevent ({EVENT_COLUMNS}) FROM STDIN"
+PG_COPY_EVENTS = pgcopy.copy_statement(
+    "metering_usageevent", [name.strip(' "') for name in EVENT_COLUMNS.split(",")]
+)
 
 KEY_CONSTRAINT = "metering_eventkey_pkey"
 
@@ -168,7 +170,7 @@ def _insert_pg(
         rows = [c for c in ordered if c.customer_id is not None and c.key in inserted]
         if rows:
             text = copy_rows(rows, received_at=received_at.isoformat(), api_key_id=api_key_id)
-            cur.copy_expert(PG_COPY_EVENTS, io.StringIO(text))
+            pgcopy.copy_in(cur, PG_COPY_EVENTS, text)
     conflicts = {
         c.key
         for c in ordered

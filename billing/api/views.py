@@ -13,7 +13,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing import error_codes, selectors
+from billing import selectors
+from billing.error_codes import BillingErrorCode
 from billing.models import (
     Cadence,
     Contract,
@@ -30,6 +31,7 @@ from billing.services import (
     contract_end,
     price_plan_create,
     price_plan_version_add,
+    VersionTerms,
 )
 from core.errors import AppError
 from core.models import ApiScope, Currency, Customer
@@ -84,26 +86,20 @@ class PricePlanListCreateApi(generics.ListAPIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        actor = Actor.for_request(request)
-        from django.db import transaction
-
-        with transaction.atomic():
-            plan = price_plan_create(
-                code=v["code"],
-                name=v["name"],
-                currency=v["currency"],
-                actor=actor,
-                default_tax_code=v["default_tax_code"],
-            )
-            first = v["first_version"]
-            price_plan_version_add(
-                plan=plan,
+        first = v["first_version"]
+        plan = price_plan_create(
+            code=v["code"],
+            name=v["name"],
+            currency=v["currency"],
+            default_tax_code=v["default_tax_code"],
+            first_version=VersionTerms(
                 effective_from=first["effective_from"],
                 components=first["components"],
                 component_meta=first["component_meta"],
                 note=first["note"],
-                actor=actor,
-            )
+            ),
+            actor=Actor.for_request(request),
+        )
         return Response(
             self.OutputSerializer(selectors.price_plans().get(pk=plan.pk)).data, status=201
         )
@@ -363,7 +359,7 @@ def _date_param(request: Request, name: str) -> date | None:
     except ValueError:
         raise AppError(
             f"{name} must be a date (YYYY-MM-DD), got {raw!r}.",
-            code=error_codes.INVALID_PERIOD,
+            code=BillingErrorCode.INVALID_PERIOD,
             extra={"field": name},
         ) from None
 
@@ -390,7 +386,7 @@ class InvoiceListApi(generics.ListAPIView):
             )
         except ValueError as exc:
             raise AppError(
-                str(exc), code=error_codes.INVALID_PERIOD, extra={"field": "period"}
+                str(exc), code=BillingErrorCode.INVALID_PERIOD, extra={"field": "period"}
             ) from None
 
     @extend_schema(parameters=_INVOICE_FILTERS)
@@ -415,7 +411,9 @@ class InvoiceDetailApi(APIView):
         try:
             invoice = selectors.invoice_detail(pk=pk)
         except Invoice.DoesNotExist:
-            raise AppError(f"No invoice {pk}.", code=error_codes.NOT_FOUND, status=404) from None
+            raise AppError(
+                f"No invoice {pk}.", code=BillingErrorCode.NOT_FOUND, status=404
+            ) from None
         return Response(self.OutputSerializer(invoice).data)
 
 
@@ -465,7 +463,7 @@ class InvoiceLineLineageApi(APIView):
             line = selectors.invoice_line(pk=pk)
         except InvoiceLine.DoesNotExist:
             raise AppError(
-                f"No invoice line {pk}.", code=error_codes.NOT_FOUND, status=404
+                f"No invoice line {pk}.", code=BillingErrorCode.NOT_FOUND, status=404
             ) from None
         paginator = LimitOffsetPagination()
         page = paginator.paginate_queryset(selectors.line_events(line=line), request, view=self)
@@ -497,12 +495,5 @@ class EventInvoiceLinesApi(APIView):
 
     @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request: Request, seq: int) -> Response:
-        from metering.models import UsageEvent
-
-        try:
-            lines = selectors.event_invoice_lines(event_seq=seq)
-        except UsageEvent.DoesNotExist:
-            raise AppError(
-                f"No usage event {seq}.", code=error_codes.NOT_FOUND, status=404
-            ) from None
+        lines = selectors.event_invoice_lines(event_seq=seq)  # NotFound: 404, billing_not_found
         return Response(self.OutputSerializer(lines, many=True).data)

@@ -101,17 +101,16 @@ def plan(
     meta: dict[str, Any] | None = None,
     tax_code: str = "saas",
 ) -> PricePlan:
-    p = services.price_plan_create(
-        code=code, name=code, currency=cur, actor=ACTOR, default_tax_code=tax_code
-    )
-    services.price_plan_version_add(
-        plan=p,
-        effective_from=effective_from,
-        components=components,
-        component_meta=meta,
+    return services.price_plan_create(
+        code=code,
+        name=code,
+        currency=cur,
         actor=ACTOR,
+        default_tax_code=tax_code,
+        first_version=services.VersionTerms(
+            effective_from=effective_from, components=components, component_meta=meta
+        ),
     )
-    return p
 
 
 def contract(cust: Customer, p: PricePlan, start: date, **kwargs: Any) -> Contract:
@@ -152,3 +151,23 @@ def invoice_of(c: Contract, **filters: Any) -> Invoice:
 
 def lines(inv: Invoice) -> list[tuple[str, str, Decimal]]:
     return [(ln.kind, ln.component, ln.amount) for ln in inv.lines.order_by("position")]
+
+
+#: The one per-unit component of the one-draft world: 0.10 per API call.
+API_PER_CALL = {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"}
+
+
+def one_draft(events: int = 3) -> Invoice:
+    """A US entity, one customer on 0.10 per call, `events` calls in November 2026, billed: its draft."""
+    us = entity("ll-us", "USD", 2, "UTC")
+    metric("api_calls")
+    cust = customer(us, "acme")
+    c = contract(cust, plan("basic", us.base_currency, [API_PER_CALL]), date(2026, 10, 1))
+    send(cust, "api_calls", datetime(2026, 11, 2, tzinfo=UTC), count=events)
+    bill(us, "2026-11")
+    return invoice_of(c)
+
+
+@pytest.fixture
+def draft() -> Invoice:
+    return one_draft()

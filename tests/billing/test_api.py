@@ -97,6 +97,32 @@ def test_invoice_detail_lineage_and_event_back_to_line(billed, make_api_key, api
     assert client.get(f"/api/v1/invoices/{billed.pk}/lines").json()["count"] == 1
 
 
+def test_a_plan_whose_first_version_is_refused_is_not_created(make_api_key, api_client) -> None:
+    entity("ll-us", "USD", 2, "UTC")
+    client = api_client(make_api_key("admin").raw_key)
+    body = {
+        "code": "pro",
+        "name": "Pro",
+        "currency": "USD",
+        "first_version": {
+            "effective_from": "2026-01-01",
+            "components": [{**API, "unit_price": "x"}],
+        },
+    }
+    refused = client.post("/api/v1/billing/price-plans", body, format="json")
+    assert refused.status_code == 400 and refused.json()["code"] == "billing_invalid_plan"
+    assert refused.json()["extra"] == {"rating_code": "invalid_decimal", "path": "[0].unit_price"}
+    assert not PricePlan.objects.filter(code="pro").exists()
+    assert not AuditEntry.objects.filter(action__startswith="price_plan.").exists()
+    body["first_version"]["components"] = [API]
+    assert client.post("/api/v1/billing/price-plans", body, format="json").status_code == 201
+    assert list(
+        AuditEntry.objects.filter(action__startswith="price_plan.")
+        .order_by("seq")
+        .values_list("action", flat=True)
+    ) == ["price_plan.create", "price_plan.version_add"]
+
+
 def test_plans_and_contracts_through_the_admin_api(make_api_key, api_client) -> None:
     us = entity("ll-us", "USD", 2, "UTC")
     acme = customer(us, "acme")

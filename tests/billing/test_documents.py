@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -138,6 +138,47 @@ def test_postgres_refuses_edits_and_deletes_of_finalized_documents() -> None:
     assert Invoice.objects.filter(pk=inv.pk).update(status="paid", paid_at=NOW) == 1
     with pytest.raises(IntegrityError), transaction.atomic():
         Invoice.objects.filter(pk=inv.pk).update(status="finalized")
+
+
+@requires_postgres
+def test_postgres_moves_void_paid_and_credited_fields_only_with_their_transition() -> None:
+    us, run, (a, b) = _world(2)
+    inv = services.invoice_finalize(invoice=invoice_of(a), actor=ACTOR)
+    other = services.invoice_finalize(invoice=invoice_of(b), actor=ACTOR)
+    rows = Invoice.objects.filter(pk=inv.pk)
+
+    def refused(statement) -> None:  # type: ignore[no-untyped-def]
+        with pytest.raises(IntegrityError), transaction.atomic():
+            statement()
+
+    # finalized: no void or payment fields without the transition, no credit without a memo
+    refused(lambda: rows.update(voided_at=NOW))
+    refused(lambda: rows.update(void_reason="quietly"))
+    refused(lambda: rows.update(paid_at=NOW))
+    refused(lambda: rows.update(status="paid", paid_at=NOW, voided_at=NOW))
+    refused(lambda: rows.update(credited_total=D("0.10")))
+    # a credit memo's amount, and only that, may be recorded on the original
+    memo = services.credit_memo_issue(
+        invoice=inv,
+        reason="goodwill",
+        actor=ACTOR,
+        lines={inv.lines.get(kind="usage").pk: D("0.10")},
+    )
+    inv.refresh_from_db()
+    assert inv.credited_total == -memo.total == D("0.11")  # 0.10 and its 10 % tax
+    refused(lambda: rows.update(credited_total=D("0.20")))
+    # paid: paid_at is set with the transition, then frozen
+    assert rows.update(status="paid", paid_at=NOW) == 1
+    refused(lambda: rows.update(paid_at=NOW + timedelta(days=1)))
+    refused(lambda: rows.update(paid_at=None))
+    # void: reason and time come with the transition, then are frozen
+    voided = services.invoice_void(invoice=other, reason="wrong customer", actor=ACTOR)
+    again = Invoice.objects.filter(pk=voided.pk)
+    refused(lambda: again.update(void_reason="another story"))
+    refused(lambda: again.update(voided_at=NOW))
+    refused(lambda: again.update(paid_at=NOW))
+    voided.refresh_from_db()
+    assert voided.void_reason == "wrong customer"
 
 
 def test_void_before_payment_records_an_event_and_one_audit_entry() -> None:

@@ -1211,3 +1211,54 @@ def test_segments_must_not_overlap() -> None:
     with pytest.raises(RatingInputError) as info:
         rate_segments(segments=too_much, minor_units=2)
     assert info.value.code == "overlapping_segments"
+
+
+def test_plans_stored_before_the_structs_load_unchanged() -> None:
+    # Exactly what the hand-written to_dict wrote into PricePlanVersion.components.
+    stored = [
+        {
+            "type": "graduated",
+            "code": "storage",
+            "metric": "gb",
+            "free_units": "0",
+            "description": "",
+            "tiers": [
+                {"up_to": "100", "unit_price": "0.10", "flat_fee": "0"},
+                {"up_to": None, "unit_price": "0.05", "flat_fee": "5"},
+            ],
+        },
+        {
+            "type": "percentage",
+            "code": "pay",
+            "metric": "payments",
+            "free_units": "0",
+            "description": "",
+            "rate": "0.029",
+            "fixed_fee": "0.30",
+        },
+        {
+            "type": "fixed_fee",
+            "code": "platform",
+            "amount": "300.00",
+            "prorate": True,
+            "description": "",
+        },
+        {
+            "type": "minimum_commitment",
+            "code": "min",
+            "amount": "500.00",
+            "metrics": None,
+            "description": "",
+        },
+    ]
+    components = components_from_config(stored)
+    assert [type(c).__name__ for c in components] == [
+        "GraduatedPrice",
+        "PercentagePrice",
+        "FixedFee",
+        "MinimumCommitment",
+    ]
+    assert components_from_config([c.to_dict() for c in components]) == components
+    # 150 GB: 100 x 0.10 + 50 x 0.05 + 5 = 17.50; fee 300.00; no payments; minimum 500 - 17.50 = 482.50
+    result = rate_period(components=components, usages={"gb": U(150)}, minor_units=2)
+    assert result.subtotal == D("800.00")

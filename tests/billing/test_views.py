@@ -13,22 +13,11 @@ from django_q.models import Schedule
 from billing.models import BillingRun, Invoice
 from billing.tasks import billing_run_task
 from exceptions.models import AuditEntry
-from tests.billing.conftest import bill, contract, customer, entity, invoice_of, metric, plan, send
+from tests.billing.conftest import contract, customer, entity, invoice_of, metric, plan, send
 
 D = Decimal
 pytestmark = pytest.mark.django_db
 API = {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"}
-
-
-@pytest.fixture
-def draft():
-    us = entity("ll-us", "USD", 2, "UTC")
-    metric("api_calls")
-    cust = customer(us, "acme")
-    c = contract(cust, plan("basic", us.base_currency, [API]), date(2026, 10, 1))
-    send(cust, "api_calls", datetime(2026, 11, 2, tzinfo=UTC), count=3)
-    bill(us, "2026-11")
-    return invoice_of(c)
 
 
 def test_invoice_pages_for_finance_roles_only(client, draft, clerk, auditor, make_user) -> None:

@@ -1,0 +1,351 @@
+"""Billing runs: request, start, execute (rate every contract period of a month into drafts)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from billing.audit_actions import BillingAuditAction
+from billing.error_codes import BillingErrorCode
+from billing.drafting import draft_period, usage_windows
+from billing.models import (
+    BillingRun,
+    Contract,
+    DocumentKind,
+    Invoice,
+    RunStatus,
+)
+from billing.money import minor_unit
+from billing.periods import Period, local_date_of, parse_period, period_bounds_utc
+from billing.rating import RatingError
+from billing.services._shared import RUN_BATCH_SIZE, RUN_STALE_AFTER, chunks, entity_rounding
+from billing.services.contracts import contract_terms, plan_cache
+from billing.services.drafts import (
+    ProgressFn,
+    apply_prepaid,
+    draft_invoice,
+    NewDocument,
+    open_rating_failed_case,
+    summarize_windows,
+    SummaryIndex,
+    tax_context_for,
+    compute_taxes,
+    write_documents,
+)
+from billing.services.late_usage import late_usage_corrections
+from billing.tax import tax_engine
+from billing.terms import ContractTerms, TermsError, period_ending_in
+from core.actors import Actor
+from core.errors import AppError, Conflict
+from core.models import LegalEntity
+from exceptions.services import audit_record, case_open_or_update
+
+# --------------------------------------------------------------------------- billing runs
+
+
+def month_ready_at(*, legal_entity: LegalEntity, month: Period) -> datetime:
+    """When a month may be billed: its end in the entity's time zone plus the grace window."""
+    _, end = period_bounds_utc(period=month, tz=legal_entity.timezone)
+    return end + timedelta(hours=settings.LEDGERLINE["BILLING_GRACE_HOURS"])
+
+
+def billing_run_request(
+    *, legal_entity: LegalEntity, month: Period, actor: Actor, now: datetime | None = None
+) -> BillingRun:
+    """The run of `legal_entity` for `month` (created if new), refused before the grace window passed."""
+    now = now or timezone.now()
+    ready = month_ready_at(legal_entity=legal_entity, month=month)
+    if now < ready:
+        raise AppError(
+            f"{month.start:%Y-%m} of {legal_entity.code} closes for billing at {ready:%Y-%m-%d %H:%M} UTC "
+            f"({settings.LEDGERLINE['BILLING_GRACE_HOURS']} h grace for late usage).",
+            code=BillingErrorCode.PERIOD_NOT_CLOSED,
+            extra={"ready_at": ready.isoformat()},
+        )
+    with transaction.atomic():
+        run, created = BillingRun.objects.select_for_update().get_or_create(
+            legal_entity=legal_entity,
+            period_start=month.start,
+            defaults={"period_end": month.end, "requested_by": actor.label},
+        )
+        if (
+            not created
+            and run.status == RunStatus.RUNNING
+            and run.started_at
+            and now - run.started_at < RUN_STALE_AFTER
+        ):
+            raise Conflict(
+                f"The {run.label} run of {legal_entity.code} is running.",
+                code=BillingErrorCode.RUN_IN_PROGRESS,
+                extra={"run_id": run.pk},
+            )
+        if created:
+            audit_record(
+                actor=actor,
+                action=BillingAuditAction.RUN_CREATE,
+                obj=run,
+                after={"legal_entity": legal_entity.code, "period": run.label},
+            )
+    return run
+
+
+def billing_run_start(*, legal_entity: LegalEntity, month: Period, actor: Actor) -> BillingRun:
+    """Request the run and hand it to the task queue once the request commits (the UI button)."""
+    with transaction.atomic():
+        run = billing_run_request(legal_entity=legal_entity, month=month, actor=actor)
+        BillingRun.objects.filter(pk=run.pk).update(status=RunStatus.PENDING)
+        audit_record(
+            actor=actor,
+            action=BillingAuditAction.RUN_ENQUEUE,
+            obj=run,
+            after={"status": RunStatus.PENDING},
+        )
+
+        def enqueue() -> None:
+            from django_q.tasks import async_task
+
+            async_task(
+                "billing.tasks.billing_run_task",
+                run.pk,
+                actor.label,
+                task_name=f"billing-run-{run.pk}",
+            )
+
+        transaction.on_commit(enqueue)
+    run.refresh_from_db()
+    return run
+
+
+def billing_runs_bill_due(*, actor: Actor, now: datetime | None = None) -> list[int]:
+    """Bill last month of every legal entity whose grace window has passed (the hourly schedule).
+
+    An entity's month is skipped while its run is running or once it is done,
+    so calling this again (every hour, or twice at once) bills nothing twice.
+    Returns the ids of the runs executed.
+    """
+    now = now or timezone.now()
+    done: list[int] = []
+    for entity in LegalEntity.objects.all():
+        today = local_date_of(ts=now, tz=entity.timezone)
+        last_month = today.replace(day=1) - timedelta(days=1)
+        month = parse_period(f"{last_month:%Y-%m}")
+        if now < month_ready_at(legal_entity=entity, month=month):
+            continue
+        existing = BillingRun.objects.filter(legal_entity=entity, period_start=month.start).first()
+        if existing is not None and existing.status in (RunStatus.DONE, RunStatus.RUNNING):
+            continue
+        run = billing_run_request(legal_entity=entity, month=month, actor=actor, now=now)
+        billing_run_execute(run_id=run.pk, actor=actor)
+        done.append(run.pk)
+    return done
+
+
+@dataclass
+class _Todo:
+    contract: Contract
+    terms: ContractTerms
+    period: Period
+
+
+def billing_run_execute(
+    *, run_id: int, actor: Actor, progress: ProgressFn | None = None, now: datetime | None = None
+) -> BillingRun:
+    """Rate every contract period of the run's month into draft invoices, then late-usage corrections.
+
+    Safe to run again: contracts already invoiced for the period are skipped
+    (and the database refuses a second invoice for a contract period).
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        run = BillingRun.objects.select_for_update().select_related("legal_entity").get(pk=run_id)
+        if (
+            run.status == RunStatus.RUNNING
+            and run.started_at
+            and now - run.started_at < RUN_STALE_AFTER
+        ):
+            raise Conflict(
+                f"Run {run.pk} is already running.",
+                code=BillingErrorCode.RUN_IN_PROGRESS,
+                extra={"run_id": run.pk},
+            )
+        before = run.status
+        run.status, run.started_at, run.finished_at, run.error = RunStatus.RUNNING, now, None, ""
+        run.processed = 0
+        run.save(update_fields=["status", "started_at", "finished_at", "error", "processed"])
+        audit_record(
+            actor=actor,
+            action=BillingAuditAction.RUN_START,
+            obj=run,
+            before={"status": before},
+            after={"status": RunStatus.RUNNING},
+        )
+    try:
+        created, adjustments = _run_month(run, actor=actor, progress=progress)
+    except Exception as exc:
+        with transaction.atomic():
+            BillingRun.objects.filter(pk=run.pk).update(
+                status=RunStatus.FAILED, error=str(exc)[:4000], finished_at=timezone.now()
+            )
+            run.refresh_from_db()
+            audit_record(
+                actor=actor,
+                action=BillingAuditAction.RUN_FAIL,
+                obj=run,
+                before={"status": RunStatus.RUNNING},
+                after={"status": RunStatus.FAILED, "error": str(exc)[:500]},
+            )
+        case_open_or_update(
+            kind="billing_run_failed",
+            fingerprint=f"billing:run:{run.pk}",
+            title=f"Billing run {run.label} of {run.legal_entity.code} failed",
+            actor=actor,
+            error_message=str(exc)[:2000],
+            source=run,
+            legal_entity_id=run.legal_entity_id,
+        )
+        raise
+    with transaction.atomic():
+        BillingRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.DONE, finished_at=timezone.now()
+        )
+        run.refresh_from_db()
+        audit_record(
+            actor=actor,
+            action=BillingAuditAction.RUN_FINISH,
+            obj=run,
+            before={"status": RunStatus.RUNNING},
+            after={
+                "status": RunStatus.DONE,
+                "invoices_created": created,
+                "adjustments_created": adjustments,
+            },
+        )
+    return run
+
+
+def _run_month(run: BillingRun, *, actor: Actor, progress: ProgressFn | None) -> tuple[int, int]:
+    entity = run.legal_entity
+    tz = entity.timezone
+    month = Period(start=run.period_start, end=run.period_end)
+    rounding = entity_rounding(entity)
+    contracts = list(
+        Contract.objects.filter(legal_entity=entity, start_date__lt=month.end)
+        .filter(Q(end_date__isnull=True) | Q(end_date__gt=month.start - timedelta(days=366)))
+        .select_related("customer", "currency")
+        .order_by("pk")
+    )
+    terms = contract_terms(contracts)
+    plans = plan_cache({ch.plan_id for t in terms.values() for ch in t.changes})
+    done = set(
+        Invoice.objects.filter(
+            legal_entity=entity,
+            kind=DocumentKind.INVOICE,
+            period_end__gt=month.start,
+            period_end__lte=month.end,
+        ).values_list("contract_id", "period_start", "period_end")
+    )
+    todo: list[_Todo] = []
+    for c in contracts:
+        t = terms[c.pk]
+        period = period_ending_in(terms=t, month=month)
+        if period is None or t.active(period) is None or (c.pk, period.start, period.end) in done:
+            continue
+        todo.append(_Todo(contract=c, terms=t, period=period))
+
+    # usage: one summarize call per distinct window, for the customers that need it
+    needs: dict[tuple[datetime, datetime], set[int]] = defaultdict(set)
+    failed: set[int] = set()
+    for item in todo:
+        try:
+            for window in usage_windows(terms=item.terms, period=item.period, tz=tz, plans=plans):
+                needs[window].add(item.contract.customer_id)
+        except TermsError as exc:
+            open_rating_failed_case(
+                run=run, contract=item.contract, period=item.period, exc=exc, actor=actor
+            )
+            failed.add(item.contract.pk)
+    index = SummaryIndex()
+    summarize_windows(needs, index, actor)
+    BillingRun.objects.filter(pk=run.pk).update(total=len(todo))
+    if progress:
+        progress(0, len(todo))
+
+    engine = tax_engine()
+    created = 0
+    processed = 0
+    for batch in chunks(todo, RUN_BATCH_SIZE):
+        docs: list[NewDocument] = []
+        for item in batch:
+            if item.contract.pk in failed:
+                continue
+            c = item.contract
+            try:
+                draft = draft_period(
+                    terms=item.terms,
+                    period=item.period,
+                    tz=tz,
+                    plans=plans,
+                    usage=index,
+                    minor_units=c.currency.minor_units,
+                    rounding=rounding,
+                    prepaid_balance=c.prepaid_balance.quantize(minor_unit(c.currency.minor_units)),
+                )
+            except (RatingError, TermsError) as exc:
+                open_rating_failed_case(
+                    run=run, contract=c, period=item.period, exc=exc, actor=actor
+                )
+                continue
+            context = tax_context_for(
+                c.customer,
+                legal_entity_id=entity.pk,
+                tax_date=item.period.end - timedelta(days=1),
+                minor_units=c.currency.minor_units,
+                rounding=rounding,
+            )
+            taxes = compute_taxes(engine, context, draft.lines)
+            docs.append(
+                NewDocument(
+                    invoice=draft_invoice(
+                        kind=DocumentKind.INVOICE,
+                        contract=c,
+                        period=item.period,
+                        draft=draft,
+                        taxes=taxes,
+                        rounding=rounding,
+                        run=run,
+                    ),
+                    lines=draft.lines,
+                    taxes=taxes,
+                )
+            )
+        processed += len(batch)
+        with transaction.atomic():
+            invoices = write_documents(docs)
+            apply_prepaid(docs)
+            BillingRun.objects.filter(pk=run.pk).update(
+                processed=processed, invoices_created=run.invoices_created + created + len(docs)
+            )
+            if invoices:
+                audit_record(
+                    actor=actor,
+                    action=BillingAuditAction.RUN_DRAFTS_CREATE,
+                    obj=run,
+                    after={
+                        "invoice_ids": [i.pk for i in invoices],
+                        "contract_ids": [i.contract_id for i in invoices],
+                    },
+                )
+        created += len(docs)
+        if progress:
+            progress(processed, len(todo))
+
+    adjustments = late_usage_corrections(
+        run, month=month, rounding=rounding, actor=actor, engine=engine
+    )
+    return created, adjustments
