@@ -67,6 +67,10 @@ NOT_AUDITED: dict[str, str] = {
     "exceptions.services.audit_verify_chain": "a read (walks the chain)",
     "metering.services.unmapped_fingerprint": "pure: the fingerprint of an unmapped-customer case",
     "billing.services.entity_rounding": "a read (an entity's rounding mode)",
+    "billing.services.billing_runs_bill_due": (
+        "writes nothing itself: it calls billing_run_request and billing_run_execute per due"
+        " entity, whose entries are checked above"
+    ),
     "billing.services.contract_terms": "a read (contracts' terms in force)",
     "billing.services.plan_cache": "a read (price plans by id)",
     "billing.services.document_payload": "pure: a document's finance-event payload",

@@ -35,8 +35,8 @@ EXCEPTIONS_RECORDING = {
     "exceptions.services.case_open_or_update",
     "exceptions.services.case_close",
 }
-# How billing reads metering (DESIGN.md: through its selectors; the summary services).
-BILLING_MAY_READ_FROM_METERING = ("metering.selectors", "metering.services")
+# How billing reads metering: only through metering/for_billing.py, the named list of what it may call.
+BILLING_MAY_READ_FROM_METERING = ("metering.for_billing",)  # its one named module (issue 10)
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ def _broken_rule(imp: Import) -> str | None:
         if target == "erp_sync":
             return "billing never imports erp_sync"
         if target == "metering" and not _under(imp.target, BILLING_MAY_READ_FROM_METERING):
-            return "billing reads metering through its selectors and summary services"
+            return "billing reads metering only through metering.for_billing"
         return None
     if source == "erp_sync" and target == "metering":
         return "erp_sync never reaches into metering"
@@ -123,24 +123,6 @@ KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
     ),
     ("metering.services", "exceptions.models.ExceptionCase"): (
         "metering.services is being split into a package on another branch"
-    ),
-    ("billing.api.views", "metering.models.UsageEvent"): (
-        "billing is getting one named module for what it reads of metering (issue 10, step 3)"
-    ),
-    ("billing.demo", "metering.models.CustomerMapping"): (
-        "billing is getting one named module for what it reads of metering (issue 10, step 3)"
-    ),
-    ("billing.demo", "metering.models.MetricDefinition"): (
-        "billing is getting one named module for what it reads of metering (issue 10, step 3)"
-    ),
-    ("billing.selectors", "metering.models.UsageEvent"): (
-        "billing is getting one named module for what it reads of metering (issue 10, step 3)"
-    ),
-    ("billing.services", "metering.models.UsageSummary"): (
-        "billing is getting one named module for what it reads of metering (issue 10, step 3)"
-    ),
-    ("billing.views", "metering.models.UsageEvent"): (
-        "billing is getting one named module for what it reads of metering (issue 10, step 3)"
     ),
 }
 
@@ -200,7 +182,7 @@ def test_the_rules_refuse_what_design_md_forbids(module: str, target: str, rule:
     [
         ("metering.services", "exceptions.services.audit_record"),
         ("metering.services", "core.models.Customer"),
-        ("billing.services", "metering.selectors.summary_event_values"),
+        ("billing.services", "metering.for_billing.summary_event_values"),
         ("billing.services", "exceptions.services.case_open_or_update"),
         ("erp_sync.services", "billing.selectors.invoice_lines"),
         ("exceptions.views", "billing.services.invoice_void"),
