@@ -581,8 +581,9 @@ def _is_proposer(proposal: CaseProposal, actor: Actor) -> bool:
 def proposal_approve(
     *, case_id: int, caller: Caller, version: int | None, comment: str = ""
 ) -> CaseProposal:
-    """A different approver approves the pending proposal; it is then applied."""
-    _require(caller, "approve")
+    """A different approver approves the pending proposal; it is then applied.
+
+    The proposer is told so first (whatever their role): they may never approve it."""
     with transaction.atomic():
         case = _lock(case_id=case_id, version=version)
         proposal = _pending(case)
@@ -591,6 +592,7 @@ def proposal_approve(
                 "You proposed this change; a different approver must approve it (four eyes).",
                 code=error_codes.SELF_APPROVAL,
             )
+        _require(caller, "approve")
         proposal.status = ProposalStatus.APPROVED
         proposal.approved_by_label = caller.actor.label
         proposal.approved_by_id = caller.actor.user_id

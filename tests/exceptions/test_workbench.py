@@ -85,7 +85,7 @@ def test_clerk_proposes_and_cannot_approve_own_correction(rejected_case, clerk, 
     assert rejected_case.status == CaseStatus.AWAITING_APPROVAL
     with pytest.raises(PermissionDenied) as refused:
         wb.proposal_approve(case_id=rejected_case.pk, caller=c_clerk, version=rejected_case.version)
-    assert refused.value.code == "action_not_allowed"  # a clerk may not approve at all
+    assert refused.value.code == "self_approval"
 
 
 def test_an_approver_cannot_approve_their_own_proposal(rejected_case, approver) -> None:  # type: ignore[no-untyped-def]
@@ -231,7 +231,17 @@ def test_below_the_policy_amount_one_person_applies(
     assert (proposal.status, proposal.four_eyes) == ("applied", False)
 
 
-def test_roles_are_enforced_by_the_services(rejected_case, auditor) -> None:  # type: ignore[no-untyped-def]
+def test_roles_are_enforced_by_the_services(rejected_case, auditor, clerk, make_user) -> None:  # type: ignore[no-untyped-def]
+    from core import roles
+
+    _propose_fix(rejected_case, wb.Caller.for_user(clerk))
+    rejected_case.refresh_from_db()
+    other_clerk = make_user("clerk2", roles.FINANCE_CLERK)
+    with pytest.raises(PermissionDenied) as not_approver:
+        wb.proposal_approve(
+            case_id=rejected_case.pk, caller=wb.Caller.for_user(other_clerk), version=None
+        )
+    assert not_approver.value.code == "action_not_allowed"
     with pytest.raises(PermissionDenied):
         wb.case_dismiss(
             case_id=rejected_case.pk,
