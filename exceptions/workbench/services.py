@@ -746,3 +746,62 @@ def parse_decimal(raw: str, *, label: str) -> Decimal | None:
         raise AppError(
             f"{label}: '{raw}' is not a number.", code=error_codes.POLICY_INVALID
         ) from None
+
+
+#: Cases escalated per run of the schedule (each writes its audit entry; the rest wait a run).
+ESCALATE_BATCH = 1000
+
+
+def cases_escalate(*, now: datetime | None = None) -> int:
+    """Raise the severity of open cases that have grown old under their kind's policy. Safe twice."""
+    from exceptions.policies import policies_by_kind, severity_for
+
+    now = now or timezone.now()
+    actor = Actor.for_task("exceptions.cases_escalate")
+    kinds = list(
+        ExceptionCase.objects.filter(status__in=OPEN_STATUSES)
+        .exclude(severity="critical")
+        .order_by()
+        .values_list("kind", flat=True)
+        .distinct()
+    )
+    changed = 0
+    for kind, policy in policies_by_kind(kinds).items():
+        hours = [h for h in (policy.high_after_hours, policy.critical_after_hours) if h is not None]
+        if not hours:
+            continue
+        candidates = (
+            ExceptionCase.objects.filter(
+                kind=kind,
+                status__in=OPEN_STATUSES,
+                first_seen_at__lte=now - timedelta(hours=min(hours)),
+            )
+            .exclude(severity="critical")
+            .order_by("id")
+            .values_list("pk", flat=True)[:ESCALATE_BATCH]
+        )
+        for case_id in list(candidates):
+            with transaction.atomic():
+                case = _lock(case_id=case_id, version=None)
+                new = severity_for(
+                    policy=policy,
+                    base=case.severity,
+                    amount=case.amount_at_stake,
+                    opened_at=case.first_seen_at,
+                    now=now,
+                )
+                if new == case.severity:
+                    continue
+                before = case.severity
+                case.severity = new
+                case.save(update_fields=["severity"])  # no version bump: no one's form goes stale
+                audit_record(
+                    actor=actor,
+                    action="case.escalate",
+                    obj=case,
+                    before={"severity": before},
+                    after={"severity": new},
+                    reason=f"open longer than the {kind} policy allows",
+                )
+                changed += 1
+    return changed

@@ -23,7 +23,7 @@ def _entries(case: ExceptionCase, action: str) -> list[AuditEntry]:
     return list(
         AuditEntry.objects.filter(
             object_type="exceptions.exceptioncase", object_id=str(case.pk), action=action
-        )
+        ).order_by("seq")
     )
 
 
@@ -350,3 +350,38 @@ def test_database_refuses_two_pending_proposals_on_a_case(rejected_case, clerk) 
             proposed_by_label="x",
             proposed_at=proposal.proposed_at,
         )
+
+
+def test_escalation_by_age_is_audited_and_runs_once(rejected_case) -> None:  # type: ignore[no-untyped-def]
+    ExceptionPolicy.objects.create(
+        kind="usage_rejected", high_after_hours=24, critical_after_hours=120
+    )
+    later = timezone.now() + timedelta(hours=30)
+    assert wb.cases_escalate(now=later) == 1
+    assert wb.cases_escalate(now=later) == 0
+    rejected_case.refresh_from_db()
+    assert rejected_case.severity == "high"
+    assert wb.cases_escalate(now=timezone.now() + timedelta(hours=121)) == 1
+    rejected_case.refresh_from_db()
+    assert rejected_case.severity == "critical"
+    assert [e.after for e in _entries(rejected_case, "case.escalate")] == [
+        {"severity": "high"},
+        {"severity": "critical"},
+    ]
+
+
+def test_auto_retry_follows_the_policy(unmapped_case, customer_acme) -> None:  # type: ignore[no-untyped-def]
+    from metering.models import CustomerMapping
+
+    ExceptionPolicy.objects.create(
+        kind="unmapped_customer", auto_retry=True, retry_every_minutes=10, max_auto_retries=3
+    )
+    ExceptionCase.objects.filter(pk=unmapped_case.pk).update(next_retry_at=timezone.now())
+    assert wb.cases_auto_retry() == 1
+    unmapped_case.refresh_from_db()
+    assert unmapped_case.retry_count == 1 and unmapped_case.next_retry_at > timezone.now()
+    assert wb.cases_auto_retry() == 0  # not due yet
+    CustomerMapping.objects.create(source="app", customer_ref="acct-new", customer=customer_acme)
+    assert wb.cases_auto_retry(now=timezone.now() + timedelta(minutes=11)) == 1
+    unmapped_case.refresh_from_db()
+    assert unmapped_case.status == "resolved" and unmapped_case.next_retry_at is None
