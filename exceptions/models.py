@@ -117,6 +117,17 @@ class ExceptionCase(models.Model):
     )
     title = models.CharField(max_length=255)
     severity = models.CharField(max_length=16, choices=Severity.choices, default=Severity.MEDIUM)
+    severity_rank = models.GeneratedField(
+        expression=models.Case(
+            models.When(severity="critical", then=models.Value(4)),
+            models.When(severity="high", then=models.Value(3)),
+            models.When(severity="medium", then=models.Value(2)),
+            default=models.Value(1),
+        ),
+        output_field=models.SmallIntegerField(),
+        db_persist=True,
+        help_text="4 critical .. 1 low, so the queue sorts by severity on an index.",
+    )
     status = models.CharField(
         max_length=20, choices=CaseStatus.choices, default=CaseStatus.OPEN, db_index=True
     )
@@ -194,8 +205,24 @@ class ExceptionCase(models.Model):
                 name="case_open_assignee_idx",
             ),
             models.Index(
-                fields=["due_at"], condition=Q(status__in=_OPEN_LIST), name="case_open_due_idx"
+                fields=["due_at", "id"],
+                condition=Q(status__in=_OPEN_LIST),
+                name="case_open_due_idx",
             ),
+            models.Index(
+                fields=["-first_seen_at", "-id"],
+                condition=Q(status__in=_OPEN_LIST),
+                name="case_open_opened_idx",
+            ),
+            # case_open_amount_idx (amount DESC NULLS LAST, id DESC) is made in migration 0007
+            # in SQL: SQLite's indexes take no NULLS LAST.
+            models.Index(
+                fields=["-severity_rank", "-id"],
+                condition=Q(status__in=_OPEN_LIST),
+                name="case_open_severity_idx",
+            ),
+            # The counts per kind and status: an index-only scan instead of reading the table.
+            models.Index(fields=["status", "kind"], name="case_status_kind_idx"),
             models.Index(fields=["severity", "status"], name="case_severity_status_idx"),
             models.Index(fields=["source_type", "source_id"], name="case_source_idx"),
         ]
@@ -405,3 +432,21 @@ class IdempotentRequest(models.Model):
 
     def __str__(self) -> str:
         return f"idempotency {self.key}"
+
+
+class CaseCount(models.Model):
+    """How many cases there are per (kind, status), kept by database triggers on the case table
+    (migration 0006), so the queue shows its counts without scanning 100,000 rows."""
+
+    kind = models.CharField(max_length=64)
+    status = models.CharField(max_length=20)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "status"], name="case_count_per_kind_status"),
+            models.CheckConstraint(condition=Q(n__gte=0), name="case_count_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.status}: {self.n}"

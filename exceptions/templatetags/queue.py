@@ -6,23 +6,30 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from babel.numbers import format_currency
+from functools import lru_cache
+
+from babel.numbers import get_currency_symbol
 from django import template
 from django.utils import timezone
 
 register = template.Library()
 
 
+@lru_cache(maxsize=256)
+def _symbol(code: str) -> str:
+    """The currency's symbol in CLDR (en_US: $, €, ¥, £; the code itself when it has none)."""
+    return get_currency_symbol(code, locale="en_US")
+
+
 def money_text(amount: Decimal | None, currency: Any) -> str:
-    """'$1,234.50', '¥1,235', 'KWD 1.235': the symbol, and exactly the currency's minor units."""
+    """'$1,234.50', '¥1,235', '-€12.00', 'KWD1.235': the symbol and exactly the currency's
+    minor units (display only: the stored amount is never rounded here)."""
     if amount is None or currency is None:
         return ""
     units = currency.minor_units
-    pattern = "¤#,##0" + ("." + "0" * units if units else "")
     value = amount.quantize(Decimal(1).scaleb(-units))
-    return format_currency(
-        value, currency.code, format=pattern, locale="en_US", currency_digits=False
-    )
+    sign = "-" if value < 0 else ""
+    return f"{sign}{_symbol(currency.code)}{abs(value):,.{units}f}"
 
 
 @register.filter
@@ -32,10 +39,14 @@ def money(amount: Decimal | None, currency: Any) -> str:
 
 @register.filter
 def age(since: datetime | None) -> str:
+    return age_text(since, now=timezone.now())
+
+
+def age_text(since: datetime | None, *, now: datetime) -> str:
     """'3 d 4 h', '5 h', '12 min'."""
     if since is None:
         return ""
-    seconds = max(0, int((timezone.now() - since).total_seconds()))
+    seconds = max(0, int((now - since).total_seconds()))
     days, rem = divmod(seconds, 86400)
     hours, rem = divmod(rem, 3600)
     if days:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import django_filters as df
-from django.db.models import Case, Exists, IntegerField, OuterRef, Value, When
+from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
 from core.models import LegalEntity
@@ -32,13 +32,6 @@ DUE_CHOICES = [
     ("today", "Due within 24 h"),
     ("week", "Due within 7 days"),
 ]
-SEVERITY_RANK = Case(
-    When(severity=Severity.CRITICAL, then=Value(4)),
-    When(severity=Severity.HIGH, then=Value(3)),
-    When(severity=Severity.MEDIUM, then=Value(2)),
-    default=Value(1),
-    output_field=IntegerField(),
-)
 
 
 def _kind_choices() -> list[tuple[str, str]]:
@@ -93,11 +86,45 @@ class CaseFilter(df.FilterSet):
         self.user = user
         self.now = timezone.now()
 
+    def simple_scope(self) -> tuple[list[str] | None, str | None]:
+        """(statuses, kind) when the list is filtered by nothing but status and kind (its size
+        is then known from the case counts), else (None, None)."""
+        data = self.form.cleaned_data if self.is_bound and self.form.is_valid() else {}
+        others = {k: v for k, v in data.items() if k not in ("status", "kind", "sort") and v}
+        if others:
+            return None, None
+        status = data.get("status") or ANY_OPEN
+        if status == ANY_OPEN:
+            statuses = [str(s) for s in OPEN_STATUSES]
+        elif status == ALL:
+            statuses = [str(s) for s, _ in CaseStatus.choices]
+        else:
+            statuses = [status]
+        return statuses, data.get("kind") or ""
+
     def filter_queryset(self, queryset):  # type: ignore[no-untyped-def]
-        qs = super().filter_queryset(queryset.alias(severity_rank=SEVERITY_RANK))
-        # Newest first unless a sort is asked for; id breaks ties so pages never overlap.
-        order = list(qs.query.order_by) or ["-last_seen_at"]
-        return qs.order_by(*order, "-id")
+        qs = super().filter_queryset(queryset)
+        # Newest first unless a sort is asked for. The id breaks ties (pages never overlap) in
+        # the sort's own direction, and amounts sort unknown last, so each sort can walk its
+        # index (models.ExceptionCase.Meta.indexes) instead of sorting 100,000 rows.
+        # Filtered by age and not sorted: newest-opened first, which walks the opened-at index.
+        by_age = self.form.cleaned_data.get("age_min") or self.form.cleaned_data.get("age_max")
+        order = list(qs.query.order_by) or ["-first_seen_at" if by_age else "-last_seen_at"]
+        first = str(order[0])
+        descending = first.startswith("-")
+        terms = []
+        for term in order:
+            name = str(term).lstrip("-")
+            if name == "amount_at_stake":
+                f = F(name)
+                terms.append(
+                    f.desc(nulls_last=True)
+                    if str(term).startswith("-")
+                    else f.asc(nulls_first=True)
+                )
+            else:
+                terms.append(term)
+        return qs.order_by(*terms, "-id" if descending else "id")
 
     def filter_status(self, qs, name, value):  # type: ignore[no-untyped-def]
         if value in ("", ANY_OPEN):
@@ -138,3 +165,28 @@ class CaseFilter(df.FilterSet):
             return qs.filter(due_at__lt=self.now)
         horizon = timedelta(days=1) if value == "today" else timedelta(days=7)
         return qs.filter(due_at__gte=self.now, due_at__lt=self.now + horizon)
+
+
+SORT_CHOICES = [
+    ("-severity", "severity, highest first"),
+    ("-amount", "amount, largest first"),
+    ("amount", "amount, smallest first"),
+    ("due", "due, soonest first"),
+    ("-opened", "opened, newest first"),
+    ("opened", "opened, oldest first"),
+    ("-occurrences", "occurrences, most first"),
+    ("kind", "kind"),
+    ("status", "status"),
+]
+
+
+def filter_choices() -> dict[str, object]:
+    """The options the queue's filter form offers (the form is written out in the template)."""
+    return {
+        "kind": _kind_choices(),
+        "status": STATUS_CHOICES,
+        "severity": Severity.choices,
+        "entity": list(LegalEntity.objects.order_by("code").values_list("code", flat=True)),
+        "due": DUE_CHOICES,
+        "sort": SORT_CHOICES,
+    }

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, QuerySet
+from django.db.models import QuerySet
 
 from exceptions.models import (
+    OPEN_STATUSES,
     AuditEntry,
+    CaseCount,
     CaseKind,
     CaseProposal,
     CaseStatus,
@@ -26,18 +30,121 @@ def queue_rows(qs: QuerySet[ExceptionCase]) -> QuerySet[ExceptionCase]:
     return qs.select_related("currency", "legal_entity", "customer", "assignee")
 
 
-def queue_counts(qs: QuerySet[ExceptionCase]) -> dict[str, list[tuple[str, str, int]]]:
-    """Per kind and per status, over the filtered list: (value, label, count), largest first."""
+#: The columns the queue's table shows (the list reads only these).
+LIST_COLUMNS = (
+    "id",
+    "kind",
+    "severity",
+    "status",
+    "title",
+    "occurrence_count",
+    "amount_at_stake",
+    "due_at",
+    "first_seen_at",
+    "last_seen_at",
+    "legal_entity__code",
+    "customer__code",
+    "assignee__username",
+    "currency__code",
+    "currency__minor_units",
+)
+
+
+@dataclass(frozen=True)
+class QueueRow:
+    """One line of the queue, ready to print (the page formats nothing per row)."""
+
+    id: int
+    kind: str
+    severity: str
+    severity_label: str
+    status_label: str
+    is_open: bool
+    title: str
+    occurrences: int
+    entity: str
+    customer: str
+    amount: str
+    assignee: str
+    age: str
+    due: str
+    past_due: bool
+
+
+def queue_page_rows(cases: Iterable[ExceptionCase], *, now: datetime) -> list[QueueRow]:
+    from django.utils.timezone import localtime
+
+    from exceptions.templatetags.queue import age_text, money_text
+
+    rows = []
+    for c in cases:
+        rows.append(
+            QueueRow(
+                id=c.pk,
+                kind=c.kind,
+                severity=c.severity,
+                severity_label=c.get_severity_display(),
+                status_label=c.get_status_display(),
+                is_open=c.is_open,
+                title=c.title,
+                occurrences=c.occurrence_count,
+                entity=c.legal_entity.code if c.legal_entity_id else "",
+                customer=c.customer.code if c.customer_id else "",
+                amount=money_text(c.amount_at_stake, c.currency),
+                assignee=c.assignee.username if c.assignee_id else "",
+                age=age_text(c.first_seen_at, now=now),
+                due=localtime(c.due_at).strftime("%Y-%m-%d %H:%M") if c.due_at else "",
+                past_due=c.is_past_due(now),
+            )
+        )
+    return rows
+
+
+#: Above this many matches the filtered list says "more than 10,000" instead of counting them all
+#: (narrow the filters, or export the CSV, which has every row).
+COUNT_CAP = 10_000
+
+
+@dataclass(frozen=True)
+class QueueCounts:
+    """The whole queue per kind and per status (from the trigger-kept CaseCount table), and
+    how many cases the filtered list has (exact up to COUNT_CAP)."""
+
+    kind: list[tuple[str, str, int]]
+    status: list[tuple[str, str, int]]
+    total: int
+    capped: bool
+
+
+def queue_counts(
+    qs: QuerySet[ExceptionCase], *, statuses: list[str] | None, kind: str | None
+) -> QueueCounts:
+    """`statuses`/`kind`: the list's filters when it has no others (its total is then read from
+    the counts too); None when other filters apply (the total is counted, up to COUNT_CAP)."""
     kinds = dict(CaseKind.choices)
-    statuses = dict(CaseStatus.choices)
-    by_kind = qs.order_by().values("kind").annotate(n=Count("id")).order_by("-n")
-    by_status = qs.order_by().values("status").annotate(n=Count("id")).order_by("-n")
-    return {
-        "kind": [(r["kind"], kinds.get(r["kind"], r["kind"]), r["n"]) for r in by_kind],
-        "status": [
-            (r["status"], statuses.get(r["status"], r["status"]), r["n"]) for r in by_status
-        ],
-    }
+    labels = dict(CaseStatus.choices)
+    open_list = [str(st) for st in OPEN_STATUSES]
+    rows = list(CaseCount.objects.filter(n__gt=0).values_list("kind", "status", "n"))
+    by_kind: dict[str, int] = {}
+    by_status: dict[str, int] = {}
+    for k, st, n in rows:
+        by_status[st] = by_status.get(st, 0) + n
+        if st in open_list:
+            by_kind[k] = by_kind.get(k, 0) + n
+
+    def listed(counts: dict[str, int], names: dict[str, str]) -> list[tuple[str, str, int]]:
+        return [(v, names.get(v, v), n) for v, n in sorted(counts.items(), key=lambda x: -x[1])]
+
+    if statuses is not None:
+        total = sum(n for k, st, n in rows if st in statuses and (not kind or k == kind))
+        capped = False
+    else:
+        total = qs.order_by()[: COUNT_CAP + 1].count()
+        capped = total > COUNT_CAP
+        total = min(total, COUNT_CAP)
+    return QueueCounts(
+        kind=listed(by_kind, kinds), status=listed(by_status, labels), total=total, capped=capped
+    )
 
 
 def case_get(*, pk: int) -> ExceptionCase:

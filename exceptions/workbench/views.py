@@ -24,7 +24,7 @@ from exceptions.models import CaseKind, ExceptionCase
 from exceptions.policies import POLICY_FIELDS, policies_by_kind
 from exceptions.templatetags.queue import money_text
 from exceptions.workbench import dispatch, selectors, services
-from exceptions.workbench.filters import CaseFilter
+from exceptions.workbench.filters import CaseFilter, filter_choices
 from exceptions.workbench.services import Caller
 
 VIEWERS = (FINANCE_CLERK, FINANCE_APPROVER, INTEGRATION_ADMIN, AUDITOR)
@@ -51,6 +51,18 @@ CSV_COLUMNS = [
     "error_message",
     "source",
 ]
+
+
+class KnownCountPaginator(Paginator):
+    """A paginator told the total (from the case counts, or counted up to a cap)."""
+
+    def __init__(self, *args: Any, count: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._known = count
+
+    @property
+    def count(self) -> int:
+        return self._known
 
 
 class _Echo:
@@ -99,19 +111,28 @@ def queue(request: HttpRequest) -> HttpResponse:
         response = StreamingHttpResponse(_csv_rows(qs), content_type="text/csv")
         response["Content-Disposition"] = 'attachment; filename="exception-cases.csv"'
         return response
-    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    statuses, kind = filters.simple_scope()
+    counts = selectors.queue_counts(filters.qs, statuses=statuses, kind=kind)
+    page = KnownCountPaginator(
+        qs.only(*selectors.LIST_COLUMNS), PAGE_SIZE, count=counts.total
+    ).get_page(request.GET.get("page"))
+    rows = selectors.queue_page_rows(page.object_list, now=filters.now)
     params = request.GET.copy()
     params.pop("page", None)
     context = {
         "filters": filters,
         "page": page,
-        "counts": selectors.queue_counts(filters.qs),
+        "rows": rows,
+        "counts": counts,
         "query": params.urlencode(),
         "caller": caller,
         "can_bulk": caller.may("assign"),
         "users": get_user_model().objects.filter(is_active=True).order_by("username"),
         "dismiss_reasons": services.DISMISS_REASONS,
         "kinds": CaseKind.choices,
+        "choices": filter_choices(),
+        # One reverse() for the page, not two per row.
+        "case_url": reverse("exceptions:case", args=[0])[:-2],
     }
     template = "exceptions/queue/_results.html" if request.htmx else "exceptions/queue/queue.html"
     return render(request, template, context)

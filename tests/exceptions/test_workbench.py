@@ -385,3 +385,23 @@ def test_auto_retry_follows_the_policy(unmapped_case, customer_acme) -> None:  #
     assert wb.cases_auto_retry(now=timezone.now() + timedelta(minutes=11)) == 1
     unmapped_case.refresh_from_db()
     assert unmapped_case.status == "resolved" and unmapped_case.next_retry_at is None
+
+
+def test_case_counts_follow_every_change_in_the_database(rejected_case, unmapped_case, clerk) -> None:  # type: ignore[no-untyped-def]
+    from exceptions.models import CaseCount
+
+    def counts() -> dict[tuple[str, str], int]:
+        return {(c.kind, c.status): c.n for c in CaseCount.objects.filter(n__gt=0)}
+
+    assert counts() == {("usage_rejected", "open"): 1, ("unmapped_customer", "open"): 1}
+    wb.case_dismiss(
+        case_id=rejected_case.pk,
+        reason_code="expected",
+        comment="x",
+        caller=wb.Caller.for_user(clerk),
+        version=None,
+    )
+    ExceptionCase.objects.filter(pk=unmapped_case.pk).update(kind="posting_failed")
+    assert counts() == {("usage_rejected", "dismissed"): 1, ("posting_failed", "open"): 1}
+    with pytest.raises(IntegrityError), transaction.atomic():
+        CaseCount.objects.filter(kind="posting_failed").update(n=-1)
