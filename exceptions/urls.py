@@ -9,6 +9,7 @@ urlpatterns = [
     path("", workbench.queue, name="queue"),
     path("bulk/", workbench.queue_bulk, name="bulk"),
     path("policies/", workbench.policies, name="policies"),
+    path("disputes/new/", workbench.dispute_new, name="dispute_new"),
     path("cases/<int:pk>/", workbench.case_detail, name="case"),
     path("cases/<int:pk>/<slug:action>/", workbench.case_action, name="case_action"),
 ]

@@ -144,20 +144,7 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
         )
         return _proposal_message(proposal)
     if action == "reverse":
-        proposal = services.proposal_submit(
-            case_id=case.pk,
-            kind=ProposalKind.REVERSAL,
-            target="invoice",
-            target_id=case.source_id,
-            original={"invoice_id": int(case.source_id), "credit_memo": None},
-            proposed={"invoice_id": int(case.source_id), "whole": True},
-            amount=case.amount_at_stake,
-            reason_code=p.get("reason_code", ""),
-            comment=p.get("comment", ""),
-            caller=caller,
-            version=version,
-        )
-        return _proposal_message(proposal)
+        return _reverse(case, caller, p, version)
     raise AppError(f"Unknown action '{action}'.", code=error_codes.ACTION_NOT_AVAILABLE)
 
 
@@ -167,3 +154,37 @@ def _proposal_message(proposal: Any) -> str:
     if proposal.status == "failed":
         return f"Approved, but applying it failed: {proposal.result.get('error', '')}"
     return f"Applied. {proposal.result.get('summary', '')}".strip()
+
+
+def _reverse(case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version: int | None) -> str:
+    """Propose a credit memo: for a disputed line, of the amount typed (default: the line's
+    amount); otherwise of the whole invoice."""
+    from decimal import Decimal, InvalidOperation
+
+    invoice_id = int(case.source_id)
+    line_id = (case.details or {}).get("invoice_line_id")
+    proposed: dict[str, Any] = {"invoice_id": invoice_id, "whole": True}
+    amount = case.amount_at_stake
+    if line_id:
+        raw = str(p.get("amount", "") or "").strip()
+        try:
+            amount = Decimal(raw) if raw else case.amount_at_stake
+        except InvalidOperation:
+            raise AppError(
+                f"'{raw}' is not an amount.", code=error_codes.INVALID_CORRECTION
+            ) from None
+        proposed = {"invoice_id": invoice_id, "whole": False, "lines": {str(line_id): str(amount)}}
+    proposal = services.proposal_submit(
+        case_id=case.pk,
+        kind=ProposalKind.REVERSAL,
+        target="invoice",
+        target_id=str(invoice_id),
+        original={"invoice_id": invoice_id, "credit_memo": None},
+        proposed=proposed,
+        amount=amount,
+        reason_code=str(p.get("reason_code", "") or ""),
+        comment=str(p.get("comment", "") or ""),
+        caller=caller,
+        version=version,
+    )
+    return _proposal_message(proposal)

@@ -92,6 +92,7 @@ DISMISS_REASONS = {
     "test_data": "Test or demo data",
     "fixed_at_source": "Fixed at the source system",
     "not_actionable": "Not actionable",
+    "dispute_rejected": "Dispute rejected: the invoice is right",
 }
 
 

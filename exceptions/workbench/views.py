@@ -10,6 +10,7 @@ import csv
 from typing import Any
 
 from django.contrib import messages
+from django.core.exceptions import ObjectDoesNotExist
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -273,4 +274,39 @@ def policies(request: HttpRequest) -> HttpResponse:
             "can_edit": caller.may("policy_edit"),
             "entities": LegalEntity.objects.all(),
         },
+    )
+
+
+@role_required(*VIEWERS)
+def dispute_new(request: HttpRequest) -> HttpResponse:
+    """Open a customer dispute on a line of a finalized invoice (linked from the invoice page)."""
+    from billing import selectors as billing_selectors
+
+    from exceptions.workbench.disputes import dispute_open
+
+    raw = request.GET.get("invoice") or request.POST.get("invoice", "")
+    if not raw.isdigit():
+        raise Http404
+    try:
+        invoice = billing_selectors.invoice_detail(pk=int(raw))
+    except ObjectDoesNotExist:
+        raise Http404 from None
+    if request.method == "POST":
+        line = request.POST.get("line", "")
+        try:
+            case = dispute_open(
+                invoice_id=invoice.pk,
+                line_id=int(line) if line.isdigit() else 0,
+                comment=request.POST.get("comment", ""),
+                caller=Caller.for_user(request.user),
+            )
+        except AppError as exc:
+            messages.error(request, f"{exc.message} ({exc.code})")
+        else:
+            messages.success(request, f"Dispute case #{case.pk} opened.")
+            return redirect("exceptions:case", pk=case.pk)
+    return render(
+        request,
+        "exceptions/queue/dispute_new.html",
+        {"invoice": invoice, "lines": invoice.lines.order_by("position")},
     )

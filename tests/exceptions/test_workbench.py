@@ -387,7 +387,9 @@ def test_auto_retry_follows_the_policy(unmapped_case, customer_acme) -> None:  #
     assert unmapped_case.status == "resolved" and unmapped_case.next_retry_at is None
 
 
-def test_case_counts_follow_every_change_in_the_database(rejected_case, unmapped_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_case_counts_follow_every_change_in_the_database(
+    rejected_case, unmapped_case, clerk
+) -> None:  # type: ignore[no-untyped-def]
     from exceptions.models import CaseCount
 
     def counts() -> dict[tuple[str, str], int]:
