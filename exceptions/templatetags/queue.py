@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from functools import lru_cache
@@ -22,14 +22,17 @@ def _symbol(code: str) -> str:
 
 
 def money_text(amount: Decimal | None, currency: Any) -> str:
-    """'$1,234.50', '¥1,235', '-€12.00', 'KWD1.235': the symbol and exactly the currency's
-    minor units (display only: the stored amount is never rounded here)."""
+    """'$1,234.50', '¥1,235', '-€12.00', 'KWD 1.235': the symbol and exactly the currency's
+    minor units, rounded half up as billing rounds (display only: nothing stored is rounded)."""
     if amount is None or currency is None:
         return ""
     units = currency.minor_units
-    value = amount.quantize(Decimal(1).scaleb(-units))
+    value = amount.quantize(Decimal(1).scaleb(-units), rounding=ROUND_HALF_UP)
     sign = "-" if value < 0 else ""
-    return f"{sign}{_symbol(currency.code)}{abs(value):,.{units}f}"
+    symbol = _symbol(currency.code)
+    if symbol.isalpha() and len(symbol) > 1:  # a code, not a sign: "KWD 0.163"
+        symbol += "\u00a0"
+    return f"{sign}{symbol}{abs(value):,.{units}f}"
 
 
 @register.filter

@@ -7,6 +7,7 @@ Who may act: services.ACTION_ROLES decides, on the server, for every POST.
 from __future__ import annotations
 
 import csv
+import json
 from typing import Any
 
 from django.contrib import messages
@@ -185,6 +186,8 @@ def _case_or_404(pk: int) -> ExceptionCase:
 @role_required(*VIEWERS)
 def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
     case = _case_or_404(pk)
+    if request.GET.get("format") == "csv":
+        return _timeline_csv(case)
     caller = Caller.for_user(request.user)
     pending = selectors.pending_proposal(case=case)
     trace = selectors.case_trace(case=case)
@@ -214,6 +217,27 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "explanation": selectors.explanation(case=case),
     }
     return render(request, "exceptions/queue/case.html", context)
+
+
+def _timeline_csv(case: ExceptionCase) -> HttpResponse:
+    """The case's audit timeline as CSV (times in UTC, ISO 8601)."""
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = f'attachment; filename="case-{case.pk}-timeline.csv"'
+    writer = csv.writer(response)
+    writer.writerow(["seq", "at", "actor", "action", "before", "after", "reason"])
+    for e in selectors.case_timeline(case=case):
+        writer.writerow(
+            [
+                e.seq,
+                e.at.isoformat(),
+                e.actor_label,
+                e.action,
+                json.dumps(e.before) if e.before is not None else "",
+                json.dumps(e.after) if e.after is not None else "",
+                e.reason,
+            ]
+        )
+    return response
 
 
 @require_POST

@@ -72,6 +72,10 @@ def test_case_page_conflict_message_for_a_stale_form(rejected_case, clerk) -> No
     assert "changed by someone else" in stale.content.decode()
     rejected_case.refresh_from_db()
     assert rejected_case.status == "in_progress"
+    timeline = c.get(f"/exceptions/cases/{rejected_case.pk}/?format=csv").content.decode()
+    rows = list(csv.DictReader(io.StringIO(timeline)))
+    assert [r["action"] for r in rows] == ["case.open", "case.assign"]
+    assert rows[1]["actor"] == "clerk" and '"in_progress"' in rows[1]["after"]
 
 
 def test_auditor_sees_but_cannot_act(rejected_case, auditor) -> None:  # type: ignore[no-untyped-def]
