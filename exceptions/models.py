@@ -205,6 +205,21 @@ class ExceptionCase(models.Model):
                 name="case_open_assignee_idx",
             ),
             models.Index(
+                fields=["legal_entity", "-last_seen_at"],
+                condition=Q(status__in=_OPEN_LIST),
+                name="case_open_entity_idx",
+            ),
+            models.Index(
+                fields=["customer", "-last_seen_at"],
+                condition=Q(status__in=_OPEN_LIST),
+                name="case_open_customer_idx",
+            ),
+            models.Index(
+                fields=["connection_ref", "-last_seen_at"],
+                condition=Q(status__in=_OPEN_LIST),
+                name="case_open_connection_idx",
+            ),
+            models.Index(
                 fields=["due_at", "id"],
                 condition=Q(status__in=_OPEN_LIST),
                 name="case_open_due_idx",

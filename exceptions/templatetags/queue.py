@@ -10,6 +10,8 @@ from functools import lru_cache
 
 from babel.numbers import get_currency_symbol
 from django import template
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 from django.utils import timezone
 
 register = template.Library()
@@ -67,3 +69,57 @@ def past_due(due_at: datetime | None) -> bool:
 @register.filter
 def get(mapping: dict[str, Any], key: str) -> Any:
     return mapping.get(key) if mapping else None
+
+
+_ROW = (
+    '<tr>{}<td><a href="{}{}/">{}</a></td><td>{}</td><td><span class="sev-{}">{}</span></td>'
+    '<td>{}</td><td><a href="{}{}/">{}</a>{}</td><td>{}</td><td>{}</td>'
+    '<td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>'
+)
+
+
+@register.simple_tag
+def queue_rows(rows: Any, case_url: str, can_bulk: bool) -> SafeString:
+    """The queue's table rows, built in Python as the admin builds its change list
+    (django.contrib.admin.templatetags.admin_list.items_for_result): 50 rows of a template loop
+    cost more than the page's queries. Every value is escaped by format_html."""
+
+    def cells(r: Any) -> tuple[Any, ...]:
+        select = (
+            format_html(
+                '<td><input type="checkbox" name="case" value="{}" aria-label="select case {}">'
+                "</td>",
+                r.id,
+                r.id,
+            )
+            if can_bulk and r.is_open
+            else (format_html("<td></td>") if can_bulk else "")
+        )
+        times = format_html(" <small>×{}</small>", r.occurrences) if r.occurrences > 1 else ""
+        due = (
+            format_html('<span class="pastdue">{} (past due)</span>', r.due)
+            if r.past_due
+            else r.due
+        )
+        return (
+            select,
+            case_url,
+            r.id,
+            r.id,
+            r.kind,
+            r.severity,
+            r.severity_label,
+            r.status_label,
+            case_url,
+            r.id,
+            r.title,
+            times,
+            r.entity,
+            r.customer,
+            r.amount,
+            r.assignee or "—",
+            r.age,
+            due,
+        )
+
+    return format_html_join("\n", _ROW, (cells(r) for r in rows))

@@ -107,9 +107,14 @@ class CaseFilter(df.FilterSet):
         # Newest first unless a sort is asked for. The id breaks ties (pages never overlap) in
         # the sort's own direction, and amounts sort unknown last, so each sort can walk its
         # index (models.ExceptionCase.Meta.indexes) instead of sorting 100,000 rows.
-        # Filtered by age and not sorted: newest-opened first, which walks the opened-at index.
-        by_age = self.form.cleaned_data.get("age_min") or self.form.cleaned_data.get("age_max")
-        order = list(qs.query.order_by) or ["-first_seen_at" if by_age else "-last_seen_at"]
+        # Not sorted: by due date (most overdue first) when filtered by due or in the past-due
+        # view, newest-opened first when filtered by age (each walks its own index), else
+        # newest activity first.
+        data = self.form.cleaned_data
+        by_due = data.get("due") or data.get("view") == "past_due"
+        by_age = data.get("age_min") or data.get("age_max")
+        default = "due_at" if by_due else "-first_seen_at" if by_age else "-last_seen_at"
+        order = list(qs.query.order_by) or [default]
         first = str(order[0])
         descending = first.startswith("-")
         terms = []
