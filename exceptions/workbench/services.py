@@ -608,17 +608,7 @@ def proposal_approve(
                 "approved_at",
             ]
         )
-        before = _snapshot(case)
-        case.status = CaseStatus.IN_PROGRESS
-        _bump(case, "status")
-        audit_record(
-            actor=caller.actor,
-            action="proposal.approve",
-            obj=case,
-            before=before | {"proposal_id": proposal.pk, "status": ProposalStatus.PENDING},
-            after=_snapshot(case) | {"proposal_id": proposal.pk, "status": proposal.status},
-            reason=comment.strip(),
-        )
+        _decided(case, proposal, caller=caller, action="proposal.approve", reason=comment)
     _apply(proposal_id=proposal.pk, actor=caller.actor)
     proposal.refresh_from_db()
     return proposal
@@ -636,18 +626,25 @@ def proposal_reject(
         proposal.status = ProposalStatus.REJECTED
         proposal.result = {"rejected": comment.strip()}
         proposal.save(update_fields=["status", "result"])
-        before = _snapshot(case)
-        case.status = CaseStatus.IN_PROGRESS
-        _bump(case, "status")
-        audit_record(
-            actor=caller.actor,
-            action="proposal.reject",
-            obj=case,
-            before=before | {"proposal_id": proposal.pk, "status": ProposalStatus.PENDING},
-            after=_snapshot(case) | {"proposal_id": proposal.pk, "status": proposal.status},
-            reason=comment.strip(),
-        )
+        _decided(case, proposal, caller=caller, action="proposal.reject", reason=comment)
     return proposal
+
+
+def _decided(
+    case: ExceptionCase, proposal: CaseProposal, *, caller: Caller, action: str, reason: str
+) -> None:
+    """An approver decided on the pending proposal: the case is back in progress, audited."""
+    before = _snapshot(case)
+    case.status = CaseStatus.IN_PROGRESS
+    _bump(case, "status")
+    audit_record(
+        actor=caller.actor,
+        action=action,
+        obj=case,
+        before=before | {"proposal_id": proposal.pk, "status": ProposalStatus.PENDING},
+        after=_snapshot(case) | {"proposal_id": proposal.pk, "status": proposal.status},
+        reason=reason.strip(),
+    )
 
 
 def _apply(*, proposal_id: int, actor: Actor) -> None:

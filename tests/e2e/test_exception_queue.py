@@ -6,7 +6,7 @@ Screenshots of the queue and a case page land in tests/e2e/artifacts/ (gitignore
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,8 +16,8 @@ from billing.models import Invoice
 from core import roles
 from exceptions.models import ExceptionCase
 from metering import selectors as metering_selectors
-from tests.billing.conftest import bill, contract, customer, entity, metric, plan, send
-from tests.exceptions.conftest import ACTOR, ingest
+from tests.billing.conftest import bill, customer, entity, metric, send
+from tests.exceptions.conftest import ACTOR, billed_customer, ingest
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -42,18 +42,7 @@ def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 
 def _rejected_setup():  # type: ignore[no-untyped-def]
     """A billed customer on 1.00 per API call, one good event and one sent with a typo."""
-    ent = entity("ll-us", "USD", 2, "UTC")
-    metric("api_calls")
-    cust = customer(ent, "acme")  # mapped as app:ll-us-acme
-    con = contract(
-        cust,
-        plan(
-            "per-call",
-            ent.base_currency,
-            [{"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "1.00"}],
-        ),
-        date(2026, 1, 1),
-    )
+    ent, cust, con = billed_customer()  # acme mapped as app:ll-us-acme, 1.00 per call
     at = datetime.now(UTC) - timedelta(hours=1)
     send(cust, "api_calls", at, now=datetime.now(UTC))
     bad = {

@@ -72,3 +72,25 @@ def unmapped_case(
 @pytest.fixture
 def as_caller() -> Callable[[User], Caller]:
     return Caller.for_user
+
+
+def billed_customer() -> tuple[Any, Any, Any]:
+    """(entity, customer, contract): ll-us in UTC, customer acme mapped as app:ll-us-acme, on a
+    plan of 1.00 USD per API call since 2026-01-01 (billing's own test helpers)."""
+    from datetime import date
+
+    from tests.billing.conftest import contract, customer, entity, metric, plan
+
+    ent = entity("ll-us", "USD", 2, "UTC")
+    metric("api_calls")
+    cust = customer(ent, "acme")
+    con = contract(
+        cust,
+        plan(
+            "per-call",
+            ent.base_currency,
+            [{"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "1.00"}],
+        ),
+        date(2026, 1, 1),
+    )
+    return ent, cust, con

@@ -3,7 +3,7 @@ person (amounts to the cent), or in a reasoned rejection."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
@@ -12,25 +12,15 @@ from django.test import Client
 from billing import services as billing_services
 from billing.models import Invoice
 from exceptions.models import ExceptionCase
-from tests.billing.conftest import ACTOR, bill, contract, customer, entity, metric, plan, send
+from tests.billing.conftest import ACTOR, bill, send
+from tests.exceptions.conftest import billed_customer
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def invoice() -> Invoice:
-    ent = entity("ll-us", "USD", 2, "UTC")
-    metric("api_calls")
-    cust = customer(ent, "acme")
-    con = contract(
-        cust,
-        plan(
-            "per-call",
-            ent.base_currency,
-            [{"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "1.00"}],
-        ),
-        date(2026, 10, 1),
-    )
+    ent, cust, con = billed_customer()
     send(cust, "api_calls", datetime(2026, 11, 5, tzinfo=UTC), count=3)
     bill(ent, "2026-11")
     draft = Invoice.objects.get(contract=con, kind="invoice")
