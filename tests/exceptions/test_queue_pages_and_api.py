@@ -176,3 +176,10 @@ def test_openapi_schema_has_the_case_api(client, clerk) -> None:  # type: ignore
     schema = client.get("/api/schema/?format=json").json()
     assert "/api/v1/exception-cases" in schema["paths"]
     assert "/api/v1/exception-cases/{id}/actions/{action}" in schema["paths"]
+
+
+def test_a_bad_filter_value_is_said_not_crashed(rejected_case, clerk) -> None:  # type: ignore[no-untyped-def]
+    r = _login(clerk).get("/exceptions/?amount_min=lots&kind=nonsense")
+    assert r.status_code == 200
+    body = r.content.decode()
+    assert "Enter a number" in body and "Select a valid choice" in body
