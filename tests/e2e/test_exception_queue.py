@@ -163,3 +163,35 @@ def test_two_browsers_act_on_one_case_one_wins(browser, live_server, make_user) 
         object_type="exceptions.exceptioncase", object_id=str(case.pk), action="proposal.apply"
     )
     assert applied.count() == 1
+
+
+def test_the_queue_works_with_the_keyboard_alone(browser, live_server, make_user) -> None:  # type: ignore[no-untyped-def]
+    make_user("clerk", roles.FINANCE_CLERK)
+    _, _, _, case = _rejected_setup()
+    page = _login(browser, live_server, "clerk")
+    page.goto(f"{live_server.url}/exceptions/")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    target = f"/exceptions/cases/{case.pk}/"
+    for _ in range(80):  # Tab through the filters to the first case
+        page.keyboard.press("Tab")
+        if (page.evaluate("document.activeElement.getAttribute('href')") or "").endswith(target):
+            break
+    else:
+        pytest.fail("the case link cannot be reached with Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**{target}")
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # the skip link again, then into the actions with Tab
+    for _ in range(80):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.id") == "assignee":
+            break
+    else:
+        pytest.fail("the assign form cannot be reached with Tab")
+    page.keyboard.press("ArrowDown")  # nobody -> the first user (clerk)
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")
+    page.wait_for_load_state()
+    assert "Assigned to clerk" in page.locator(".messages").inner_text()
