@@ -32,6 +32,7 @@ urlpatterns = [
     path("api/v1/", include("billing.api.urls")),
     path("api/v1/", include("erp_sync.api.urls")),
     path("api/v1/", include("core.api.urls")),
+    path("api/v1/", include("exceptions.api.urls")),
     # Lago-compatible ingestion: clients change only their base URL to <ledgerline>/compat/lago/.
     path("compat/lago/api/v1/", include("metering.api.lago_urls")),
 ]

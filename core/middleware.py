@@ -25,3 +25,31 @@ class LoginRequiredMiddleware(DjangoLoginRequired):
         if getattr(view_func, "cls", None) is not None and hasattr(view_func, "initkwargs"):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)
+
+
+class UserTimezoneMiddleware:
+    """Pages show times in the user's time zone: the `tz` cookie set by static/js/timezone.js
+    (an IANA name the browser reports), else UTC."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        from urllib.parse import unquote
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from django.utils import timezone
+
+        name = unquote(request.COOKIES.get("tz", ""))
+        try:
+            zone = ZoneInfo(name) if name else None
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = None
+        if zone is not None:
+            timezone.activate(zone)
+        else:
+            timezone.deactivate()
+        try:
+            return self.get_response(request)
+        finally:
+            timezone.deactivate()

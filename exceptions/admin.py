@@ -7,7 +7,13 @@ from django.contrib import admin
 # metering's admins still import them from here until they import core.admin_base themselves.
 from core.admin_base import AuditedModelAdmin as AuditedModelAdmin
 from core.admin_base import ReadOnlyAdmin as ReadOnlyAdmin
-from exceptions.models import AuditEntry, ExceptionCase
+from exceptions.models import (
+    AuditEntry,
+    CaseComment,
+    CaseProposal,
+    ExceptionCase,
+    ExceptionPolicy,
+)
 
 
 @admin.register(AuditEntry)
@@ -19,7 +25,7 @@ class AuditEntryAdmin(ReadOnlyAdmin):
 
 @admin.register(ExceptionCase)
 class ExceptionCaseAdmin(ReadOnlyAdmin):
-    """Until the queue pages exist, cases are listed here; they change only through services."""
+    """Read-only here: finance works cases in the queue (/exceptions/), through its services."""
 
     list_display = [
         "id",
@@ -36,3 +42,41 @@ class ExceptionCaseAdmin(ReadOnlyAdmin):
     ]
     list_filter = ["status", "kind", "severity", "legal_entity"]
     search_fields = ["title", "fingerprint", "error_message", "source_id"]
+
+
+@admin.register(ExceptionPolicy)
+class ExceptionPolicyAdmin(ReadOnlyAdmin):
+    """Read-only here: an approver edits policies on /exceptions/policies/ (audited)."""
+
+    list_display = [
+        "kind",
+        "high_amount",
+        "critical_amount",
+        "high_after_hours",
+        "critical_after_hours",
+        "due_hours",
+        "auto_retry",
+        "four_eyes_above",
+        "updated_at",
+    ]
+
+
+@admin.register(CaseProposal)
+class CaseProposalAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "case",
+        "kind",
+        "target",
+        "status",
+        "revision",
+        "proposed_by_label",
+        "approved_by_label",
+        "proposed_at",
+    ]
+    list_filter = ["status", "kind", "target"]
+
+
+@admin.register(CaseComment)
+class CaseCommentAdmin(ReadOnlyAdmin):
+    list_display = ["id", "case", "author_label", "at"]

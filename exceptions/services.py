@@ -19,6 +19,7 @@ from django.db.models import F, Model
 from django.utils import timezone
 
 from core.actors import Actor
+from exceptions.policies import due_at, policy_for, severity_for
 from exceptions.models import (
     OPEN_STATUSES,
     AuditChainHead,
@@ -229,15 +230,18 @@ def case_open_or_update(
     currency_id: str | None = None,
     legal_entity_id: int | None = None,
     customer_id: int | None = None,
+    connection_ref: str = "",
 ) -> tuple[ExceptionCase, bool]:
     """Open a case for a failure, or count another occurrence on the open one.
 
     One open case per `fingerprint` (a partial unique constraint holds it under
-    concurrency). Returns (case, created).
+    concurrency). The kind's policy sets the due date and may raise the
+    severity (amount, age). Returns (case, created).
     """
     if source is not None:
         source_type, source_id, _ = object_ref(source)
     now = timezone.now()
+    policy = policy_for(kind)
     with transaction.atomic():
         case = (
             ExceptionCase.objects.select_for_update()
@@ -248,11 +252,16 @@ def case_open_or_update(
         if case is None:
             try:
                 with transaction.atomic():
+                    severity = severity_for(
+                        policy=policy, base=severity, amount=amount_at_stake, opened_at=now, now=now
+                    )
                     case = ExceptionCase.objects.create(
                         kind=kind,
                         fingerprint=fingerprint,
                         title=title[:255],
                         severity=severity,
+                        due_at=due_at(policy=policy, opened_at=now),
+                        connection_ref=connection_ref,
                         source_type=source_type,
                         source_id=str(source_id),
                         error_code=error_code,
@@ -287,9 +296,17 @@ def case_open_or_update(
             )
             return case, True
 
+        amount = amount_at_stake if amount_at_stake is not None else case.amount_at_stake
         ExceptionCase.objects.filter(pk=case.pk).update(
             occurrence_count=F("occurrence_count") + occurrences,
             last_seen_at=now,
+            severity=severity_for(
+                policy=policy,
+                base=case.severity,
+                amount=amount,
+                opened_at=case.first_seen_at,
+                now=now,
+            ),
             error_message=error_message or case.error_message,
             details=_json_safe(details) if details is not None else case.details,
             amount_at_stake=amount_at_stake
@@ -308,7 +325,9 @@ def case_open_or_update(
         return case, False
 
 
-def case_close(*, case: ExceptionCase, actor: Actor, status: str, resolution: str) -> ExceptionCase:
+def case_close(
+    *, case: ExceptionCase, actor: Actor, status: str, resolution: str, resolution_code: str = ""
+) -> ExceptionCase:
     """Resolve or dismiss an open case, with the reason."""
     if status not in (CaseStatus.RESOLVED, CaseStatus.DISMISSED):
         raise ValueError(f"A case is closed as resolved or dismissed, not {status!r}.")
@@ -319,7 +338,10 @@ def case_close(*, case: ExceptionCase, actor: Actor, status: str, resolution: st
         before = {"status": locked.status}
         locked.status = status
         locked.resolution = resolution
+        locked.resolution_code = resolution_code
         locked.resolved_at = timezone.now()
+        locked.next_retry_at = None
+        locked.version += 1
         locked.full_clean()
         locked.save()
         audit_record(
@@ -327,7 +349,7 @@ def case_close(*, case: ExceptionCase, actor: Actor, status: str, resolution: st
             action=CLOSE_ACTIONS[status],
             obj=locked,
             before=before,
-            after={"status": status},
+            after={"status": status, "resolution_code": resolution_code},
             reason=resolution,
         )
     return locked

@@ -1,6 +1,15 @@
 from django.urls import path
 
 from exceptions import views
+from exceptions.workbench import views as workbench
 
 app_name = "exceptions"
-urlpatterns = [path("audit/", views.audit_list, name="audit")]
+urlpatterns = [
+    path("audit/", views.audit_list, name="audit"),
+    path("", workbench.queue, name="queue"),
+    path("bulk/", workbench.queue_bulk, name="bulk"),
+    path("policies/", workbench.policies, name="policies"),
+    path("disputes/new/", workbench.dispute_new, name="dispute_new"),
+    path("cases/<int:pk>/", workbench.case_detail, name="case"),
+    path("cases/<int:pk>/<slug:action>/", workbench.case_action, name="case_action"),
+]

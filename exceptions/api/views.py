@@ -1,0 +1,192 @@
+"""Exception-case API: read cases with the queue's filters (`exceptions:read`); act on them
+with an `admin` key under the same rules as the pages, once per `Idempotency-Key`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.http import Http404
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from core.errors import AppError, Conflict
+from core.models import ApiScope
+from exceptions import error_codes
+from exceptions.models import ExceptionCase, IdempotentRequest
+from exceptions.workbench import dispatch, selectors
+from exceptions.workbench.filters import CaseFilter
+from exceptions.workbench.services import Caller
+
+ACTIONS = [
+    "assign",
+    "comment",
+    "correct",
+    "map_customer",
+    "reverse",
+    "keep_original",
+    "retry",
+    "dismiss",
+    "reopen",
+    "approve",
+    "reject",
+]
+
+
+class CaseOutputSerializer(serializers.ModelSerializer):
+    legal_entity = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    customer = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    assignee = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    currency = serializers.CharField(source="currency_id", allow_null=True)
+    connection = serializers.CharField(source="connection_ref")
+    amount = serializers.DecimalField(
+        source="amount_at_stake", max_digits=20, decimal_places=6, allow_null=True
+    )
+
+    class Meta:
+        model = ExceptionCase
+        fields = [
+            "id",
+            "kind",
+            "status",
+            "severity",
+            "title",
+            "legal_entity",
+            "customer",
+            "connection",
+            "amount",
+            "currency",
+            "assignee",
+            "occurrence_count",
+            "first_seen_at",
+            "last_seen_at",
+            "due_at",
+            "resolved_at",
+            "resolution",
+            "error_code",
+            "error_message",
+            "source_type",
+            "source_id",
+            "details",
+            "version",
+        ]
+
+
+class CaseListApi(generics.ListAPIView):
+    """Exception cases, newest first; the same filters as the queue page (status defaults to
+    any open status; `status=all` for every case)."""
+
+    required_scope = ApiScope.EXCEPTIONS_READ
+    serializer_class = CaseOutputSerializer
+    filterset_class = CaseFilter
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.queue_rows(ExceptionCase.objects.all())
+
+
+class CaseDetailApi(generics.RetrieveAPIView):
+    required_scope = ApiScope.EXCEPTIONS_READ
+    serializer_class = CaseOutputSerializer
+
+    def get_queryset(self):  # type: ignore[no-untyped-def]
+        return selectors.queue_rows(ExceptionCase.objects.all())
+
+
+class CaseActionApi(APIView):
+    """Take one action on a case (scope `admin`). Send the case's `version` as read; a stale
+    one is refused with 409 `case_stale`. With an `Idempotency-Key` header, a retried request
+    gets the first answer and is not applied again."""
+
+    required_scope = ApiScope.ADMIN
+
+    class InputSerializer(serializers.Serializer):
+        version = serializers.IntegerField(required=False)
+        reason_code = serializers.CharField(required=False, allow_blank=True)
+        comment = serializers.CharField(required=False, allow_blank=True)
+        body = serializers.CharField(required=False, allow_blank=True)
+        assignee = serializers.CharField(required=False, allow_blank=True)
+        customer_id = serializers.IntegerField(required=False)
+        rejected_id = serializers.IntegerField(required=False)
+        corrected = serializers.DictField(required=False)
+
+    class OutputSerializer(serializers.Serializer):
+        message = serializers.CharField()
+        case = CaseOutputSerializer()
+
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: OutputSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="Any unique string; a retry with the same key is applied once.",
+            ),
+            OpenApiParameter("action", str, OpenApiParameter.PATH, enum=ACTIONS),
+        ],
+    )
+    def post(self, request: Request, pk: int, action: str) -> Response:
+        if action not in ACTIONS:
+            raise Http404
+        inp = self.InputSerializer(data=request.data)
+        inp.is_valid(raise_exception=True)
+        data: dict[str, Any] = dict(inp.validated_data)
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if not key:
+            status, body = self._perform(request, pk, action, data)
+            return Response(body, status=status)
+        digest = hashlib.sha256(
+            json.dumps([pk, action, request.data], sort_keys=True, default=str).encode()
+        ).hexdigest()
+        try:
+            with transaction.atomic():
+                record = IdempotentRequest.objects.create(
+                    api_key=request.auth,
+                    key=key[:200],
+                    request_hash=digest,
+                    status_code=0,
+                    response={},
+                    created_at=timezone.now(),
+                )
+        except IntegrityError:
+            seen = IdempotentRequest.objects.get(api_key=request.auth, key=key[:200])
+            if seen.request_hash != digest:
+                raise AppError(
+                    "This Idempotency-Key was used for a different request.",
+                    code=error_codes.IDEMPOTENCY_KEY_REUSED,
+                    status=422,
+                ) from None
+            if seen.status_code == 0:
+                raise Conflict(
+                    "The first request with this Idempotency-Key is still running.",
+                    code=error_codes.CASE_STALE,
+                ) from None
+            return Response(
+                seen.response, status=seen.status_code, headers={"Idempotent-Replay": "true"}
+            )
+        status, body = self._perform(request, pk, action, data)
+        IdempotentRequest.objects.filter(pk=record.pk).update(status_code=status, response=body)
+        return Response(body, status=status)
+
+    def _perform(
+        self, request: Request, pk: int, action: str, data: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        case = ExceptionCase.objects.filter(pk=pk).first()
+        if case is None:
+            return 404, {"code": "not_found", "message": f"There is no case #{pk}.", "extra": {}}
+        try:
+            message = dispatch.run(
+                case=case, caller=Caller.for_api_key(request.auth), action=action, data=data
+            )
+        except AppError as exc:
+            return exc.status_code, exc.as_dict()
+        case = selectors.case_get(pk=pk)
+        return 200, {"message": message, "case": CaseOutputSerializer(case).data}

@@ -1,0 +1,190 @@
+"""One dispatcher of case actions for the pages and the API: parse what was posted, call one
+service, return the message to show. Raises AppError when refused."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from django.contrib.auth import get_user_model
+
+from core.errors import AppError
+from exceptions import error_codes
+from exceptions.models import ExceptionCase, ProposalKind
+from exceptions.workbench import selectors, services
+from exceptions.workbench.services import Caller
+
+
+def rejected_form(case: ExceptionCase, rejected_id: str) -> dict[str, Any] | None:
+    """The correction form of one rejected event of the case: its fields as received."""
+    trace = selectors.case_trace(case=case)
+    for r in trace.get("rejected", []):
+        if str(r.pk) == rejected_id and r.status == "open" and isinstance(r.raw, dict):
+            raw = r.raw
+            fields = [(f, raw.get(f, "")) for f in selectors.EVENT_FIELDS]
+            props = json.dumps(raw.get("properties", {}), sort_keys=True)
+            return {"rejected": r, "fields": fields, "properties": props}
+    return None
+
+
+def _version(data: Mapping[str, Any]) -> int | None:
+    raw = str(data.get("version", "") or "")
+    return int(raw) if raw.isdigit() else None
+
+
+def _corrected_event(data: Mapping[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    corrected = dict(raw)
+    if isinstance(data.get("corrected"), dict):  # the API sends the changed fields as an object
+        return corrected | data["corrected"]
+    for name in selectors.EVENT_FIELDS:
+        value = data.get(name)
+        if value is None:
+            continue
+        value = str(value).strip()
+        if value == "" and name not in raw:
+            continue
+        corrected[name] = value
+    props = str(data.get("properties", "") or "").strip()
+    if props:
+        try:
+            parsed = json.loads(props)
+        except json.JSONDecodeError as exc:
+            raise AppError(
+                f"Properties are not JSON: {exc}", code=error_codes.INVALID_CORRECTION
+            ) from None
+        if parsed or "properties" in raw:
+            corrected["properties"] = parsed
+    return corrected
+
+
+def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, Any]) -> str:
+    """Run one case action; return the message to show. Raises AppError when refused."""
+    p = data
+    version = _version(data)
+    if action == "assign":
+        username = str(p.get("assignee", "") or "")
+        user = get_user_model().objects.filter(username=username).first() if username else None
+        services.case_assign(case_id=case.pk, assignee=user, caller=caller, version=version)
+        return f"Assigned to {username or 'nobody'}."
+    if action == "comment":
+        services.case_comment(case_id=case.pk, body=p.get("body", ""), caller=caller)
+        return "Comment added."
+    if action == "dismiss":
+        services.case_dismiss(
+            case_id=case.pk,
+            reason_code=p.get("reason_code", ""),
+            comment=p.get("comment", ""),
+            caller=caller,
+            version=version,
+        )
+        return "Case dismissed."
+    if action == "reopen":
+        services.case_reopen(
+            case_id=case.pk, reason=p.get("comment", ""), caller=caller, version=version
+        )
+        return "Case reopened."
+    if action == "retry":
+        outcome = services.case_retry(case_id=case.pk, caller=caller, version=version)
+        return f"Retried: {outcome.message}"
+    if action == "keep_original":
+        services.case_keep_original(
+            case_id=case.pk, comment=p.get("comment", ""), caller=caller, version=version
+        )
+        return "Original kept; case resolved."
+    if action == "approve":
+        proposal = services.proposal_approve(
+            case_id=case.pk, caller=caller, version=version, comment=p.get("comment", "")
+        )
+        return _proposal_message(proposal)
+    if action == "reject":
+        services.proposal_reject(
+            case_id=case.pk, comment=p.get("comment", ""), caller=caller, version=version
+        )
+        return "Proposal rejected; the case is back in progress."
+    if action == "correct":
+        rejected_id = p.get("rejected_id", "")
+        form = rejected_form(case, str(rejected_id))
+        if form is None:
+            raise AppError(
+                "That rejected event is not open on this case.", code=error_codes.INVALID_CORRECTION
+            )
+        raw = form["rejected"].raw
+        proposal = services.proposal_submit(
+            case_id=case.pk,
+            kind=ProposalKind.CORRECTION,
+            target="rejected_event",
+            target_id=rejected_id,
+            original=raw,
+            proposed=_corrected_event(data, raw),
+            amount=None,
+            reason_code=p.get("reason_code", ""),
+            comment=p.get("comment", ""),
+            caller=caller,
+            version=version,
+        )
+        return _proposal_message(proposal)
+    if action == "map_customer":
+        d = case.details or {}
+        customer_id = str(p.get("customer_id", "") or "")
+        original = {"source": d.get("source"), "customer_ref": d.get("customer_ref")}
+        proposal = services.proposal_submit(
+            case_id=case.pk,
+            kind=ProposalKind.CORRECTION,
+            target="customer_mapping",
+            target_id=f"{d.get('source')}:{d.get('customer_ref')}",
+            original=original | {"customer_id": None},
+            proposed=original
+            | {"customer_id": int(customer_id) if customer_id.isdigit() else None},
+            amount=case.amount_at_stake,
+            reason_code=p.get("reason_code", ""),
+            comment=p.get("comment", ""),
+            caller=caller,
+            version=version,
+        )
+        return _proposal_message(proposal)
+    if action == "reverse":
+        return _reverse(case, caller, p, version)
+    raise AppError(f"Unknown action '{action}'.", code=error_codes.ACTION_NOT_AVAILABLE)
+
+
+def _proposal_message(proposal: Any) -> str:
+    if proposal.status == "pending":
+        return "Proposed; it waits for a different approver (four eyes)."
+    if proposal.status == "failed":
+        return f"Approved, but applying it failed: {proposal.result.get('error', '')}"
+    return f"Applied. {proposal.result.get('summary', '')}".strip()
+
+
+def _reverse(case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version: int | None) -> str:
+    """Propose a credit memo: for a disputed line, of the amount typed (default: the line's
+    amount); otherwise of the whole invoice."""
+    from decimal import Decimal, InvalidOperation
+
+    invoice_id = int(case.source_id)
+    line_id = (case.details or {}).get("invoice_line_id")
+    proposed: dict[str, Any] = {"invoice_id": invoice_id, "whole": True}
+    amount = case.amount_at_stake
+    if line_id:
+        raw = str(p.get("amount", "") or "").strip()
+        try:
+            amount = Decimal(raw) if raw else case.amount_at_stake
+        except InvalidOperation:
+            raise AppError(
+                f"'{raw}' is not an amount.", code=error_codes.INVALID_CORRECTION
+            ) from None
+        proposed = {"invoice_id": invoice_id, "whole": False, "lines": {str(line_id): str(amount)}}
+    proposal = services.proposal_submit(
+        case_id=case.pk,
+        kind=ProposalKind.REVERSAL,
+        target="invoice",
+        target_id=str(invoice_id),
+        original={"invoice_id": invoice_id, "credit_memo": None},
+        proposed=proposed,
+        amount=amount,
+        reason_code=str(p.get("reason_code", "") or ""),
+        comment=str(p.get("comment", "") or ""),
+        caller=caller,
+        version=version,
+    )
+    return _proposal_message(proposal)

@@ -1,0 +1,185 @@
+"""Queue and case pages through the real middleware, and the API with its idempotency."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from django.test import Client
+
+from core.models import ApiScope
+from exceptions.models import AuditEntry, CaseProposal, ExceptionCase
+
+pytestmark = pytest.mark.django_db
+
+
+def _login(user) -> Client:  # type: ignore[no-untyped-def]
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_queue_lists_filters_counts_and_exports(rejected_case, unmapped_case, clerk) -> None:  # type: ignore[no-untyped-def]
+    c = _login(clerk)
+    page = c.get("/exceptions/").content.decode()
+    assert f"/exceptions/cases/{rejected_case.pk}/" in page
+    assert "Unmapped customer (1)" in page and "Rejected usage event (1)" in page
+    only = c.get("/exceptions/?kind=unmapped_customer").content.decode()
+    assert f"/exceptions/cases/{unmapped_case.pk}/" in only
+    assert f"/exceptions/cases/{rejected_case.pk}/" not in only
+    empty = c.get("/exceptions/?view=mine").content.decode()
+    assert "Nothing in this view right now" in empty
+    body = b"".join(c.get("/exceptions/?kind=usage_rejected&format=csv").streaming_content)
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert [r["id"] for r in rows] == [str(rejected_case.pk)]
+    assert rows[0]["error_code"] == "unknown_metric"
+    htmx = c.get("/exceptions/?kind=usage_rejected", HTTP_HX_REQUEST="true").content.decode()
+    assert "<h1>" not in htmx and f"/exceptions/cases/{rejected_case.pk}/" in htmx
+
+
+def test_queue_sorts_by_severity_and_filters_by_amount(
+    rejected_case, unmapped_case, clerk, usd
+) -> None:  # type: ignore[no-untyped-def]
+    from decimal import Decimal
+
+    ExceptionCase.objects.filter(pk=unmapped_case.pk).update(
+        severity="critical", amount_at_stake=Decimal("500"), currency=usd
+    )
+    c = _login(clerk)
+    page = c.get("/exceptions/?sort=-severity").content.decode()
+    assert page.index(f"/cases/{unmapped_case.pk}/") < page.index(f"/cases/{rejected_case.pk}/")
+    assert "$500.00" in page
+    by_amount = c.get("/exceptions/?amount_min=100").content.decode()
+    assert f"/cases/{rejected_case.pk}/" not in by_amount
+
+
+def test_case_page_conflict_message_for_a_stale_form(rejected_case, clerk) -> None:  # type: ignore[no-untyped-def]
+    c = _login(clerk)
+    page = c.get(f"/exceptions/cases/{rejected_case.pk}/").content.decode()
+    assert "refused at intake" in page and "unknown_metric" in page
+    ok = c.post(
+        f"/exceptions/cases/{rejected_case.pk}/assign/",
+        {"assignee": "clerk", "version": rejected_case.version},
+        follow=True,
+    )
+    assert "Assigned to clerk" in ok.content.decode()
+    stale = c.post(
+        f"/exceptions/cases/{rejected_case.pk}/dismiss/",
+        {"reason_code": "expected", "comment": "x", "version": rejected_case.version},
+        follow=True,
+    )
+    assert "changed by someone else" in stale.content.decode()
+    rejected_case.refresh_from_db()
+    assert rejected_case.status == "in_progress"
+    timeline = c.get(f"/exceptions/cases/{rejected_case.pk}/?format=csv").content.decode()
+    rows = list(csv.DictReader(io.StringIO(timeline)))
+    assert [r["action"] for r in rows] == ["case.open", "case.assign"]
+    assert rows[1]["actor"] == "clerk" and '"in_progress"' in rows[1]["after"]
+
+
+def test_auditor_sees_but_cannot_act(rejected_case, auditor) -> None:  # type: ignore[no-untyped-def]
+    c = _login(auditor)
+    assert c.get("/exceptions/").status_code == 200
+    r = c.post(
+        f"/exceptions/cases/{rejected_case.pk}/dismiss/",
+        {"reason_code": "expected", "comment": "x", "version": 1},
+        follow=True,
+    )
+    assert "may not dismiss" in r.content.decode()
+    rejected_case.refresh_from_db()
+    assert rejected_case.status == "open"
+
+
+def test_policy_page_edit(approver, clerk) -> None:  # type: ignore[no-untyped-def]
+    c = _login(approver)
+    r = c.post(
+        "/exceptions/policies/",
+        {
+            "kind": "posting_failed",
+            "high_amount": "1000",
+            "critical_amount": "100000",
+            "high_after_hours": "24",
+            "critical_after_hours": "120",
+            "due_hours": "8",
+            "auto_retry": "on",
+            "retry_every_minutes": "15",
+            "max_auto_retries": "4",
+            "four_eyes_above": "500",
+        },
+        follow=True,
+    )
+    assert "Policy for posting_failed saved" in r.content.decode()
+    assert AuditEntry.objects.filter(action="policy.change").count() == 1
+    assert _login(clerk).get("/exceptions/policies/").status_code == 200  # read-only for a clerk
+
+
+def test_api_lists_with_filters_and_needs_scope(
+    rejected_case, unmapped_case, make_api_key, api_client
+) -> None:  # type: ignore[no-untyped-def]
+    reader = api_client(make_api_key(ApiScope.EXCEPTIONS_READ).raw_key)
+    r = reader.get("/api/v1/exception-cases?kind=unmapped_customer")
+    assert r.status_code == 200
+    assert [c["id"] for c in r.json()["results"]] == [unmapped_case.pk]
+    assert r.json()["results"][0]["status"] == "open"
+    refused = reader.post(f"/api/v1/exception-cases/{rejected_case.pk}/actions/dismiss", {})
+    assert refused.status_code == 403
+
+
+def test_api_action_is_applied_once_per_idempotency_key(
+    rejected_case, customer_acme, make_api_key, api_client, approver
+) -> None:  # type: ignore[no-untyped-def]
+    from metering import selectors as ms
+
+    admin = api_client(make_api_key(ApiScope.ADMIN, name="ops").raw_key)
+    rejected = ms.rejected_events().get(case_id=rejected_case.pk)
+    body = {
+        "version": rejected_case.version,
+        "rejected_id": rejected.pk,
+        "corrected": {"metric": "api_calls"},
+        "reason_code": "wrong_metric",
+        "comment": "typo",
+    }
+    url = f"/api/v1/exception-cases/{rejected_case.pk}/actions/correct"
+    first = admin.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert first.status_code == 200, first.json()
+    again = admin.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    assert again.status_code == 200 and again.headers["Idempotent-Replay"] == "true"
+    assert again.json() == first.json()
+    assert CaseProposal.objects.count() == 1
+    version = first.json()["case"]["version"]
+    self_ok = admin.post(
+        f"/api/v1/exception-cases/{rejected_case.pk}/actions/approve",
+        {"version": version},
+        format="json",
+    )
+    assert self_ok.status_code == 403 and self_ok.json()["code"] == "self_approval"
+    other = api_client(make_api_key(ApiScope.ADMIN, name="ops2").raw_key)
+    approved = other.post(
+        f"/api/v1/exception-cases/{rejected_case.pk}/actions/approve",
+        {"version": version},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="a-1",
+    )
+    assert approved.status_code == 200 and approved.json()["case"]["status"] == "resolved"
+    reused = other.post(
+        f"/api/v1/exception-cases/{rejected_case.pk}/actions/approve",
+        {"version": version + 5},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="a-1",
+    )
+    assert reused.status_code == 422 and reused.json()["code"] == "idempotency_key_reused"
+
+
+def test_openapi_schema_has_the_case_api(client, clerk) -> None:  # type: ignore[no-untyped-def]
+    client.force_login(clerk)
+    schema = client.get("/api/schema/?format=json").json()
+    assert "/api/v1/exception-cases" in schema["paths"]
+    assert "/api/v1/exception-cases/{id}/actions/{action}" in schema["paths"]
+
+
+def test_a_bad_filter_value_is_said_not_crashed(rejected_case, clerk) -> None:  # type: ignore[no-untyped-def]
+    r = _login(clerk).get("/exceptions/?amount_min=lots&kind=nonsense")
+    assert r.status_code == 200
+    body = r.content.decode()
+    assert "Enter a number" in body and "Select a valid choice" in body
