@@ -102,7 +102,8 @@ def test_a_key_stored_by_another_batch_after_the_lookup_makes_a_duplicate(
 ) -> None:
     """Batch A stores key k and stays open; batch B's lookup cannot see k, its plain insert waits
     for A, fails when A commits, and B runs again the safe way: k counts once, B gets duplicate."""
-    from metering import event_store, services
+    from metering import event_store
+    from metering.services import ingest as services  # where usage_ingest looks it up
 
     _acme_mapped_and_a_metric()
     event = {
