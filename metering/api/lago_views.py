@@ -23,17 +23,9 @@ from rest_framework.views import APIView
 from core.api.errors import exception_handler as ll_exception_handler
 from core.errors import AppError
 from core.models import ApiScope
-from core.actors import Actor
 from metering import error_codes, ingest
-from metering.api.views import (
-    _parser,
-    check_batch_size,
-    decode_json,
-    malformed,
-    read_body,
-    refuse,
-)
-from metering.services import IngestResult, usage_ingest
+from metering.api.views import _parser, ingest_request
+from metering.services import IngestResult, lago_batch_intake, lago_event_intake
 
 LAGO_NS = uuid.UUID("6c1d3f0e-4a8e-4f39-9a51-3d7d0c0f1a2b")
 
@@ -164,31 +156,6 @@ class _LagoBase(APIView):
     def get_exception_handler(self):  # type: ignore[no-untyped-def]
         return lago_exception_handler
 
-    def _ingest(
-        self, request: Request, events: list[Any], channel: str
-    ) -> tuple[IngestResult, str]:
-        result = usage_ingest(
-            items=[(ingest.from_lago(e), e) for e in events],
-            actor=Actor.for_request(request),
-            api_key=request.auth,
-            channel=channel,
-        )
-        return result, _now_iso()
-
-    def _doc(self, request: Request) -> Any:
-        if (request.content_type or "").split(";")[0].strip().lower() not in (
-            "application/json",
-            "",
-        ):
-            raise refuse(
-                request,
-                code=error_codes.UNSUPPORTED_MEDIA_TYPE,
-                status=415,
-                raw=read_body(request, actor=Actor.for_request(request)).decode("utf-8", "replace"),
-                message="Send application/json.",
-            )
-        return decode_json(request, read_body(request, actor=Actor.for_request(request)))
-
 
 def _now_iso() -> str:
     from django.utils import timezone
@@ -212,11 +179,8 @@ class LagoEventCreateApi(_LagoBase):
         responses=lago_responses(OutputSerializer),
     )
     def post(self, request: Request) -> HttpResponse:
-        doc = self._doc(request)
-        event = doc.get("event") if isinstance(doc, dict) else None
-        if not isinstance(event, dict):
-            raise malformed(request, doc, 'The body must be {"event": {...}}.')
-        result, received = self._ingest(request, [event], "lago")
+        intake = lago_event_intake(request=ingest_request(request))
+        result, event, received = intake.result, intake.events[0], _now_iso()
         outcome = result.results[0]
         if outcome["status"] in (ingest.DUPLICATE, ingest.REJECTED):
             raise AppError(
@@ -247,19 +211,8 @@ class LagoEventBatchApi(_LagoBase):
         responses=lago_responses(OutputSerializer),
     )
     def post(self, request: Request) -> HttpResponse:
-        doc = self._doc(request)
-        events = doc.get("events") if isinstance(doc, dict) else None
-        if not isinstance(events, list):
-            raise malformed(request, doc, 'The body must be {"events": [...]}.')
-        if not events:
-            raise AppError(
-                "No events.",
-                code="validation_errors",
-                status=422,
-                extra={"error_details": {"events": ["no_events"]}},
-            )
-        check_batch_size(request, events, doc)
-        result, received = self._ingest(request, events, "lago-batch")
+        intake = lago_batch_intake(request=ingest_request(request))
+        result, events, received = intake.result, intake.events, _now_iso()
         errors = {
             str(r["index"]): _field_errors(r, events[r["index"]])
             for r in result.results

@@ -17,6 +17,9 @@ from metering.services.summaries import (
     usage_summaries_refresh,
 )
 from metering.services.ingest import (
+    EventOutcome,
+    IngestCounts,
+    IngestItem,
     IngestResult,
     STALE_RETRIES,
     usage_ingest,
@@ -55,8 +58,23 @@ from metering.services.imports import (
     _enqueue_import,
     import_job_run,
 )
+from metering.services.intake import (
+    IngestRequest,
+    LagoIntake,
+    events_intake,
+    lago_batch_intake,
+    lago_event_intake,
+)
 
 __all__ = [
+    "EventOutcome",
+    "IngestCounts",
+    "IngestItem",
+    "IngestRequest",
+    "LagoIntake",
+    "events_intake",
+    "lago_batch_intake",
+    "lago_event_intake",
     "_metric_version_snapshot",
     "_check_metric_version",
     "metric_create",

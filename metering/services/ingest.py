@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from operator import attrgetter, itemgetter
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -30,12 +31,41 @@ from metering.services.dead_letter import _dead_letter, _raw_for_storage
 from metering.services.tallies import _tally_add
 
 
+class IngestItem(NamedTuple):
+    """One event to ingest: as decoded (a typed NativeEvent, or the canonical dict an adapter
+    made), and the payload as sent, kept in the dead letter or a conflict if it comes to that.
+    A plain (event, raw) tuple is taken too."""
+
+    event: Any
+    raw: Any
+
+
+class EventOutcome(TypedDict):
+    """One event's answer, as the ingest API renders it."""
+
+    index: int
+    event_id: str | None
+    status: str  # ingest.ACCEPTED, DUPLICATE, REJECTED or HELD
+    code: NotRequired[str]  # a rejection's error code (metering.error_codes)
+    message: NotRequired[str]
+
+
+class IngestCounts(TypedDict):
+    """A batch's control totals: received = accepted + duplicate + rejected + held."""
+
+    received: int
+    accepted: int
+    duplicate: int
+    rejected: int
+    held: int
+
+
 @dataclass
 class IngestResult:
     """Per-event outcomes (input order) and the counts."""
 
-    results: list[dict[str, Any]]
-    counts: dict[str, int]
+    results: list[EventOutcome]
+    counts: IngestCounts
     batch_id: str
     valid: list[ingest.Candidate] = field(default_factory=list)  # the valid events, stored or not
 
@@ -52,7 +82,7 @@ STALE_RETRIES = 2
 
 def usage_ingest(
     *,
-    items: list[tuple[Any, Any]],
+    items: Sequence[IngestItem | tuple[Any, Any]],
     actor: Actor,
     api_key: ApiKey | None = None,
     channel: str = "native",
@@ -108,7 +138,7 @@ _TS_ISO, _MONTH = attrgetter("ts_iso"), itemgetter(slice(0, 7))
 
 
 def _validate(
-    items: list[tuple[Any, Any]], ref: reference.Reference, now: datetime
+    items: Sequence[IngestItem | tuple[Any, Any]], ref: reference.Reference, now: datetime
 ) -> ingest.Validated:
     conf = settings.LEDGERLINE
     validated = ingest.validate_batch(
@@ -131,7 +161,7 @@ def _ingest_store(
     *,
     ref: reference.Reference | None,
     optimistic: bool,
-    items: list[tuple[Any, Any]],
+    items: Sequence[IngestItem | tuple[Any, Any]],
     actor: Actor,
     api_key: ApiKey | None,
     channel: str,
@@ -141,8 +171,7 @@ def _ingest_store(
     """The database side of usage_ingest, inside its transaction (locks taken). `ref`: the
     reference data the batch was validated with, to confirm (None: read under the lock)."""
     cands = validated.candidates
-    results: list[dict[str, Any] | None] = [None] * len(items)
-    counts = {"received": len(items), "accepted": 0, "duplicate": 0, "rejected": 0, "held": 0}
+    results: list[EventOutcome | None] = [None] * len(items)
     tally: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     day = now.astimezone(UTC).date().isoformat()
     batch_id = uuid.uuid4().hex
@@ -220,9 +249,16 @@ def _ingest_store(
         outcomes.append((rej.source, ingest.REJECTED))
     for (source, status), n in Counter(outcomes).items():
         tally[(source, day)][status] += n
-    for per_status in tally.values():
-        for status, n in per_status.items():
-            counts[status] += n
+    per_status: Counter[str] = Counter()
+    for day_counts in tally.values():
+        per_status.update(day_counts)
+    counts = IngestCounts(
+        received=len(items),
+        accepted=per_status[ingest.ACCEPTED],
+        duplicate=per_status[ingest.DUPLICATE],
+        rejected=per_status[ingest.REJECTED],
+        held=per_status[ingest.HELD],
+    )
     if store_rejections and validated.rejections:
         _dead_letter(validated.rejections, actor=actor, api_key_id=api_key_id, now=now)
     if held:
@@ -313,7 +349,7 @@ def _conflict_raw(raw: Any) -> Any:
 
 def rejected_event_resubmit(
     *, rejected: RejectedEvent, corrected: dict[str, Any], actor: Actor
-) -> dict[str, Any]:
+) -> EventOutcome:
     """Re-submit a corrected rejected event (canonical shape). Returns its outcome.
 
     Accepted, held or duplicate: the dead letter is marked re-submitted.
@@ -326,7 +362,7 @@ def rejected_event_resubmit(
                 "This rejected event was already re-submitted.", code=error_codes.REJECTED_NOT_OPEN
             )
         result = usage_ingest(
-            items=[(corrected, corrected)],
+            items=[IngestItem(corrected, corrected)],
             actor=actor,
             api_key=None,
             channel="resubmit",

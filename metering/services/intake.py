@@ -1,0 +1,209 @@
+"""Intake: from an ingest request's body to ingested events, for every way usage arrives over
+HTTP (native batch, CloudEvents structured, batch and binary, Lago single and batch).
+
+The views read the request (`IngestRequest`), call one function here and render its result.
+This module decodes the body, refuses what cannot be read (malformed JSON, a wrong shape, an
+unsupported media type, an empty or too large batch: a 4xx `AppError`, with the request kept
+in the dead letter where something could be read of it) and hands the events to
+`usage_ingest`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from django.conf import settings
+
+from core.actors import Actor
+from core.errors import AppError
+from core.models import ApiKey
+from metering import ingest
+from metering import error_codes
+from metering.services.dead_letter import dead_letter_request
+from metering.services.ingest import IngestItem, IngestResult, usage_ingest
+
+JSON = "application/json"
+CE_STRUCTURED = "application/cloudevents+json"
+CE_BATCH = "application/cloudevents-batch+json"
+RAW_KEPT = 1_000_000  # characters of an unreadable body kept in the dead letter
+
+
+@dataclass(frozen=True, slots=True)
+class IngestRequest:
+    """What an ingest view read from its HTTP request."""
+
+    body: bytes
+    media_type: str  # lower case, without parameters ("" when the request named none)
+    actor: Actor
+    api_key: ApiKey | None
+    # CloudEvents binary mode: the ce-* attributes (specversion, id, source, subject, type, time)
+    ce_attributes: dict[str, str | None] | None = field(default=None)
+
+
+def _refuse(
+    request: IngestRequest, *, code: str, message: str, raw: Any, status: int, **extra: Any
+) -> AppError:
+    """Keep what could be read of a refused request in the dead letter, and build the 4xx error."""
+    rejected = dead_letter_request(
+        code=code, message=message, raw=raw, actor=request.actor, api_key=request.api_key
+    )
+    return AppError(message, code=code, status=status, extra={"rejected_id": rejected.pk, **extra})
+
+
+def _malformed(request: IngestRequest, raw: Any, message: str) -> AppError:
+    """400 malformed_request for a body of the wrong shape, kept in the dead letter."""
+    return _refuse(
+        request, code=error_codes.MALFORMED_REQUEST, status=400, raw=raw, message=message
+    )
+
+
+def _body_text(request: IngestRequest) -> str:
+    return request.body[:RAW_KEPT].decode("utf-8", errors="replace")
+
+
+def _decode_json(request: IngestRequest) -> Any:
+    try:
+        return orjson.loads(request.body)
+    except orjson.JSONDecodeError as exc:
+        raise _refuse(
+            request,
+            code=error_codes.MALFORMED_REQUEST,
+            status=400,
+            message=f"The body is not valid JSON: {exc}.",
+            raw=_body_text(request),
+        ) from exc
+
+
+def _check_batch_size(request: IngestRequest, events: list[Any], raw: Any) -> None:
+    limit = settings.LEDGERLINE["MAX_BATCH_EVENTS"]
+    if not events:
+        raise AppError("The batch has no events.", code=error_codes.EMPTY_BATCH, status=400)
+    if len(events) > limit:
+        raise _refuse(
+            request,
+            code=error_codes.BATCH_TOO_LARGE,
+            status=413,
+            raw=raw,
+            message=f"A request takes at most {limit:,} events; this one has {len(events):,}. "
+            "Split it; the batch is kept in the dead letter.",
+            limit=limit,
+            received=len(events),
+        )
+
+
+def _binary_cloudevent(request: IngestRequest, attributes: dict[str, str | None]) -> IngestItem:
+    """CloudEvents binary mode: the attributes came as ce-* headers, the body is `data`."""
+    data: Any = None
+    if request.body:
+        if request.media_type.endswith("json"):
+            try:
+                data = orjson.loads(request.body)
+            except orjson.JSONDecodeError:
+                data = request.body.decode("utf-8", errors="replace")
+        else:
+            data = request.body.decode("utf-8", errors="replace")
+    ce = {**attributes, "data": data}
+    return IngestItem(ingest.from_cloudevent(ce), ce)
+
+
+def events_intake(*, request: IngestRequest) -> IngestResult:
+    """`POST /api/v1/events`: a native batch, or CloudEvents 1.0 (structured, batch or binary)."""
+    ctype = request.media_type
+    if request.ce_attributes is not None:
+        items = [_binary_cloudevent(request, request.ce_attributes)]
+        channel = "cloudevents-binary"
+    elif ctype == JSON:
+        # The common batch is decoded into typed events (ingest.decode_native); any other (bad
+        # JSON, wrong shape or types, extra fields, empty or too large) takes orjson.
+        native = ingest.decode_native(request.body)
+        if native and len(native) <= settings.LEDGERLINE["MAX_BATCH_EVENTS"]:
+            items = [IngestItem(e, e) for e in native]
+        else:
+            doc = _decode_json(request)
+            events = doc.get("events") if isinstance(doc, dict) else None
+            if not isinstance(events, list):
+                raise _malformed(
+                    request, doc, 'The body must be a JSON object with an "events" list.'
+                )
+            _check_batch_size(request, events, doc)
+            items = [IngestItem(e, e) for e in events]
+        channel = "native"
+    elif ctype == CE_STRUCTURED:
+        doc = _decode_json(request)
+        items = [IngestItem(ingest.from_cloudevent(doc), doc)]
+        channel = "cloudevents"
+    elif ctype == CE_BATCH:
+        doc = _decode_json(request)
+        if not isinstance(doc, list):
+            raise _malformed(request, doc, "A CloudEvents batch must be a JSON array of events.")
+        _check_batch_size(request, doc, doc)
+        items = [IngestItem(ingest.from_cloudevent(ce), ce) for ce in doc]
+        channel = "cloudevents-batch"
+    else:
+        raise _refuse(
+            request,
+            code=error_codes.UNSUPPORTED_MEDIA_TYPE,
+            status=415,
+            raw=_body_text(request),
+            message=f"Content type {ctype or '(none)'!r} is not accepted; send {JSON}, "
+            f"{CE_STRUCTURED} or {CE_BATCH}.",
+        )
+    return usage_ingest(items=items, actor=request.actor, api_key=request.api_key, channel=channel)
+
+
+@dataclass(frozen=True, slots=True)
+class LagoIntake:
+    """The outcome of a Lago request, with the events as Lago sent them (for its echo)."""
+
+    result: IngestResult
+    events: list[Any]
+
+
+def _lago_doc(request: IngestRequest) -> Any:
+    if request.media_type not in (JSON, ""):
+        raise _refuse(
+            request,
+            code=error_codes.UNSUPPORTED_MEDIA_TYPE,
+            status=415,
+            raw=request.body.decode("utf-8", "replace"),
+            message="Send application/json.",
+        )
+    return _decode_json(request)
+
+
+def _lago_ingest(request: IngestRequest, events: list[Any], channel: str) -> IngestResult:
+    return usage_ingest(
+        items=[IngestItem(ingest.from_lago(e), e) for e in events],
+        actor=request.actor,
+        api_key=request.api_key,
+        channel=channel,
+    )
+
+
+def lago_event_intake(*, request: IngestRequest) -> LagoIntake:
+    """Lago `POST /api/v1/events`: `{"event": {...}}`."""
+    doc = _lago_doc(request)
+    event = doc.get("event") if isinstance(doc, dict) else None
+    if not isinstance(event, dict):
+        raise _malformed(request, doc, 'The body must be {"event": {...}}.')
+    return LagoIntake(_lago_ingest(request, [event], "lago"), [event])
+
+
+def lago_batch_intake(*, request: IngestRequest) -> LagoIntake:
+    """Lago `POST /api/v1/events/batch`: `{"events": [...]}`; no events is Lago's 422
+    `no_events`."""
+    doc = _lago_doc(request)
+    events = doc.get("events") if isinstance(doc, dict) else None
+    if not isinstance(events, list):
+        raise _malformed(request, doc, 'The body must be {"events": [...]}.')
+    if not events:
+        raise AppError(
+            "No events.",
+            code="validation_errors",
+            status=422,
+            extra={"error_details": {"events": ["no_events"]}},
+        )
+    _check_batch_size(request, events, doc)
+    return LagoIntake(_lago_ingest(request, events, "lago-batch"), events)
