@@ -19,7 +19,7 @@ import fastjsonschema
 import msgspec
 import orjson
 
-from metering import error_codes as codes
+from metering.error_codes import MeteringErrorCode
 
 QUANT = Decimal("0.000001")
 _UNIX_RE = re.compile(r"^-?\d+(\.\d+)?$")
@@ -136,31 +136,36 @@ def _text(event: dict[str, Any], name: str) -> str:
     if type(raw) is str and 0 < len(raw) <= MAX_LEN[name] and not _CONTROL.search(raw):
         return raw  # the fast path: a plain, short string
     if raw is None or raw == "":
-        raise _Reject(codes.MISSING_FIELD, f"The event has no '{name}'.")
+        raise _Reject(MeteringErrorCode.MISSING_FIELD, f"The event has no '{name}'.")
     if isinstance(raw, bool) or not isinstance(raw, str | int):
-        raise _Reject(codes.INVALID_FIELD, f"'{name}' must be a string.")
+        raise _Reject(MeteringErrorCode.INVALID_FIELD, f"'{name}' must be a string.")
     text = str(raw)
     if _CONTROL.search(text):
         raise _Reject(
-            codes.INVALID_FIELD, f"'{name}' contains a control character (NUL, tab, newline...)."
+            MeteringErrorCode.INVALID_FIELD,
+            f"'{name}' contains a control character (NUL, tab, newline...).",
         )
     if len(text) > MAX_LEN[name]:
-        raise _Reject(codes.INVALID_FIELD, f"'{name}' is longer than {MAX_LEN[name]} characters.")
+        raise _Reject(
+            MeteringErrorCode.INVALID_FIELD, f"'{name}' is longer than {MAX_LEN[name]} characters."
+        )
     return text
 
 
 def parse_timestamp(raw: Any) -> datetime:
     """ISO 8601 with an offset (or Z), or Unix seconds."""
     if raw is None or raw == "":
-        raise _Reject(codes.MISSING_FIELD, "The event has no 'timestamp'.")
+        raise _Reject(MeteringErrorCode.MISSING_FIELD, "The event has no 'timestamp'.")
     if isinstance(raw, bool):
-        raise _Reject(codes.INVALID_TIMESTAMP, "'timestamp' must be ISO 8601 or Unix seconds.")
+        raise _Reject(
+            MeteringErrorCode.INVALID_TIMESTAMP, "'timestamp' must be ISO 8601 or Unix seconds."
+        )
     if isinstance(raw, int | float):
         try:
             return datetime.fromtimestamp(raw, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
             raise _Reject(
-                codes.INVALID_TIMESTAMP, f"'timestamp' {raw} is not a usable Unix time."
+                MeteringErrorCode.INVALID_TIMESTAMP, f"'timestamp' {raw} is not a usable Unix time."
             ) from exc
     if isinstance(raw, str):
         if _UNIX_RE.match(raw):
@@ -169,35 +174,40 @@ def parse_timestamp(raw: Any) -> datetime:
             ts = datetime.fromisoformat(raw)
         except ValueError as exc:
             raise _Reject(
-                codes.INVALID_TIMESTAMP, f"'timestamp' {raw[:60]!r} is not ISO 8601."
+                MeteringErrorCode.INVALID_TIMESTAMP, f"'timestamp' {raw[:60]!r} is not ISO 8601."
             ) from exc
         if ts.tzinfo is None:
             raise _Reject(
-                codes.INVALID_TIMESTAMP,
+                MeteringErrorCode.INVALID_TIMESTAMP,
                 f"'timestamp' {raw[:60]!r} has no time zone; add Z or an offset like +00:00.",
             )
         return ts.astimezone(UTC)
-    raise _Reject(codes.INVALID_TIMESTAMP, "'timestamp' must be ISO 8601 or Unix seconds.")
+    raise _Reject(
+        MeteringErrorCode.INVALID_TIMESTAMP, "'timestamp' must be ISO 8601 or Unix seconds."
+    )
 
 
 def parse_value(raw: Any, what: str) -> Decimal:
     if type(raw) is int and -MAX_INT < raw < MAX_INT:
         return Decimal(raw)  # the common case: a whole number
     if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
-        raise _Reject(codes.INVALID_VALUE, f"{what} must be a number.")
+        raise _Reject(MeteringErrorCode.INVALID_VALUE, f"{what} must be a number.")
     try:
         value = Decimal(str(raw).strip()) if not isinstance(raw, Decimal) else raw
     except InvalidOperation as exc:
-        raise _Reject(codes.INVALID_VALUE, f"{what} {str(raw)[:40]!r} is not a number.") from exc
+        raise _Reject(
+            MeteringErrorCode.INVALID_VALUE, f"{what} {str(raw)[:40]!r} is not a number."
+        ) from exc
     if not value.is_finite():
-        raise _Reject(codes.INVALID_VALUE, f"{what} must be a finite number.")
+        raise _Reject(MeteringErrorCode.INVALID_VALUE, f"{what} must be a finite number.")
     if abs(value) >= MAX_VALUE:
         raise _Reject(
-            codes.INVALID_VALUE, f"{what} is too large (at most 24 digits before the point)."
+            MeteringErrorCode.INVALID_VALUE,
+            f"{what} is too large (at most 24 digits before the point).",
         )
     quantized = value.quantize(QUANT)
     if quantized != value:
-        raise _Reject(codes.INVALID_VALUE, f"{what} has more than 6 decimal places.")
+        raise _Reject(MeteringErrorCode.INVALID_VALUE, f"{what} has more than 6 decimal places.")
     return quantized
 
 
@@ -234,7 +244,7 @@ def _pick_version(versions: list[VersionInfo], ts: datetime, code: str) -> Versi
         if version.effective_from <= ts:
             return version
     raise _Reject(
-        codes.METRIC_NOT_EFFECTIVE,
+        MeteringErrorCode.METRIC_NOT_EFFECTIVE,
         f"Metric '{code}' has no version in force at {ts.isoformat()}; its first starts "
         f"{versions[-1].effective_from.isoformat()}.",
     )
@@ -353,23 +363,23 @@ def _checked(
     ts, ts_iso = _timestamp(raw_ts, ctx.timestamps)
     if ts < ctx.oldest:
         raise _Reject(
-            codes.EVENT_TOO_OLD,
+            MeteringErrorCode.EVENT_TOO_OLD,
             f"The event is from {ts.isoformat()}, before the accepted window starting "
             f"{ctx.oldest.isoformat(timespec='seconds')}.",
         )
     if ts > ctx.newest:
         raise _Reject(
-            codes.EVENT_IN_FUTURE,
+            MeteringErrorCode.EVENT_IN_FUTURE,
             f"The event is from {ts.isoformat()}, more than the allowed margin in the future.",
         )
     versions = ctx.catalog.get(code)
     if not versions:
-        raise _Reject(codes.UNKNOWN_METRIC, f"There is no metric with code '{code}'.")
+        raise _Reject(MeteringErrorCode.UNKNOWN_METRIC, f"There is no metric with code '{code}'.")
     version = versions[0] if versions[0].effective_from <= ts else _pick_version(versions, ts, code)
     if props is None:
         props = {}
     elif type(props) is not dict and not isinstance(props, dict):
-        raise _Reject(codes.INVALID_FIELD, "'properties' must be a JSON object.")
+        raise _Reject(MeteringErrorCode.INVALID_FIELD, "'properties' must be a JSON object.")
     value: Decimal | None = None
     value_text: str | None = None
     aggregation = version.aggregation
@@ -381,30 +391,33 @@ def _checked(
             value, value_text = _value(prop, f"Property '{version.value_property}'", ctx.values)
         else:
             raise _Reject(
-                codes.VALUE_REQUIRED,
+                MeteringErrorCode.VALUE_REQUIRED,
                 f"Metric '{code}' ({aggregation}) needs a value: send 'value' or "
                 f"property '{version.value_property}'.",
             )
     if aggregation == "unique_count" and props.get(version.value_property) in (None, ""):
         raise _Reject(
-            codes.VALUE_REQUIRED,
+            MeteringErrorCode.VALUE_REQUIRED,
             f"Metric '{code}' counts distinct values of property '{version.value_property}', "
             "which the event lacks.",
         )
     try:
         props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:
-        raise _Reject(codes.INVALID_FIELD, f"'properties' cannot be stored: {exc}.") from exc
+        raise _Reject(
+            MeteringErrorCode.INVALID_FIELD, f"'properties' cannot be stored: {exc}."
+        ) from exc
     problem = ctx.schema.get((version.id, props_json), _UNSEEN)
     if problem is _UNSEEN:
         problem = _schema_problem(version, props, props_json, ctx.schema)
     if problem is not None:
         raise _Reject(
-            codes.SCHEMA_VIOLATION, f"'properties' do not match metric '{code}': {problem}."
+            MeteringErrorCode.SCHEMA_VIOLATION,
+            f"'properties' do not match metric '{code}': {problem}.",
         )
     if b"\\u0000" in props_json:
         raise _Reject(
-            codes.INVALID_FIELD,
+            MeteringErrorCode.INVALID_FIELD,
             "'properties' contain a NUL (\\u0000) character, which cannot be stored.",
         )
     return Candidate(
@@ -431,7 +444,7 @@ _UNSEEN = object()
 def validate_one(index: int, event: Any, raw: Any, ctx: _BatchContext) -> Candidate:
     """The general path: any decoded event (a dict from orjson or an adapter)."""
     if type(event) is not dict and not isinstance(event, dict):
-        raise _Reject(codes.EVENT_MALFORMED, "The event is not a JSON object.")
+        raise _Reject(MeteringErrorCode.EVENT_MALFORMED, "The event is not a JSON object.")
     if "_reject" in event:  # an adapter found the input shape broken
         raise _Reject(*event["_reject"])
     source, event_id, customer_ref, code = _ids(event)
@@ -598,7 +611,7 @@ def from_cloudevent(ce: Any) -> Any:
         return {
             "source": ce.get("source"),
             "event_id": ce.get("id"),
-            "_reject": (codes.EVENT_MALFORMED, "A CloudEvent needs specversion '1.0'."),
+            "_reject": (MeteringErrorCode.EVENT_MALFORMED, "A CloudEvent needs specversion '1.0'."),
         }
     data = ce.get("data")
     value = None

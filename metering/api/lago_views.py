@@ -23,8 +23,9 @@ from rest_framework.views import APIView
 from core.api.errors import exception_handler as ll_exception_handler
 from core.errors import AppError
 from core.models import ApiScope
-from metering import error_codes, ingest
+from metering import ingest
 from metering.api.views import _parser, ingest_request
+from metering.error_codes import MeteringErrorCode
 from metering.services import IngestResult, lago_batch_intake, lago_event_intake
 
 LAGO_NS = uuid.UUID("6c1d3f0e-4a8e-4f39-9a51-3d7d0c0f1a2b")
@@ -38,15 +39,15 @@ FIELD_OF = {
     "source": "transaction_id",
 }
 LAGO_CODES: dict[str, tuple[str, str]] = {
-    error_codes.INVALID_TIMESTAMP: ("timestamp", "invalid_format"),
-    error_codes.EVENT_TOO_OLD: ("timestamp", "event_too_old"),
-    error_codes.EVENT_IN_FUTURE: ("timestamp", "event_in_future"),
-    error_codes.UNKNOWN_METRIC: ("code", "metric_not_found"),
-    error_codes.METRIC_NOT_EFFECTIVE: ("code", "metric_not_effective"),
-    error_codes.SCHEMA_VIOLATION: ("properties", "invalid_value"),
-    error_codes.INVALID_VALUE: ("properties", "invalid_value"),
-    error_codes.VALUE_REQUIRED: ("properties", "value_is_mandatory"),
-    error_codes.EVENT_MALFORMED: ("event", "invalid_format"),
+    MeteringErrorCode.INVALID_TIMESTAMP: ("timestamp", "invalid_format"),
+    MeteringErrorCode.EVENT_TOO_OLD: ("timestamp", "event_too_old"),
+    MeteringErrorCode.EVENT_IN_FUTURE: ("timestamp", "event_in_future"),
+    MeteringErrorCode.UNKNOWN_METRIC: ("code", "metric_not_found"),
+    MeteringErrorCode.METRIC_NOT_EFFECTIVE: ("code", "metric_not_effective"),
+    MeteringErrorCode.SCHEMA_VIOLATION: ("properties", "invalid_value"),
+    MeteringErrorCode.INVALID_VALUE: ("properties", "invalid_value"),
+    MeteringErrorCode.VALUE_REQUIRED: ("properties", "value_is_mandatory"),
+    MeteringErrorCode.EVENT_MALFORMED: ("event", "invalid_format"),
 }
 
 
@@ -89,7 +90,9 @@ def _field_errors(result: dict[str, Any], raw: Any) -> dict[str, list[str]]:
     message = result.get("message", "")
     missing = next((lago for ours, lago in FIELD_OF.items() if f"'{ours}'" in message), "event")
     return {
-        missing: ["value_is_mandatory" if code == error_codes.MISSING_FIELD else "invalid_value"]
+        missing: [
+            "value_is_mandatory" if code == MeteringErrorCode.MISSING_FIELD else "invalid_value"
+        ]
     }
 
 

@@ -4,59 +4,39 @@ usage_ingest` is how the rest of the project calls them."""
 
 from __future__ import annotations
 
-from metering.services.metrics import (
-    _metric_version_snapshot,
-    _check_metric_version,
-    metric_create,
-    metric_version_add,
-)
-from metering.services.summaries import (
-    usage_summarize_window,
-    usage_summaries_close,
-    LATE_USAGE_LOOKBACK_DAYS,
-    usage_summaries_refresh,
-)
-from metering.services.ingest import (
-    EventOutcome,
-    IngestCounts,
-    IngestItem,
-    IngestResult,
-    STALE_RETRIES,
-    usage_ingest,
-    _TS_ISO,
-    _MONTH,
-    _validate,
-    _ingest_store,
-    _open_unmapped_cases,
-    unmapped_fingerprint,
-    _record_conflicts,
-    _conflict_raw,
-    rejected_event_resubmit,
-)
 from metering.services.dead_letter import (
     _dead_letter,
     _raw_for_storage,
     dead_letter_request,
 )
-from metering.services.tallies import (
-    TALLY_COLUMNS,
-    _tally_add,
-)
-from metering.services.mappings import (
-    customer_mapping_create,
-    held_events_release,
-)
 from metering.services.imports import (
-    CSV_COLUMNS,
     CSV_BATCH,
+    CSV_COLUMNS,
     ERROR_REPORT_HEADER,
     ImportProgress,
-    _csv_lines,
     _csv_event,
-    usage_import_stream,
-    import_job_create,
+    _csv_lines,
     _enqueue_import,
+    import_job_create,
     import_job_run,
+    usage_import_stream,
+)
+from metering.services.ingest import (
+    _MONTH,
+    _TS_ISO,
+    STALE_RETRIES,
+    EventOutcome,
+    IngestCounts,
+    IngestItem,
+    IngestResult,
+    _conflict_raw,
+    _ingest_store,
+    _open_unmapped_cases,
+    _record_conflicts,
+    _validate,
+    rejected_event_resubmit,
+    unmapped_fingerprint,
+    usage_ingest,
 )
 from metering.services.intake import (
     IngestRequest,
@@ -64,6 +44,26 @@ from metering.services.intake import (
     events_intake,
     lago_batch_intake,
     lago_event_intake,
+)
+from metering.services.mappings import (
+    customer_mapping_create,
+    held_events_release,
+)
+from metering.services.metrics import (
+    _check_metric_version,
+    _metric_version_snapshot,
+    metric_create,
+    metric_version_add,
+)
+from metering.services.summaries import (
+    LATE_USAGE_LOOKBACK_DAYS,
+    usage_summaries_close,
+    usage_summaries_refresh,
+    usage_summarize_window,
+)
+from metering.services.tallies import (
+    TALLY_COLUMNS,
+    _tally_add,
 )
 
 __all__ = [

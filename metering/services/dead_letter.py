@@ -13,7 +13,9 @@ from django.utils import timezone
 from core.actors import Actor
 from core.models import ApiKey
 from exceptions.services import audit_record, case_open_or_update
-from metering import error_codes, ingest
+from metering import ingest
+from metering.audit_actions import MeteringAction
+from metering.error_codes import MeteringCaseKind
 from metering.models import (
     RejectedEvent,
 )
@@ -29,7 +31,7 @@ def _dead_letter(
     rows: list[RejectedEvent] = []
     for (source, code), rejs in sorted(groups.items()):
         case, _ = case_open_or_update(
-            kind=error_codes.CASE_REJECTED,
+            kind=MeteringCaseKind.REJECTED,
             fingerprint=f"metering:rejected:{source}:{code}",
             title=f"Usage events from {source or 'an unidentified source'} rejected: {code}",
             actor=actor,
@@ -89,7 +91,7 @@ def dead_letter_request(
         _tally_add({(source, now.astimezone(UTC).date().isoformat()): {"rejected": 1}})
         audit_record(
             actor=actor,
-            action="usage.ingest_refused",
+            action=MeteringAction.USAGE_INGEST_REFUSED,
             obj=rejected,
             after={"code": code},
             reason=message[:500],

@@ -18,7 +18,9 @@ from core.actors import Actor
 from core.errors import AppError
 from core.models import ApiKey
 from exceptions.services import audit_record
-from metering import error_codes, ingest
+from metering import ingest
+from metering.audit_actions import MeteringAction
+from metering.error_codes import MeteringErrorCode
 from metering.models import (
     ImportJob,
 )
@@ -57,7 +59,7 @@ def _csv_event(row: dict[str, str]) -> dict[str, Any]:
             event["properties"] = orjson.loads(props)
         except orjson.JSONDecodeError:
             event["_reject"] = (
-                error_codes.INVALID_FIELD,
+                MeteringErrorCode.INVALID_FIELD,
                 "The properties column is not valid JSON.",
             )
     return event
@@ -83,7 +85,7 @@ def usage_import_stream(
         raise AppError(
             f"The CSV file lacks the column(s) {', '.join(missing)}; the header must name "
             f"{', '.join(CSV_COLUMNS)}[, value, properties].",
-            code=error_codes.IMPORT_INVALID,
+            code=MeteringErrorCode.IMPORT_INVALID,
         )
     writer = csv.writer(error_report)
     writer.writerow(ERROR_REPORT_HEADER)
@@ -125,14 +127,14 @@ def usage_import_stream(
 def import_job_create(*, upload: Any, user: Any, actor: Actor) -> ImportJob:
     """Keep the uploaded file and queue its ingestion (after commit)."""
     if not upload.name.lower().endswith(".csv"):
-        raise AppError("Upload a .csv file.", code=error_codes.IMPORT_INVALID)
+        raise AppError("Upload a .csv file.", code=MeteringErrorCode.IMPORT_INVALID)
     with transaction.atomic():
         job = ImportJob(filename=upload.name[:255], total_bytes=upload.size or 0, created_by=user)
         job.file.save(f"{uuid.uuid4().hex}.csv", upload, save=False)
         job.save()
         audit_record(
             actor=actor,
-            action="usage.import_queued",
+            action=MeteringAction.USAGE_IMPORT_QUEUED,
             obj=job,
             after={"filename": job.filename, "bytes": job.total_bytes},
         )
@@ -187,7 +189,7 @@ def import_job_run(*, job_id: int, actor: Actor) -> ImportJob:
         job.save()
         audit_record(
             actor=actor,
-            action="usage.import_finished",
+            action=MeteringAction.USAGE_IMPORT_FINISHED,
             obj=job,
             after={
                 "status": status,

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 from operator import attrgetter, itemgetter
-from collections.abc import Sequence
 from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from django.conf import settings
@@ -20,7 +20,9 @@ from core.actors import Actor
 from core.errors import Conflict
 from core.models import ApiKey
 from exceptions.services import audit_record, case_open_or_update
-from metering import error_codes, event_store, ingest, partitions, reference
+from metering import event_store, ingest, partitions, reference
+from metering.audit_actions import MeteringAction
+from metering.error_codes import MeteringCaseKind, MeteringErrorCode
 from metering.models import (
     DuplicateConflict,
     HeldEvent,
@@ -269,7 +271,7 @@ def _ingest_store(
         _tally_add(tally)
     audit_record(
         actor=actor,
-        action="usage.ingest",
+        action=MeteringAction.USAGE_INGEST,
         object_type="metering.ingestbatch",
         object_id=batch_id,
         object_repr=f"{channel} batch of {len(items)}",
@@ -289,11 +291,11 @@ def _open_unmapped_cases(held: list[ingest.Candidate], *, actor: Actor) -> None:
         groups[(c.source, c.customer_ref)] += 1
     for (source, ref), n in sorted(groups.items()):
         case_open_or_update(
-            kind=error_codes.CASE_UNMAPPED,
+            kind=MeteringCaseKind.UNMAPPED,
             fingerprint=unmapped_fingerprint(source, ref),
             title=f"No customer mapped for {source}:{ref}; its usage is held",
             actor=actor,
-            error_code=error_codes.CASE_UNMAPPED,
+            error_code=MeteringCaseKind.UNMAPPED,
             occurrences=n,
             error_message=f"Events from source '{source}' for customer_ref '{ref}' are held until a "
             "customer mapping is added.",
@@ -314,11 +316,11 @@ def _record_conflicts(
     rows = []
     for source, group in sorted(groups.items()):
         case, _ = case_open_or_update(
-            kind=error_codes.CASE_CONFLICT,
+            kind=MeteringCaseKind.CONFLICT,
             fingerprint=f"metering:conflict:{source}",
             title=f"Events from {source} re-sent with different content",
             actor=actor,
-            error_code=error_codes.CASE_CONFLICT,
+            error_code=MeteringCaseKind.CONFLICT,
             occurrences=len(group),
             error_message="An event id already received was sent again with different content; the "
             "original stands until finance decides.",
@@ -359,7 +361,8 @@ def rejected_event_resubmit(
         locked = RejectedEvent.objects.select_for_update().get(pk=rejected.pk)
         if locked.status != RejectedStatus.OPEN:
             raise Conflict(
-                "This rejected event was already re-submitted.", code=error_codes.REJECTED_NOT_OPEN
+                "This rejected event was already re-submitted.",
+                code=MeteringErrorCode.REJECTED_NOT_OPEN,
             )
         result = usage_ingest(
             items=[IngestItem(corrected, corrected)],
@@ -377,7 +380,7 @@ def rejected_event_resubmit(
         locked.save(update_fields=["status", "resubmitted_at", "resubmission_outcome"])
         audit_record(
             actor=actor,
-            action="usage.resubmit",
+            action=MeteringAction.USAGE_RESUBMIT,
             obj=locked,
             before={"raw": locked.raw or locked.raw_text},
             after={"event": corrected, "outcome": outcome["status"]},

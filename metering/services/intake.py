@@ -20,7 +20,7 @@ from core.actors import Actor
 from core.errors import AppError
 from core.models import ApiKey
 from metering import ingest
-from metering import error_codes
+from metering.error_codes import MeteringErrorCode
 from metering.services.dead_letter import dead_letter_request
 from metering.services.ingest import IngestItem, IngestResult, usage_ingest
 
@@ -55,7 +55,7 @@ def _refuse(
 def _malformed(request: IngestRequest, raw: Any, message: str) -> AppError:
     """400 malformed_request for a body of the wrong shape, kept in the dead letter."""
     return _refuse(
-        request, code=error_codes.MALFORMED_REQUEST, status=400, raw=raw, message=message
+        request, code=MeteringErrorCode.MALFORMED_REQUEST, status=400, raw=raw, message=message
     )
 
 
@@ -69,7 +69,7 @@ def _decode_json(request: IngestRequest) -> Any:
     except orjson.JSONDecodeError as exc:
         raise _refuse(
             request,
-            code=error_codes.MALFORMED_REQUEST,
+            code=MeteringErrorCode.MALFORMED_REQUEST,
             status=400,
             message=f"The body is not valid JSON: {exc}.",
             raw=_body_text(request),
@@ -79,11 +79,11 @@ def _decode_json(request: IngestRequest) -> Any:
 def _check_batch_size(request: IngestRequest, events: list[Any], raw: Any) -> None:
     limit = settings.LEDGERLINE["MAX_BATCH_EVENTS"]
     if not events:
-        raise AppError("The batch has no events.", code=error_codes.EMPTY_BATCH, status=400)
+        raise AppError("The batch has no events.", code=MeteringErrorCode.EMPTY_BATCH, status=400)
     if len(events) > limit:
         raise _refuse(
             request,
-            code=error_codes.BATCH_TOO_LARGE,
+            code=MeteringErrorCode.BATCH_TOO_LARGE,
             status=413,
             raw=raw,
             message=f"A request takes at most {limit:,} events; this one has {len(events):,}. "
@@ -144,7 +144,7 @@ def events_intake(*, request: IngestRequest) -> IngestResult:
     else:
         raise _refuse(
             request,
-            code=error_codes.UNSUPPORTED_MEDIA_TYPE,
+            code=MeteringErrorCode.UNSUPPORTED_MEDIA_TYPE,
             status=415,
             raw=_body_text(request),
             message=f"Content type {ctype or '(none)'!r} is not accepted; send {JSON}, "
@@ -165,7 +165,7 @@ def _lago_doc(request: IngestRequest) -> Any:
     if request.media_type not in (JSON, ""):
         raise _refuse(
             request,
-            code=error_codes.UNSUPPORTED_MEDIA_TYPE,
+            code=MeteringErrorCode.UNSUPPORTED_MEDIA_TYPE,
             status=415,
             raw=request.body.decode("utf-8", "replace"),
             message="Send application/json.",

@@ -13,7 +13,9 @@ from core.errors import AppError, Conflict
 from core.models import Customer
 from exceptions.models import OPEN_STATUSES, CaseStatus, ExceptionCase
 from exceptions.services import audit_record, case_close
-from metering import error_codes, partitions, reference
+from metering import partitions, reference
+from metering.audit_actions import MeteringAction
+from metering.error_codes import MeteringErrorCode
 from metering.models import (
     CustomerMapping,
     HeldEvent,
@@ -31,20 +33,20 @@ def customer_mapping_create(
     source, customer_ref = source.strip(), customer_ref.strip()
     if not source or not customer_ref:
         raise AppError(
-            "A mapping needs a source and a customer_ref.", code=error_codes.MAPPING_INVALID
+            "A mapping needs a source and a customer_ref.", code=MeteringErrorCode.MAPPING_INVALID
         )
     with transaction.atomic():
         reference.lock_mappings()  # no ingest transaction runs from here to commit
         if CustomerMapping.objects.filter(source=source, customer_ref=customer_ref).exists():
             raise Conflict(
-                f"{source}:{customer_ref} is already mapped.", code=error_codes.MAPPING_EXISTS
+                f"{source}:{customer_ref} is already mapped.", code=MeteringErrorCode.MAPPING_EXISTS
             )
         mapping = CustomerMapping(source=source, customer_ref=customer_ref, customer=customer)
         mapping.full_clean()
         mapping.save()
         audit_record(
             actor=actor,
-            action="mapping.create",
+            action=MeteringAction.MAPPING_CREATE,
             obj=mapping,
             after={"source": source, "customer_ref": customer_ref, "customer_id": customer.pk},
         )
@@ -100,7 +102,7 @@ def held_events_release(*, mapping: CustomerMapping, actor: Actor) -> int:
             _tally_add(per_day)
             audit_record(
                 actor=actor,
-                action="usage.release",
+                action=MeteringAction.USAGE_RELEASE,
                 obj=mapping,
                 after={
                     "released": len(held),

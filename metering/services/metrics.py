@@ -11,7 +11,8 @@ from django.db import transaction
 from core.actors import Actor
 from core.errors import AppError, Conflict
 from exceptions.services import audit_record
-from metering import error_codes
+from metering.audit_actions import MeteringAction
+from metering.error_codes import MeteringErrorCode
 from metering.models import (
     Aggregation,
     MetricDefinition,
@@ -37,23 +38,23 @@ def _check_metric_version(
     if aggregation not in Aggregation.values:
         raise AppError(
             f"Unknown aggregation {aggregation!r}; use one of {', '.join(Aggregation.values)}.",
-            code=error_codes.METRIC_INVALID,
+            code=MeteringErrorCode.METRIC_INVALID,
         )
     if aggregation != Aggregation.COUNT and not value_property:
         raise AppError(
             f"A {aggregation} metric needs the property that holds its value.",
-            code=error_codes.METRIC_INVALID,
+            code=MeteringErrorCode.METRIC_INVALID,
         )
     if not isinstance(properties_schema, dict):
         raise AppError(
-            "The properties schema must be a JSON object.", code=error_codes.METRIC_INVALID
+            "The properties schema must be a JSON object.", code=MeteringErrorCode.METRIC_INVALID
         )
     try:
         fastjsonschema.compile(properties_schema)
     except fastjsonschema.JsonSchemaDefinitionException as exc:
         raise AppError(
             f"The properties schema is not a valid JSON Schema: {exc}",
-            code=error_codes.METRIC_INVALID,
+            code=MeteringErrorCode.METRIC_INVALID,
         ) from exc
 
 
@@ -77,7 +78,7 @@ def metric_create(
         if MetricDefinition.objects.filter(code=code).exists():
             raise Conflict(
                 f"A metric with code {code!r} exists; add a version instead.",
-                code=error_codes.METRIC_EXISTS,
+                code=MeteringErrorCode.METRIC_EXISTS,
             )
         metric = MetricDefinition(code=code)
         metric.full_clean()
@@ -95,7 +96,10 @@ def metric_create(
         version.full_clean()
         version.save()
         audit_record(
-            actor=actor, action="metric.create", obj=metric, after=_metric_version_snapshot(version)
+            actor=actor,
+            action=MeteringAction.METRIC_CREATE,
+            obj=metric,
+            after=_metric_version_snapshot(version),
         )
     return version
 
@@ -137,13 +141,13 @@ def metric_version_add(
         if metric.versions.filter(effective_from=effective_from).exists():
             raise Conflict(
                 "Another version of this metric starts at the same time.",
-                code=error_codes.METRIC_INVALID,
+                code=MeteringErrorCode.METRIC_INVALID,
             )
         version.full_clean()
         version.save()
         audit_record(
             actor=actor,
-            action="metric.version_add",
+            action=MeteringAction.METRIC_VERSION_ADD,
             obj=metric,
             before=_metric_version_snapshot(last),
             after=_metric_version_snapshot(version),

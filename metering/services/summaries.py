@@ -13,6 +13,7 @@ from django.utils import timezone
 from core.actors import Actor
 from core.errors import AppError
 from exceptions.services import audit_record
+from metering.audit_actions import MeteringAction
 from metering.models import (
     UsageEvent,
     UsageSummary,
@@ -102,7 +103,7 @@ def usage_summarize_window(
         if created or updated:
             audit_record(
                 actor=actor,
-                action="usage.summarize",
+                action=MeteringAction.USAGE_SUMMARIZE,
                 object_type="metering.usagesummary",
                 object_id=f"{period_start:%Y%m%dT%H%M%S}-{period_end:%Y%m%dT%H%M%S}",
                 object_repr=f"usage {period_start:%Y-%m-%d %H:%M}..{period_end:%Y-%m-%d %H:%M}",
@@ -132,7 +133,7 @@ def usage_summaries_close(*, summary_ids: Iterable[int], actor: Actor) -> int:
         closed = UsageSummary.objects.filter(pk__in=open_ids).update(closed_at=timezone.now())
         audit_record(
             actor=actor,
-            action="usage.summaries_close",
+            action=MeteringAction.USAGE_SUMMARIES_CLOSE,
             object_type="metering.usagesummary",
             object_id=str(open_ids[0]) if len(open_ids) == 1 else f"{open_ids[0]}..{open_ids[-1]}",
             after={"closed_ids": open_ids},
