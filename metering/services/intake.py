@@ -111,6 +111,7 @@ def _binary_cloudevent(request: IngestRequest, attributes: dict[str, str | None]
 def events_intake(*, request: IngestRequest) -> IngestResult:
     """`POST /api/v1/events`: a native batch, or CloudEvents 1.0 (structured, batch or binary)."""
     ctype = request.media_type
+    items: list[IngestItem] | list[tuple[Any, Any]]
     if request.ce_attributes is not None:
         items = [_binary_cloudevent(request, request.ce_attributes)]
         channel = "cloudevents-binary"
@@ -119,7 +120,7 @@ def events_intake(*, request: IngestRequest) -> IngestResult:
         # JSON, wrong shape or types, extra fields, empty or too large) takes orjson.
         native = ingest.decode_native(request.body)
         if native and len(native) <= settings.LEDGERLINE["MAX_BATCH_EVENTS"]:
-            items = [IngestItem(e, e) for e in native]
+            items = [(e, e) for e in native]  # tuples: an IngestItem costs ~0.25 µs each
         else:
             doc = _decode_json(request)
             events = doc.get("events") if isinstance(doc, dict) else None
