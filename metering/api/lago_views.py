@@ -13,7 +13,9 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
-from django.http import HttpResponse
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -232,3 +234,25 @@ class LagoEventBatchApi(_LagoBase):
             orjson.dumps({"events": [_echo(i, e, result, received) for i, e in enumerate(events)]}),
             content_type="application/json",
         )
+
+
+SERVED = ("api/v1/events", "api/v1/events/batch")
+
+
+@csrf_exempt  # an API path: no session, no CSRF token (a POST would get Django's 403 page)
+@login_not_required
+def lago_not_found(request: HttpRequest) -> JsonResponse:
+    """Any other path under /compat/lago/: Lago's JSON 404, not Django's HTML page (which a Lago
+    client reports as a misleading server error)."""
+    return JsonResponse(
+        lago_error(
+            404,
+            code="not_found",
+            details={
+                "message": f"{request.path} is not served by the Lago compatibility layer; it "
+                f"serves POST {' and '.join(SERVED)} under the base URL "
+                f"{request.build_absolute_uri('/compat/lago/')}."
+            },
+        ),
+        status=404,
+    )
