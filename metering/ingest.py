@@ -504,10 +504,11 @@ def validate_batch(
     now: datetime,
     max_age: timedelta,
     max_future: timedelta,
+    field_names: dict[str, str] | None = None,
 ) -> Validated:
     """Validate (event, raw payload) pairs: typed NativeEvents first the typed way, anything else
     (or a typed event that does not pass) the general way. A later copy of a key in the batch is a
-    duplicate."""
+    duplicate. `field_names`: how the input format names our fields, for rejection messages."""
     out = Validated()
     ctx = _BatchContext(catalog, now - max_age, now + max_future)
     seen: dict[str, Candidate] = {}
@@ -527,7 +528,9 @@ def validate_batch(
                         _short(source, 100),
                         _short(event_id, 200),
                         rej.code,
-                        rej.message.replace("\x00", "\\u0000"),
+                        renamed(rej.message, field_names).replace("\x00", "\\u0000")
+                        if field_names
+                        else rej.message.replace("\x00", "\\u0000"),
                         raw,
                     )
                 )
@@ -623,7 +626,7 @@ def from_cloudevent(ce: Any) -> Any:
             properties = data["properties"]
     elif data is not None:
         value = data
-    return {
+    event = {
         "event_id": ce.get("id"),
         "source": ce.get("source"),
         "customer_ref": ce.get("subject"),
@@ -632,6 +635,31 @@ def from_cloudevent(ce: Any) -> Any:
         "value": value,
         "properties": properties,
     }
+    if event["timestamp"] is None or event["timestamp"] == "":
+        # `time` is optional in CloudEvents: the event takes its receipt time (as Lago's do), and
+        # the intake service says so in its outcome.
+        event["timestamp"] = datetime.now(UTC).isoformat()
+        event[TIME_FROM_RECEIPT] = True
+    return event
+
+
+TIME_FROM_RECEIPT = "_time_from_receipt"  # marks a canonical event stamped with its receipt time
+
+# Our field names as CloudEvents calls them: rejections of CloudEvents name these.
+CLOUDEVENT_NAMES = {
+    "event_id": "id",
+    "customer_ref": "subject",
+    "metric": "type",
+    "timestamp": "time",
+}
+
+
+def renamed(message: str, names: dict[str, str]) -> str:
+    """A rejection message with the quoted field names of another format ('customer_ref' ->
+    'subject'): every message quotes the field it is about."""
+    for ours, theirs in names.items():
+        message = message.replace(f"'{ours}'", f"'{theirs}'")
+    return message
 
 
 LAGO_SOURCE = "lago"

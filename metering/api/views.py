@@ -161,7 +161,8 @@ class EventIngestApi(APIView):
                 OpenApiParameter.HEADER,
                 required=False,
                 description="CloudEvents binary mode: with ce-id, ce-source, ce-subject, "
-                "ce-type, ce-time; the body is `data`.",
+                "ce-type and (optional: the receipt time) ce-time, each percent-encoded UTF-8 as "
+                "the HTTP binding says; the body is `data` (read as JSON without a Content-Type).",
             )
         ],
     )

@@ -119,7 +119,7 @@ def usage_ingest(
     for _ in range(STALE_RETRIES):
         if validated is None:  # first round, or the reference data changed
             ref = reference.current()
-            validated = _validate(items, ref, now)
+            validated = _validate(items, ref, now, channel)
         try:
             with transaction.atomic():
                 reference.lock_for_ingest()
@@ -132,7 +132,7 @@ def usage_ingest(
     reference.invalidate()  # the last round reads the reference data after the lock
     with transaction.atomic():
         reference.lock_for_ingest()
-        validated = _validate(items, reference.current(), now)
+        validated = _validate(items, reference.current(), now, channel)
         return _ingest_store(validated, ref=None, optimistic=False, **args)
 
 
@@ -140,7 +140,10 @@ _TS_ISO, _MONTH = attrgetter("ts_iso"), itemgetter(slice(0, 7))
 
 
 def _validate(
-    items: Sequence[IngestItem | tuple[Any, Any]], ref: reference.Reference, now: datetime
+    items: Sequence[IngestItem | tuple[Any, Any]],
+    ref: reference.Reference,
+    now: datetime,
+    channel: str,
 ) -> ingest.Validated:
     conf = settings.LEDGERLINE
     validated = ingest.validate_batch(
@@ -149,6 +152,7 @@ def _validate(
         now=now,
         max_age=timedelta(days=conf["EVENT_MAX_AGE_DAYS"]),
         max_future=timedelta(seconds=conf["EVENT_MAX_FUTURE_SECONDS"]),
+        field_names=ingest.CLOUDEVENT_NAMES if channel.startswith("cloudevents") else None,
     )
     reference.resolve_customers(ref, validated.candidates)
     if connection.vendor == "postgresql":

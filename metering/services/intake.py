@@ -10,8 +10,10 @@ in the dead letter where something could be read of it) and hands the events to
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import orjson
 from django.conf import settings
@@ -22,7 +24,8 @@ from core.models import ApiKey
 from metering import ingest
 from metering.error_codes import MeteringErrorCode
 from metering.services.dead_letter import dead_letter_request
-from metering.services.ingest import IngestItem, IngestResult, usage_ingest
+from metering.ingest import TIME_FROM_RECEIPT
+from metering.services.ingest import IngestCounts, IngestItem, IngestResult, usage_ingest
 
 JSON = "application/json"
 CE_STRUCTURED = "application/cloudevents+json"
@@ -93,19 +96,82 @@ def _check_batch_size(request: IngestRequest, events: list[Any], raw: Any) -> No
         )
 
 
+def _header_value(raw: str | None) -> str | None:
+    """A ce-* header's value as the HTTP binding sends it: percent-encoded UTF-8 (section 3.1.3.2:
+    '%' and two hex digits; a '%' not followed by two hex digits stays as it is). Raises
+    UnicodeDecodeError when the decoded bytes are not UTF-8."""
+    if raw is None or "%" not in raw:
+        return raw
+    return unquote_to_bytes(raw).decode("utf-8")
+
+
 def _binary_cloudevent(request: IngestRequest, attributes: dict[str, str | None]) -> IngestItem:
     """CloudEvents binary mode: the attributes came as ce-* headers, the body is `data`."""
+    ce: dict[str, Any] = {}
+    for name, raw in attributes.items():
+        try:
+            ce[name] = _header_value(raw)
+        except UnicodeDecodeError:
+            ce[name] = raw
+            problem = (
+                f"The ce-{name} header is not percent-encoded UTF-8 (the CloudEvents HTTP binding "
+                "sends every attribute's UTF-8 bytes outside printable ASCII as %XX)."
+            )
+            return IngestItem(_refused_event(ce, problem), {**attributes, "data": None})
     data: Any = None
     if request.body:
-        if request.media_type.endswith("json"):
+        if not request.media_type:
+            # SDKs send JSON data without a Content-Type when datacontenttype is not set.
+            try:
+                data = orjson.loads(request.body)
+            except orjson.JSONDecodeError:
+                problem = (
+                    "A binary-mode CloudEvent without a Content-Type must carry JSON data; send "
+                    "its datacontenttype as the Content-Type header (text/plain for a bare number)."
+                )
+                raw = {**ce, "data": request.body.decode("utf-8", errors="replace")}
+                return IngestItem(_refused_event(ce, problem), raw)
+        elif request.media_type.endswith("json"):
             try:
                 data = orjson.loads(request.body)
             except orjson.JSONDecodeError:
                 data = request.body.decode("utf-8", errors="replace")
         else:
             data = request.body.decode("utf-8", errors="replace")
-    ce = {**attributes, "data": data}
+    ce["data"] = data
     return IngestItem(ingest.from_cloudevent(ce), ce)
+
+
+def _refused_event(ce: dict[str, Any], message: str) -> dict[str, Any]:
+    """A canonical event the general path rejects as malformed, with `message`."""
+    return {
+        "source": ce.get("source"),
+        "event_id": ce.get("id"),
+        "_reject": (MeteringErrorCode.EVENT_MALFORMED, message),
+    }
+
+
+def _empty_result() -> IngestResult:
+    """The answer to a batch with no events (the CloudEvents batch format allows one): nothing
+    to store, nothing to record."""
+    return IngestResult(
+        results=[],
+        counts=IngestCounts(received=0, accepted=0, duplicate=0, rejected=0, held=0),
+        batch_id=uuid.uuid4().hex,
+    )
+
+
+def _note_receipt_times(items: list[IngestItem], result: IngestResult) -> IngestResult:
+    """Say so in the outcome of each CloudEvent that had no `time` and took its receipt time."""
+    stamped = {
+        i
+        for i, (event, _) in enumerate(items)
+        if isinstance(event, dict) and event.get(TIME_FROM_RECEIPT)
+    }
+    for outcome in result.results:
+        if outcome["index"] in stamped and outcome["status"] != ingest.REJECTED:
+            outcome["message"] = "The CloudEvent has no 'time': it takes its time of receipt."
+    return result
 
 
 def events_intake(*, request: IngestRequest) -> IngestResult:
@@ -139,6 +205,8 @@ def events_intake(*, request: IngestRequest) -> IngestResult:
         doc = _decode_json(request)
         if not isinstance(doc, list):
             raise _malformed(request, doc, "A CloudEvents batch must be a JSON array of events.")
+        if not doc:
+            return _empty_result()
         _check_batch_size(request, doc, doc)
         items = [IngestItem(ingest.from_cloudevent(ce), ce) for ce in doc]
         channel = "cloudevents-batch"
@@ -151,7 +219,12 @@ def events_intake(*, request: IngestRequest) -> IngestResult:
             message=f"Content type {ctype or '(none)'!r} is not accepted; send {JSON}, "
             f"{CE_STRUCTURED} or {CE_BATCH}.",
         )
-    return usage_ingest(items=items, actor=request.actor, api_key=request.api_key, channel=channel)
+    result = usage_ingest(
+        items=items, actor=request.actor, api_key=request.api_key, channel=channel
+    )
+    if channel == "native":
+        return result
+    return _note_receipt_times(items, result)  # type: ignore[arg-type]  # CloudEvents: IngestItems
 
 
 @dataclass(frozen=True, slots=True)
