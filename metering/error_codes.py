@@ -18,6 +18,7 @@ class MeteringErrorCode(StrEnum):
     EVENT_TOO_OLD = "event_too_old"
     EVENT_IN_FUTURE = "event_in_future"
     DUPLICATE_IN_REQUEST = "duplicate_in_request"  # not a rejection: a duplicate within one batch
+    DUPLICATE = "duplicate"  # not a rejection: the event was received before (CSV import report)
 
     # --- per request ----------------------------------------------------------------------
     MALFORMED_REQUEST = "malformed_request"  # body is not JSON / not the documented shape

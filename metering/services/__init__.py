@@ -10,6 +10,11 @@ from metering.services.dead_letter import (
     dead_letter_request,
 )
 from metering.services.imports import (
+    CSV_OPTIONAL,
+    ENCODINGS,
+    check_header,
+    csv_template,
+    import_source,
     CSV_BATCH,
     CSV_COLUMNS,
     ERROR_REPORT_HEADER,
@@ -67,6 +72,11 @@ from metering.services.tallies import (
 )
 
 __all__ = [
+    "CSV_OPTIONAL",
+    "ENCODINGS",
+    "check_header",
+    "csv_template",
+    "import_source",
     "EventOutcome",
     "IngestCounts",
     "IngestItem",

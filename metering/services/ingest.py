@@ -70,6 +70,8 @@ class IngestResult:
     counts: IngestCounts
     batch_id: str
     valid: list[ingest.Candidate] = field(default_factory=list)  # the valid events, stored or not
+    conflicting: set[int] = field(default_factory=set)  # duplicates sent with other content
+    in_batch: set[int] = field(default_factory=set)  # duplicates of an earlier event of the batch
 
     @cached_property
     def candidates(self) -> dict[int, ingest.Candidate]:
@@ -286,6 +288,8 @@ def _ingest_store(
         counts=counts,
         batch_id=batch_id,
         valid=cands,
+        conflicting={c.index for c in conflict_raws},
+        in_batch=set(validated.in_batch_duplicates),
     )
 
 

@@ -20,6 +20,7 @@ def test_the_error_codes_keep_their_values() -> None:
             "event_too_old",
             "event_in_future",
             "duplicate_in_request",
+            "duplicate",
             "malformed_request",
             "batch_too_large",
             "empty_batch",
