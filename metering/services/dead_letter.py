@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
+from core import locks
 from core.actors import Actor
 from core.models import ApiKey
+from exceptions.models import OPEN_STATUSES, ExceptionCase
 from exceptions.services import audit_record, case_open_or_update
 from metering import ingest
 from metering.audit_actions import MeteringAction
@@ -32,7 +35,7 @@ def _dead_letter(
     for (source, code), rejs in sorted(groups.items()):
         case, _ = case_open_or_update(
             kind=MeteringCaseKind.REJECTED,
-            fingerprint=f"metering:rejected:{source}:{code}",
+            fingerprint=rejected_fingerprint(source, code),
             title=f"Usage events from {source or 'an unidentified source'} rejected: {code}",
             actor=actor,
             error_code=code,
@@ -82,13 +85,14 @@ def dead_letter_request(
     """Keep a request nothing could be read from (not JSON, wrong shape, too large) as one dead letter."""
     now = timezone.now()
     with transaction.atomic():
+        # core/locks.py's order: the control totals row, the case, the audit chain head
+        _tally_add({(source, now.astimezone(UTC).date().isoformat()): {"rejected": 1}})
         rejected = _dead_letter(
             [ingest.Rejection(0, source, "", code, message, raw)],
             actor=actor,
             api_key_id=api_key.pk if api_key else None,
             now=now,
         )[0]
-        _tally_add({(source, now.astimezone(UTC).date().isoformat()): {"rejected": 1}})
         audit_record(
             actor=actor,
             action=MeteringAction.USAGE_INGEST_REFUSED,
@@ -97,3 +101,28 @@ def dead_letter_request(
             reason=message[:500],
         )
     return rejected
+
+
+def rejected_fingerprint(source: str, code: str) -> str:
+    return f"metering:rejected:{source}:{code}"
+
+
+def lock_cases(fingerprints: Iterable[str]) -> None:
+    """Lock the exception cases a transaction is about to open or count on, before the first is
+    opened (opening one appends an audit entry, which takes the audit chain head): the
+    fingerprints' advisory locks in hash order (a case not opened yet has no row), then the open
+    cases' rows by id. Two batches touching the same cases then queue instead of deadlocking."""
+    fps = sorted(set(fingerprints))
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(f) AS h "
+                "FROM unnest(%s::text[]) AS f ORDER BY 1) AS t",
+                [locks.CASE_FINGERPRINT, fps],
+            )
+    list(
+        ExceptionCase.objects.select_for_update()
+        .filter(fingerprint__in=fps, status__in=OPEN_STATUSES)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )

@@ -29,7 +29,12 @@ from metering.models import (
     RejectedEvent,
     RejectedStatus,
 )
-from metering.services.dead_letter import _dead_letter, _raw_for_storage
+from metering.services.dead_letter import (
+    _dead_letter,
+    _raw_for_storage,
+    lock_cases,
+    rejected_fingerprint,
+)
 from metering.services.tallies import _tally_add
 
 
@@ -267,14 +272,22 @@ def _ingest_store(
         rejected=per_status[ingest.REJECTED],
         held=per_status[ingest.HELD],
     )
+    # The lock order of core/locks.py: control totals, then every exception case the batch will
+    # touch, then (with the first case's audit entry) the audit chain head.
+    if store_rejections or counts["accepted"] or counts["held"] or counts["duplicate"]:
+        _tally_add(tally)
+    fingerprints = [unmapped_fingerprint(c.source, c.customer_ref) for c in held]
+    fingerprints += [conflict_fingerprint(c.source) for c in conflict_raws]
+    if store_rejections:
+        fingerprints += [rejected_fingerprint(r.source, r.code) for r in validated.rejections]
+    if fingerprints:
+        lock_cases(fingerprints)
     if store_rejections and validated.rejections:
         _dead_letter(validated.rejections, actor=actor, api_key_id=api_key_id, now=now)
     if held:
         _open_unmapped_cases(held, actor=actor)
     if conflict_raws:
         _record_conflicts(conflict_raws, actor=actor, api_key_id=api_key_id, now=now)
-    if store_rejections or counts["accepted"] or counts["held"] or counts["duplicate"]:
-        _tally_add(tally)
     audit_record(
         actor=actor,
         action=MeteringAction.USAGE_INGEST,
@@ -315,6 +328,10 @@ def unmapped_fingerprint(source: str, customer_ref: str) -> str:
     return f"metering:unmapped:{source}:{customer_ref}"
 
 
+def conflict_fingerprint(source: str) -> str:
+    return f"metering:conflict:{source}"
+
+
 def _record_conflicts(
     cands: list[ingest.Candidate], *, actor: Actor, api_key_id: int | None, now: datetime
 ) -> None:
@@ -325,7 +342,7 @@ def _record_conflicts(
     for source, group in sorted(groups.items()):
         case, _ = case_open_or_update(
             kind=MeteringCaseKind.CONFLICT,
-            fingerprint=f"metering:conflict:{source}",
+            fingerprint=conflict_fingerprint(source),
             title=f"Events from {source} re-sent with different content",
             actor=actor,
             error_code=MeteringCaseKind.CONFLICT,
