@@ -1,11 +1,10 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required, login_not_required
-from django.urls import include, path, re_path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from core import views as core_views
-from metering.api import lago_views
 
 admin.site.site_header = "Ledgerline administration"
 admin.site.site_title = "Ledgerline"
@@ -33,8 +32,7 @@ urlpatterns = [
     path("api/v1/", include("erp_sync.api.urls")),
     path("api/v1/", include("core.api.urls")),
     # Lago-compatible ingestion: clients change only their base URL to <ledgerline>/compat/lago/.
-    path("compat/lago/api/v1/", include("metering.api.lago_urls")),
-    re_path(r"^compat/lago/", lago_views.lago_not_found),  # Lago's JSON 404 for the rest
+    path("compat/lago/", include("metering.api.lago_urls")),
 ]
 
 handler404 = "core.views.not_found"
