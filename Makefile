@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 
 .PHONY: demo test install clean-demo lint
 
-$(STAMP): pyproject.toml setup.py metering/_fastpath.c
+$(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "Ledgerline needs $(PYTHON) on PATH (set PYTHON=...)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip

@@ -13,8 +13,12 @@ before the clock starts. By default each client re-sends 100 events of its own
 previous batch (--duplicates concurrent: of the batch another client is sending
 at the same moment). Then it truncates the event table and times a raw COPY of
 the same 1,000,000 rows into the same (partitioned, indexed) table, twice; the
-faster COPY is the floor.
-Prints events_per_s, copy_events_per_s, ratio_vs_copy, the peak RSS of the
+faster COPY is the floor. Then the exactly-once floor: the same rows written the way
+exactly-once needs at the least (per batch, one transaction: look the keys up, insert the new
+ones, COPY their events), in plain SQL from one process, from empty tables, twice; the faster
+run is that floor.
+Prints events_per_s, copy_events_per_s, ratio_vs_copy, exactly_once_floor_per_s,
+ratio_vs_exactly_once_floor, the peak RSS of the
 gunicorn master and workers, the p50/p95/p99 latency of a 1,000-event request
 under the load, and the p50/p95 of 200 one-event requests sent one at a time
 after it; the last line is one JSON object (with --runs N: the median run's
@@ -186,6 +190,61 @@ def copy_text(n_batches: int, customers: int, base: datetime, ids: dict, lag: in
     return io.StringIO("\n".join(lines))
 
 
+# The exactly-once floor's statements: the ingest service's key lookup and key insert, in the
+# same forms (keys as one newline-joined string), then COPY of the events whose keys were new.
+FLOOR_LOOKUP = """
+SELECT array_agg(k.key) FROM metering_eventkey k
+WHERE k.key = ANY((SELECT string_to_array(%s, E'\\n'))::text[])
+"""
+FLOOR_INSERT_KEYS = """
+INSERT INTO metering_eventkey (key, content_hash, received_at)
+SELECT k, h, %s FROM unnest(string_to_array(%s, E'\\n'), string_to_array(%s, E'\\n')) AS t(k, h)
+"""
+COPY_EVENTS = (
+    "COPY metering_usageevent (source, event_id, customer_ref, customer_id, "
+    'metric_id, metric_version_id, "timestamp", value, properties, received_at, '
+    "api_key_id) FROM STDIN"
+)
+
+
+def floor_batches(text: io.StringIO, n_batches: int) -> list[tuple[str, str, dict[str, str]]]:
+    """Per batch, made before the clock: its distinct keys (sorted, newline-joined), their
+    content hashes, and each key's COPY line."""
+    lines = text.getvalue().split("\n")
+    out = []
+    for b in range(n_batches):
+        rows: dict[str, str] = {}
+        for line in lines[b * BATCH : (b + 1) * BATCH]:
+            source, event_id, _ = line.split("\t", 2)
+            rows.setdefault(f"{source}\t{event_id}", line)  # a repeat inside the batch: once
+        keys = sorted(rows)
+        hashes = "\n".join(f"{hash(k) & (2**128 - 1):032x}" for k in keys)
+        out.append(("\n".join(keys), hashes, {k: rows[k] for k in keys}))
+    return out
+
+
+def exactly_once_floor(conn, batches: list[tuple[str, str, dict[str, str]]]) -> float:
+    """Seconds to write the rows the way exactly-once needs at the least, in plain SQL from one
+    process: per batch of 1,000, one transaction that looks its keys up, inserts the new ones
+    and COPYs their events (the duplicates are found by the lookup and not written)."""
+    received = datetime.now(UTC)
+    started = time.perf_counter()
+    for keys, hashes, rows in batches:
+        with conn.cursor() as cur:
+            cur.execute(FLOOR_LOOKUP, [keys])
+            found = set(cur.fetchone()[0] or ())
+            fresh = [k for k in rows if k not in found]
+            if fresh:
+                fresh_hashes = hashes
+                if found:
+                    hash_of = dict(zip(rows, hashes.split("\n"), strict=True))
+                    fresh_hashes = "\n".join(hash_of[k] for k in fresh)
+                cur.execute(FLOOR_INSERT_KEYS, [received, "\n".join(fresh), fresh_hashes])
+                cur.copy_expert(COPY_EVENTS, io.StringIO("\n".join(rows[k] for k in fresh) + "\n"))
+        conn.commit()
+    return time.perf_counter() - started
+
+
 def main() -> None:
     args = parse()
     if args.events % BATCH:
@@ -206,6 +265,16 @@ def main() -> None:
             "ratio_min": ratios[0],
             "ratio_max": ratios[-1],
             "runs_at_half_of_copy": sum(r >= 0.5 for r in ratios),
+            "events_per_s_median": round(statistics.median(r["events_per_s"] for r in results)),
+            "ratio_vs_exactly_once_floor_median": round(
+                statistics.median(r["ratio_vs_exactly_once_floor"] for r in results), 3
+            ),
+            "ratio_vs_exactly_once_floor_min": min(
+                r["ratio_vs_exactly_once_floor"] for r in results
+            ),
+            "ratio_vs_exactly_once_floor_max": max(
+                r["ratio_vs_exactly_once_floor"] for r in results
+            ),
             "runs": [
                 {
                     k: r[k]
@@ -213,6 +282,8 @@ def main() -> None:
                         "events_per_s",
                         "copy_events_per_s",
                         "ratio_vs_copy",
+                        "exactly_once_floor_per_s",
+                        "ratio_vs_exactly_once_floor",
                         "server_peak_mb",
                         "batch_p95_ms",
                     )
@@ -222,7 +293,11 @@ def main() -> None:
         }
         print(
             f"{args.runs} runs: ratio {ratios[0]:.3f}-{ratios[-1]:.3f}, median {result['ratio_median']:.3f}, "
-            f"{result['runs_at_half_of_copy']} at 0.50 or more"
+            f"{result['runs_at_half_of_copy']} at 0.50 or more; vs the exactly-once floor "
+            f"{result['ratio_vs_exactly_once_floor_min']:.3f}-"
+            f"{result['ratio_vs_exactly_once_floor_max']:.3f}, median "
+            f"{result['ratio_vs_exactly_once_floor_median']:.3f}; events/s median "
+            f"{result['events_per_s_median']:,}"
         )
     print(json.dumps(result))
     if not result["counts_ok"]:
@@ -377,6 +452,19 @@ def run(args: argparse.Namespace) -> dict:
             conn.commit()
             copy_runs.append(time.perf_counter() - copy_started)
         copy_elapsed = min(copy_runs)
+
+        # The exactly-once floor: the same rows, keys looked up and inserted, events copied, batch
+        # by batch from empty key and event tables; also the faster of two runs.
+        floor_runs = []
+        per_batch = floor_batches(text, n_batches)
+        for _ in range(2):
+            with conn.cursor() as cur:
+                cur.execute("TRUNCATE metering_usageevent")
+                cur.execute("TRUNCATE metering_eventkey")
+                cur.execute("CHECKPOINT")
+            conn.commit()
+            floor_runs.append(exactly_once_floor(conn, per_batch))
+        floor_elapsed = min(floor_runs)
         conn.close()
 
         events_per_s = args.events / elapsed
@@ -389,6 +477,10 @@ def run(args: argparse.Namespace) -> dict:
             "copy_runs_seconds": [round(r, 2) for r in copy_runs],
             "copy_events_per_s": round(copy_per_s),
             "ratio_vs_copy": round(events_per_s / copy_per_s, 3),
+            "exactly_once_floor_seconds": round(floor_elapsed, 2),
+            "exactly_once_floor_runs_seconds": [round(r, 2) for r in floor_runs],
+            "exactly_once_floor_per_s": round(args.events / floor_elapsed),
+            "ratio_vs_exactly_once_floor": round(events_per_s * floor_elapsed / args.events, 3),
             "server_peak_mb": round(memory.peak_kb / 1024, 1),
             "batch_p50_ms": round(latency["p50"], 1),
             "batch_p95_ms": round(latency["p95"], 1),
@@ -410,7 +502,14 @@ def run(args: argparse.Namespace) -> dict:
         )
         print(f"COPY:    {args.events:,} rows in {copy_elapsed:.1f} s = {copy_per_s:,.0f} rows/s")
         print(
-            f"ratio:   {events_per_s / copy_per_s:.1%} of COPY; server peak RSS {memory.peak_kb / 1024:.0f} MB"
+            f"exactly-once floor: {args.events:,} rows in {floor_elapsed:.1f} s = "
+            f"{args.events / floor_elapsed:,.0f} rows/s (keys looked up and inserted, events "
+            "copied, per batch)"
+        )
+        print(
+            f"ratio:   {events_per_s / copy_per_s:.1%} of COPY, "
+            f"{result['ratio_vs_exactly_once_floor']:.1%} of the exactly-once floor; "
+            f"server peak RSS {memory.peak_kb / 1024:.0f} MB"
         )
         print(
             f"latency: a 1,000-event request, {args.clients} clients at once: p50 {latency['p50']:.1f} ms, "

@@ -34,7 +34,7 @@ urlpatterns = [
     path("api/v1/", include("core.api.urls")),
     path("api/v1/", include("exceptions.api.urls")),
     # Lago-compatible ingestion: clients change only their base URL to <ledgerline>/compat/lago/.
-    path("compat/lago/api/v1/", include("metering.api.lago_urls")),
+    path("compat/lago/", include("metering.api.lago_urls")),
 ]
 
 handler404 = "core.views.not_found"

@@ -3,8 +3,11 @@
 Lock order (take them in this order, never the reverse, so transactions cannot
 deadlock on them): MAPPING (shared by ingest, exclusive by a new mapping) ->
 EVENT_WATERMARK (shared by ingest, exclusive by the summary job) -> PARTITION ->
-FINANCE_EVENTS -> rows (control totals, exception cases) -> the audit chain head,
-which every transaction takes last, when it appends its audit entries.
+FINANCE_EVENTS -> rows: event keys (sorted), control totals (by source and day),
+then exception cases (CASE_FINGERPRINT per fingerprint, by its hash, then the
+open case rows by id) -> the audit chain head, which every transaction takes
+last, when it appends its audit entries (opening a case appends one: every case
+a transaction will touch is locked before the first is opened).
 """
 
 from __future__ import annotations
@@ -13,3 +16,6 @@ MAPPING = 0x4C4C4D50  # "LLMP": ingest shares it; customer_mapping_create takes 
 EVENT_WATERMARK = 0x4C4C4D45  # "LLME": ingest shares it; the summary watermark takes it alone
 PARTITION = 0x4C4C5041  # "LLPA": serialises monthly partition creation between web workers
 FINANCE_EVENTS = 0x4C4C4645  # "LLFE": finance event writers, so ids become visible in commit order
+# With a second key, hashtext(fingerprint): a batch's exception cases, also the ones it is about to
+# open (no row to lock yet), taken in hash order before any of them is opened.
+CASE_FINGERPRINT = 0x4C4C4346  # "LLCF"

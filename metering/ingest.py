@@ -19,7 +19,7 @@ import fastjsonschema
 import msgspec
 import orjson
 
-from metering import error_codes as codes
+from metering.error_codes import MeteringErrorCode
 
 QUANT = Decimal("0.000001")
 _UNIX_RE = re.compile(r"^-?\d+(\.\d+)?$")
@@ -136,31 +136,36 @@ def _text(event: dict[str, Any], name: str) -> str:
     if type(raw) is str and 0 < len(raw) <= MAX_LEN[name] and not _CONTROL.search(raw):
         return raw  # the fast path: a plain, short string
     if raw is None or raw == "":
-        raise _Reject(codes.MISSING_FIELD, f"The event has no '{name}'.")
+        raise _Reject(MeteringErrorCode.MISSING_FIELD, f"The event has no '{name}'.")
     if isinstance(raw, bool) or not isinstance(raw, str | int):
-        raise _Reject(codes.INVALID_FIELD, f"'{name}' must be a string.")
+        raise _Reject(MeteringErrorCode.INVALID_FIELD, f"'{name}' must be a string.")
     text = str(raw)
     if _CONTROL.search(text):
         raise _Reject(
-            codes.INVALID_FIELD, f"'{name}' contains a control character (NUL, tab, newline...)."
+            MeteringErrorCode.INVALID_FIELD,
+            f"'{name}' contains a control character (NUL, tab, newline...).",
         )
     if len(text) > MAX_LEN[name]:
-        raise _Reject(codes.INVALID_FIELD, f"'{name}' is longer than {MAX_LEN[name]} characters.")
+        raise _Reject(
+            MeteringErrorCode.INVALID_FIELD, f"'{name}' is longer than {MAX_LEN[name]} characters."
+        )
     return text
 
 
 def parse_timestamp(raw: Any) -> datetime:
     """ISO 8601 with an offset (or Z), or Unix seconds."""
     if raw is None or raw == "":
-        raise _Reject(codes.MISSING_FIELD, "The event has no 'timestamp'.")
+        raise _Reject(MeteringErrorCode.MISSING_FIELD, "The event has no 'timestamp'.")
     if isinstance(raw, bool):
-        raise _Reject(codes.INVALID_TIMESTAMP, "'timestamp' must be ISO 8601 or Unix seconds.")
+        raise _Reject(
+            MeteringErrorCode.INVALID_TIMESTAMP, "'timestamp' must be ISO 8601 or Unix seconds."
+        )
     if isinstance(raw, int | float):
         try:
             return datetime.fromtimestamp(raw, tz=UTC)
         except (OverflowError, OSError, ValueError) as exc:
             raise _Reject(
-                codes.INVALID_TIMESTAMP, f"'timestamp' {raw} is not a usable Unix time."
+                MeteringErrorCode.INVALID_TIMESTAMP, f"'timestamp' {raw} is not a usable Unix time."
             ) from exc
     if isinstance(raw, str):
         if _UNIX_RE.match(raw):
@@ -169,35 +174,40 @@ def parse_timestamp(raw: Any) -> datetime:
             ts = datetime.fromisoformat(raw)
         except ValueError as exc:
             raise _Reject(
-                codes.INVALID_TIMESTAMP, f"'timestamp' {raw[:60]!r} is not ISO 8601."
+                MeteringErrorCode.INVALID_TIMESTAMP, f"'timestamp' {raw[:60]!r} is not ISO 8601."
             ) from exc
         if ts.tzinfo is None:
             raise _Reject(
-                codes.INVALID_TIMESTAMP,
+                MeteringErrorCode.INVALID_TIMESTAMP,
                 f"'timestamp' {raw[:60]!r} has no time zone; add Z or an offset like +00:00.",
             )
         return ts.astimezone(UTC)
-    raise _Reject(codes.INVALID_TIMESTAMP, "'timestamp' must be ISO 8601 or Unix seconds.")
+    raise _Reject(
+        MeteringErrorCode.INVALID_TIMESTAMP, "'timestamp' must be ISO 8601 or Unix seconds."
+    )
 
 
 def parse_value(raw: Any, what: str) -> Decimal:
     if type(raw) is int and -MAX_INT < raw < MAX_INT:
         return Decimal(raw)  # the common case: a whole number
     if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
-        raise _Reject(codes.INVALID_VALUE, f"{what} must be a number.")
+        raise _Reject(MeteringErrorCode.INVALID_VALUE, f"{what} must be a number.")
     try:
         value = Decimal(str(raw).strip()) if not isinstance(raw, Decimal) else raw
     except InvalidOperation as exc:
-        raise _Reject(codes.INVALID_VALUE, f"{what} {str(raw)[:40]!r} is not a number.") from exc
+        raise _Reject(
+            MeteringErrorCode.INVALID_VALUE, f"{what} {str(raw)[:40]!r} is not a number."
+        ) from exc
     if not value.is_finite():
-        raise _Reject(codes.INVALID_VALUE, f"{what} must be a finite number.")
+        raise _Reject(MeteringErrorCode.INVALID_VALUE, f"{what} must be a finite number.")
     if abs(value) >= MAX_VALUE:
         raise _Reject(
-            codes.INVALID_VALUE, f"{what} is too large (at most 24 digits before the point)."
+            MeteringErrorCode.INVALID_VALUE,
+            f"{what} is too large (at most 24 digits before the point).",
         )
     quantized = value.quantize(QUANT)
     if quantized != value:
-        raise _Reject(codes.INVALID_VALUE, f"{what} has more than 6 decimal places.")
+        raise _Reject(MeteringErrorCode.INVALID_VALUE, f"{what} has more than 6 decimal places.")
     return quantized
 
 
@@ -211,7 +221,11 @@ def content_hash(
 
 def _value_text(value: Decimal | None) -> str | None:
     """The value as content_hash sees it (1.50 and 1.5 are the same value)."""
-    return None if value is None else str(value.normalize())
+    return None if value is None else _normal_text(value)
+
+
+def _normal_text(value: Decimal) -> str:
+    return str(value.normalize())
 
 
 def _hash(
@@ -230,7 +244,7 @@ def _pick_version(versions: list[VersionInfo], ts: datetime, code: str) -> Versi
         if version.effective_from <= ts:
             return version
     raise _Reject(
-        codes.METRIC_NOT_EFFECTIVE,
+        MeteringErrorCode.METRIC_NOT_EFFECTIVE,
         f"Metric '{code}' has no version in force at {ts.isoformat()}; its first starts "
         f"{versions[-1].effective_from.isoformat()}.",
     )
@@ -269,30 +283,22 @@ def _utc_z_form(raw: str) -> bool:
     return (n == 20 or n == 27 and raw[19] == ".") and raw[-1] == "Z" and raw[4:17:3] == "--T::"
 
 
-def _z_iso(ts: datetime, raw: str) -> str:
-    """ts.isoformat() of a timestamp parsed from a _utc_z_form string, taken from that string
-    (isoformat() is a large part of the per-event cost)."""
-    return f"{raw[:26]}+00:00" if ts.microsecond else f"{raw[:19]}+00:00"
-
-
-def _utc_iso(ts: datetime, raw: str) -> str:
-    """ts.isoformat() of a UTC timestamp, from the raw string when it is in _utc_z_form."""
-    return _z_iso(ts, raw) if _utc_z_form(raw) else ts.isoformat()
-
-
-def _timestamp(raw: Any, ts_cache: dict[Any, tuple[datetime, str]] | None) -> tuple[datetime, str]:
+def _timestamp(raw: Any, ts_cache: dict[Any, tuple[datetime, str]]) -> tuple[datetime, str]:
     """(UTC datetime, its ISO form): ISO 8601 with a zone straight through fromisoformat, the rest
-    (Unix seconds, errors) through parse_timestamp."""
+    (Unix seconds, errors) through parse_timestamp. Producers often repeat a timestamp within a
+    batch: each raw string is parsed once per batch. The ISO form of a _utc_z_form string is
+    taken from the string itself (isoformat() costs more than the rest of the timestamp's
+    handling); it is the same text."""
     if type(raw) is not str:
         ts = parse_timestamp(raw)
         return ts, ts.isoformat()
-    cached = ts_cache.get(raw) if ts_cache is not None else None
+    cached = ts_cache.get(raw)
     if cached is not None:
         return cached
     ts = None
     if len(raw) > 10 and raw[4] == "-":  # not Unix seconds
         try:
-            ts = datetime.fromisoformat(raw)
+            ts = _fromisoformat(raw)
         except ValueError:
             ts = None
         if ts is not None and ts.tzinfo is not UTC:
@@ -300,82 +306,118 @@ def _timestamp(raw: Any, ts_cache: dict[Any, tuple[datetime, str]] | None) -> tu
     if ts is None:
         ts = parse_timestamp(raw)  # the exact error, or Unix seconds
         cached = (ts, ts.isoformat())
+    elif _utc_z_form(raw):
+        cached = (ts, f"{raw[:26]}+00:00" if ts.microsecond else f"{raw[:19]}+00:00")
     else:
-        cached = (ts, _utc_iso(ts, raw))
-    if ts_cache is not None:
-        ts_cache[raw] = cached
+        cached = (ts, ts.isoformat())
+    ts_cache[raw] = cached
     return cached
 
 
-def validate_one(
+_fromisoformat = datetime.fromisoformat
+
+
+def _value(raw: Any, what: str, memo: dict[int, tuple[Decimal, str]]) -> tuple[Decimal, str]:
+    """(value, its normalised text for the content hash). A batch repeats the same few whole
+    numbers: each is converted once per batch."""
+    if type(raw) is int:
+        known = memo.get(raw)
+        if known is not None:
+            return known
+        value = parse_value(raw, what)
+        known = memo[raw] = (value, _normal_text(value))
+        return known
+    value = parse_value(raw, what)
+    return value, _normal_text(value)
+
+
+@dataclass(slots=True)
+class _BatchContext:
+    """What every event of a batch is checked against, and what its events repeat, worked out
+    once per batch: parsed timestamps, schema verdicts per (version, properties JSON) and each
+    whole-number value as (Decimal, normalised text)."""
+
+    catalog: dict[str, list[VersionInfo]]
+    oldest: datetime
+    newest: datetime
+    timestamps: dict[Any, tuple[datetime, str]] = field(default_factory=dict)
+    schema: dict[tuple[int, bytes], str | None] = field(default_factory=dict)
+    values: dict[int, tuple[Decimal, str]] = field(default_factory=dict)
+
+
+def _checked(
     index: int,
-    event: Any,
+    source: str,
+    event_id: str,
+    customer_ref: str,
+    code: str,
+    raw_ts: Any,
+    raw_value: Any,
+    props: Any,
     raw: Any,
-    catalog: dict[str, list[VersionInfo]],
-    oldest: datetime,
-    newest: datetime,
-    ts_cache: dict[Any, tuple[datetime, str]] | None,
-    schema_memo: dict[tuple[int, bytes], str | None],
+    ctx: _BatchContext,
 ) -> Candidate:
-    if type(event) is not dict and not isinstance(event, dict):
-        raise _Reject(codes.EVENT_MALFORMED, "The event is not a JSON object.")
-    if "_reject" in event:  # an adapter found the input shape broken
-        raise _Reject(*event["_reject"])
-    source, event_id, customer_ref, code = _ids(event)
-    ts, ts_iso = _timestamp(event.get("timestamp"), ts_cache)
-    if ts < oldest:
+    """The per-event rules, once for every input shape: the event's timestamp, window, metric
+    version, value and properties; its ids are already plain, short strings without control
+    characters. Raises _Reject with the event's code and message."""
+    ts, ts_iso = _timestamp(raw_ts, ctx.timestamps)
+    if ts < ctx.oldest:
         raise _Reject(
-            codes.EVENT_TOO_OLD,
+            MeteringErrorCode.EVENT_TOO_OLD,
             f"The event is from {ts.isoformat()}, before the accepted window starting "
-            f"{oldest.isoformat(timespec='seconds')}.",
+            f"{ctx.oldest.isoformat(timespec='seconds')}.",
         )
-    if ts > newest:
+    if ts > ctx.newest:
         raise _Reject(
-            codes.EVENT_IN_FUTURE,
+            MeteringErrorCode.EVENT_IN_FUTURE,
             f"The event is from {ts.isoformat()}, more than the allowed margin in the future.",
         )
-    versions = catalog.get(code)
+    versions = ctx.catalog.get(code)
     if not versions:
-        raise _Reject(codes.UNKNOWN_METRIC, f"There is no metric with code '{code}'.")
+        raise _Reject(MeteringErrorCode.UNKNOWN_METRIC, f"There is no metric with code '{code}'.")
     version = versions[0] if versions[0].effective_from <= ts else _pick_version(versions, ts, code)
-    props = event.get("properties")
     if props is None:
         props = {}
     elif type(props) is not dict and not isinstance(props, dict):
-        raise _Reject(codes.INVALID_FIELD, "'properties' must be a JSON object.")
-    raw_value = event.get("value")
+        raise _Reject(MeteringErrorCode.INVALID_FIELD, "'properties' must be a JSON object.")
     value: Decimal | None = None
+    value_text: str | None = None
     aggregation = version.aggregation
     if raw_value is not None and raw_value != "":
-        value = parse_value(raw_value, "'value'")
+        value, value_text = _value(raw_value, "'value'", ctx.values)
     elif aggregation in ("sum", "max", "latest"):
         prop = props.get(version.value_property)
         if prop is not None and prop != "":
-            value = parse_value(prop, f"Property '{version.value_property}'")
+            value, value_text = _value(prop, f"Property '{version.value_property}'", ctx.values)
         else:
             raise _Reject(
-                codes.VALUE_REQUIRED,
+                MeteringErrorCode.VALUE_REQUIRED,
                 f"Metric '{code}' ({aggregation}) needs a value: send 'value' or "
                 f"property '{version.value_property}'.",
             )
     if aggregation == "unique_count" and props.get(version.value_property) in (None, ""):
         raise _Reject(
-            codes.VALUE_REQUIRED,
+            MeteringErrorCode.VALUE_REQUIRED,
             f"Metric '{code}' counts distinct values of property '{version.value_property}', "
             "which the event lacks.",
         )
     try:
         props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
     except orjson.JSONEncodeError as exc:
-        raise _Reject(codes.INVALID_FIELD, f"'properties' cannot be stored: {exc}.") from exc
-    problem = _schema_problem(version, props, props_json, schema_memo)
+        raise _Reject(
+            MeteringErrorCode.INVALID_FIELD, f"'properties' cannot be stored: {exc}."
+        ) from exc
+    problem = ctx.schema.get((version.id, props_json), _UNSEEN)
+    if problem is _UNSEEN:
+        problem = _schema_problem(version, props, props_json, ctx.schema)
     if problem is not None:
         raise _Reject(
-            codes.SCHEMA_VIOLATION, f"'properties' do not match metric '{code}': {problem}."
+            MeteringErrorCode.SCHEMA_VIOLATION,
+            f"'properties' do not match metric '{code}': {problem}.",
         )
     if b"\\u0000" in props_json:
         raise _Reject(
-            codes.INVALID_FIELD,
+            MeteringErrorCode.INVALID_FIELD,
             "'properties' contain a NUL (\\u0000) character, which cannot be stored.",
         )
     return Candidate(
@@ -387,11 +429,72 @@ def validate_one(
         ts,
         value,
         props,
-        content_hash(customer_ref, code, ts_iso, value, props_json),
+        _blake2b(
+            orjson.dumps([customer_ref, code, ts_iso, value_text]) + props_json, digest_size=16
+        ).hexdigest(),  # _hash, written out: it runs once per event
         raw,
         props_json.decode(),
         ts_iso,
     )
+
+
+_UNSEEN = object()
+
+
+def validate_one(index: int, event: Any, raw: Any, ctx: _BatchContext) -> Candidate:
+    """The general path: any decoded event (a dict from orjson or an adapter)."""
+    if type(event) is not dict and not isinstance(event, dict):
+        raise _Reject(MeteringErrorCode.EVENT_MALFORMED, "The event is not a JSON object.")
+    if "_reject" in event:  # an adapter found the input shape broken
+        raise _Reject(*event["_reject"])
+    source, event_id, customer_ref, code = _ids(event)
+    get = event.get
+    return _checked(
+        index,
+        source,
+        event_id,
+        customer_ref,
+        code,
+        get("timestamp"),
+        get("value"),
+        get("properties"),
+        raw,
+        ctx,
+    )
+
+
+_INT64_MIN, _UINT64_END = -(2**63), 2**64
+_UNSET = msgspec.UNSET
+
+
+def typed_candidate(index: int, ev: NativeEvent, ctx: _BatchContext) -> Candidate | None:
+    """The candidate validate_one would make of a typed event, or None: then the general path
+    decides (and words the rejection), from the event as the general decoder would have read it.
+
+    msgspec has checked the ids' types and lengths while decoding; what it cannot say is left
+    here: ids with a control (or any unprintable) character, and whole numbers past 64 bits
+    (msgspec keeps them as int, orjson reads them as float) go the general way."""
+    source, event_id, ref, code = ev.source, ev.event_id, ev.customer_ref, ev.metric
+    if not (source + event_id + ref + code).isprintable():
+        return None
+    raw_ts, value, props = ev.timestamp, ev.value, ev.properties
+    if type(value) is int and not _INT64_MIN <= value < _UINT64_END:
+        return None
+    try:
+        return _checked(
+            index,
+            source,
+            event_id,
+            ref,
+            code,
+            None if raw_ts is _UNSET else raw_ts,
+            None if value is _UNSET else value,
+            None if props is _UNSET else props,
+            ev,
+            ctx,
+        )
+    except _Reject:
+        return None
 
 
 def validate_batch(
@@ -401,42 +504,37 @@ def validate_batch(
     now: datetime,
     max_age: timedelta,
     max_future: timedelta,
+    field_names: dict[str, str] | None = None,
 ) -> Validated:
-    """Validate (canonical event, raw payload) pairs; a later copy of a key in the batch is a duplicate."""
+    """Validate (event, raw payload) pairs: typed NativeEvents first the typed way, anything else
+    (or a typed event that does not pass) the general way. A later copy of a key in the batch is a
+    duplicate. `field_names`: how the input format names our fields, for rejection messages."""
     out = Validated()
-    oldest, newest = now - max_age, now + max_future
+    ctx = _BatchContext(catalog, now - max_age, now + max_future)
     seen: dict[str, Candidate] = {}
-    ts_cache: dict[
-        Any, tuple[datetime, str]
-    ] = {}  # producers often repeat a timestamp within a batch
-    memo = _BatchMemo()
-    schema_memo = memo.schema
     for index, (event, raw) in enumerate(items):
-        if type(event) is NativeEvent:
-            cand = _native_candidate(index, event, catalog, oldest, newest, memo)
-            if cand is None:  # not the common case: the general checks give the exact outcome
+        cand = typed_candidate(index, event, ctx) if type(event) is NativeEvent else None
+        if cand is None:
+            if type(event) is NativeEvent:
                 event = raw = as_sent(event)
-        else:
-            cand = None
-        try:
-            if cand is None:
-                cand = validate_one(
-                    index, event, raw, catalog, oldest, newest, ts_cache, schema_memo
+            try:
+                cand = validate_one(index, event, raw, ctx)
+            except _Reject as rej:
+                source = event.get("source") if isinstance(event, dict) else None
+                event_id = event.get("event_id") if isinstance(event, dict) else None
+                out.rejections.append(
+                    Rejection(
+                        index,
+                        _short(source, 100),
+                        _short(event_id, 200),
+                        rej.code,
+                        renamed(rej.message, field_names).replace("\x00", "\\u0000")
+                        if field_names
+                        else rej.message.replace("\x00", "\\u0000"),
+                        raw,
+                    )
                 )
-        except _Reject as rej:
-            source = event.get("source") if isinstance(event, dict) else None
-            event_id = event.get("event_id") if isinstance(event, dict) else None
-            out.rejections.append(
-                Rejection(
-                    index,
-                    _short(source, 100),
-                    _short(event_id, 200),
-                    rej.code,
-                    rej.message.replace("\x00", "\\u0000"),
-                    raw,
-                )
-            )
-            continue
+                continue
         key = cand.key = event_key(cand.source, cand.event_id)
         first = seen.get(key)
         if first is not None:
@@ -453,17 +551,21 @@ def _short(raw: Any, n: int) -> str:
     return str(raw).replace("\x00", "")[:n]
 
 
-# --- the native batch's fast path ------------------------------------------------------
+# --- the native batch's typed decoding ------------------------------------------------
 #
 # A native batch (`{"events": [...]}`) whose events have only the canonical fields, of the
 # canonical JSON types, is decoded by msgspec straight into NativeEvent structs: the field
-# types and lengths are checked in C while decoding. Each struct then goes through
-# _native_candidate, one pass for the common event; anything it does not take (another
-# timestamp form, a value that is not a whole number, a schema problem...) is turned back
-# into the dict that was sent and takes the general checks above, which give the exact
+# types and lengths are checked in C while decoding. Each struct then takes the same rules as
+# every other event (_checked, through typed_candidate); one the typed way does not take is
+# turned back into the dict that was sent and takes the general path, which gives the exact
 # outcome. A batch msgspec refuses (bad JSON, an extra field, a wrong type) is decoded by
-# orjson and takes the general checks whole. Tests hold both paths to the same candidates,
+# orjson and takes the general path whole. Tests hold both ways to the same candidates,
 # rejections and stored raw payloads (tests/metering/test_fast_path.py).
+#
+# The timestamp stays a string here, parsed by datetime.fromisoformat like the general path's:
+# msgspec's own datetime decoding rounds digits past the microsecond where fromisoformat drops
+# them, and takes a lowercase "z" that the general path refuses, so the two would store
+# different timestamps (and content hashes) for the same event (docs/decisions.md, 15).
 
 
 class NativeEvent(msgspec.Struct, forbid_unknown_fields=True):
@@ -498,129 +600,6 @@ def as_sent(ev: NativeEvent) -> Any:
     return orjson.loads(msgspec.json.encode(ev))
 
 
-_fromisoformat = datetime.fromisoformat
-
-
-def _py_native_candidate(
-    index: int,
-    ev: NativeEvent,
-    catalog: dict[str, list[VersionInfo]],
-    oldest: datetime,
-    newest: datetime,
-    memo: _BatchMemo,
-) -> Candidate | None:
-    """The candidate validate_one would make of this event, or None if it is not the common case:
-    ids without control characters, a UTC timestamp (YYYY-MM-DDTHH:MM:SS.ffffffZ or whole seconds,
-    YYYY-MM-DDTHH:MM:SSZ) inside the window, the newest metric version (not unique_count), a
-    whole-number value or none, properties the schema passes. Runs once per event of a native
-    batch: the checks are written out here rather than called (measured)."""
-    source, event_id, ref, code, raw_ts = (
-        ev.source,
-        ev.event_id,
-        ev.customer_ref,
-        ev.metric,
-        ev.timestamp,
-    )
-    if (
-        type(raw_ts) is not str
-        or not _utc_z_form(raw_ts)
-        or not (source + event_id + ref + code).isprintable()  # no control characters, and
-        # no other unprintable ones either (those take the general path, which keeps them)
-    ):
-        return None
-    try:
-        ts = _fromisoformat(raw_ts)
-    except ValueError:
-        return None
-    if ts < oldest or ts > newest:
-        return None
-    versions = catalog.get(code)
-    if not versions or versions[0].effective_from > ts:
-        return None
-    version = versions[0]
-    aggregation = version.aggregation
-    if aggregation == "unique_count":
-        return None
-    props = ev.properties
-    if props is None or props is msgspec.UNSET:
-        props = {}
-    number = ev.value
-    if number is None or number is msgspec.UNSET:
-        if aggregation == "count":
-            number = None
-        else:
-            number = props.get(version.value_property)
-            if type(number) is not int:
-                return None
-    elif type(number) is not int:
-        return None
-    if number is None:
-        value, value_text = None, None
-    else:
-        known = memo.values.get(number)
-        if known is None:
-            if not -MAX_INT < number < MAX_INT:
-                return None
-            value = Decimal(number)
-            known = memo.values[number] = (value, _value_text(value))
-        value, value_text = known
-    try:
-        props_json = orjson.dumps(props, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:
-        return None
-    if _schema_problem(version, props, props_json, memo.schema) is not None:
-        return None
-    if b"\\u0000" in props_json:
-        return None
-    ts_iso = _z_iso(ts, raw_ts)
-    return Candidate(
-        index,
-        source,
-        event_id,
-        ref,
-        version,
-        ts,
-        value,
-        props,
-        _hash(ref, code, ts_iso, value_text, props_json),
-        ev,
-        props_json.decode(),
-        ts_iso,
-    )
-
-
-try:  # the same function in C (setup.py builds it; without a compiler, the Python one runs)
-    from metering import _fastpath
-except ImportError:  # pragma: no cover - the suite asserts the build (test_fast_path)
-    _fastpath = None
-
-if _fastpath is not None:
-    _fastpath.configure(
-        Candidate,
-        orjson.dumps,
-        orjson.OPT_SORT_KEYS,
-        orjson.JSONEncodeError,
-        msgspec.UNSET,
-        Decimal,
-        _value_text,
-        _schema_problem,
-        MAX_INT,
-        UTC,
-    )
-    _native_candidate = _fastpath.native_candidate
-else:
-    _native_candidate = _py_native_candidate
-
-
-@dataclass(slots=True)
-class _BatchMemo:
-    """What a batch's events repeat, worked out once per batch: schema verdicts per (version,
-    properties JSON), and each whole-number value as (Decimal, normalised text)."""
-
-    schema: dict[tuple[int, bytes], str | None] = field(default_factory=dict)
-    values: dict[int, tuple[Decimal, str]] = field(default_factory=dict)
-
-
 # --- adapters: each input shape to the canonical event -----------------------------
 
 
@@ -635,7 +614,7 @@ def from_cloudevent(ce: Any) -> Any:
         return {
             "source": ce.get("source"),
             "event_id": ce.get("id"),
-            "_reject": (codes.EVENT_MALFORMED, "A CloudEvent needs specversion '1.0'."),
+            "_reject": (MeteringErrorCode.EVENT_MALFORMED, "A CloudEvent needs specversion '1.0'."),
         }
     data = ce.get("data")
     value = None
@@ -647,7 +626,7 @@ def from_cloudevent(ce: Any) -> Any:
             properties = data["properties"]
     elif data is not None:
         value = data
-    return {
+    event = {
         "event_id": ce.get("id"),
         "source": ce.get("source"),
         "customer_ref": ce.get("subject"),
@@ -656,6 +635,31 @@ def from_cloudevent(ce: Any) -> Any:
         "value": value,
         "properties": properties,
     }
+    if event["timestamp"] is None or event["timestamp"] == "":
+        # `time` is optional in CloudEvents: the event takes its receipt time (as Lago's do), and
+        # the intake service says so in its outcome.
+        event["timestamp"] = datetime.now(UTC).isoformat()
+        event[TIME_FROM_RECEIPT] = True
+    return event
+
+
+TIME_FROM_RECEIPT = "_time_from_receipt"  # marks a canonical event stamped with its receipt time
+
+# Our field names as CloudEvents calls them: rejections of CloudEvents name these.
+CLOUDEVENT_NAMES = {
+    "event_id": "id",
+    "customer_ref": "subject",
+    "metric": "type",
+    "timestamp": "time",
+}
+
+
+def renamed(message: str, names: dict[str, str]) -> str:
+    """A rejection message with the quoted field names of another format ('customer_ref' ->
+    'subject'): every message quotes the field it is about."""
+    for ours, theirs in names.items():
+        message = message.replace(f"'{ours}'", f"'{theirs}'")
+    return message
 
 
 LAGO_SOURCE = "lago"

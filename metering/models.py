@@ -393,6 +393,7 @@ class ImportJob(models.Model):
     held = models.BigIntegerField(default=0)
     error_report = models.FileField(upload_to="metering/import_errors/", blank=True)
     message = models.TextField(blank=True)
+    encoding = models.CharField(max_length=20, default="utf-8")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )

@@ -1,7 +1,7 @@
 """Usage summaries: SQL aggregation of accepted events per (customer, metric, window).
 
 Called through metering.services (usage_summarize_window / usage_summaries_close);
-this module holds the query side so services.py stays readable.
+this module holds the query side so the services stay readable.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from core.roles import AUDITOR, FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADM
 from core.actors import Actor
 from metering import selectors
 from metering.models import ImportJob
-from metering.services import import_job_create
+from metering.services import ENCODINGS, csv_template, import_job_create
 
 READERS = (FINANCE_CLERK, FINANCE_APPROVER, INTEGRATION_ADMIN, AUDITOR)
 UPLOADERS = (FINANCE_CLERK, INTEGRATION_ADMIN)
@@ -58,14 +58,25 @@ def imports(request: HttpRequest) -> HttpResponse:
         else:
             try:
                 job = import_job_create(
-                    upload=upload, user=request.user, actor=Actor.for_user(request.user)
+                    upload=upload,
+                    user=request.user,
+                    actor=Actor.for_user(request.user),
+                    encoding=request.POST.get("encoding") or "utf-8",
                 )
             except AppError as exc:
                 messages.error(request, exc.message)
             else:
                 return redirect("metering:import-detail", pk=job.pk)
     jobs = selectors.import_jobs()[:50]
-    return render(request, "metering/imports.html", {"jobs": jobs})
+    return render(request, "metering/imports.html", {"jobs": jobs, "encodings": ENCODINGS})
+
+
+@role_required(*READERS)
+def import_template(request: HttpRequest) -> HttpResponse:
+    """The CSV file to start an import from: the header and an example row."""
+    response = HttpResponse(csv_template(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="usage-import-template.csv"'
+    return response
 
 
 @role_required(*READERS)

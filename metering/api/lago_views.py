@@ -13,7 +13,9 @@ from http import HTTPStatus
 from typing import Any
 
 import orjson
-from django.http import HttpResponse
+from django.contrib.auth.decorators import login_not_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -23,17 +25,10 @@ from rest_framework.views import APIView
 from core.api.errors import exception_handler as ll_exception_handler
 from core.errors import AppError
 from core.models import ApiScope
-from core.actors import Actor
-from metering import error_codes, ingest
-from metering.api.views import (
-    _parser,
-    check_batch_size,
-    decode_json,
-    malformed,
-    read_body,
-    refuse,
-)
-from metering.services import IngestResult, usage_ingest
+from metering import ingest
+from metering.api.views import _parser, ingest_request
+from metering.error_codes import MeteringErrorCode
+from metering.services import IngestResult, lago_batch_intake, lago_event_intake
 
 LAGO_NS = uuid.UUID("6c1d3f0e-4a8e-4f39-9a51-3d7d0c0f1a2b")
 
@@ -46,15 +41,15 @@ FIELD_OF = {
     "source": "transaction_id",
 }
 LAGO_CODES: dict[str, tuple[str, str]] = {
-    error_codes.INVALID_TIMESTAMP: ("timestamp", "invalid_format"),
-    error_codes.EVENT_TOO_OLD: ("timestamp", "event_too_old"),
-    error_codes.EVENT_IN_FUTURE: ("timestamp", "event_in_future"),
-    error_codes.UNKNOWN_METRIC: ("code", "metric_not_found"),
-    error_codes.METRIC_NOT_EFFECTIVE: ("code", "metric_not_effective"),
-    error_codes.SCHEMA_VIOLATION: ("properties", "invalid_value"),
-    error_codes.INVALID_VALUE: ("properties", "invalid_value"),
-    error_codes.VALUE_REQUIRED: ("properties", "value_is_mandatory"),
-    error_codes.EVENT_MALFORMED: ("event", "invalid_format"),
+    MeteringErrorCode.INVALID_TIMESTAMP: ("timestamp", "invalid_format"),
+    MeteringErrorCode.EVENT_TOO_OLD: ("timestamp", "event_too_old"),
+    MeteringErrorCode.EVENT_IN_FUTURE: ("timestamp", "event_in_future"),
+    MeteringErrorCode.UNKNOWN_METRIC: ("code", "metric_not_found"),
+    MeteringErrorCode.METRIC_NOT_EFFECTIVE: ("code", "metric_not_effective"),
+    MeteringErrorCode.SCHEMA_VIOLATION: ("properties", "invalid_value"),
+    MeteringErrorCode.INVALID_VALUE: ("properties", "invalid_value"),
+    MeteringErrorCode.VALUE_REQUIRED: ("properties", "value_is_mandatory"),
+    MeteringErrorCode.EVENT_MALFORMED: ("event", "invalid_format"),
 }
 
 
@@ -97,7 +92,9 @@ def _field_errors(result: dict[str, Any], raw: Any) -> dict[str, list[str]]:
     message = result.get("message", "")
     missing = next((lago for ours, lago in FIELD_OF.items() if f"'{ours}'" in message), "event")
     return {
-        missing: ["value_is_mandatory" if code == error_codes.MISSING_FIELD else "invalid_value"]
+        missing: [
+            "value_is_mandatory" if code == MeteringErrorCode.MISSING_FIELD else "invalid_value"
+        ]
     }
 
 
@@ -164,31 +161,6 @@ class _LagoBase(APIView):
     def get_exception_handler(self):  # type: ignore[no-untyped-def]
         return lago_exception_handler
 
-    def _ingest(
-        self, request: Request, events: list[Any], channel: str
-    ) -> tuple[IngestResult, str]:
-        result = usage_ingest(
-            items=[(ingest.from_lago(e), e) for e in events],
-            actor=Actor.for_request(request),
-            api_key=request.auth,
-            channel=channel,
-        )
-        return result, _now_iso()
-
-    def _doc(self, request: Request) -> Any:
-        if (request.content_type or "").split(";")[0].strip().lower() not in (
-            "application/json",
-            "",
-        ):
-            raise refuse(
-                request,
-                code=error_codes.UNSUPPORTED_MEDIA_TYPE,
-                status=415,
-                raw=read_body(request, actor=Actor.for_request(request)).decode("utf-8", "replace"),
-                message="Send application/json.",
-            )
-        return decode_json(request, read_body(request, actor=Actor.for_request(request)))
-
 
 def _now_iso() -> str:
     from django.utils import timezone
@@ -212,11 +184,8 @@ class LagoEventCreateApi(_LagoBase):
         responses=lago_responses(OutputSerializer),
     )
     def post(self, request: Request) -> HttpResponse:
-        doc = self._doc(request)
-        event = doc.get("event") if isinstance(doc, dict) else None
-        if not isinstance(event, dict):
-            raise malformed(request, doc, 'The body must be {"event": {...}}.')
-        result, received = self._ingest(request, [event], "lago")
+        intake = lago_event_intake(request=ingest_request(request))
+        result, event, received = intake.result, intake.events[0], _now_iso()
         outcome = result.results[0]
         if outcome["status"] in (ingest.DUPLICATE, ingest.REJECTED):
             raise AppError(
@@ -247,19 +216,8 @@ class LagoEventBatchApi(_LagoBase):
         responses=lago_responses(OutputSerializer),
     )
     def post(self, request: Request) -> HttpResponse:
-        doc = self._doc(request)
-        events = doc.get("events") if isinstance(doc, dict) else None
-        if not isinstance(events, list):
-            raise malformed(request, doc, 'The body must be {"events": [...]}.')
-        if not events:
-            raise AppError(
-                "No events.",
-                code="validation_errors",
-                status=422,
-                extra={"error_details": {"events": ["no_events"]}},
-            )
-        check_batch_size(request, events, doc)
-        result, received = self._ingest(request, events, "lago-batch")
+        intake = lago_batch_intake(request=ingest_request(request))
+        result, events, received = intake.result, intake.events, _now_iso()
         errors = {
             str(r["index"]): _field_errors(r, events[r["index"]])
             for r in result.results
@@ -276,3 +234,25 @@ class LagoEventBatchApi(_LagoBase):
             orjson.dumps({"events": [_echo(i, e, result, received) for i, e in enumerate(events)]}),
             content_type="application/json",
         )
+
+
+SERVED = ("api/v1/events", "api/v1/events/batch")
+
+
+@csrf_exempt  # an API path: no session, no CSRF token (a POST would get Django's 403 page)
+@login_not_required
+def lago_not_found(request: HttpRequest) -> JsonResponse:
+    """Any other path under /compat/lago/: Lago's JSON 404, not Django's HTML page (which a Lago
+    client reports as a misleading server error)."""
+    return JsonResponse(
+        lago_error(
+            404,
+            code="not_found",
+            details={
+                "message": f"{request.path} is not served by the Lago compatibility layer; it "
+                f"serves POST {' and '.join(SERVED)} under the base URL "
+                f"{request.build_absolute_uri('/compat/lago/')}."
+            },
+        ),
+        status=404,
+    )

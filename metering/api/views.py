@@ -27,19 +27,17 @@ from core import error_codes as core_codes
 from core.errors import AppError
 from core.models import ApiScope, Customer
 from core.actors import Actor
-from metering import error_codes, ingest, selectors
+from metering import selectors
 from metering.models import Aggregation, CustomerMapping, MetricDefinition, RejectedEvent
 from metering.services import (
+    IngestRequest,
     customer_mapping_create,
-    dead_letter_request,
+    events_intake,
     metric_create,
     metric_version_add,
     rejected_event_resubmit,
-    usage_ingest,
 )
-
-CE_STRUCTURED = "application/cloudevents+json"
-CE_BATCH = "application/cloudevents-batch+json"
+from metering.services.intake import CE_BATCH, CE_STRUCTURED
 
 
 class _RawParser(BaseParser):
@@ -53,7 +51,7 @@ def _parser(media: str) -> type[BaseParser]:
     return type(f"RawParser_{media}", (_RawParser,), {"media_type": media})
 
 
-def read_body(request: Request, *, actor: Actor) -> bytes:
+def read_body(request: Request) -> bytes:
     try:
         return request.body
     except RequestDataTooBig as exc:
@@ -65,54 +63,26 @@ def read_body(request: Request, *, actor: Actor) -> bytes:
         ) from exc
 
 
-def refuse(
-    request: Request, *, code: str, message: str, raw: Any, status: int, **extra: Any
-) -> AppError:
-    """Keep what could be read of a refused request in the dead letter, and build the 4xx error."""
-    key = request.auth
-    rejected = dead_letter_request(
-        code=code, message=message, raw=raw, actor=Actor.for_request(request), api_key=key
-    )
-    return AppError(message, code=code, status=status, extra={"rejected_id": rejected.pk, **extra})
-
-
-def malformed(request: Request, raw: Any, message: str) -> AppError:
-    """400 malformed_request for a body of the wrong shape, kept in the dead letter."""
-    return refuse(request, code=error_codes.MALFORMED_REQUEST, status=400, raw=raw, message=message)
-
-
-def decode_json(request: Request, body: bytes) -> Any:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise refuse(
-            request,
-            code=error_codes.MALFORMED_REQUEST,
-            status=400,
-            message=f"The body is not valid JSON: {exc}.",
-            raw=body[:1_000_000].decode("utf-8", errors="replace"),
-        ) from exc
-
-
-def check_batch_size(request: Request, events: list[Any], raw: Any) -> None:
-    limit = settings.LEDGERLINE["MAX_BATCH_EVENTS"]
-    if not events:
-        raise AppError("The batch has no events.", code=error_codes.EMPTY_BATCH, status=400)
-    if len(events) > limit:
-        raise refuse(
-            request,
-            code=error_codes.BATCH_TOO_LARGE,
-            status=413,
-            raw=raw,
-            message=f"A request takes at most {limit:,} events; this one has {len(events):,}. "
-            "Split it; the batch is kept in the dead letter.",
-            limit=limit,
-            received=len(events),
-        )
-
-
 def media_type(request: Request) -> str:
     return (request.content_type or "").split(";")[0].strip().lower()
+
+
+CE_BINARY_ATTRIBUTES = ("specversion", "id", "source", "subject", "type", "time")
+
+
+def ingest_request(request: Request, *, binary_cloudevent: bool = False) -> IngestRequest:
+    """What the intake service needs of an ingest request: body, media type, who sent it and, for
+    a CloudEvent in binary mode (a ce-specversion header), its ce-* attributes."""
+    attributes = None
+    if binary_cloudevent and request.headers.get("ce-specversion"):
+        attributes = {name: request.headers.get(f"ce-{name}") for name in CE_BINARY_ATTRIBUTES}
+    return IngestRequest(
+        body=read_body(request),
+        media_type=media_type(request),
+        actor=Actor.for_request(request),
+        api_key=request.auth,
+        ce_attributes=attributes,
+    )
 
 
 class EventResultSerializer(serializers.Serializer):
@@ -191,79 +161,15 @@ class EventIngestApi(APIView):
                 OpenApiParameter.HEADER,
                 required=False,
                 description="CloudEvents binary mode: with ce-id, ce-source, ce-subject, "
-                "ce-type, ce-time; the body is `data`.",
+                "ce-type and (optional: the receipt time) ce-time, each percent-encoded UTF-8 as "
+                "the HTTP binding says; the body is `data` (read as JSON without a Content-Type).",
             )
         ],
     )
     def post(self, request: Request) -> HttpResponse:
-        actor = Actor.for_request(request)
-        body = read_body(request, actor=actor)
-        ctype = media_type(request)
-        if request.headers.get("ce-specversion"):
-            items = [binary_cloudevent(request, body, ctype)]
-            channel = "cloudevents-binary"
-        elif ctype == "application/json":
-            # The common batch is decoded into typed events (ingest.decode_native); any other
-            # (bad JSON, wrong shape or types, extra fields, empty or too large) takes orjson.
-            native = ingest.decode_native(body)
-            if native and len(native) <= settings.LEDGERLINE["MAX_BATCH_EVENTS"]:
-                items = [(e, e) for e in native]
-            else:
-                doc = decode_json(request, body)
-                events = doc.get("events") if isinstance(doc, dict) else None
-                if not isinstance(events, list):
-                    raise malformed(
-                        request, doc, 'The body must be a JSON object with an "events" list.'
-                    )
-                check_batch_size(request, events, doc)
-                items = [(e, e) for e in events]
-            channel = "native"
-        elif ctype == CE_STRUCTURED:
-            doc = decode_json(request, body)
-            items = [(ingest.from_cloudevent(doc), doc)]
-            channel = "cloudevents"
-        elif ctype == CE_BATCH:
-            doc = decode_json(request, body)
-            if not isinstance(doc, list):
-                raise malformed(request, doc, "A CloudEvents batch must be a JSON array of events.")
-            check_batch_size(request, doc, doc)
-            items = [(ingest.from_cloudevent(ce), ce) for ce in doc]
-            channel = "cloudevents-batch"
-        else:
-            raise refuse(
-                request,
-                code=error_codes.UNSUPPORTED_MEDIA_TYPE,
-                status=415,
-                raw=body[:1_000_000].decode("utf-8", errors="replace"),
-                message=f"Content type {ctype or '(none)'!r} is not accepted; send application/json, "
-                f"{CE_STRUCTURED} or {CE_BATCH}.",
-            )
-        result = usage_ingest(items=items, actor=actor, api_key=request.auth, channel=channel)
+        result = events_intake(request=ingest_request(request, binary_cloudevent=True))
         payload = {"batch_id": result.batch_id, "counts": result.counts, "results": result.results}
         return HttpResponse(orjson.dumps(payload), content_type="application/json")
-
-
-def binary_cloudevent(request: Request, body: bytes, ctype: str) -> tuple[dict[str, Any], Any]:
-    headers = request.headers
-    data: Any = None
-    if body:
-        if ctype.endswith("json"):
-            try:
-                data = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                data = body.decode("utf-8", errors="replace")
-        else:
-            data = body.decode("utf-8", errors="replace")
-    ce = {
-        "specversion": headers.get("ce-specversion"),
-        "id": headers.get("ce-id"),
-        "source": headers.get("ce-source"),
-        "subject": headers.get("ce-subject"),
-        "type": headers.get("ce-type"),
-        "time": headers.get("ce-time"),
-        "data": data,
-    }
-    return ingest.from_cloudevent(ce), ce
 
 
 # --- admin: metrics and mappings ------------------------------------------------------

@@ -1,11 +1,9 @@
-"""The ingest fast path's shortcuts give exactly what the general path gives (the content hash,
-stored with every key, depends on the timestamp's ISO form)."""
+"""The typed native path gives exactly what the general path gives (the content hash, stored with
+every key, depends on the timestamp's ISO form), and the content hash is the one stored so far."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -42,15 +40,16 @@ def test_the_fast_timestamp_is_the_general_one(raw: str) -> None:
         expected = ingest.parse_timestamp(raw)
     except ingest._Reject:
         with pytest.raises(ingest._Reject):
-            ingest._timestamp(raw, None)
+            ingest._timestamp(raw, {})
         return
-    assert ingest._timestamp(raw, None) == (expected, expected.isoformat())
-    assert ingest._timestamp(raw, {}) == (expected, expected.isoformat())
+    cache: dict[Any, tuple[datetime, str]] = {}
+    assert ingest._timestamp(raw, cache) == (expected, expected.isoformat())
+    assert ingest._timestamp(raw, cache) == (expected, expected.isoformat())  # from the cache
 
 
 def test_a_naive_timestamp_is_refused_with_the_same_message() -> None:
     with pytest.raises(ingest._Reject) as fast:
-        ingest._timestamp("2026-11-24T06:12:34.567000", None)
+        ingest._timestamp("2026-11-24T06:12:34.567000", {})
     assert fast.value.code == "invalid_timestamp"
     assert "has no time zone" in fast.value.message
 
@@ -200,30 +199,17 @@ def _outcome(validated: ingest.Validated) -> tuple[Any, ...]:
     return cands, rejections, validated.in_batch_duplicates
 
 
-@contextmanager
-def _one_pass(impl: str) -> Iterator[None]:
-    """validate_batch with the C one pass (the default where it is built) or the Python one."""
-    chosen = ingest._py_native_candidate if impl == "python" else ingest._native_candidate
-    saved, ingest._native_candidate = ingest._native_candidate, chosen
-    try:
-        yield
-    finally:
-        ingest._native_candidate = saved
-
-
-@pytest.mark.parametrize("impl", ["default", "python"])
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.one_of(_events, _valid_events, _valid_events), max_size=6))
 def test_a_typed_native_batch_gives_what_the_general_path_gives(
-    impl: str, events: list[dict[str, Any]]
+    events: list[dict[str, Any]],
 ) -> None:
     body = json.dumps({"events": events}).encode()  # stdlib json: integers past 64 bits too
     native = ingest.decode_native(body)
     if native is None:
         return  # msgspec refused the batch: the view sends it down the general path whole
     window = {"now": NOW, "max_age": timedelta(days=35), "max_future": timedelta(minutes=5)}
-    with _one_pass(impl):
-        typed = ingest.validate_batch([(e, e) for e in native], CATALOG, **window)
+    typed = ingest.validate_batch([(e, e) for e in native], CATALOG, **window)
     general = ingest.validate_batch(
         [(e, e) for e in orjson.loads(body)["events"]], CATALOG, **window
     )
@@ -255,11 +241,8 @@ def test_the_common_batch_takes_the_typed_path() -> None:
     )
     native = ingest.decode_native(body)
     assert native is not None
-    memo = ingest._BatchMemo()
-    oldest, newest = NOW - timedelta(days=35), NOW + timedelta(minutes=5)
-    made = [
-        ingest._native_candidate(i, e, CATALOG, oldest, newest, memo) for i, e in enumerate(native)
-    ]
+    ctx = ingest._BatchContext(CATALOG, NOW - timedelta(days=35), NOW + timedelta(minutes=5))
+    made = [ingest.typed_candidate(i, e, ctx) for i, e in enumerate(native)]
     assert all(c is not None for c in made)
     assert [c.value for c in made] == [Decimal(3), None]  # type: ignore[union-attr]
     # one extra field anywhere: the whole batch goes the general way
@@ -282,32 +265,42 @@ def test_other_iso_forms_give_the_same_event_on_both_paths(raw: str) -> None:
     assert typed.candidates[0].ts_iso == general.candidates[0].timestamp.isoformat()
 
 
-# --- the C implementation (metering/_fastpath.c) is the Python one, event by event ---------
+# --- the content hash is the one stored so far ----------------------------------------------
 
 
-def test_the_c_fast_path_is_built() -> None:
-    """`make install` compiles it (setup.py); without it ingest still works, ~10% slower, so a
-    missing compiler must show here rather than only in the benchmark."""
-    assert ingest._fastpath is not None, (
-        "metering._fastpath is not built: `make install` (pip install -e .) compiles it with gcc "
-        "and the Python headers; after `git clean` remove .venv/.installed-stamp first"
+def test_the_content_hash_is_the_stored_one() -> None:
+    """BLAKE2b-128 over orjson's [customer_ref, metric, UTC ISO time, value text] and the sorted
+    properties: the hash every stored EventKey carries. The expected value was made by the
+    retired C path (metering/_fastpath.c) and the Python path alike; a change here would make
+    every redelivery of a stored event a conflict."""
+    body = (
+        b'{"events":[{"event_id":"ev-\\u00e9 \\"1\\"","source":"shop","customer_ref":"acct_7",'
+        b'"metric":"api_calls","timestamp":"2026-11-24T06:12:34.567000Z",'
+        b'"properties":{"units":3,"region":"eu"}}]}'
     )
-    assert ingest._native_candidate is ingest._fastpath.native_candidate
+    expected = "6216846ac8266fb757049e8e3a0e0113"
+    window = {"now": NOW, "max_age": timedelta(days=35), "max_future": timedelta(minutes=5)}
+    native = ingest.decode_native(body)
+    assert native is not None
+    typed = ingest.validate_batch([(e, e) for e in native], CATALOG, **window)
+    general = ingest.validate_batch(
+        [(e, e) for e in orjson.loads(body)["events"]], CATALOG, **window
+    )
+    assert typed.candidates[0].content_hash == expected
+    assert general.candidates[0].content_hash == expected
+    assert (
+        ingest.content_hash(
+            "acct_7",
+            "api_calls",
+            "2026-11-24T06:12:34.567000+00:00",
+            Decimal("3.000"),  # 3.000 and 3 are the same value
+            b'{"region":"eu","units":3}',
+        )
+        == expected
+    )
 
 
-needs_c = pytest.mark.skipif(
-    ingest._fastpath is None,
-    reason="metering._fastpath is not built (test_the_c_fast_path_is_built)",
-)
-
-
-@needs_c
-@pytest.mark.parametrize("n", [0, 1, 2, 63, 64, 127, 128, 129, 255, 256, 257, 1000])
-def test_the_c_blake2b_is_hashlibs(n: int) -> None:
-    import hashlib
-
-    data = bytes((i * 7 + n) % 256 for i in range(n))
-    assert ingest._fastpath.blake2b_128(data) == hashlib.blake2b(data, digest_size=16).hexdigest()
+# --- odd strings, numbers and timestamps: the typed path's candidate is the general one -------
 
 
 _z_digits = st.tuples(
@@ -326,7 +319,7 @@ _z_digits = st.tuples(
 _in_window = st.integers(-7200, 600).map(  # inside the window, on both sides of NOW
     lambda s: (NOW + timedelta(seconds=s, microseconds=s % 3)).isoformat().replace("+00:00", "Z")
 )
-_c_times = st.one_of(
+_typed_times = st.one_of(
     _in_window,
     _in_window,
     _times,
@@ -342,12 +335,12 @@ _c_times = st.one_of(
         ]
     ),
 )
-_c_text = st.one_of(
+_typed_text = st.one_of(
     st.sampled_from(["a", 'q"uote', "back\\slash", "é", "\u2028", "\xa0", "日本", "😀", "x" * 200]),
     st.text(min_size=1, max_size=8),
-    st.text(alphabet='é😀"\\', min_size=150, max_size=200),  # heads past the 1 kB stack buffer
+    st.text(alphabet='é😀"\\', min_size=150, max_size=200),  # long heads for the hash
 )
-_c_props = st.fixed_dictionaries(
+_typed_props = st.fixed_dictionaries(
     {"units": st.one_of(st.integers(0, 10), st.integers(-(10**25), 10**25))},
     optional={
         "region": st.sampled_from(["eu", "eu", "mars"]),
@@ -361,46 +354,56 @@ _printable = st.one_of(  # ids the fast path takes: quotes and backslashes escap
     st.sampled_from(["a", 'q"uote', "back\\slash", "é", "日本", "😀", "x" * 200]),
     st.text(alphabet='ab "\\é😀日', min_size=1, max_size=200),
 )
-_c_common = st.fixed_dictionaries(  # the event the fast path takes, with odd strings and numbers
-    {
-        "event_id": _printable,
-        "source": _printable,
-        "customer_ref": _printable,
-        "metric": st.sampled_from(["api_calls", "logins", "peak"]),
-        "timestamp": _in_window,
-    },
-    optional={
-        "value": st.one_of(st.integers(0, 10), st.sampled_from([10**24 - 1, -(10**24) + 1])),
-        "properties": _c_props,
-    },
+_typed_common = (
+    st.fixed_dictionaries(  # the event the fast path takes, with odd strings and numbers
+        {
+            "event_id": _printable,
+            "source": _printable,
+            "customer_ref": _printable,
+            "metric": st.sampled_from(["api_calls", "logins", "peak"]),
+            "timestamp": _in_window,
+        },
+        optional={
+            "value": st.one_of(st.integers(0, 10), st.sampled_from([10**24 - 1, -(10**24) + 1])),
+            "properties": _typed_props,
+        },
+    )
 )
-_c_any = st.fixed_dictionaries(
+_typed_any = st.fixed_dictionaries(
     {
-        "event_id": _c_text,
-        "source": _c_text,
-        "customer_ref": _c_text,
+        "event_id": _typed_text,
+        "source": _typed_text,
+        "customer_ref": _typed_text,
         "metric": st.sampled_from(["api_calls", "logins", "seats", "peak", "no"]),
-        "timestamp": _c_times,
+        "timestamp": _typed_times,
     },
     optional={
         "value": st.one_of(_numbers, st.sampled_from([10**24, -(10**24)])),
-        "properties": st.one_of(_c_props, _props),
+        "properties": st.one_of(_typed_props, _props),
     },
 )
 
 
-@needs_c
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(_c_common, _c_any))
-def test_the_c_fast_path_makes_the_python_ones_candidate(event: dict[str, Any]) -> None:
+@given(st.one_of(_typed_common, _typed_any))
+def test_the_typed_path_makes_the_general_paths_candidate(event: dict[str, Any]) -> None:
+    """Event by event, with ids holding quotes, backslashes and non-ASCII, every digit in the
+    timestamp's layout, values at the 24-digit bound and properties orjson cannot write: a typed
+    event either gives the general path's candidate or goes the general way."""
     body = json.dumps({"events": [event]}).encode()
     native = ingest.decode_native(body)
     if native is None:
         return
-    oldest, newest = NOW - timedelta(days=35), NOW + timedelta(minutes=5)
-    c_memo, py_memo = ingest._BatchMemo(), ingest._BatchMemo()
-    for _ in range(2):  # the second time from the batch memo
-        made = ingest._fastpath.native_candidate(7, native[0], CATALOG, oldest, newest, c_memo)
-        expected = ingest._py_native_candidate(7, native[0], CATALOG, oldest, newest, py_memo)
-        assert made == expected
-    assert c_memo == py_memo
+    general_event = orjson.loads(body)["events"][0]
+    ctx = ingest._BatchContext(CATALOG, NOW - timedelta(days=35), NOW + timedelta(minutes=5))
+    for _ in range(2):  # the second time from the batch's caches
+        made = ingest.typed_candidate(7, native[0], ctx)
+        try:
+            expected = ingest.validate_one(7, general_event, general_event, ctx)
+        except ingest._Reject:
+            assert made is None
+            continue
+        if made is not None:
+            assert made.raw is native[0]
+            made.raw = general_event
+            assert made == expected

@@ -198,3 +198,24 @@ def test_lago_errors_use_lago_shapes(writer, api_client) -> None:  # type: ignor
     assert broken.json()["code"] == "malformed_request"
     wrong = writer.post("/compat/lago/api/v1/events", {"nope": 1}, format="json")
     assert wrong.status_code == 400
+
+
+@pytest.mark.parametrize(
+    "path", ["/compat/lago/api/v1/customers", "/compat/lago/api/v1/events/xyz", "/compat/lago/x"]
+)
+def test_a_path_lago_compat_does_not_serve_answers_lagos_json_404(writer, path) -> None:  # type: ignore[no-untyped-def]
+    for resp in (writer.get(path), writer.post(path, {"event": {}}, format="json")):
+        assert resp.status_code == 404
+        assert resp["Content-Type"] == "application/json"
+        body = resp.json()
+        assert (body["status"], body["error"], body["code"]) == (404, "Not Found", "not_found")
+        assert "/compat/lago/" in body["error_details"]["message"]
+
+
+def test_the_lago_404_needs_no_csrf_token(db) -> None:  # type: ignore[no-untyped-def]
+    from django.test import Client
+
+    resp = Client(enforce_csrf_checks=True).post(
+        "/compat/lago/api/v1/customers", data=b"{}", content_type="application/json"
+    )
+    assert resp.status_code == 404 and resp.json()["code"] == "not_found"

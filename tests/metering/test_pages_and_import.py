@@ -53,12 +53,13 @@ def test_import_usage_command_streams_and_reports(tmp_path: Path, now: datetime)
         "12.5"
     )  # .5+1.5+...+4.5
     report = list(csv.DictReader((tmp_path / "usage.errors.csv").open()))
-    assert [(r["row"], r["status"], r["code"]) for r in report] == [
-        ("7", "duplicate", ""),
+    assert [(r["line"], r["status"], r["code"]) for r in report] == [
+        ("7", "duplicate", "duplicate_in_request"),
         ("8", "rejected", "invalid_timestamp"),
         ("9", "rejected", "invalid_field"),
-        ("10", "held", ""),
+        ("10", "held", "unmapped_customer"),
     ]
+    assert all(r["message"] for r in report)
     assert AuditEntry.objects.filter(action="usage.ingest").count() == 1  # one batch
 
 
@@ -90,7 +91,7 @@ def test_upload_page_progress_and_error_report(
     partial = c.get(f"/metering/imports/{job.pk}/", HTTP_HX_REQUEST="true")
     assert b"every 1s" not in partial.content and b"100%" in partial.content
     report = b"".join(c.get(f"/metering/imports/{job.pk}/errors.csv").streaming_content).decode()
-    assert "invalid_timestamp" in report and report.startswith("row,event_id,status,code,message")
+    assert "invalid_timestamp" in report and report.startswith("line,event_id,status,code,message")
     run_import_job(job.pk)  # safe to run twice
     assert UsageEvent.objects.count() == 5
     bad = c.post("/metering/imports/", {"file": SimpleUploadedFile("x.txt", b"x")})
@@ -273,3 +274,124 @@ def test_an_auditor_cannot_upload_usage(client, auditor) -> None:  # type: ignor
     response = client.post("/metering/imports/", {"file": upload})
     assert response.status_code == 403
     assert not ImportJob.objects.exists()
+
+
+# --- the import to the letter (issue 11): lines, encodings, header, codes, source ---------------
+
+
+def _import(tmp_path: Path, content: bytes, *args: str) -> tuple[str, list[dict[str, str]]]:
+    path = tmp_path / "usage.csv"
+    path.write_bytes(content)
+    out, err = io.StringIO(), io.StringIO()
+    call_command("import_usage", str(path), "--no-progress", *args, stdout=out, stderr=err)
+    report = list(csv.DictReader((tmp_path / "usage.errors.csv").open(encoding="utf-8")))
+    return out.getvalue() + err.getvalue(), report
+
+
+def test_the_report_names_the_files_own_line(tmp_path: Path, now: datetime) -> None:
+    ts = iso(now - timedelta(hours=1))
+    content = (
+        "event_id,source,customer_ref,metric,timestamp,value,properties\n"
+        "\n"  # line 2: blank
+        f'q1,app,acct-1,storage_gb,{ts},1,"{{""region"":\n""eu""}}"\n'  # lines 3-4: one row
+        "\n"
+        f"q2,app,acct-1,storage_gb,not-a-time,1,\n"  # line 6
+    ).encode()
+    _, report = _import(tmp_path, content)
+    assert [(r["line"], r["event_id"], r["code"]) for r in report] == [
+        ("6", "q2", "invalid_timestamp")
+    ]
+    assert UsageEvent.objects.get().properties == {"region": "eu"}
+
+
+def test_bytes_not_in_the_encoding_are_refused_with_line_and_byte(
+    tmp_path: Path, now: datetime, customer_acme: Customer
+) -> None:
+    from django.core.management.base import CommandError
+
+    ts = iso(now - timedelta(hours=1))
+    content = (
+        "event_id,source,customer_ref,metric,timestamp\n"
+        f"m1,app,acct-1,api_calls,{ts}\n"
+        f"m2,app,acct_m\xfcller,api_calls,{ts}\n"
+    ).encode("latin-1")
+    with pytest.raises(
+        CommandError, match=r"Line 3 is not utf-8: byte 14 of the line \(byte 105 of the file\)"
+    ):
+        _import(tmp_path, content)
+    assert not UsageEvent.objects.exists()  # refused before any row
+    CustomerMapping.objects.create(source="app", customer_ref="acct_müller", customer=customer_acme)
+    _import(tmp_path, content, "--encoding", "cp1252")
+    assert set(UsageEvent.objects.values_list("customer_ref", flat=True)) == {
+        "acct-1",
+        "acct_müller",
+    }
+
+
+def test_duplicates_say_whether_they_conflict(tmp_path: Path, now: datetime) -> None:
+    ts = iso(now - timedelta(hours=1))
+    head = "event_id,source,customer_ref,metric,timestamp,value\n"
+    _import(
+        tmp_path,
+        (head + f"d1,app,acct-1,storage_gb,{ts},1\nd2,app,acct-1,storage_gb,{ts},1\n").encode(),
+    )
+    _, report = _import(
+        tmp_path,
+        (head + f"d1,app,acct-1,storage_gb,{ts},1\nd2,app,acct-1,storage_gb,{ts},2\n").encode(),
+    )
+    assert [(r["event_id"], r["code"]) for r in report] == [
+        ("d1", "duplicate"),
+        ("d2", "duplicate_conflict"),
+    ]
+    assert "different content" in report[1]["message"]
+
+
+def test_rows_without_a_source_count_under_the_imports_source(
+    tmp_path: Path, now: datetime
+) -> None:
+    from metering.models import IngestTally, RejectedEvent
+
+    ts = iso(now - timedelta(hours=1))
+    _, report = _import(
+        tmp_path,
+        f"event_id,source,customer_ref,metric,timestamp\nn1,,acct-1,api_calls,{ts}\n".encode(),
+    )
+    assert report[0]["code"] == "missing_field" and "csv:usage.csv" in report[0]["message"]
+    assert RejectedEvent.objects.get().source == "csv:usage.csv"
+    assert IngestTally.objects.get().source == "csv:usage.csv"
+
+
+def test_the_header_is_checked_before_the_file_is_queued(
+    clerk, settings, tmp_path: Path, now: datetime
+) -> None:  # type: ignore[no-untyped-def]
+    settings.MEDIA_ROOT = tmp_path
+    c = login(clerk)
+    template = c.get("/metering/imports/template.csv")
+    assert template.status_code == 200
+    assert template.content.decode().startswith(
+        "event_id,source,customer_ref,metric,timestamp,value,properties"
+    )
+    page = c.post(
+        "/metering/imports/",
+        {"file": SimpleUploadedFile("u.csv", b"event_id,source\n1,app\n")},
+        follow=True,
+    )
+    assert b"lacks the column(s) customer_ref, metric, timestamp" in page.content
+    assert b"event_id,source,customer_ref,metric,timestamp" in page.content
+    assert not ImportJob.objects.exists()
+    not_utf8 = c.post(
+        "/metering/imports/",
+        {
+            "file": SimpleUploadedFile(
+                "u.csv",
+                "event_id,source,customer_ref,metric,timestamp\nx,app,m\xfc,a,b\n".encode(
+                    "latin-1"
+                ),
+            )
+        },
+        follow=True,
+    )
+    assert b"Line 2 is not utf-8" in not_utf8.content and not ImportJob.objects.exists()
+    extra = "event_id,source,customer_ref,metric,timestamp,colour\n".encode()
+    c.post("/metering/imports/", {"file": SimpleUploadedFile("u.csv", extra)})
+    assert "colour" in ImportJob.objects.get().message

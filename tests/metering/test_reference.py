@@ -13,7 +13,8 @@ from django.db import connections, transaction
 
 from core.models import Currency, Customer, LegalEntity
 from core.actors import Actor
-from metering import reference, services
+from metering import reference
+from metering.services import ingest as services  # the module usage_ingest runs in
 from metering.models import CustomerMapping, HeldEvent, UsageEvent
 from metering.services import customer_mapping_create, usage_ingest
 from tests.conftest import requires_postgres

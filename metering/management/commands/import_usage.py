@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.errors import AppError
 from core.actors import Actor
-from metering.services import ImportProgress, usage_import_stream
+from metering.services import ENCODINGS, ImportProgress, import_source, usage_import_stream
 
 
 class Command(BaseCommand):
@@ -26,6 +26,12 @@ class Command(BaseCommand):
         parser.add_argument("--errors", type=Path, help="Where to write the per-row error report.")
         parser.add_argument(
             "--no-progress", action="store_true", help="Do not draw the progress bar."
+        )
+        parser.add_argument(
+            "--encoding",
+            choices=ENCODINGS,
+            default="utf-8",
+            help="The file's encoding (a byte it does not allow stops the import before any row).",
         )
 
     def handle(self, *args: Any, **opts: Any) -> None:
@@ -53,12 +59,19 @@ class Command(BaseCommand):
                 errors_path.open("w", encoding="utf-8", newline="") as report,
             ):
                 result = usage_import_stream(
-                    fileobj=fh, actor=actor, error_report=report, on_progress=progress
+                    fileobj=fh,
+                    actor=actor,
+                    error_report=report,
+                    on_progress=progress,
+                    encoding=opts["encoding"],
+                    source=import_source(path.name),
                 )
         except AppError as exc:
             raise CommandError(exc.message) from exc
         if show:
             sys.stderr.write("\n")
+        for warning in result.warnings:
+            self.stderr.write(f"Warning: {warning}")
         self.stdout.write(
             f"{result.rows:,} rows: {result.accepted:,} accepted, {result.duplicate:,} duplicate, "
             f"{result.rejected:,} rejected, {result.held:,} held. Error report: {errors_path}"
