@@ -27,7 +27,7 @@ from billing.models import (
     TaxRate,
 )
 from core.errors import AppError
-from exceptions.admin import AuditedModelAdmin, ReadOnlyAdmin
+from core.admin_base import AuditedModelAdmin, ReadOnlyAdmin
 from core.actors import Actor
 
 

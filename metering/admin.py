@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from core.errors import AppError
-from exceptions.admin import ReadOnlyAdmin
+from core.admin_base import ReadOnlyAdmin
 from core.actors import Actor
 from metering.models import (
     Aggregation,

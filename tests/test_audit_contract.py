@@ -65,6 +65,15 @@ NOT_AUDITED: dict[str, str] = {
     "exceptions.services.entry_hash_of": "pure: an entry's hash",
     "exceptions.services.object_ref": "pure: (type, id, repr) of a row",
     "exceptions.services.audit_verify_chain": "a read (walks the chain)",
+    "metering.services.check_header": "pure: checks a CSV header against the expected columns",
+    "metering.services.csv_template": "pure: the CSV template a user downloads",
+    "metering.services.import_source": "pure: the source a CSV row without one is counted under",
+    "metering.services.events_intake": (
+        "decodes a request and calls usage_ingest (its per-batch entry is checked above) or"
+        " writes the dead letter of a malformed body"
+    ),
+    "metering.services.lago_event_intake": "decodes a Lago request and calls usage_ingest",
+    "metering.services.lago_batch_intake": "decodes a Lago batch and calls usage_ingest",
     "metering.services.unmapped_fingerprint": "pure: the fingerprint of an unmapped-customer case",
     "billing.services.entity_rounding": "a read (an entity's rounding mode)",
     "billing.services.billing_runs_bill_due": (

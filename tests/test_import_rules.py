@@ -27,7 +27,7 @@ EXCEPTIONS_WORKBENCH = (
     "exceptions.workbench",
     "exceptions.api",
 )
-EXCEPTIONS_WIRING = ("exceptions.apps",)
+EXCEPTIONS_WIRING = ("exceptions.apps", "exceptions.tasks")  # entry points: wire the workbench in
 # What metering may use of exceptions: its recording services (write an audit entry, open a
 # case, close the case its own failure opened).
 EXCEPTIONS_RECORDING = {
@@ -112,17 +112,25 @@ def _broken_rule(imp: Import) -> str | None:
 # (importing module, imported name) -> why it is allowed for now. The lead removes these
 # after the branches that rewrite the modules are merged.
 KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("metering.admin", "exceptions.admin.ReadOnlyAdmin"): (
-        "metering's admin is being split on another branch; ReadOnlyAdmin is in core.admin_base now"
+    ("metering.services.dead_letter", "exceptions.models.OPEN_STATUSES"): (
+        "metering finds and closes its own open cases by reading exceptions.models; a case"
+        " selector in the exceptions core would remove this (noted on issue 10)"
     ),
-    ("metering.services", "exceptions.models.OPEN_STATUSES"): (
-        "metering.services is being split into a package on another branch"
+    ("metering.services.dead_letter", "exceptions.models.ExceptionCase"): (
+        "metering finds and closes its own open cases by reading exceptions.models; a case"
+        " selector in the exceptions core would remove this (noted on issue 10)"
     ),
-    ("metering.services", "exceptions.models.CaseStatus"): (
-        "metering.services is being split into a package on another branch"
+    ("metering.services.mappings", "exceptions.models.OPEN_STATUSES"): (
+        "metering finds and closes its own open cases by reading exceptions.models; a case"
+        " selector in the exceptions core would remove this (noted on issue 10)"
     ),
-    ("metering.services", "exceptions.models.ExceptionCase"): (
-        "metering.services is being split into a package on another branch"
+    ("metering.services.mappings", "exceptions.models.CaseStatus"): (
+        "metering finds and closes its own open cases by reading exceptions.models; a case"
+        " selector in the exceptions core would remove this (noted on issue 10)"
+    ),
+    ("metering.services.mappings", "exceptions.models.ExceptionCase"): (
+        "metering finds and closes its own open cases by reading exceptions.models; a case"
+        " selector in the exceptions core would remove this (noted on issue 10)"
     ),
 }
 
