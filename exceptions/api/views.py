@@ -7,17 +7,20 @@ import hashlib
 import json
 from typing import Any
 
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
+from rest_framework.exceptions import NotAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import AppError, Conflict
-from core.models import ApiScope
+from core.models import ApiKey, ApiScope, Customer, LegalEntity
 from exceptions import error_codes
 from exceptions.models import ExceptionCase, IdempotentRequest
 from exceptions.workbench import dispatch, selectors
@@ -39,10 +42,16 @@ ACTIONS = [
 ]
 
 
-class CaseOutputSerializer(serializers.ModelSerializer):
-    legal_entity = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    customer = serializers.SlugRelatedField(slug_field="code", read_only=True)
-    assignee = serializers.SlugRelatedField(slug_field="username", read_only=True)
+class CaseOutputSerializer(serializers.ModelSerializer[ExceptionCase]):
+    legal_entity: serializers.SlugRelatedField[LegalEntity] = serializers.SlugRelatedField(
+        slug_field="code", read_only=True
+    )
+    customer: serializers.SlugRelatedField[Customer] = serializers.SlugRelatedField(
+        slug_field="code", read_only=True
+    )
+    assignee: serializers.SlugRelatedField[User] = serializers.SlugRelatedField(
+        slug_field="username", read_only=True
+    )
     currency = serializers.CharField(source="currency_id", allow_null=True)
     connection = serializers.CharField(source="connection_ref")
     amount = serializers.DecimalField(
@@ -78,7 +87,7 @@ class CaseOutputSerializer(serializers.ModelSerializer):
         ]
 
 
-class CaseListApi(generics.ListAPIView):
+class CaseListApi(generics.ListAPIView[ExceptionCase]):
     """Exception cases, newest first; the same filters as the queue page (status defaults to
     any open status; `status=all` for every case)."""
 
@@ -86,15 +95,15 @@ class CaseListApi(generics.ListAPIView):
     serializer_class = CaseOutputSerializer
     filterset_class = CaseFilter
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[ExceptionCase]:
         return selectors.queue_rows(ExceptionCase.objects.all())
 
 
-class CaseDetailApi(generics.RetrieveAPIView):
+class CaseDetailApi(generics.RetrieveAPIView[ExceptionCase]):
     required_scope = ApiScope.EXCEPTIONS_READ
     serializer_class = CaseOutputSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[ExceptionCase]:
         return selectors.queue_rows(ExceptionCase.objects.all())
 
 
@@ -105,7 +114,7 @@ class CaseActionApi(APIView):
 
     required_scope = ApiScope.ADMIN
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
         version = serializers.IntegerField(required=False)
         reason_code = serializers.CharField(required=False, allow_blank=True)
         comment = serializers.CharField(required=False, allow_blank=True)
@@ -115,7 +124,7 @@ class CaseActionApi(APIView):
         rejected_id = serializers.IntegerField(required=False)
         corrected = serializers.DictField(required=False)
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         message = serializers.CharField()
         case = CaseOutputSerializer()
 
@@ -136,12 +145,15 @@ class CaseActionApi(APIView):
     def post(self, request: Request, pk: int, action: str) -> Response:
         if action not in ACTIONS:
             raise Http404
+        api_key = request.auth
+        if not isinstance(api_key, ApiKey):  # HasScope admits only requests made with a key
+            raise NotAuthenticated()
         inp = self.InputSerializer(data=request.data)
         inp.is_valid(raise_exception=True)
         data: dict[str, Any] = dict(inp.validated_data)
         key = request.headers.get("Idempotency-Key", "").strip()
         if not key:
-            status, body = self._perform(request, pk, action, data)
+            status, body = self._perform(api_key, pk, action, data)
             return Response(body, status=status)
         digest = hashlib.sha256(
             json.dumps([pk, action, request.data], sort_keys=True, default=str).encode()
@@ -149,7 +161,7 @@ class CaseActionApi(APIView):
         try:
             with transaction.atomic():
                 record = IdempotentRequest.objects.create(
-                    api_key=request.auth,
+                    api_key=api_key,
                     key=key[:200],
                     request_hash=digest,
                     status_code=0,
@@ -157,7 +169,7 @@ class CaseActionApi(APIView):
                     created_at=timezone.now(),
                 )
         except IntegrityError:
-            seen = IdempotentRequest.objects.get(api_key=request.auth, key=key[:200])
+            seen = IdempotentRequest.objects.get(api_key=api_key, key=key[:200])
             if seen.request_hash != digest:
                 raise AppError(
                     "This Idempotency-Key was used for a different request.",
@@ -172,19 +184,19 @@ class CaseActionApi(APIView):
             return Response(
                 seen.response, status=seen.status_code, headers={"Idempotent-Replay": "true"}
             )
-        status, body = self._perform(request, pk, action, data)
+        status, body = self._perform(api_key, pk, action, data)
         IdempotentRequest.objects.filter(pk=record.pk).update(status_code=status, response=body)
         return Response(body, status=status)
 
     def _perform(
-        self, request: Request, pk: int, action: str, data: dict[str, Any]
+        self, api_key: ApiKey, pk: int, action: str, data: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
         case = ExceptionCase.objects.filter(pk=pk).first()
         if case is None:
             return 404, {"code": "not_found", "message": f"There is no case #{pk}.", "extra": {}}
         try:
             message = dispatch.run(
-                case=case, caller=Caller.for_api_key(request.auth), action=action, data=data
+                case=case, caller=Caller.for_api_key(api_key), action=action, data=data
             )
         except AppError as exc:
             return exc.status_code, exc.as_dict()

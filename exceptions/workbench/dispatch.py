@@ -35,8 +35,9 @@ def _version(data: Mapping[str, Any]) -> int | None:
 
 def _corrected_event(data: Mapping[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     corrected = dict(raw)
-    if isinstance(data.get("corrected"), dict):  # the API sends the changed fields as an object
-        return corrected | data["corrected"]
+    changed = data.get("corrected")
+    if isinstance(changed, dict):  # the API sends the changed fields as an object
+        return corrected | changed
     for name in selectors.EVENT_FIELDS:
         value = data.get(name)
         if value is None:

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
+from typing import Any
 
-import django_filters as df
-from django.db.models import Exists, F, OuterRef
+# django-filter ships no type information and types-django-filter is not installed.
+import django_filters as df  # type: ignore[import-untyped]
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models.expressions import Combinable
+from django.http import QueryDict
 from django.utils import timezone
 
 from core.models import LegalEntity
@@ -38,7 +44,8 @@ def _kind_choices() -> list[tuple[str, str]]:
     return list(CaseKind.choices)
 
 
-class CaseFilter(df.FilterSet):
+# FilterSet is Any without django-filter's stubs.
+class CaseFilter(df.FilterSet):  # type: ignore[misc]
     """Every filter of the queue. `status` defaults to any open status."""
 
     view = df.ChoiceFilter(choices=VIEW_CHOICES, method="filter_view", label="Saved view")
@@ -78,7 +85,13 @@ class CaseFilter(df.FilterSet):
         model = ExceptionCase
         fields: list[str] = []
 
-    def __init__(self, data=None, *args, user=None, **kwargs):  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        data: QueryDict | dict[str, Any] | None = None,
+        *args: Any,
+        user: AbstractBaseUser | AnonymousUser | None = None,
+        **kwargs: Any,
+    ) -> None:
         data = data.copy() if data is not None else {}
         if not data.get("status"):
             data["status"] = ANY_OPEN
@@ -102,8 +115,8 @@ class CaseFilter(df.FilterSet):
             statuses = [status]
         return statuses, data.get("kind") or ""
 
-    def filter_queryset(self, queryset):  # type: ignore[no-untyped-def]
-        qs = super().filter_queryset(queryset)
+    def filter_queryset(self, queryset: QuerySet[ExceptionCase]) -> QuerySet[ExceptionCase]:
+        qs: QuerySet[ExceptionCase] = super().filter_queryset(queryset)
         # Newest first unless a sort is asked for. The id breaks ties (pages never overlap) in
         # the sort's own direction, and amounts sort unknown last, so each sort can walk its
         # index (models.ExceptionCase.Meta.indexes) instead of sorting 100,000 rows.
@@ -117,7 +130,7 @@ class CaseFilter(df.FilterSet):
         order = list(qs.query.order_by) or [default]
         first = str(order[0])
         descending = first.startswith("-")
-        terms = []
+        terms: list[str | Combinable] = []
         for term in order:
             name = str(term).lstrip("-")
             if name == "amount_at_stake":
@@ -131,14 +144,18 @@ class CaseFilter(df.FilterSet):
                 terms.append(term)
         return qs.order_by(*terms, "-id" if descending else "id")
 
-    def filter_status(self, qs, name, value):  # type: ignore[no-untyped-def]
+    def filter_status(
+        self, qs: QuerySet[ExceptionCase], name: str, value: str
+    ) -> QuerySet[ExceptionCase]:
         if value in ("", ANY_OPEN):
             return qs.filter(status__in=[str(s) for s in OPEN_STATUSES])
         if value == ALL:
             return qs
         return qs.filter(status=value)
 
-    def filter_view(self, qs, name, value):  # type: ignore[no-untyped-def]
+    def filter_view(
+        self, qs: QuerySet[ExceptionCase], name: str, value: str
+    ) -> QuerySet[ExceptionCase]:
         user = self.user
         if value == "mine":
             return qs.filter(assignee_id=getattr(user, "pk", None))
@@ -153,19 +170,27 @@ class CaseFilter(df.FilterSet):
             return qs.filter(Exists(pending), status=CaseStatus.AWAITING_APPROVAL)
         return qs
 
-    def filter_assignee(self, qs, name, value):  # type: ignore[no-untyped-def]
+    def filter_assignee(
+        self, qs: QuerySet[ExceptionCase], name: str, value: str
+    ) -> QuerySet[ExceptionCase]:
         value = value.strip()
         if value.lower() == "none":
             return qs.filter(assignee__isnull=True)
         return qs.filter(assignee__username=value) if value else qs
 
-    def filter_age_min(self, qs, name, value):  # type: ignore[no-untyped-def]
+    def filter_age_min(
+        self, qs: QuerySet[ExceptionCase], name: str, value: Decimal
+    ) -> QuerySet[ExceptionCase]:
         return qs.filter(first_seen_at__lte=self.now - timedelta(days=float(value)))
 
-    def filter_age_max(self, qs, name, value):  # type: ignore[no-untyped-def]
+    def filter_age_max(
+        self, qs: QuerySet[ExceptionCase], name: str, value: Decimal
+    ) -> QuerySet[ExceptionCase]:
         return qs.filter(first_seen_at__gte=self.now - timedelta(days=float(value)))
 
-    def filter_due(self, qs, name, value):  # type: ignore[no-untyped-def]
+    def filter_due(
+        self, qs: QuerySet[ExceptionCase], name: str, value: str
+    ) -> QuerySet[ExceptionCase]:
         if value == "past_due":
             return qs.filter(due_at__lt=self.now)
         horizon = timedelta(days=1) if value == "today" else timedelta(days=7)

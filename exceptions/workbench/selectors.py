@@ -88,10 +88,10 @@ def queue_page_rows(cases: Iterable[ExceptionCase], *, now: datetime) -> list[Qu
                 is_open=c.is_open,
                 title=c.title,
                 occurrences=c.occurrence_count,
-                entity=c.legal_entity.code if c.legal_entity_id else "",
-                customer=c.customer.code if c.customer_id else "",
+                entity=c.legal_entity.code if c.legal_entity is not None else "",
+                customer=c.customer.code if c.customer is not None else "",
                 amount=money_text(c.amount_at_stake, c.currency),
-                assignee=c.assignee.username if c.assignee_id else "",
+                assignee=c.assignee.username if c.assignee is not None else "",
                 age=age_text(c.first_seen_at, now=now),
                 due=localtime(c.due_at).strftime("%Y-%m-%d %H:%M") if c.due_at else "",
                 past_due=c.is_past_due(now),
@@ -171,7 +171,7 @@ class DiffRow:
 
     @property
     def changed(self) -> bool:
-        return self.before != self.after
+        return bool(self.before != self.after)
 
 
 def diff(original: dict[str, Any], proposed: dict[str, Any]) -> list[DiffRow]:
@@ -260,7 +260,7 @@ def case_trace(*, case: ExceptionCase) -> dict[str, Any]:
 
 
 #: What happened, in plain words, per kind (the failing system's own words follow it on the page).
-EXPLANATIONS = {
+EXPLANATIONS: dict[str, str] = {
     CaseKind.USAGE_REJECTED: "Usage events from a product were refused at intake, so they are not "
     "counted on any invoice. Correct an event below and re-submit it, or retry once the cause "
     "(e.g. a missing metric) is fixed.",
@@ -283,4 +283,4 @@ EXPLANATIONS = {
 
 
 def explanation(*, case: ExceptionCase) -> str:
-    return EXPLANATIONS.get(case.kind, "A step failed and needs a person.")  # type: ignore[call-overload]
+    return EXPLANATIONS.get(case.kind, "A step failed and needs a person.")

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -180,7 +180,7 @@ def _reason(code: str, comment: str, allowed: dict[str, str]) -> None:
 
 
 def case_assign(
-    *, case_id: int, assignee: AbstractBaseUser | None, caller: Caller, version: int | None
+    *, case_id: int, assignee: User | None, caller: Caller, version: int | None
 ) -> ExceptionCase:
     """Give the case to someone (or to nobody); an open case assigned is in progress."""
     _require(caller, "assign")
@@ -323,7 +323,7 @@ def _bulk(case_ids: Iterable[int], one: Callable[[int], object]) -> BulkResult:
 
 
 def cases_bulk_assign(
-    *, case_ids: Iterable[int], assignee: AbstractBaseUser | None, caller: Caller
+    *, case_ids: Iterable[int], assignee: User | None, caller: Caller
 ) -> BulkResult:
     _require(caller, "assign")
     return _bulk(

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from typing import Any
 
 from django.contrib import messages
-from django.core.exceptions import ObjectDoesNotExist
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied
 from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
+from django_htmx.middleware import HtmxDetails
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
@@ -55,7 +59,7 @@ CSV_COLUMNS = [
 ]
 
 
-class KnownCountPaginator(Paginator):
+class KnownCountPaginator(Paginator[ExceptionCase]):
     """A paginator told the total (from the case counts, or counted up to a cap)."""
 
     def __init__(self, *args: Any, count: int, **kwargs: Any) -> None:
@@ -72,7 +76,14 @@ class _Echo:
         return value
 
 
-def _csv_rows(qs: Any) -> Any:
+def _caller(request: HttpRequest) -> Caller:
+    """The signed-in user as a caller (role_required lets no anonymous user this far)."""
+    if not isinstance(request.user, AbstractBaseUser):
+        raise PermissionDenied("Sign in first.")
+    return Caller.for_user(request.user)
+
+
+def _csv_rows(qs: QuerySet[ExceptionCase]) -> Iterator[str]:
     from django.utils import timezone
 
     now = timezone.now()
@@ -105,8 +116,8 @@ def _csv_rows(qs: Any) -> Any:
 
 
 @role_required(*VIEWERS)
-def queue(request: HttpRequest) -> HttpResponse:
-    caller = Caller.for_user(request.user)
+def queue(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
+    caller = _caller(request)
     filters = CaseFilter(request.GET, queryset=ExceptionCase.objects.all(), user=request.user)
     qs = selectors.queue_rows(filters.qs)
     if request.GET.get("format") == "csv":
@@ -136,14 +147,16 @@ def queue(request: HttpRequest) -> HttpResponse:
         # One reverse() for the page, not two per row.
         "case_url": reverse("exceptions:case", args=[0])[:-2],
     }
-    template = "exceptions/queue/_results.html" if request.htmx else "exceptions/queue/queue.html"
+    # HtmxMiddleware sets `request.htmx`; HttpRequest's stubs do not declare it.
+    htmx: HtmxDetails = request.htmx  # type: ignore[attr-defined]
+    template = "exceptions/queue/_results.html" if htmx else "exceptions/queue/queue.html"
     return render(request, template, context)
 
 
 @require_POST
 @role_required(*VIEWERS)
 def queue_bulk(request: HttpRequest) -> HttpResponse:
-    caller = Caller.for_user(request.user)
+    caller = _caller(request)
     ids = [int(i) for i in request.POST.getlist("case") if i.isdigit()]
     action = request.POST.get("action", "")
     back = request.POST.get("next") or reverse("exceptions:queue")
@@ -188,7 +201,7 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
     case = _case_or_404(pk)
     if request.GET.get("format") == "csv":
         return _timeline_csv(case)
-    caller = Caller.for_user(request.user)
+    caller = _caller(request)
     pending = selectors.pending_proposal(case=case)
     trace = selectors.case_trace(case=case)
     correcting = request.GET.get("correct", "")
@@ -244,7 +257,7 @@ def _timeline_csv(case: ExceptionCase) -> HttpResponse:
 @role_required(*VIEWERS)
 def case_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
     case = _case_or_404(pk)
-    caller = Caller.for_user(request.user)
+    caller = _caller(request)
     try:
         messages.success(
             request,
@@ -263,7 +276,7 @@ def case_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
 @role_required(*VIEWERS)
 def policies(request: HttpRequest) -> HttpResponse:
     """Every kind's policy; an approver edits one per form."""
-    caller = Caller.for_user(request.user)
+    caller = _caller(request)
     kinds = [k for k, _ in CaseKind.choices]
     if request.method == "POST":
         kind = request.POST.get("kind", "")
@@ -322,7 +335,7 @@ def dispute_new(request: HttpRequest) -> HttpResponse:
                 invoice_id=invoice.pk,
                 line_id=int(line) if line.isdigit() else 0,
                 comment=request.POST.get("comment", ""),
-                caller=Caller.for_user(request.user),
+                caller=_caller(request),
             )
         except AppError as exc:
             messages.error(request, f"{exc.message} ({exc.code})")

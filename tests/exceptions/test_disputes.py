@@ -48,6 +48,7 @@ def test_invoice_page_links_to_a_dispute_and_the_credit_needs_a_second_person(
     )
     case = ExceptionCase.objects.get(kind="customer_dispute")
     assert "Dispute case" in r.content.decode()
+    assert case.customer is not None
     assert (case.amount_at_stake, case.currency_id, case.customer.code) == (
         Decimal("3.00"),
         "USD",

@@ -6,6 +6,7 @@ import csv
 import io
 
 import pytest
+from django.http import StreamingHttpResponse
 from django.test import Client
 
 from core.models import ApiScope
@@ -30,7 +31,9 @@ def test_queue_lists_filters_counts_and_exports(rejected_case, unmapped_case, cl
     assert f"/exceptions/cases/{rejected_case.pk}/" not in only
     empty = c.get("/exceptions/?view=mine").content.decode()
     assert "Nothing in this view right now" in empty
-    body = b"".join(c.get("/exceptions/?kind=usage_rejected&format=csv").streaming_content)
+    export = c.get("/exceptions/?kind=usage_rejected&format=csv")
+    assert isinstance(export, StreamingHttpResponse)
+    body = export.getvalue()
     rows = list(csv.DictReader(io.StringIO(body.decode())))
     assert [r["id"] for r in rows] == [str(rejected_case.pk)]
     assert rows[0]["error_code"] == "unknown_metric"

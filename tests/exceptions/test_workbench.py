@@ -29,6 +29,7 @@ def _entries(case: ExceptionCase, action: str) -> list[AuditEntry]:
 
 def _propose_fix(case: ExceptionCase, caller: wb.Caller, **changes: str) -> CaseProposal:
     rejected = metering_selectors.rejected_events().get(case_id=case.pk)
+    assert isinstance(rejected.raw, dict)
     return wb.proposal_submit(
         case_id=case.pk,
         kind="correction",
@@ -63,6 +64,7 @@ def test_policy_sets_due_date_and_raises_severity_by_amount(usd) -> None:  # typ
         currency_id="USD",
     )
     assert case.severity == "high"
+    assert case.due_at is not None
     assert before + timedelta(hours=8) <= case.due_at <= timezone.now() + timedelta(hours=8)
     again, created = case_open_or_update(
         kind="posting_failed",
@@ -141,6 +143,7 @@ def test_approved_correction_is_reingested_and_resolves_the_case(
         "case.resolved",
     ]
     submit = _entries(rejected_case, "proposal.submit")[0]
+    assert submit.before is not None and submit.after is not None
     assert submit.before["original"]["metric"] == "api_cals"
     assert submit.after["proposed"]["metric"] == "api_calls"
     assert submit.reason == "wrong_metric: typo in the producer"
@@ -266,6 +269,7 @@ def test_dismiss_needs_reason_and_reopen_brings_it_back(rejected_case, clerk) ->
     rejected_case.refresh_from_db()
     assert rejected_case.status == "open" and rejected_case.resolved_at is None
     entry = _entries(rejected_case, "case.reopen")[0]
+    assert entry.before is not None and entry.after is not None
     assert (entry.before["status"], entry.after["status"], entry.reason) == (
         "dismissed",
         "open",
