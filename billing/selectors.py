@@ -262,7 +262,7 @@ def invoice_actions(*, invoice: Invoice, user: AbstractBaseUser | AnonymousUser)
             None
             if has_role(user, *roles)
             else Refusal(
-                core_error_codes.PERMISSION_DENIED,
+                core_error_codes.CoreErrorCode.PERMISSION_DENIED,
                 f"Only {' or '.join(r.replace('_', ' ') for r in roles)} may {action.label}.",
             )
         ) or invoice_refusal(invoice=invoice, action=action)
