@@ -1,0 +1,95 @@
+"""A small billed world for the ledger and outbox tests: one US entity, VAT 10 %, a plan with a
+usage price and a fixed fee billed in advance, invoices finalized through billing's services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+from billing import services as billing
+from billing.models import Invoice
+from core.models import Customer, LegalEntity
+from erp_sync.models import AccountRole, ErpConnection
+from erp_sync.services import account_mapping_set, connection_create
+from tests.billing.conftest import (
+    ACTOR,
+    bill,
+    contract,
+    customer,
+    entity,
+    metric,
+    plan,
+    send,
+    tax_rate,
+)
+
+NOW = datetime(2026, 12, 3, 10, tzinfo=UTC)
+D = Decimal
+
+#: Our ledger's accounts -> account codes of the test ERP.
+MAPPINGS = [
+    (AccountRole.RECEIVABLE, "", "1200"),
+    (AccountRole.REVENUE, "", "4000"),
+    (AccountRole.REVENUE, "api_calls", "4100"),
+    (AccountRole.TAX_PAYABLE, "0.1", "2200"),
+    (AccountRole.DEFERRED_REVENUE, "", "2400"),
+    (AccountRole.CASH_CLEARING, "", "1010"),
+]
+
+
+@dataclass
+class World:
+    entity: LegalEntity
+    customers: list[Customer]
+    invoices: list[Invoice]
+
+
+def billed_world(n_customers: int = 1, *, calls: int = 10, finalize: bool = True) -> World:
+    """November 2026 billed: per customer `calls` api calls at 0.10 and a 100.00 platform fee for
+    November (first period) plus December's in advance (deferred); VAT 10 %."""
+    us = entity("ll-us", "USD", 2, "UTC")
+    metric("api_calls")
+    tax_rate(us, "0.10", name="VAT")
+    p = plan(
+        "basic",
+        us.base_currency,
+        [
+            {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"},
+            {"type": "fixed_fee", "code": "platform", "amount": "100.00"},
+        ],
+    )
+    custs = []
+    for i in range(n_customers):
+        cust = customer(us, f"cust{i}")
+        custs.append(cust)
+        contract(cust, p, date(2026, 11, 1))
+        send(cust, "api_calls", datetime(2026, 11, 10, tzinfo=UTC), count=calls)
+    run = bill(us, "2026-11")
+    invoices = list(Invoice.objects.filter(billing_run=run).order_by("id"))
+    if finalize:
+        billing.invoices_finalize(invoice_ids=[i.pk for i in invoices], actor=ACTOR, now=NOW)
+        invoices = list(Invoice.objects.filter(billing_run=run).order_by("id"))
+    return World(us, custs, invoices)
+
+
+def memory_connection(
+    legal_entity: LegalEntity,
+    *,
+    name: str = "erp",
+    database: str = "test",
+    mapped: bool = True,
+    **fields: object,
+) -> ErpConnection:
+    conn = connection_create(
+        legal_entity=legal_entity,
+        actor=ACTOR,
+        name=name,
+        kind="memory",
+        database=database,
+        **fields,
+    )
+    if mapped:
+        for role, key, account in MAPPINGS:
+            account_mapping_set(connection=conn, role=role, key=key, account=account, actor=ACTOR)
+    return conn
