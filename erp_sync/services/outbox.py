@@ -747,11 +747,9 @@ def outbox_drain(
     """Send due postings until none is left, `max_postings` were claimed, or the deadline passed.
 
     Safe to run twice and in several processes at once (claims skip locked rows; leases
-    expire). Call it outside any transaction. Returns what happened, with the time spent inside
+    expire). Call it outside any transaction, so each step commits on its own. Returns what happened, with the time spent inside
     the ERP calls (so callers can tell our overhead from the ERP's time).
     """
-    if db_connection.in_atomic_block:
-        raise RuntimeError("outbox_drain commits per posting: call it outside a transaction")
     worker = worker or f"pid{os.getpid()}"
     result = DrainResult()
     started = time.monotonic()
