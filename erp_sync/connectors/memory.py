@@ -198,9 +198,11 @@ class MemoryConnector(Connector):
                 + [ln.account for ln in document.lines]
                 + [t.account for t in document.taxes]
             )
-            lines = [ReadBackLine(document.receivable_account, document.total, Decimal(0))]
-            lines += [ReadBackLine(ln.account, Decimal(0), ln.amount) for ln in document.lines]
-            lines += [ReadBackLine(t.account, Decimal(0), t.amount) for t in document.taxes]
+            sign = Decimal(-1) if kind == "credit_memo" else Decimal(1)
+            signed = [(document.receivable_account, document.total * sign)]
+            signed += [(ln.account, -ln.amount * sign) for ln in document.lines]
+            signed += [(t.account, -t.amount * sign) for t in document.taxes]
+            lines = [ReadBackLine(a, max(v, Decimal(0)), max(-v, Decimal(0))) for a, v in signed]
             return self._store(
                 ErpRecord(
                     external_id=document.external_id,
