@@ -462,3 +462,19 @@ class ReconciliationRun(models.Model):
 
     def __str__(self) -> str:
         return f"reconciliation {self.legal_entity_id} {self.period_start:%Y-%m}"
+
+
+class SummaryMember(models.Model):
+    """A journal entry carried by a summarized-journal posting (each entry once per connection)."""
+
+    connection = models.ForeignKey(ErpConnection, on_delete=models.PROTECT, related_name="+")
+    entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="+")
+    posting = models.ForeignKey(Posting, on_delete=models.PROTECT, related_name="summary_members")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["connection", "entry"], name="summary_member_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"entry {self.entry_id} in posting {self.posting_id}"

@@ -41,3 +41,10 @@ def reconcile_task() -> int:
     from erp_sync.services.reconciliation import reconcile_last_month
 
     return len(reconcile_last_month(actor=Actor.for_task("erp_sync.reconcile")))
+
+
+def summaries_build_task() -> int:
+    """Summarize yesterday's (and any earlier unsent) ledger for summarized-journal connections."""
+    from erp_sync.services.summaries import summaries_build
+
+    return len(summaries_build(actor=Actor.for_task("erp_sync.summaries")))

@@ -10,6 +10,7 @@ SCHEDULES = {
     "erp_sync: drain the outbox": ("erp_sync.tasks.outbox_drain_task", "I", 1),
     "erp_sync: recognise deferred revenue": ("erp_sync.tasks.revenue_recognize_task", "D", None),
     "erp_sync: reconcile last month": ("erp_sync.tasks.reconcile_task", "D", None),
+    "erp_sync: summarize journals": ("erp_sync.tasks.summaries_build_task", "H", None),
 }
 
 
