@@ -262,7 +262,9 @@ class MemoryConnector(Connector):
         result: ErpRecord = self._exchange("journal.post", request, apply)
         return result
 
-    def cancel_invoice(self, *, external_id: str, reason: str) -> ErpRecord:
+    def cancel_invoice(
+        self, *, external_id: str, reason: str, credit_external_id: str | None = None
+    ) -> ErpRecord:
         def apply() -> ErpRecord:
             existing = self.erp.records.get(("invoice", external_id))
             if existing is None:

@@ -235,7 +235,11 @@ def build_send(posting: Posting, resolver: Resolver) -> tuple[Send, list[base.Pa
         return (lambda c: c.post_journal(journal)), parties
     if kind == DocumentType.INVOICE_CANCEL:
         target, reason = posting.payload["target_external_id"], posting.payload.get("reason", "")
-        return (lambda c: c.cancel_invoice(external_id=target, reason=reason)), []
+        return (
+            lambda c: c.cancel_invoice(
+                external_id=target, reason=reason, credit_external_id=posting.external_id
+            )
+        ), []
     raise AppError(f"unknown document type {kind!r}", code=error_codes.INVALID_MAPPING)
 
 
