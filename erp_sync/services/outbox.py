@@ -505,7 +505,12 @@ def _send(claim: Claim, exchanges: list[base.Exchange]) -> Outcome:
         connector = connector_of(posting.connection)
         connector.recorder = exchanges.append
         if posting.lookup_first:
-            found = connector.find_by_external_id(posting.document_kind, posting.external_id)  # type: ignore[arg-type]
+            lookup = (
+                posting.payload["target_external_id"]
+                if posting.document_type == DocumentType.INVOICE_CANCEL
+                else posting.external_id
+            )
+            found = connector.find_by_external_id(posting.document_kind, lookup)  # type: ignore[arg-type]
             done = found is not None and (
                 found.state == "cancelled"
                 if posting.document_type == DocumentType.INVOICE_CANCEL
