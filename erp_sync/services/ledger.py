@@ -157,7 +157,7 @@ def entry_write(*, spec: EntrySpec) -> JournalEntry:
 
 
 def _entry_lines(entry: JournalEntry) -> list[JournalLine]:
-    return list(entry.lines.order_by("position"))
+    return list(entry.lines.select_related("source_line").order_by("position"))
 
 
 # --------------------------------------------------------------------------- postings
@@ -247,8 +247,59 @@ def _postings_for(
                 depends_on=depends_on,
             )
         )
+        if doc_type in (DocumentType.INVOICE, DocumentType.CREDIT_MEMO) and (
+            conn.options or {}
+        ).get("defer_by_journal"):
+            deferral = _deferral_journal(entry, lines)
+            if deferral is not None:
+                out.append(
+                    Posting(
+                        connection=conn,
+                        entry=entry,
+                        document_type=DocumentType.JOURNAL,
+                        external_id=external_id_of(conn, DocumentType.JOURNAL, entry.pk),
+                        legal_entity_id=entry.legal_entity_id,
+                        customer_id=entry.customer_id,
+                        source_document_id=entry.source_document_id,
+                        amount=sum((Decimal(ln["debit"]) for ln in deferral["lines"]), ZERO),
+                        currency_id=entry.currency_id,
+                        payload=deferral,
+                    )
+                )
     Posting.objects.bulk_create(out)
     return out
+
+
+def _deferral_journal(entry: JournalEntry, lines: Sequence[JournalLine]) -> dict[str, Any] | None:
+    """For an ERP whose invoice lines take revenue accounts only (Tryton): the document books
+    every line to revenue, and this journal moves the deferred and prepaid parts from revenue to
+    where our ledger holds them, so the ERP ends where our ledger is."""
+    moved = []
+    for ln in lines:
+        if not ln.account.startswith("deferred_revenue") or ln.source_line_id is None:
+            continue
+        line = ln.source_line
+        revenue = account_revenue(line.metric, line.component) if line else "revenue"
+        net = ln.debit - ln.credit  # the ledger's side on the deferred account
+        for account, value in ((ln.account, net), (revenue, -net)):
+            moved.append(
+                {
+                    "account": account,
+                    "debit": str(value) if value > 0 else "0",
+                    "credit": str(-value) if value < 0 else "0",
+                    "customer_id": None,
+                    "description": f"deferral: {ln.description}"[:200],
+                }
+            )
+    if not moved:
+        return None
+    return {
+        "type": "journal",
+        "date": str(entry.date),
+        "currency": entry.currency_id,
+        "description": f"deferral of {entry.description}",
+        "lines": moved,
+    }
 
 
 def _record(

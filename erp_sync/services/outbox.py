@@ -131,9 +131,15 @@ def build_document(posting: Posting, resolver: Resolver) -> base.Document:
     p = posting.payload
     credit_memo = p["kind"] == "credit_memo"
     contra = credit_memo and resolver.conn.credit_memo_mode == CreditMemoMode.CONTRA_REVENUE
+    by_journal = bool((resolver.conn.options or {}).get("defer_by_journal"))
     lines = []
     for ln in p["lines"]:
-        if ln.get("prepaid"):
+        if by_journal and (ln.get("prepaid") or ln.get("deferred")):
+            # the ERP takes revenue accounts on invoice lines; a deferral journal moves them
+            account = resolver.ledger_account(
+                "revenue", metric=ln["metric"], component=ln["component"]
+            )
+        elif ln.get("prepaid"):
             account = resolver.role_account(AccountRole.DEFERRED_REVENUE, ["prepaid"])
         elif ln.get("deferred"):
             account = resolver.role_account(AccountRole.DEFERRED_REVENUE, [])

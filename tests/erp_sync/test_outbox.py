@@ -299,3 +299,27 @@ def test_two_drains_at_once_never_send_the_same_posting(erp) -> None:  # type: i
     assert set(Posting.objects.values_list("status", "attempts")) == {("posted", 1)}
     assert erp.max_concurrent_same == 1
     assert set(erp.creates.values()) == {1} and len(erp.creates) == 12
+
+
+def test_defer_by_journal_books_the_invoice_to_revenue_and_moves_the_advance_fee_by_journal(
+    erp,
+) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world()
+    memory_connection(world.entity, options={"defer_by_journal": True})
+    ledger_consume(actor=ACTOR)
+    invoice_posting, deferral = Posting.objects.order_by("id")
+    assert (invoice_posting.document_type, deferral.document_type) == ("invoice", "journal")
+    assert outbox_drain().posted == 2
+    inv = erp.records[("invoice", invoice_posting.external_id)]
+    assert "2400" not in {ln.account for ln in inv.lines}  # revenue accounts only on the invoice
+    moved = erp.records[("journal", deferral.external_id)]
+    assert sorted((ln.account, ln.debit, ln.credit) for ln in moved.lines) == [
+        ("2400", D(0), D("100.00")),
+        ("4000", D("100.00"), D(0)),
+    ]
+    # together the ERP holds what our ledger holds: 200.00 revenue-side, 100.00 of it deferred
+    net: dict[str, Decimal] = {}
+    for rec in (inv, moved):
+        for ln in rec.lines:
+            net[ln.account] = net.get(ln.account, D(0)) + ln.debit - ln.credit
+    assert (net["4000"], net["2400"], net["4100"]) == (D("-100.00"), D("-100.00"), D("-1.00"))
