@@ -38,7 +38,12 @@ def new_party(api: TrytonClient, name: str) -> int:
 def period_of(api: TrytonClient, day: datetime.date) -> int:
     (period,) = api.call(
         "model.account.period.search",
-        [("type", "=", "standard"), ("start_date", "<=", day), ("end_date", ">=", day)],
+        [
+            ("company", "=", api.context["company"]),
+            ("type", "=", "standard"),
+            ("start_date", "<=", day),
+            ("end_date", ">=", day),
+        ],
         0,
         None,
         None,
@@ -72,7 +77,11 @@ def test_fiscal_years_cover_this_year_and_next_in_monthly_periods(api: TrytonCli
     for y in (year, year + 1):
         periods = api.call(
             "model.account.period.search_read",
-            [("type", "=", "standard"), ("fiscalyear.start_date", "=", datetime.date(y, 1, 1))],
+            [
+                ("company", "=", api.context["company"]),
+                ("type", "=", "standard"),
+                ("fiscalyear.start_date", "=", datetime.date(y, 1, 1)),
+            ],
             0,
             None,
             [("start_date", "ASC")],
@@ -301,7 +310,8 @@ def test_wrong_password_is_a_clear_login_error(tryton_server: TrytonServer) -> N
     assert isinstance(refused.value, TrytonPermanentError)
     assert refused.value.status == 401
     assert str(refused.value).startswith(
-        f"Tryton refused the login of {API_LOGIN!r} on database 'ledgerline': wrong login or password"
+        f"Tryton refused the login of {API_LOGIN!r} on database {tryton_server.database!r}: "
+        "wrong login or password"
     )
 
 
