@@ -30,6 +30,7 @@ import datetime
 import logging
 import os
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -124,11 +125,27 @@ class Resolver:
 
 
 def _dec(value: Any) -> Decimal:
-    return Decimal(str(value)) if value is not None else Decimal(0)
+    """A quantity or price with no trailing zeros ('0.100000' -> 0.1; '100.000000' -> 100):
+    ERPs check the digits of what they are sent, not its value."""
+    d = Decimal(str(value)) if value is not None else Decimal(0)
+    n = d.normalize()
+    return n if n.as_tuple().exponent <= 0 else n.quantize(Decimal(1))  # type: ignore[operator]
+
+
+def _money(value: Any, places: int) -> Decimal:
+    """An amount at the currency's minor unit (our columns keep 4 places)."""
+    return Decimal(str(value)).quantize(Decimal(1).scaleb(-places))
+
+
+def _places(currency: str) -> int:
+    from core.models import Currency
+
+    return int(Currency.objects.get(pk=currency).minor_units)
 
 
 def build_document(posting: Posting, resolver: Resolver) -> base.Document:
     p = posting.payload
+    places = _places(p["currency"])
     credit_memo = p["kind"] == "credit_memo"
     contra = credit_memo and resolver.conn.credit_memo_mode == CreditMemoMode.CONTRA_REVENUE
     by_journal = bool((resolver.conn.options or {}).get("defer_by_journal"))
@@ -151,7 +168,7 @@ def build_document(posting: Posting, resolver: Resolver) -> base.Document:
             account = resolver.ledger_account(
                 "revenue", metric=ln["metric"], component=ln["component"]
             )
-        amount = _dec(ln["amount"])
+        amount = _money(ln["amount"], places)
         quantity = _dec(ln["quantity"])
         unit_price = _dec(ln["unit_price"]) if ln["unit_price"] is not None else None
         if unit_price is None:
@@ -169,8 +186,8 @@ def build_document(posting: Posting, resolver: Resolver) -> base.Document:
     taxes = tuple(
         base.DocumentTax(
             rate=_dec(t["rate"]),
-            base=_dec(t["base"]),
-            amount=_dec(t["amount"]),
+            base=_money(t["base"], places),
+            amount=_money(t["amount"], places),
             account=resolver.role_account(AccountRole.TAX_PAYABLE, [t["rate"]]),
             name=t["name"],
         )
@@ -190,9 +207,9 @@ def build_document(posting: Posting, resolver: Resolver) -> base.Document:
         receivable_account=receivable,
         lines=tuple(lines),
         taxes=taxes,
-        subtotal=_dec(p["subtotal"]),
-        tax_total=_dec(p["tax_total"]),
-        total=_dec(p["total"]),
+        subtotal=_money(p["subtotal"], places),
+        tax_total=_money(p["tax_total"], places),
+        total=_money(p["total"], places),
         credits_external_id=p.get("credits_external_id"),
         description=p.get("description", ""),
     )
@@ -200,11 +217,12 @@ def build_document(posting: Posting, resolver: Resolver) -> base.Document:
 
 def build_journal(posting: Posting, resolver: Resolver) -> base.Journal:
     p = posting.payload
+    places = _places(p["currency"])
     lines = tuple(
         base.JournalLine(
             account=resolver.ledger_account(ln["account"]),
-            debit=_dec(ln["debit"]),
-            credit=_dec(ln["credit"]),
+            debit=_money(ln["debit"], places),
+            credit=_money(ln["credit"], places),
             party=resolver.party(ln["customer_id"]) if ln.get("customer_id") else None,
             description=ln.get("description", ""),
         )
@@ -294,7 +312,14 @@ def _fill_parties(posting: Posting, resolver: Resolver, learned: dict[str, str])
 # --------------------------------------------------------------------------- connectors
 
 
-_CONNECTORS: dict[tuple[int, datetime.datetime], base.Connector] = {}
+class _ConnectorCache(threading.local):
+    """Connectors are not shared between threads (a drain per thread keeps its own sessions)."""
+
+    def __init__(self) -> None:
+        self.by_connection: dict[tuple[int, datetime.datetime], base.Connector] = {}
+
+
+_CONNECTORS = _ConnectorCache()
 
 
 def connection_config(conn: ErpConnection) -> base.ConnectionConfig:
@@ -320,16 +345,17 @@ def connection_config(conn: ErpConnection) -> base.ConnectionConfig:
 
 def connector_of(conn: ErpConnection) -> base.Connector:
     """One connector per connection (and version of its row) per process: sessions are reused."""
+    cache = _CONNECTORS.by_connection
     key = (conn.pk, conn.updated_at)
-    found = _CONNECTORS.get(key)
+    found = cache.get(key)
     if found is None:
-        for stale in [k for k in _CONNECTORS if k[0] == conn.pk]:
-            del _CONNECTORS[stale]
+        for stale in [k for k in cache if k[0] == conn.pk]:
+            del cache[stale]
         try:
             found = connector_for(connection_config(conn))
         except UnknownConnector as exc:
             raise base.PermanentError(str(exc)) from None
-        _CONNECTORS[key] = found
+        cache[key] = found
     return found
 
 

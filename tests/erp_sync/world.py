@@ -4,7 +4,7 @@ usage price and a fixed fee billed in advance, invoices finalized through billin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from billing import services as billing
@@ -45,9 +45,20 @@ class World:
     invoices: list[Invoice]
 
 
-def billed_world(n_customers: int = 1, *, calls: int = 10, finalize: bool = True) -> World:
-    """November 2026 billed: per customer `calls` api calls at 0.10 and a 100.00 platform fee for
-    November (first period) plus December's in advance (deferred); VAT 10 %."""
+def billed_world(
+    n_customers: int = 1,
+    *,
+    calls: int = 10,
+    finalize: bool = True,
+    month: str = "2026-11",
+    finalize_at: datetime = NOW,
+) -> World:
+    """`month` billed (November 2026 unless said): per customer `calls` api calls at 0.10 and a
+    100.00 platform fee for the month (first period) plus the next month's in advance
+    (deferred); VAT 10 %; finalized at `finalize_at` (the issue date)."""
+    from billing.periods import parse_period
+
+    period = parse_period(month)
     us = entity("ll-us", "USD", 2, "UTC")
     metric("api_calls")
     tax_rate(us, "0.10", name="VAT")
@@ -63,12 +74,19 @@ def billed_world(n_customers: int = 1, *, calls: int = 10, finalize: bool = True
     for i in range(n_customers):
         cust = customer(us, f"cust{i}")
         custs.append(cust)
-        contract(cust, p, date(2026, 11, 1))
-        send(cust, "api_calls", datetime(2026, 11, 10, tzinfo=UTC), count=calls)
-    run = bill(us, "2026-11")
+        contract(cust, p, period.start)
+        send(
+            cust,
+            "api_calls",
+            datetime.combine(period.start, datetime.min.time(), tzinfo=UTC) + timedelta(days=9),
+            count=calls,
+        )
+    run = bill(us, month)
     invoices = list(Invoice.objects.filter(billing_run=run).order_by("id"))
     if finalize:
-        billing.invoices_finalize(invoice_ids=[i.pk for i in invoices], actor=ACTOR, now=NOW)
+        billing.invoices_finalize(
+            invoice_ids=[i.pk for i in invoices], actor=ACTOR, now=finalize_at
+        )
         invoices = list(Invoice.objects.filter(billing_run=run).order_by("id"))
     return World(us, custs, invoices)
 
