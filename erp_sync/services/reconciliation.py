@@ -48,7 +48,7 @@ DOCUMENT_ENTRY_KINDS = (
 
 
 def _s(value: Decimal) -> str:
-    return str(value.quantize(Decimal("0.0001")).normalize()) if value else "0"
+    return format(value.quantize(Decimal("0.0001")).normalize(), "f") if value else "0"
 
 
 def _billed(entity: LegalEntity, start: datetime.date, end: datetime.date) -> dict[str, Decimal]:
@@ -184,6 +184,17 @@ def _reconcile_connection(
             document_type=DocumentType.JOURNAL
         )
     )
+    # journals that complete a document in the ERP (defer_by_journal): their lines count per
+    # account, not in the document totals
+    deferrals = list(
+        Posting.objects.filter(
+            connection=conn,
+            source_document_id__in=doc_ids,
+            document_type=DocumentType.JOURNAL,
+            entry__kind__in=DOCUMENT_ENTRY_KINDS,
+            status=PostingStatus.POSTED,
+        ).exclude(source_document__status="void")
+    )
     posted: dict[str, Decimal] = defaultdict(lambda: ZERO)
     erp: dict[str, Decimal] = defaultdict(lambda: ZERO)
     erp_accounts: dict[str, Decimal] = defaultdict(lambda: ZERO)
@@ -263,6 +274,24 @@ def _reconcile_connection(
                     "theirs": theirs,
                 }
             )
+    for p in deferrals if connector is not None else []:
+        try:
+            rec = connector.find_by_external_id("journal", p.external_id)
+        except base.ConnectorError:
+            rec = None
+        if rec is None:
+            mismatches.append(
+                {
+                    "what": "posted journal missing in the ERP",
+                    "connection": conn.name,
+                    "external_id": p.external_id,
+                    "ours": _s(p.amount),
+                    "theirs": None,
+                }
+            )
+            continue
+        for ln in rec.lines:
+            erp_accounts[ln.account] += ln.debit - ln.credit
     if connector is not None:
         ours_ids = set(
             Posting.objects.filter(connection=conn).values_list("external_id", flat=True)

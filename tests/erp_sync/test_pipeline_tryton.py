@@ -133,7 +133,7 @@ def test_invoice_credit_memo_void_payment_and_recognition_reach_tryton_exactly_o
     assert (
         usd["invoiced"]
         == usd["ledger_receivable"]
-        == usd["connections"]["tryton"]["erp"]
+        == usd["connections"][conn.name]["erp"]
         == "442.2"
     )
 

@@ -87,3 +87,19 @@ def test_a_document_in_the_erp_with_our_external_id_we_have_no_record_of_opens_a
     case = ExceptionCase.objects.get(kind="reconciliation_mismatch")
     assert case.details["what"] == "document in the ERP we have no record of"
     assert case.details["external_id"] == "ll-inv-99999"
+
+
+def test_accounts_reconcile_when_the_erp_defers_by_journal(erp) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world(2)
+    memory_connection(world.entity, options={"defer_by_journal": True})
+    ledger_consume(actor=ACTOR)
+    outbox_drain()
+    run = reconcile(legal_entity=world.entity, start=DEC[0], end=DEC[1], actor=ACTOR)
+    assert run.matched, run.mismatches
+    rows = {r["account"]: r for r in run.totals["accounts"]["erp"]}
+    assert (rows["2400"]["ledger"], rows["2400"]["erp"], rows["2400"]["difference"]) == (
+        "-200",
+        "-200",
+        "0",
+    )
+    assert all(r["difference"] == "0" for r in rows.values())
