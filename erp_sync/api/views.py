@@ -29,6 +29,7 @@ from erp_sync.models import (
     PostingMode,
     PostingStatus,
 )
+from erp_sync.services.connections import CONNECTION_FIELDS
 from erp_sync.services import (
     account_mapping_set,
     connection_create,
@@ -212,24 +213,8 @@ class _ConnectionSerializer(serializers.ModelSerializer):
         fields = [
             "id",
             "legal_entity",
-            "name",
-            "kind",
-            "base_url",
-            "database",
-            "company",
-            "login",
-            "password_env",
+            *CONNECTION_FIELDS,
             "password_set",
-            "enabled",
-            "mode",
-            "credit_memo_mode",
-            "external_id_prefix",
-            "max_attempts",
-            "backoff_base_seconds",
-            "backoff_cap_seconds",
-            "lease_seconds",
-            "timeout_seconds",
-            "options",
             "account_mappings",
             "created_at",
             "updated_at",

@@ -54,13 +54,17 @@ def _validated(obj: Any) -> None:
         ) from None
 
 
-def connection_create(*, legal_entity: LegalEntity, actor: Actor, **fields: Any) -> ErpConnection:
+def _known_fields(fields: dict[str, Any]) -> None:
     unknown = set(fields) - set(CONNECTION_FIELDS)
     if unknown:
         raise AppError(
             f"unknown connection field(s): {', '.join(sorted(unknown))}",
             code=error_codes.INVALID_CONNECTION,
         )
+
+
+def connection_create(*, legal_entity: LegalEntity, actor: Actor, **fields: Any) -> ErpConnection:
+    _known_fields(fields)
     with transaction.atomic():
         conn = ErpConnection(legal_entity=legal_entity, **fields)
         _validated(conn)
@@ -70,12 +74,7 @@ def connection_create(*, legal_entity: LegalEntity, actor: Actor, **fields: Any)
 
 
 def connection_update(*, connection: ErpConnection, actor: Actor, **fields: Any) -> ErpConnection:
-    unknown = set(fields) - set(CONNECTION_FIELDS)
-    if unknown:
-        raise AppError(
-            f"unknown connection field(s): {', '.join(sorted(unknown))}",
-            code=error_codes.INVALID_CONNECTION,
-        )
+    _known_fields(fields)
     with transaction.atomic():
         conn = ErpConnection.objects.select_for_update().get(pk=connection.pk)
         before = _snapshot(conn)

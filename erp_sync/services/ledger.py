@@ -514,19 +514,25 @@ def _reversal_spec(
     )
 
 
-def _on_void(event: FinanceEvent, actor: Actor) -> JournalEntry | None:
-    doc = event.payload["document"]
-    key = f"invoice.voided:{doc['id']}"
-    if JournalEntry.objects.filter(key=key).exists():
-        return None
+def _invoice_entry(doc: dict[str, Any], what: str) -> JournalEntry:
+    """The entry that booked the invoice an event is about (booked before it: events in order)."""
     original = JournalEntry.objects.filter(
         source_document_id=doc["id"], kind__in=[EntryKind.INVOICE, EntryKind.ADJUSTMENT]
     ).first()
     if original is None:
         raise AppError(
-            f"Invoice {doc['number']} was voided but its journal entry is missing.",
+            f"Invoice {doc['number']} was {what} but its journal entry is missing.",
             code=error_codes.NOT_FOUND,
         )
+    return original
+
+
+def _on_void(event: FinanceEvent, actor: Actor) -> JournalEntry | None:
+    doc = event.payload["document"]
+    key = f"invoice.voided:{doc['id']}"
+    if JournalEntry.objects.filter(key=key).exists():
+        return None
+    original = _invoice_entry(doc, "voided")
     entity = LegalEntity.objects.get(pk=original.legal_entity_id)
     date = _local_date(doc["voided_at"], entity)
     spec = _reversal_spec(
@@ -562,14 +568,7 @@ def _on_paid(event: FinanceEvent, actor: Actor) -> JournalEntry | None:
     key = f"invoice.paid:{doc['id']}"
     if JournalEntry.objects.filter(key=key).exists():
         return None
-    original = JournalEntry.objects.filter(
-        source_document_id=doc["id"], kind__in=[EntryKind.INVOICE, EntryKind.ADJUSTMENT]
-    ).first()
-    if original is None:
-        raise AppError(
-            f"Invoice {doc['number']} was paid but its journal entry is missing.",
-            code=error_codes.NOT_FOUND,
-        )
+    original = _invoice_entry(doc, "paid")
     entity = LegalEntity.objects.get(pk=original.legal_entity_id)
     total = Decimal(doc["total"])
     spec = EntrySpec(

@@ -6,22 +6,14 @@ from datetime import date
 
 import pytest
 
-from erp_sync.connectors.memory import memory_erp
 from erp_sync.models import ErpConnection, Posting
 from erp_sync.services import ledger_consume, outbox_drain
 from exceptions.models import AuditEntry
 from tests.billing.conftest import ACTOR
+from tests.erp_sync.world import erp_fixture  # noqa: F401 - the `erp` fixture
 from tests.erp_sync.world import billed_world, memory_connection
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def erp():  # type: ignore[no-untyped-def]
-    erp = memory_erp("test")
-    erp.reset()
-    yield erp
-    erp.reset()
 
 
 @pytest.fixture

@@ -12,7 +12,6 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from billing import services as billing
-from erp_sync.connectors.memory import memory_erp
 from erp_sync.models import AccountRole, AttemptOutcome, PartyMapping, Posting, PostingAttempt
 from erp_sync.services import (
     account_mapping_set,
@@ -23,18 +22,11 @@ from erp_sync.services import (
 from exceptions.models import AuditEntry, ExceptionCase
 from tests.billing.conftest import ACTOR
 from tests.conftest import requires_postgres
+from tests.erp_sync.world import erp_fixture  # noqa: F401 - the `erp` fixture
 from tests.erp_sync.world import billed_world, memory_connection
 
 D = Decimal
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def erp():  # type: ignore[no-untyped-def]
-    erp = memory_erp("test")
-    erp.reset()
-    yield erp
-    erp.reset()
 
 
 def _due_now() -> None:

@@ -10,23 +10,15 @@ import pytest
 
 from billing import services as billing
 from erp_sync.connectors.base import ErpRecord
-from erp_sync.connectors.memory import memory_erp
 from erp_sync.services import ledger_consume, outbox_drain
 from erp_sync.services.reconciliation import reconcile
 from exceptions.models import ExceptionCase
 from tests.billing.conftest import ACTOR
+from tests.erp_sync.world import erp_fixture  # noqa: F401 - the `erp` fixture
 from tests.erp_sync.world import billed_world, memory_connection
 
 pytestmark = pytest.mark.django_db
 DEC = (date(2026, 12, 1), date(2027, 1, 1))
-
-
-@pytest.fixture
-def erp():  # type: ignore[no-untyped-def]
-    erp = memory_erp("test")
-    erp.reset()
-    yield erp
-    erp.reset()
 
 
 def _posted_world():  # type: ignore[no-untyped-def]

@@ -3,13 +3,17 @@ usage price and a fixed fee billed in advance, invoices finalized through billin
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from billing import services as billing
 from billing.models import Invoice
 from core.models import Customer, LegalEntity
+from erp_sync.connectors.memory import MemoryErp, memory_erp
 from erp_sync.models import AccountRole, ErpConnection
 from erp_sync.services import account_mapping_set, connection_create
 from tests.billing.conftest import (
@@ -111,3 +115,12 @@ def memory_connection(
         for role, key, account in MAPPINGS:
             account_mapping_set(connection=conn, role=role, key=key, account=account, actor=ACTOR)
     return conn
+
+
+@pytest.fixture(name="erp")
+def erp_fixture() -> Iterator[MemoryErp]:
+    """The in-memory ERP the `memory_connection`s post to, empty before and after the test."""
+    found = memory_erp("test")
+    found.reset()
+    yield found
+    found.reset()
