@@ -369,7 +369,7 @@ class DrainResult:
     retry: int = 0
     failed: int = 0
     dead: int = 0
-    held: int = 0
+    held: int = 0  # postings of the connection(s) waiting for a mapping after this drain
     lost_lease: int = 0
     posting_ids: list[int] = field(default_factory=list)
     erp_seconds: float = 0.0  # time spent inside connector calls (the benchmark's overhead split)

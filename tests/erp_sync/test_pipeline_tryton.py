@@ -190,8 +190,9 @@ def test_two_drains_at_once_never_send_the_same_posting_to_tryton(
     tryton_conn, admin: TrytonClient
 ) -> None:  # type: ignore[no-untyped-def]
     world = this_world(8)
-    # Tryton answers 503 to some posts while another worker's post holds its locks: retry soon
-    conn = tryton_conn(world, backoff_base_seconds=1, backoff_cap_seconds=2)
+    # Tryton answers 503 to a post while another worker's post of the same company holds its
+    # locks (it retries inside, then gives up): retry soon, and as often as it takes
+    conn = tryton_conn(world, backoff_base_seconds=1, backoff_cap_seconds=2, max_attempts=60)
     ledger_consume(actor=ACTOR)
     results = []
 
