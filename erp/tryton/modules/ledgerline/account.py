@@ -16,13 +16,14 @@ for is findable, and refused a second time, like any other document.
 from trytond.model import Unique, fields
 from trytond.pool import Pool, PoolMeta
 
-EXTERNAL_ID_HELP = "The id Ledgerline posted this document under (unique)."
 
+class ExternalIdMixin:
+    """``ledgerline_external_id``: unique, never copied (account.move and account.invoice)."""
 
-class Move(metaclass=PoolMeta):
-    __name__ = "account.move"
-
-    ledgerline_external_id = fields.Char("Ledgerline External ID", help=EXTERNAL_ID_HELP)
+    ledgerline_external_id = fields.Char(
+        "Ledgerline External ID",
+        help="The id Ledgerline posted this document under (unique).",
+    )
 
     @classmethod
     def __setup__(cls):
@@ -37,10 +38,14 @@ class Move(metaclass=PoolMeta):
         ]
 
     @classmethod
-    def copy(cls, moves, default=None):
+    def copy(cls, records, default=None):
         default = dict(default or {})
         default.setdefault("ledgerline_external_id", None)
-        return super().copy(moves, default=default)
+        return super().copy(records, default=default)
+
+
+class Move(ExternalIdMixin, metaclass=PoolMeta):
+    __name__ = "account.move"
 
 
 class CancelMovesDefault(metaclass=PoolMeta):

@@ -3,34 +3,14 @@
 The credit wizard (``account.invoice.credit``) takes the credit note's own
 external id in its form, so the credit note Ledgerline asks for carries it."""
 
-from trytond.model import Unique, fields
+from trytond.model import fields
 from trytond.pool import PoolMeta
 
-from .account import EXTERNAL_ID_HELP
+from .account import ExternalIdMixin
 
 
-class Invoice(metaclass=PoolMeta):
+class Invoice(ExternalIdMixin, metaclass=PoolMeta):
     __name__ = "account.invoice"
-
-    ledgerline_external_id = fields.Char("Ledgerline External ID", help=EXTERNAL_ID_HELP)
-
-    @classmethod
-    def __setup__(cls):
-        super().__setup__()
-        t = cls.__table__()
-        cls._sql_constraints += [
-            (
-                "ledgerline_external_id_uniq",
-                Unique(t, t.ledgerline_external_id),
-                "ledgerline.msg_external_id_unique",
-            ),
-        ]
-
-    @classmethod
-    def copy(cls, invoices, default=None):
-        default = dict(default or {})
-        default.setdefault("ledgerline_external_id", None)
-        return super().copy(invoices, default=default)
 
 
 class CreditInvoiceStart(metaclass=PoolMeta):
