@@ -46,7 +46,7 @@ from __future__ import annotations
 import datetime
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -375,6 +375,11 @@ class TrytonConnector(Connector):
         return self._id("account.journal", str(self.options.get(option, default)), what="journal")
 
     def _period(self, day: datetime.date) -> int:
+        """The company's standard period holding ``day`` (its id never changes; whether it is
+        open is Tryton's to say when the move is created)."""
+        key = ("account.period", day.isoformat())
+        if key in self._ids:
+            return self._ids[key]
         found = self._call(
             "model.account.period.search",
             [
@@ -393,7 +398,8 @@ class TrytonConnector(Connector):
                 f"{self.company()['name']!r}",
                 code="no_period",
             )
-        return int(found[0])
+        self._ids[key] = int(found[0])
+        return self._ids[key]
 
     # ------------------------------------------------------------------ parties
 
@@ -455,20 +461,11 @@ class TrytonConnector(Connector):
             raise PermanentError(
                 f"{document.external_id} is a {document.kind}, not a {kind}", code="wrong_kind"
             )
-        row = self._find_invoice_row(document.external_id)
-        if row is None:
-            values = self._invoice_values(document)
-            try:
-                (invoice_id,) = self._call("model.account.invoice.create", [values])
-            except PermanentError as exc:
-                if exc.code != "duplicate_external_id":
-                    raise
-                row = self._find_invoice_row(document.external_id)  # created meanwhile
-                if row is None:
-                    raise
-                invoice_id = row["id"]
-        else:
-            invoice_id = row["id"]
+        invoice_id, row = self._find_or_create(
+            "account.invoice",
+            lambda: self._find_invoice_row(document.external_id),
+            lambda: self._invoice_values(document),
+        )
         if row is not None:
             record = self._invoice_record(row)
             if record.kind != kind:
@@ -480,6 +477,29 @@ class TrytonConnector(Connector):
                 return record
         self._post_once("account.invoice", invoice_id)
         return self._read_back_invoice(document.external_id, invoice_id)
+
+    def _find_or_create(
+        self,
+        model: str,
+        find: Callable[[], dict[str, Any] | None],
+        values: Callable[[], dict[str, Any]],
+    ) -> tuple[int, dict[str, Any] | None]:
+        """(id, row): the document found by its external id (row), or created now (row None).
+        Tryton's unique index refusing the create means another attempt created it meanwhile:
+        then it is looked up again."""
+        row = find()
+        if row is not None:
+            return int(row["id"]), row
+        try:
+            (created,) = self._call(f"model.{model}.create", [values()])
+            return int(created), None
+        except PermanentError as exc:
+            if exc.code != "duplicate_external_id":
+                raise
+            row = find()
+            if row is None:
+                raise
+            return int(row["id"]), row
 
     def _post_once(self, model: str, record_id: int) -> None:
         """Click "post". Tryton refuses the button on a document posted meanwhile (an earlier
@@ -640,20 +660,11 @@ class TrytonConnector(Connector):
     # ------------------------------------------------------------------ journals
 
     def post_journal(self, journal: Journal) -> ErpRecord:
-        row = self._find_move_row(journal.external_id)
-        if row is None:
-            values = self._move_values(journal)
-            try:
-                (move_id,) = self._call("model.account.move.create", [values])
-            except PermanentError as exc:
-                if exc.code != "duplicate_external_id":
-                    raise
-                row = self._find_move_row(journal.external_id)
-                if row is None:
-                    raise
-                move_id = row["id"]
-        else:
-            move_id = row["id"]
+        move_id, row = self._find_or_create(
+            "account.move",
+            lambda: self._find_move_row(journal.external_id),
+            lambda: self._move_values(journal),
+        )
         if row is not None and row["state"] == "posted":
             return self._move_record(row, self._move_lines(move_id))
         self._post_once("account.move", move_id)
@@ -690,8 +701,20 @@ class TrytonConnector(Connector):
         }
 
     def _read_back_move(self, external_id: str, move_id: int) -> ErpRecord:
-        (row,) = self._call("model.account.move.read", [move_id], MOVE_FIELDS)
-        record = self._move_record(row, self._move_lines(move_id))
+        """The move and its lines in one call (the lines read with their move's fields)."""
+        rows = self._call(
+            "model.account.move.line.search_read",
+            [("move", "=", move_id)],
+            0,
+            None,
+            [("id", "ASC")],
+            [*LINE_FIELDS, *(f"move.{name}" for name in MOVE_FIELDS)],
+        )
+        if rows:
+            row = {**rows[0]["move."], "id": move_id}
+        else:  # a move without lines (Tryton does not post one)
+            (row,) = self._call("model.account.move.read", [move_id], MOVE_FIELDS)
+        record = self._move_record(row, self._lines_of(rows))
         if not record.posted:
             raise TransientError(
                 f"Tryton answered the post of {external_id} but left it in state "
@@ -720,6 +743,10 @@ class TrytonConnector(Connector):
             [("id", "ASC")],
             LINE_FIELDS,
         )
+        return self._lines_of(rows)
+
+    @staticmethod
+    def _lines_of(rows: list[dict[str, Any]]) -> tuple[ReadBackLine, ...]:
         return tuple(
             ReadBackLine(account=r["account."]["code"], debit=r["debit"], credit=r["credit"])
             for r in rows

@@ -9,9 +9,10 @@ never share one); otherwise on SQLite in a temporary directory.
 Preparing a Tryton database takes 30 s to 2 min (account_invoice's activation),
 so the prepared database is kept as a template named by a hash of everything
 that shapes it (erp/tryton/**, the passwords, the year): PostgreSQL
-``<name>_tpl_<hash>`` (each session's database is ``CREATE DATABASE ... TEMPLATE``
-of it, about a second), SQLite a file under .venv-tryton/cache/. A change to the
-Tryton module or to prepare_db.py makes a new template; older ones are dropped."""
+``ll_tryton_tpl_<hash>`` (each session's database is ``CREATE DATABASE ... TEMPLATE``
+of it, about a second, and dropped at the end), SQLite a file under
+.venv-tryton/cache/. A change to the Tryton module or to prepare_db.py makes a new
+template; older ones are dropped."""
 
 from __future__ import annotations
 
@@ -121,24 +122,43 @@ def _pg(uri: str):  # type: ignore[no-untyped-def]
     return conn
 
 
+TEMPLATE_PREFIX = "ll_tryton_tpl_"  # shared by every session on this server, whatever its DB
+
+
 def _pg_database_from_template(uri: str, name: str, env: dict[str, str]) -> None:
-    template = f"{name}_tpl_{template_key()}"
+    """``name`` as a fresh copy of the prepared template, which is made first if missing. An
+    advisory lock makes sessions starting at once (two helpers, CI) prepare it only once."""
+    template = f"{TEMPLATE_PREFIX}{template_key()}"
     conn = _pg(uri)
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", [f"{name}_tpl_%"])
+            cur.execute("SELECT pg_advisory_lock(hashtext(%s))", [TEMPLATE_PREFIX])
+            cur.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                [f"{TEMPLATE_PREFIX}%"],
+            )
             existing = {row[0] for row in cur.fetchall()}
-        if template not in existing:
-            _run_tryton_sh(["prepare"], {**env, "TRYTON_DB": template})
-        with conn.cursor() as cur:
+            if template not in existing:
+                _run_tryton_sh(["prepare"], {**env, "TRYTON_DB": template})
             for stale in existing - {template}:
                 cur.execute(f'DROP DATABASE IF EXISTS "{stale}"')
-            cur.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                [name],
-            )
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            _pg_drop(cur, name)
             cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", [TEMPLATE_PREFIX])
+    finally:
+        conn.close()
+
+
+def _pg_drop(cur: Any, name: str) -> None:
+    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+    cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def _pg_drop_database(uri: str, name: str) -> None:
+    conn = _pg(uri)
+    try:
+        with conn.cursor() as cur:
+            _pg_drop(cur, name)
     finally:
         conn.close()
 
@@ -196,6 +216,8 @@ def tryton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytonSe
             timeout=60,
             check=False,
         )
+        if on_pg:
+            _pg_drop_database(on_pg[0], database)
 
 
 @pytest.fixture(scope="session")

@@ -5,13 +5,17 @@ matches the request's JSON-RPC ``method`` (exactly, or ``"*"`` for any):
 
 - ``status``: answer HTTP ``status`` (429, 500, 503, ...) WITHOUT forwarding: Tryton
   never sees the request (a throttling gateway or a crashed worker in front of it);
+- ``fake_ok``: answer ``{"result": null}`` WITHOUT forwarding: a post Tryton "answered"
+  and did not apply (what the connector's read-back is for);
 - ``reset_after``: forward, let Tryton answer (it has committed), then reset the
   client's connection (TCP RST) instead of passing the answer on;
 - ``hang_after``: forward, let Tryton answer, then hold the answer back until the
   client gives up (a read time-out after the commit);
-- ``delay``: forward and pass the answer on ``seconds`` late (a slow answer).
+- ``delay``: forward and pass the answer on ``seconds`` late (a slow answer; ``holding``
+  counts the answers held back at this moment).
 
-Each fault fires ``count`` times, first matching first. ``seen`` lists every
+Each fault fires ``count`` times (after letting ``after`` matching requests through),
+first matching first. ``seen`` lists every
 method the proxy received, ``forwarded`` those that reached Tryton.
 """
 
@@ -29,7 +33,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-FaultKind = Literal["status", "reset_after", "hang_after", "delay"]
+FaultKind = Literal["status", "fake_ok", "reset_after", "hang_after", "delay"]
 
 
 @dataclass
@@ -39,6 +43,7 @@ class Fault:
     count: int = 1
     status: int = 500
     seconds: float = 0.0
+    after: int = 0  # matching requests let through untouched before the fault fires
 
 
 class FaultProxy:
@@ -47,6 +52,7 @@ class FaultProxy:
         self.faults: list[Fault] = []
         self.seen: list[str] = []
         self.forwarded: list[str] = []
+        self.holding = 0  # answers held back right now by a "delay" fault (Tryton has answered)
         self.lock = threading.Lock()
         self._http = threading.local()
         proxy = self
@@ -89,6 +95,9 @@ class FaultProxy:
         with self.lock:
             for fault in self.faults:
                 if fault.count > 0 and fault.method in ("*", method):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        continue
                     fault.count -= 1
                     return fault
         return None
@@ -111,6 +120,10 @@ class FaultProxy:
         fault = self._take(method)
         if fault is not None and fault.kind == "status":
             self._answer(handler, fault.status, b'{"error": "injected"}')
+            return
+        if fault is not None and fault.kind == "fake_ok":
+            request_id = json.loads(body).get("id")
+            self._answer(handler, 200, json.dumps({"id": request_id, "result": None}).encode())
             return
         headers = {
             k: v
@@ -140,7 +153,13 @@ class FaultProxy:
             handler.close_connection = True
             return
         if fault is not None and fault.kind == "delay":
-            time.sleep(fault.seconds)
+            with self.lock:
+                self.holding += 1
+            try:
+                time.sleep(fault.seconds)
+            finally:
+                with self.lock:
+                    self.holding -= 1
         self._answer(handler, upstream.status_code, upstream.content)
 
     @staticmethod

@@ -55,7 +55,7 @@ def connector(
         database=tryton_server.database,
         login=API_LOGIN,
         password=API_PASSWORD,
-        company="Ledgerline Inc.",
+        company="Ledgerline GmbH",  # see test_connector_tryton
         timeout_seconds=timeout,
     )
     return TrytonConnector(config, exchanges.append), exchanges
@@ -65,7 +65,7 @@ def journal(ext: str, amount: str) -> Journal:
     return Journal(
         external_id=ext,
         date=TODAY,
-        currency="USD",
+        currency="EUR",
         description="fault test",
         lines=(JournalLine("1.1.1", D(amount), D("0")), JournalLine("4.2.2", D("0"), D(amount))),
     )
@@ -101,7 +101,7 @@ def test_reset_after_tryton_committed_the_create(
     tryton_server: TrytonServer, proxy: FaultProxy, admin: TrytonClient
 ) -> None:
     conn, exchanges = connector(tryton_server, proxy)
-    ext = f"ll-us-inv-{uuid.uuid4().hex[:10]}"
+    ext = f"ll-de-inv-{uuid.uuid4().hex[:10]}"
     proxy.add("reset_after", "model.account.invoice.create")
 
     record, seen = until_posted(lambda: conn.post_invoice(invoice(ext)))
@@ -117,7 +117,7 @@ def test_reset_after_tryton_committed_the_post(
     tryton_server: TrytonServer, proxy: FaultProxy, admin: TrytonClient
 ) -> None:
     conn, _ = connector(tryton_server, proxy)
-    ext = f"ll-us-je-{uuid.uuid4().hex[:10]}"
+    ext = f"ll-de-je-{uuid.uuid4().hex[:10]}"
     proxy.add("reset_after", "model.account.move.post")
 
     record, seen = until_posted(lambda: conn.post_journal(journal(ext, "42.42")))
@@ -127,12 +127,31 @@ def test_reset_after_tryton_committed_the_post(
     assert [r["state"] for r in count(admin, "account.move", ext)] == ["posted"]
 
 
+def test_a_post_answered_but_not_applied_is_read_back_and_posted_next_time(
+    tryton_server: TrytonServer, proxy: FaultProxy, admin: TrytonClient
+) -> None:
+    conn, _ = connector(tryton_server, proxy)
+    ext = f"ll-de-inv-{uuid.uuid4().hex[:10]}"
+    proxy.add("fake_ok", "model.account.invoice.post")
+
+    with pytest.raises(TransientError) as left:
+        conn.post_invoice(invoice(ext))
+    assert left.value.code == "left_draft" and not isinstance(left.value, UnknownOutcome)
+    assert [r["state"] for r in count(admin, "account.invoice", ext)] == ["draft"]
+
+    record = conn.post_invoice(invoice(ext))  # the draft left behind is posted, not a second one
+
+    assert record.posted
+    assert [r["state"] for r in count(admin, "account.invoice", ext)] == ["posted"]
+    assert proxy.forwarded.count("model.account.invoice.create") == 1
+
+
 def test_bursts_of_429_and_500_are_transient_and_never_applied(
     tryton_server: TrytonServer, proxy: FaultProxy, admin: TrytonClient
 ) -> None:
     conn, exchanges = connector(tryton_server, proxy)
     conn.company()  # logged in before the bursts
-    ext = f"ll-us-je-{uuid.uuid4().hex[:10]}"
+    ext = f"ll-de-je-{uuid.uuid4().hex[:10]}"
     proxy.add("status", "model.account.move.create", count=3, status=429)
     proxy.add("status", "model.account.move.post", count=3, status=500)
 
@@ -149,7 +168,7 @@ def test_time_out_after_the_commit_is_unknown_and_the_retry_finds_it(
     tryton_server: TrytonServer, proxy: FaultProxy, admin: TrytonClient
 ) -> None:
     conn, _ = connector(tryton_server, proxy, timeout=1.5)
-    ext = f"ll-us-inv-{uuid.uuid4().hex[:10]}"
+    ext = f"ll-de-inv-{uuid.uuid4().hex[:10]}"
     proxy.add("hang_after", "model.account.invoice.post", seconds=5.0)
 
     record, seen = until_posted(lambda: conn.post_invoice(invoice(ext)))
@@ -163,7 +182,7 @@ def test_slow_answers_within_the_time_out_are_fine(
     tryton_server: TrytonServer, proxy: FaultProxy, admin: TrytonClient
 ) -> None:
     conn, exchanges = connector(tryton_server, proxy, timeout=5.0)
-    ext = f"ll-us-je-{uuid.uuid4().hex[:10]}"
+    ext = f"ll-de-je-{uuid.uuid4().hex[:10]}"
     proxy.add("delay", "*", count=20, seconds=0.2)
 
     record, seen = until_posted(lambda: conn.post_journal(journal(ext, "1.00")))
@@ -181,7 +200,7 @@ def test_forty_documents_through_random_faults_exist_once_each_to_the_cent(
     expected = D(0)
     exts = []
     for i in range(40):
-        ext = f"ll-us-je-{run}-{i}"
+        ext = f"ll-de-je-{run}-{i}"
         amount = D(rng.randint(100, 99999)) / 100
         exts.append(ext)
         expected += amount
@@ -200,7 +219,7 @@ def test_forty_documents_through_random_faults_exist_once_each_to_the_cent(
 
     rows = admin.call(
         "model.account.move.search_read",
-        [("ledgerline_external_id", "like", f"ll-us-je-{run}-%")],
+        [("ledgerline_external_id", "like", f"ll-de-je-{run}-%")],
         0,
         None,
         None,

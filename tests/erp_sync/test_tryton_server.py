@@ -235,11 +235,23 @@ def test_the_api_user_cannot_close_periods(api: TrytonClient) -> None:
     assert refused.value.message == 'You are not allowed to access "Account Period".'
 
 
-def test_customer_invoice_is_posted_with_its_move(
-    api: TrytonClient, accounts: dict[str, int]
-) -> None:
+def test_customer_invoice_is_posted_with_its_move(api: TrytonClient) -> None:
     """The call shapes the connector's post_invoice will use (no on_change runs over RPC,
-    so account, journal and invoice address are given explicitly)."""
+    so account, journal and invoice address are given explicitly). In the German company:
+    Tryton numbers invoices in date order, and other tests post the US company's invoices
+    on dates of their own."""
+    (company,) = api.call(
+        "model.company.company.search", [("party.name", "=", "Ledgerline GmbH")], 0, None, None
+    )
+    accounts = {}
+    for role, code in (("receivable", "1.2.1"), ("revenue", "4.2.2")):
+        (accounts[role],) = api.call(
+            "model.account.account.search",
+            [("code", "=", code), ("company", "=", company)],
+            0,
+            None,
+            None,
+        )
     (party,) = api.call(
         "model.party.party.create",
         [
@@ -256,6 +268,7 @@ def test_customer_invoice_is_posted_with_its_move(
         "model.account.invoice.create",
         [
             {
+                "company": company,
                 "type": "out",
                 "party": party,
                 "invoice_address": address,
@@ -286,8 +299,9 @@ def test_customer_invoice_is_posted_with_its_move(
                 ],
             }
         ],
+        context={"company": company},  # the lines' accounts are checked against it
     )
-    api.call("model.account.invoice.post", [invoice_id])
+    api.call("model.account.invoice.post", [invoice_id], context={"company": company})
 
     (invoice,) = api.call(
         "model.account.invoice.search_read",
