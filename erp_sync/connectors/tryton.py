@@ -593,13 +593,17 @@ class TrytonConnector(Connector):
         }
 
     def _find_invoice_row(self, external_id: str) -> dict[str, Any] | None:
+        return self._find_row("account.invoice", INVOICE_FIELDS, external_id)
+
+    def _find_row(self, model: str, fields: list[str], external_id: str) -> dict[str, Any] | None:
+        """The document Tryton holds under our external id (unique there), or None."""
         found = self._call(
-            "model.account.invoice.search_read",
+            f"model.{model}.search_read",
             [("ledgerline_external_id", "=", external_id)],
             0,
             2,
             None,
-            INVOICE_FIELDS,
+            fields,
         )
         return found[0] if found else None
 
@@ -724,15 +728,7 @@ class TrytonConnector(Connector):
         return record
 
     def _find_move_row(self, external_id: str) -> dict[str, Any] | None:
-        found = self._call(
-            "model.account.move.search_read",
-            [("ledgerline_external_id", "=", external_id)],
-            0,
-            2,
-            None,
-            MOVE_FIELDS,
-        )
-        return found[0] if found else None
+        return self._find_row("account.move", MOVE_FIELDS, external_id)
 
     def _move_lines(self, move_id: int) -> tuple[ReadBackLine, ...]:
         rows = self._call(
