@@ -255,6 +255,11 @@ SPECTACULAR_SETTINGS = {
     ],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
+    # Two choice sets share the field name "status" (invoices, postings): name each.
+    "ENUM_NAME_OVERRIDES": {
+        "InvoiceStatusEnum": "billing.models.InvoiceStatus",
+        "PostingStatusEnum": "erp_sync.models.PostingStatus",
+    },
 }
 
 # --- Security (production) ------------------------------------------------

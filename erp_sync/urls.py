@@ -1,4 +1,12 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from erp_sync import views
 
 app_name = "erp_sync"
-urlpatterns: list = []
+urlpatterns = [
+    path("postings/", views.posting_list, name="postings"),
+    path("postings/<int:pk>/", views.posting_detail, name="posting"),
+    path("postings/<int:pk>/replay/", views.posting_replay_view, name="posting_replay"),
+    path("reconciliation/", views.reconciliation, name="reconciliation"),
+    path("reconciliation/run/", views.reconciliation_run, name="reconciliation_run"),
+]

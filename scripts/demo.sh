@@ -21,7 +21,7 @@ cleanup() { echo; echo "==> Stopping demo"; for p in "${pids[@]}"; do kill "$p" 
 trap cleanup EXIT INT TERM
 
 # Tryton, the demo's ERP (scripts/tryton.sh: .venv-tryton, database under var/tryton/).
-# Nothing in Ledgerline needs it yet: if it does not start, the demo goes on without it.
+# If it does not start, the demo goes on without it (postings wait and retry).
 tryton_started=0
 echo "==> Starting Tryton, the ERP (first run builds .venv-tryton and its database: about a minute; log: var/log/tryton.log)"
 if bash scripts/tryton.sh --background >var/log/tryton.log 2>&1; then
@@ -30,6 +30,13 @@ if bash scripts/tryton.sh --background >var/log/tryton.log 2>&1; then
 else
   echo "    WARNING: Tryton did not start (see var/log/tryton.log); the demo continues without the ERP"
 fi
+
+# The ERP side (erp_sync/demo.py): a Tryton connection per entity, last month finalized and
+# booked, a credit memo, a void and a payment; staged failures (README, "ERP in the demo").
+# The worker reads the Tryton password from this variable (connections store only its name).
+export TRYTON_API_PASSWORD="${TRYTON_API_PASSWORD:-ledgerline-api}"
+echo "==> Loading the demo's ERP side (connections, ledger, outbox)"
+if [[ "$tryton_started" == 1 ]]; then $PY manage.py load_demo_erp; else $PY manage.py load_demo_erp --no-tryton; fi
 
 echo "==> Starting the django-q2 worker (log: var/log/worker.log)"
 $PY manage.py qcluster >var/log/worker.log 2>&1 &

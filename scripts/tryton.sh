@@ -8,7 +8,9 @@
 #   scripts/tryton.sh status          say whether it answers
 #
 # Environment (defaults): TRYTON_PORT (8010), TRYTON_DB_DIR (var/tryton),
-# TRYTON_DB (ledgerline), TRYTON_VENV (.venv-tryton), TRYTON_PYTHON (python3.11),
+# TRYTON_DB (ledgerline), TRYTON_DB_URI (sqlite://; postgresql://postgres@127.0.0.1:5432/
+# runs Tryton on PostgreSQL, in a database of its own named TRYTON_DB),
+# TRYTON_VENV (.venv-tryton), TRYTON_PYTHON (python3.11),
 # TRYTON_ADMIN_PASSWORD (admin), TRYTON_API_LOGIN (ledgerline),
 # TRYTON_API_PASSWORD (ledgerline-api), TRYTON_START_TIMEOUT (60 s).
 #
@@ -20,6 +22,7 @@ ROOT="$(pwd)"
 
 PORT="${TRYTON_PORT:-8010}"
 DB="${TRYTON_DB:-ledgerline}"
+DB_URI="${TRYTON_DB_URI:-sqlite://}"
 DB_DIR="${TRYTON_DB_DIR:-var/tryton}"
 VENV="${TRYTON_VENV:-.venv-tryton}"
 PYTHON="${TRYTON_PYTHON:-python3.11}"
@@ -62,11 +65,18 @@ ensure_venv() {
 }
 
 render_conf() {
-  sed -e "s#@DB_DIR@#${DB_DIR}#g" -e "s#@PORT@#${PORT}#g" erp/tryton/trytond.conf >"$CONF"
+  sed -e "s#@DB_DIR@#${DB_DIR}#g" -e "s#@PORT@#${PORT}#g" -e "s#@DB_URI@#${DB_URI}#g" \
+    erp/tryton/trytond.conf >"$CONF"
 }
 
 ensure_db() {
-  if [[ -f "$DB_DIR/$DB.sqlite" ]]; then
+  if [[ "$DB_URI" == postgres* ]]; then
+    local started=$SECONDS
+    # on start only what is missing; `prepare` checks every step of an existing database too
+    "$VENV/bin/python" erp/tryton/prepare_db.py --uri "$DB_URI" --database "$DB" --config "$CONF" \
+      ${1:+--if-missing}
+    say "database $DB on PostgreSQL ready in $(( SECONDS - started ))s"
+  elif [[ -f "$DB_DIR/$DB.sqlite" ]]; then
     say "database $DB_DIR/$DB.sqlite exists"
   else
     local started=$SECONDS
@@ -104,7 +114,7 @@ start() {
   if answers; then say "something already answers on $URL; stop it or set TRYTON_PORT"; exit 1; fi
   ensure_venv || exit $?
   render_conf
-  ensure_db
+  ensure_db if-missing
   local cmd=("$VENV/bin/trytond" -c "$CONF" -d "$DB")
   if [[ "$background" != 1 ]]; then
     say "serving database $DB on $URL (JSON-RPC: $URL/$DB/rpc/); Ctrl-C stops"

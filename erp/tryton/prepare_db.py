@@ -1,25 +1,34 @@
-"""Prepare the SQLite database of Ledgerline's local Tryton server.
+"""Prepare the database of Ledgerline's local Tryton server (SQLite or PostgreSQL).
 
 Run with .venv-tryton's python (scripts/tryton.sh does):
 
     .venv-tryton/bin/python erp/tryton/prepare_db.py [--db-dir var/tryton] [--database ledgerline]
+        [--uri postgresql://postgres@127.0.0.1:5432/] [--if-missing]
 
-A fresh database is built in a temporary directory next to the target and
-moved into place only when complete, so a file at the target path is always a
-whole, prepared database. Each step checks first and only does what is
-missing: running again on a prepared database does nothing (and, once the
-calendar moves on, adds the fiscal year that is then missing).
+SQLite (the default, ``--uri sqlite://``): a fresh database is built in a
+temporary directory next to the target and moved into place only when complete,
+so a file at the target path is always a whole, prepared database.
+PostgreSQL (``--uri postgresql://…/``, env TRYTON_DB_URI): a fresh database is
+built under ``<name>__building`` and renamed to ``<name>`` only when complete,
+for the same reason. Each step checks first and only does what is missing:
+running again on a prepared database does nothing (and, once the calendar moves
+on, adds the fiscal year that is then missing). ``--if-missing`` returns at once
+when the database exists.
 
 What a prepared database holds:
-- modules account_invoice and its dependencies activated;
-- company "Ledgerline Inc." in USD;
-- a chart of accounts from Tryton's minimal template;
-- fiscal years for the current and the next calendar year, monthly periods,
-  move and invoice sequences;
+- modules account_invoice and its dependencies, and Ledgerline's own modules
+  (erp/tryton/modules: ``ledgerline``, the unique external id; ``ledgerline_sqlite``);
+- one company per legal entity of Ledgerline's demo (COMPANIES, the same as
+  core/demo.py's ENTITIES), each in its own currency, with its own chart of
+  accounts (Tryton's minimal English template), fiscal years for the current
+  and the next calendar year in monthly periods, and move and invoice sequences;
+- the currencies with their minor units (JPY has none);
 - a "Direct" payment term;
 - user "admin" (password TRYTON_ADMIN_PASSWORD, default "admin") and the API
-  user Ledgerline connects as (TRYTON_API_LOGIN / TRYTON_API_PASSWORD,
-  default "ledgerline" / "ledgerline-api"), in group Accounting.
+  user Ledgerline connects as (TRYTON_API_LOGIN / TRYTON_API_PASSWORD, default
+  "ledgerline" / "ledgerline-api"), in group Accounting, member of every
+  company, its own company the first (the connector names the company of each
+  request in its context).
 """
 
 from __future__ import annotations
@@ -31,31 +40,98 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+from decimal import Decimal
 from pathlib import Path
+from urllib.parse import urlsplit
 
-COMPANY_NAME = "Ledgerline Inc."
-COMPANY_CURRENCY = "USD"
+# (legal entity code, company name, currency): core/demo.py's ENTITIES
+COMPANIES = [
+    ("ll-us", "Ledgerline Inc.", "USD"),
+    ("ll-de", "Ledgerline GmbH", "EUR"),
+    ("ll-jp", "Ledgerline K.K.", "JPY"),
+]
+# code: (name, symbol, rounding, digits)
+CURRENCIES = {
+    "USD": ("US Dollar", "$", Decimal("0.01"), 2),
+    "EUR": ("Euro", "€", Decimal("0.01"), 2),
+    "JPY": ("Yen", "¥", Decimal("1"), 0),
+}
 CHART = "account.account_template_root_en"  # Tryton's minimal chart
 MODULES = [
     "account_invoice",
-    "ledgerline_sqlite",
-]  # the latter: erp/tryton/modules, see its move.py
+    "ledgerline",  # erp/tryton/modules/ledgerline: the unique external id
+    "ledgerline_sqlite",  # erp/tryton/modules/ledgerline_sqlite: SQLite's balance check
+]
 REPO = Path(__file__).resolve().parents[2]
+BUILDING_SUFFIX = "__building"
 
 
 def log(message: str) -> None:
     print(f"prepare_db: {message}", flush=True)
 
 
-def configure(db_path: Path, config_file: str | None) -> None:
-    """Point trytond at SQLite files in db_path; must run before trytond.backend is imported."""
+def is_postgresql(uri: str) -> bool:
+    return urlsplit(uri).scheme.startswith("postgres")
+
+
+def configure(uri: str, db_path: Path | None, config_file: str | None) -> None:
+    """Point trytond at the database; must run before trytond.backend is imported."""
     import trytond.config as config
 
     if config_file:
         config.update_etc(config_file)
-    config.set("database", "uri", "sqlite://")
-    config.set("database", "path", str(db_path))
+    config.set("database", "uri", uri)
+    if db_path is not None:
+        config.set("database", "path", str(db_path))
     config.set("database", "language", "en")
+
+
+# --- PostgreSQL housekeeping (psycopg, outside trytond) ------------------------------
+
+
+def _pg_admin(uri: str):  # type: ignore[no-untyped-def]
+    import psycopg
+
+    parts = urlsplit(uri)
+    conninfo = parts._replace(scheme="postgresql", path="/postgres").geturl()
+    return psycopg.connect(conninfo, autocommit=True)
+
+
+def pg_exists(uri: str, name: str) -> bool:
+    with _pg_admin(uri) as conn:
+        row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
+    return row is not None
+
+
+def pg_drop(uri: str, name: str) -> None:
+    from psycopg import sql
+
+    with _pg_admin(uri) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [name],
+        )
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def pg_rename(uri: str, old: str, new: str) -> None:
+    from psycopg import sql
+
+    with _pg_admin(uri) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            [old],
+        )
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} RENAME TO {}").format(
+                sql.Identifier(old), sql.Identifier(new)
+            )
+        )
+
+
+# --- building -----------------------------------------------------------------------
 
 
 def create_database(name: str) -> None:
@@ -101,6 +177,13 @@ def create_database(name: str) -> None:
         User.create([{"login": "admin", "name": "Administrator", "administrator": True}])
 
 
+def close_database(name: str) -> None:
+    """Close trytond's connections to ``name`` (PostgreSQL: before it is renamed)."""
+    from trytond import backend
+
+    backend.Database(name).close()
+
+
 def set_password_hash(name: str, login: str, password: str) -> None:
     """Store the hash directly: Tryton's policy refuses a password equal to the
     login, and the demo's documented default is admin/admin on loopback."""
@@ -113,25 +196,78 @@ def set_password_hash(name: str, login: str, password: str) -> None:
         User.write([user], {"password_hash": User.hash_password(password)})
 
 
-def ensure_company(config):  # type: ignore[no-untyped-def]
+def ensure_modules(config) -> None:  # type: ignore[no-untyped-def]
+    """A database prepared before a module joined MODULES gets it activated."""
+    from proteus import Model, Wizard
+
+    Module = Model.get("ir.module", config=config)
+    missing = Module.find([("name", "in", MODULES), ("state", "!=", "activated")])
+    if not missing:
+        log("modules activated")
+        return
+    Module.click(missing, "activate")
+    Wizard("ir.module.activate_upgrade", config=config).execute("upgrade")
+    log(f"activated modules {', '.join(m.name for m in missing)}")
+
+
+def ensure_currency(config, code: str):  # type: ignore[no-untyped-def]
     from proteus import Model
-    from trytond.modules.company.tests.tools import create_company, get_company
+
+    Currency = Model.get("currency.currency", config=config)
+    found = Currency.find([("code", "=", code)])
+    if found:
+        return found[0]
+    name, symbol, rounding, digits = CURRENCIES[code]
+    currency = Currency(name=name, symbol=symbol, code=code, rounding=rounding, digits=digits)
+    currency.save()
+    log(f"created currency {code} (rounding {rounding})")
+    return currency
+
+
+def use_company(config, company) -> None:  # type: ignore[no-untyped-def]
+    """Make ``company`` the admin's current company (proteus' context follows)."""
+    from proteus import Model
+
+    User = Model.get("res.user", config=config)
+    (admin,) = User.find([("login", "=", "admin")])
+    if admin.company != company:
+        User.write([admin.id], {"company": company.id}, config.context)
+    config._context = User.get_preferences(True, {})
+
+
+def ensure_companies(config) -> list:  # type: ignore[no-untyped-def]
+    """One company per legal entity, in its currency; the admin is in all of them."""
+    from proteus import Model
 
     Company = Model.get("company.company", config=config)
-    if Company.find([]):
-        company = get_company(config=config)
-        log(f"company {company.rec_name!r} exists")
-        # proteus' context must carry the company for the steps after this one
-        User = Model.get("res.user", config=config)
-        config._context = User.get_preferences(True, {})
-        return company
     Party = Model.get("party.party", config=config)
-    party = Party(name=COMPANY_NAME)
-    party.save()
-    create_company(party=party, currency=COMPANY_CURRENCY, config=config)
-    company = get_company(config=config)
-    log(f"created company {COMPANY_NAME!r} ({COMPANY_CURRENCY})")
-    return company
+    User = Model.get("res.user", config=config)
+    companies = []
+    for _entity, name, currency_code in COMPANIES:
+        found = Company.find([("party.name", "=", name)])
+        if found:
+            companies.append(found[0])
+            log(f"company {name!r} exists")
+            continue
+        currency = ensure_currency(config, currency_code)
+        party = Party(name=name)
+        party.save()
+        company = Company(party=party, currency=currency)
+        company.save()
+        companies.append(company)
+        log(f"created company {name!r} ({currency_code})")
+    (admin,) = User.find([("login", "=", "admin")])
+    User.write(
+        [admin.id],
+        {
+            "companies": [["add", [c.id for c in companies]]],
+            "company": admin.company.id if admin.company else companies[0].id,
+            "company_filter": "all",
+        },
+        config.context,
+    )
+    config._context = User.get_preferences(True, {})
+    return companies
 
 
 def ensure_chart(config, company) -> None:  # type: ignore[no-untyped-def]
@@ -140,10 +276,10 @@ def ensure_chart(config, company) -> None:  # type: ignore[no-untyped-def]
 
     Account = Model.get("account.account", config=config)
     if Account.find([("company", "=", company.id)], limit=1):
-        log("chart of accounts exists")
+        log(f"{company.rec_name}: chart of accounts exists")
         return
     create_chart(company=company, chart=CHART, config=config)
-    log(f"created chart of accounts from {CHART}")
+    log(f"{company.rec_name}: created chart of accounts from {CHART}")
 
 
 def ensure_fiscal_years(config, company, years: list[int]) -> None:  # type: ignore[no-untyped-def]
@@ -157,14 +293,17 @@ def ensure_fiscal_years(config, company, years: list[int]) -> None:  # type: ign
         if FiscalYear.find(
             [("company", "=", company.id), ("start_date", "<=", end), ("end_date", ">=", start)]
         ):
-            log(f"fiscal year {year} exists")
+            log(f"{company.rec_name}: fiscal year {year} exists")
             continue
         fiscalyear = set_fiscalyear_invoice_sequences(
             create_fiscalyear(company=company, today=(start, end), config=config), config=config
         )
         fiscalyear.save()
         fiscalyear.click("create_period")
-        log(f"created fiscal year {year} with {len(fiscalyear.periods)} monthly periods")
+        log(
+            f"{company.rec_name}: created fiscal year {year} "
+            f"with {len(fiscalyear.periods)} monthly periods"
+        )
 
 
 def ensure_payment_term(config) -> None:  # type: ignore[no-untyped-def]
@@ -180,26 +319,38 @@ def ensure_payment_term(config) -> None:  # type: ignore[no-untyped-def]
     log("created payment term 'Direct'")
 
 
-def ensure_api_user(config, company, login: str, password: str) -> bool:  # type: ignore[no-untyped-def]
-    """True when the user was created (its password is set afterwards)."""
+def ensure_api_user(config, companies, login: str, password: str) -> bool:  # type: ignore[no-untyped-def]
+    """True when the user was created (its password is set afterwards). Member of
+    every company, company filter "all": the connector's context names the
+    company each request is for."""
     from proteus import Model
 
     User = Model.get("res.user", config=config)
     Group = Model.get("res.group", config=config)
     ModelData = Model.get("ir.model.data", config=config)
-    if User.find([("login", "=", login)]):
-        log(f"API user {login!r} exists")
-        return False
-    user = User(name="Ledgerline API", login=login)
-    user.companies.append(company)
-    user.company = company
-    user.groups.append(Group(ModelData.get_id("account.group_account", config.context)))
-    user.save()
-    log(f"created API user {login!r} (group Accounting, company {COMPANY_NAME!r})")
-    return True
+    found = User.find([("login", "=", login)])
+    created = not found
+    if created:
+        user = User(name="Ledgerline API", login=login)
+        user.groups.append(Group(ModelData.get_id("account.group_account", config.context)))
+        user.save()
+        log(f"created API user {login!r} (group Accounting)")
+    else:
+        (user,) = found
+    User.write(
+        [user.id],
+        {
+            "companies": [["add", [c.id for c in companies]]],
+            "company": user.company.id if user.company else companies[0].id,
+            "company_filter": "all",
+        },
+        config.context,
+    )
+    log(f"API user {login!r} in companies {', '.join(c.rec_name for c in companies)}")
+    return created
 
 
-def publish(built: Path, target: Path) -> None:
+def publish_sqlite(built: Path, target: Path) -> None:
     """Move the finished database into place in one step. trytond runs SQLite in
     WAL mode, so committed pages may still sit in the -wal file: copy through
     SQLite's backup API (which includes them), then rename atomically."""
@@ -213,38 +364,74 @@ def publish(built: Path, target: Path) -> None:
     os.replace(partial, target)
 
 
-def prepare(db_dir: Path, name: str, config_file: str | None) -> None:
-    target = db_dir / f"{name}.sqlite"
+def build(name: str, fresh: bool) -> None:
+    """Every step on database ``name`` (configured already)."""
     admin_password = os.environ.get("TRYTON_ADMIN_PASSWORD", "admin")
     api_login = os.environ.get("TRYTON_API_LOGIN", "ledgerline")
     api_password = os.environ.get("TRYTON_API_PASSWORD", "ledgerline-api")
     this_year = datetime.date.today().year
+    if fresh:
+        log(f"creating database {name!r} (modules: {', '.join(MODULES)} and dependencies)")
+        create_database(name)
+        set_password_hash(name, "admin", admin_password)
+        log("set the admin password (TRYTON_ADMIN_PASSWORD)")
 
-    db_dir.mkdir(parents=True, exist_ok=True)
-    fresh = not target.exists()
-    work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=db_dir)) if fresh else db_dir
-    try:
-        configure(work, config_file)
-        if fresh:
-            log(f"creating database {name!r} (modules: {', '.join(MODULES)} and dependencies)")
-            create_database(name)
-            set_password_hash(name, "admin", admin_password)
-            log("set the admin password (TRYTON_ADMIN_PASSWORD)")
-        else:
-            log(f"database {target} exists; checking each step")
+    from proteus import config as pconfig
 
-        from proteus import config as pconfig
-
-        config = pconfig.set_trytond(database=name, user="admin")
-        company = ensure_company(config)
+    config = pconfig.set_trytond(database=name, user="admin")
+    if not fresh:
+        ensure_modules(config)
+    companies = ensure_companies(config)
+    for company in companies:
+        use_company(config, company)
         ensure_chart(config, company)
         ensure_fiscal_years(config, company, [this_year, this_year + 1])
-        ensure_payment_term(config)
-        if ensure_api_user(config, company, api_login, api_password):
-            set_password_hash(name, api_login, api_password)
+    use_company(config, companies[0])
+    ensure_payment_term(config)
+    if ensure_api_user(config, companies, api_login, api_password):
+        set_password_hash(name, api_login, api_password)
 
+
+def prepare(
+    uri: str, db_dir: Path, name: str, config_file: str | None, *, if_missing: bool = False
+) -> None:
+    if is_postgresql(uri):
+        fresh = not pg_exists(uri, name)
+        if not fresh and if_missing:
+            log(f"database {name!r} exists")
+            return
+        configure(uri, None, config_file)
+        if not fresh:
+            log(f"database {name!r} exists; checking each step")
+            build(name, fresh=False)
+            log("done")
+            return
+        building = f"{name}{BUILDING_SUFFIX}"
+        pg_drop(uri, building)  # what a killed earlier run left
+        try:
+            build(building, fresh=True)
+            close_database(building)
+            pg_rename(uri, building, name)
+        except BaseException:
+            pg_drop(uri, building)
+            raise
+        log(f"database ready: {name!r} on {urlsplit(uri).netloc}")
+        return
+
+    target = db_dir / f"{name}.sqlite"
+    db_dir.mkdir(parents=True, exist_ok=True)
+    fresh = not target.exists()
+    if not fresh and if_missing:
+        log(f"database {target} exists")
+        return
+    work = Path(tempfile.mkdtemp(prefix=".prepare-", dir=db_dir)) if fresh else db_dir
+    try:
+        configure(uri, work, config_file)
+        if not fresh:
+            log(f"database {target} exists; checking each step")
+        build(name, fresh=fresh)
         if fresh:
-            publish(work / f"{name}.sqlite", target)
+            publish_sqlite(work / f"{name}.sqlite", target)
             log(f"database ready: {target}")
         else:
             log("done")
@@ -256,18 +443,33 @@ def prepare(db_dir: Path, name: str, config_file: str | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
+        "--uri",
+        default=os.environ.get("TRYTON_DB_URI") or "sqlite://",
+        help="trytond database URI: sqlite:// or postgresql://user@host:port/ "
+        "(env TRYTON_DB_URI; default sqlite://)",
+    )
+    parser.add_argument(
         "--db-dir",
         default=os.environ.get("TRYTON_DB_DIR", str(REPO / "var" / "tryton")),
-        help="directory of the SQLite file (env TRYTON_DB_DIR; default var/tryton)",
+        help="SQLite: directory of the file (env TRYTON_DB_DIR; default var/tryton)",
     )
     parser.add_argument(
         "--database",
         default=os.environ.get("TRYTON_DB", "ledgerline"),
-        help="database name; the file is <db-dir>/<name>.sqlite (env TRYTON_DB)",
+        help="database name; SQLite: the file is <db-dir>/<name>.sqlite (env TRYTON_DB)",
     )
     parser.add_argument("--config", default=None, help="trytond.conf to read first (optional)")
+    parser.add_argument(
+        "--if-missing", action="store_true", help="do nothing when the database exists"
+    )
     args = parser.parse_args(argv)
-    prepare(Path(args.db_dir).resolve(), args.database, args.config)
+    prepare(
+        args.uri,
+        Path(args.db_dir).resolve(),
+        args.database,
+        args.config,
+        if_missing=args.if_missing,
+    )
     return 0
 
 

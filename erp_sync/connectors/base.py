@@ -221,8 +221,12 @@ class Connector(abc.ABC):
     def post_journal(self, journal: Journal) -> ErpRecord: ...
 
     @abc.abstractmethod
-    def cancel_invoice(self, *, external_id: str, reason: str) -> ErpRecord:
-        """Void a posted invoice in the ERP: cancel it, or credit it in full, the ERP's way."""
+    def cancel_invoice(
+        self, *, external_id: str, reason: str, credit_external_id: str | None = None
+    ) -> ErpRecord:
+        """Void a posted invoice in the ERP: cancel it, or credit it in full, the ERP's way.
+        `credit_external_id` names the credit note when the ERP makes one (our cancellation
+        posting's external id, so reconciliation knows the document); returns the invoice."""
 
     @abc.abstractmethod
     def reverse_journal(

@@ -1,16 +1,32 @@
-"""A real trytond server for the erp_sync tests: scripts/tryton.sh prepares a
-fresh SQLite database in a temporary directory and starts it on a free
-loopback port, once per test session."""
+"""A real trytond server for the erp_sync tests, started once per test session on
+a free loopback port by scripts/tryton.sh.
+
+Where Tryton keeps its data follows the tests' own database: with a PostgreSQL
+DATABASE_URL (or TRYTON_TEST_DB_URI=postgresql://...), Tryton runs on PostgreSQL
+in a database of its own, ``<test database>_tryton`` (so helpers and CI jobs
+never share one); otherwise on SQLite in a temporary directory.
+
+Preparing a Tryton database takes 30 s to 2 min (account_invoice's activation),
+so the prepared database is kept as a template named by a hash of everything
+that shapes it (erp/tryton/**, the passwords, the year): PostgreSQL
+``ll_tryton_tpl_<hash>`` (each session's database is ``CREATE DATABASE ... TEMPLATE``
+of it, about a second, and dropped at the end), SQLite a file under
+.venv-tryton/cache/. A change to the Tryton module or to prepare_db.py makes a new
+template; older ones are dropped."""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import os
+import shutil
 import socket
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -36,6 +52,7 @@ class TrytonServer:
     database: str
     db_dir: Path
     env: dict[str, str]
+    backend: str = "sqlite"
 
     def client(
         self, login: str = API_LOGIN, password: str = API_PASSWORD, **kwargs: Any
@@ -43,21 +60,34 @@ class TrytonServer:
         return TrytonClient(self.url, self.database, login, password, **kwargs)
 
 
-@pytest.fixture(scope="session")
-def tryton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytonServer]:
-    port = free_port()
-    db_dir = tmp_path_factory.mktemp("tryton")
-    env = {
-        **os.environ,
-        "TRYTON_PORT": str(port),
-        "TRYTON_DB_DIR": str(db_dir),
-        "TRYTON_DB": DATABASE,
-        "TRYTON_ADMIN_PASSWORD": ADMIN_PASSWORD,
-        "TRYTON_API_LOGIN": API_LOGIN,
-        "TRYTON_API_PASSWORD": API_PASSWORD,
-    }
-    started = subprocess.run(
-        ["bash", str(TRYTON_SH), "--background"],
+def tryton_db_uri() -> tuple[str, str] | None:
+    """(trytond URI, database name) when Tryton runs on PostgreSQL in this session."""
+    explicit = os.environ.get("TRYTON_TEST_DB_URI", "")
+    django_url = os.environ.get("DATABASE_URL", "")
+    source = explicit or (django_url if django_url.startswith("postgres") else "")
+    if not source:
+        return None
+    parts = urlsplit(source)
+    base = urlsplit(django_url).path.strip("/") if django_url.startswith("postgres") else ""
+    name = f"{base or 'll'}_tryton"
+    return parts._replace(scheme="postgresql", path="/").geturl(), name
+
+
+def template_key() -> str:
+    """A hash of everything a prepared database depends on."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "erp" / "tryton").rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(REPO)).encode())
+            digest.update(path.read_bytes())
+    for value in (ADMIN_PASSWORD, API_LOGIN, API_PASSWORD, str(datetime.date.today().year)):
+        digest.update(value.encode())
+    return digest.hexdigest()[:12]
+
+
+def _run_tryton_sh(args: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(
+        ["bash", str(TRYTON_SH), *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -65,19 +95,117 @@ def tryton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytonSe
         timeout=540,
         check=False,
     )
-    output = f"{started.stdout}\n{started.stderr}".strip()
-    if started.returncode == VENV_UNAVAILABLE:
+    output = f"{done.stdout}\n{done.stderr}".strip()
+    if done.returncode == VENV_UNAVAILABLE:
         reason = f".venv-tryton could not be prepared (no package index?):\n{output[-1500:]}"
         if os.environ.get("REQUIRE_TRYTON"):
             pytest.fail(f"REQUIRE_TRYTON is set but {reason}")
         pytest.skip(reason)
-    if started.returncode != 0:
+    if done.returncode != 0:
         pytest.fail(
-            f"scripts/tryton.sh --background failed ({started.returncode}):\n{output[-3000:]}"
+            f"scripts/tryton.sh {' '.join(args)} failed ({done.returncode}):\n{output[-3000:]}"
         )
+
+
+def _pg(uri: str):  # type: ignore[no-untyped-def]
+    import psycopg2
+
+    parts = urlsplit(uri)
+    conn = psycopg2.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 5432,
+        user=parts.username or "postgres",
+        password=parts.password or None,
+        dbname="postgres",
+    )
+    conn.autocommit = True
+    return conn
+
+
+TEMPLATE_PREFIX = "ll_tryton_tpl_"  # shared by every session on this server, whatever its DB
+
+
+def _pg_database_from_template(uri: str, name: str, env: dict[str, str]) -> None:
+    """``name`` as a fresh copy of the prepared template, which is made first if missing. An
+    advisory lock makes sessions starting at once (two helpers, CI) prepare it only once."""
+    template = f"{TEMPLATE_PREFIX}{template_key()}"
+    conn = _pg(uri)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(hashtext(%s))", [TEMPLATE_PREFIX])
+            cur.execute(
+                "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                [f"{TEMPLATE_PREFIX}%"],
+            )
+            existing = {row[0] for row in cur.fetchall()}
+            if template not in existing:
+                _run_tryton_sh(["prepare"], {**env, "TRYTON_DB": template})
+            for stale in existing - {template}:
+                cur.execute(f'DROP DATABASE IF EXISTS "{stale}"')
+            _pg_drop(cur, name)
+            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+            cur.execute("SELECT pg_advisory_unlock(hashtext(%s))", [TEMPLATE_PREFIX])
+    finally:
+        conn.close()
+
+
+def _pg_drop(cur: Any, name: str) -> None:
+    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", [name])
+    cur.execute(f'DROP DATABASE IF EXISTS "{name}"')
+
+
+def _pg_drop_database(uri: str, name: str) -> None:
+    conn = _pg(uri)
+    try:
+        with conn.cursor() as cur:
+            _pg_drop(cur, name)
+    finally:
+        conn.close()
+
+
+def _sqlite_database_from_template(db_dir: Path, env: dict[str, str]) -> None:
+    cache = REPO / ".venv-tryton" / "cache"
+    cached = cache / f"{DATABASE}-{template_key()}.sqlite"
+    if not cached.exists():
+        build_dir = Path(str(db_dir) + "-template")
+        _run_tryton_sh(["prepare"], {**env, "TRYTON_DB_DIR": str(build_dir)})
+        cache.mkdir(parents=True, exist_ok=True)
+        for stale in cache.glob(f"{DATABASE}-*.sqlite"):
+            stale.unlink()
+        partial = cached.with_suffix(".partial")
+        shutil.copyfile(build_dir / f"{DATABASE}.sqlite", partial)
+        os.replace(partial, cached)
+    shutil.copyfile(cached, db_dir / f"{DATABASE}.sqlite")
+
+
+@pytest.fixture(scope="session")
+def tryton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytonServer]:
+    port = free_port()
+    db_dir = tmp_path_factory.mktemp("tryton")
+    on_pg = tryton_db_uri()
+    database = on_pg[1] if on_pg else DATABASE
+    env = {
+        **os.environ,
+        "TRYTON_PORT": str(port),
+        "TRYTON_DB_DIR": str(db_dir),
+        "TRYTON_DB": database,
+        "TRYTON_DB_URI": on_pg[0] if on_pg else "sqlite://",
+        "TRYTON_ADMIN_PASSWORD": ADMIN_PASSWORD,
+        "TRYTON_API_LOGIN": API_LOGIN,
+        "TRYTON_API_PASSWORD": API_PASSWORD,
+    }
+    if on_pg:
+        _pg_database_from_template(on_pg[0], database, env)
+    else:
+        _sqlite_database_from_template(db_dir, env)
+    _run_tryton_sh(["--background"], env)
     try:
         yield TrytonServer(
-            url=f"http://127.0.0.1:{port}", database=DATABASE, db_dir=db_dir, env=env
+            url=f"http://127.0.0.1:{port}",
+            database=database,
+            db_dir=db_dir,
+            env=env,
+            backend="postgresql" if on_pg else "sqlite",
         )
     finally:
         subprocess.run(
@@ -88,6 +216,8 @@ def tryton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrytonSe
             timeout=60,
             check=False,
         )
+        if on_pg:
+            _pg_drop_database(on_pg[0], database)
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +247,11 @@ def accounts(api: TrytonClient) -> dict[str, int]:
     found = {}
     for role, code in by_code.items():
         (found[role],) = api.call(
-            "model.account.account.search", [("code", "=", code)], 0, None, None
+            "model.account.account.search",
+            [("code", "=", code), ("company", "=", api.context["company"])],
+            0,
+            None,
+            None,
         )
     return found
 

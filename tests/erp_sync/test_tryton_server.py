@@ -38,7 +38,12 @@ def new_party(api: TrytonClient, name: str) -> int:
 def period_of(api: TrytonClient, day: datetime.date) -> int:
     (period,) = api.call(
         "model.account.period.search",
-        [("type", "=", "standard"), ("start_date", "<=", day), ("end_date", ">=", day)],
+        [
+            ("company", "=", api.context["company"]),
+            ("type", "=", "standard"),
+            ("start_date", "<=", day),
+            ("end_date", ">=", day),
+        ],
         0,
         None,
         None,
@@ -72,7 +77,11 @@ def test_fiscal_years_cover_this_year_and_next_in_monthly_periods(api: TrytonCli
     for y in (year, year + 1):
         periods = api.call(
             "model.account.period.search_read",
-            [("type", "=", "standard"), ("fiscalyear.start_date", "=", datetime.date(y, 1, 1))],
+            [
+                ("company", "=", api.context["company"]),
+                ("type", "=", "standard"),
+                ("fiscalyear.start_date", "=", datetime.date(y, 1, 1)),
+            ],
             0,
             None,
             [("start_date", "ASC")],
@@ -226,11 +235,23 @@ def test_the_api_user_cannot_close_periods(api: TrytonClient) -> None:
     assert refused.value.message == 'You are not allowed to access "Account Period".'
 
 
-def test_customer_invoice_is_posted_with_its_move(
-    api: TrytonClient, accounts: dict[str, int]
-) -> None:
+def test_customer_invoice_is_posted_with_its_move(api: TrytonClient) -> None:
     """The call shapes the connector's post_invoice will use (no on_change runs over RPC,
-    so account, journal and invoice address are given explicitly)."""
+    so account, journal and invoice address are given explicitly). In the German company:
+    Tryton numbers invoices in date order, and other tests post the US company's invoices
+    on dates of their own."""
+    (company,) = api.call(
+        "model.company.company.search", [("party.name", "=", "Ledgerline GmbH")], 0, None, None
+    )
+    accounts = {}
+    for role, code in (("receivable", "1.2.1"), ("revenue", "4.2.2")):
+        (accounts[role],) = api.call(
+            "model.account.account.search",
+            [("code", "=", code), ("company", "=", company)],
+            0,
+            None,
+            None,
+        )
     (party,) = api.call(
         "model.party.party.create",
         [
@@ -247,6 +268,7 @@ def test_customer_invoice_is_posted_with_its_move(
         "model.account.invoice.create",
         [
             {
+                "company": company,
                 "type": "out",
                 "party": party,
                 "invoice_address": address,
@@ -277,8 +299,9 @@ def test_customer_invoice_is_posted_with_its_move(
                 ],
             }
         ],
+        context={"company": company},  # the lines' accounts are checked against it
     )
-    api.call("model.account.invoice.post", [invoice_id])
+    api.call("model.account.invoice.post", [invoice_id], context={"company": company})
 
     (invoice,) = api.call(
         "model.account.invoice.search_read",
@@ -301,7 +324,8 @@ def test_wrong_password_is_a_clear_login_error(tryton_server: TrytonServer) -> N
     assert isinstance(refused.value, TrytonPermanentError)
     assert refused.value.status == 401
     assert str(refused.value).startswith(
-        f"Tryton refused the login of {API_LOGIN!r} on database 'ledgerline': wrong login or password"
+        f"Tryton refused the login of {API_LOGIN!r} on database {tryton_server.database!r}: "
+        "wrong login or password"
     )
 
 

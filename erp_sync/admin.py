@@ -1,0 +1,196 @@
+"""Admin screens for integration admins: ERP connections, account and party mappings; the ledger
+and the outbox read-only (their pages live under /erp/), with a replay action on postings.
+
+Connections are plain audited edits (the password is never a field: only the NAME of its
+environment variable). Account mappings go through `account_mapping_set`, which also releases
+the postings held for a missing mapping and resolves its case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import QuerySet
+from django.forms import ModelForm
+from django.http import HttpRequest
+
+from core.actors import Actor
+from core.errors import AppError
+from erp_sync.models import (
+    AccountMapping,
+    ErpConnection,
+    JournalEntry,
+    JournalLine,
+    PartyMapping,
+    Posting,
+    PostingAttempt,
+    RevenueSchedule,
+)
+from erp_sync.services import account_mapping_delete, account_mapping_set, posting_replay
+from exceptions.admin import AuditedModelAdmin, ReadOnlyAdmin
+
+
+class AccountMappingInline(admin.TabularInline):
+    model = AccountMapping
+    fields = ["role", "key", "account"]
+    readonly_fields = ["role", "key", "account"]
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # added on the account mapping page (through the service)
+
+
+@admin.register(ErpConnection)
+class ErpConnectionAdmin(AuditedModelAdmin):
+    list_display = ["name", "legal_entity", "kind", "mode", "enabled", "base_url", "max_attempts"]
+    list_filter = ["kind", "mode", "enabled", "legal_entity"]
+    inlines = [AccountMappingInline]
+    fieldsets = [
+        (None, {"fields": ["legal_entity", "name", "kind", "enabled", "mode", "credit_memo_mode"]}),
+        (
+            "Where",
+            {"fields": ["base_url", "database", "company", "login", "password_env"]},
+        ),
+        (
+            "Retries",
+            {
+                "fields": [
+                    "max_attempts",
+                    "backoff_base_seconds",
+                    "backoff_cap_seconds",
+                    "lease_seconds",
+                    "timeout_seconds",
+                    "external_id_prefix",
+                    "options",
+                ]
+            },
+        ),
+    ]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # disable it instead: postings refer to it
+
+
+@admin.register(AccountMapping)
+class AccountMappingAdmin(admin.ModelAdmin):
+    list_display = ["connection", "role", "key", "account", "updated_at"]
+    list_filter = ["connection", "role"]
+    search_fields = ["key", "account"]
+
+    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+        try:
+            saved = account_mapping_set(
+                connection=obj.connection,
+                role=obj.role,
+                key=obj.key,
+                account=obj.account,
+                actor=Actor.for_user(request.user),
+            )
+        except AppError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        obj.pk = saved.pk
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        account_mapping_delete(mapping=obj, actor=Actor.for_user(request.user))
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> None:
+        with transaction.atomic():
+            for mapping in queryset:
+                account_mapping_delete(mapping=mapping, actor=Actor.for_user(request.user))
+
+
+@admin.register(PartyMapping)
+class PartyMappingAdmin(AuditedModelAdmin):
+    list_display = ["connection", "customer", "erp_party_id", "created_by_connector", "created_at"]
+    list_filter = ["connection", "created_by_connector"]
+    search_fields = ["customer__code", "erp_party_id"]
+
+
+class JournalLineInline(admin.TabularInline):
+    model = JournalLine
+    fields = ["position", "account", "debit", "credit", "currency", "customer", "source_line"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(JournalEntry)
+class JournalEntryAdmin(ReadOnlyAdmin):
+    list_display = ["id", "key", "kind", "legal_entity", "date", "currency", "reversal_of"]
+    list_filter = ["kind", "legal_entity"]
+    search_fields = ["key", "description"]
+    inlines = [JournalLineInline]
+
+
+@admin.register(RevenueSchedule)
+class RevenueScheduleAdmin(ReadOnlyAdmin):
+    list_display = [
+        "id",
+        "legal_entity",
+        "customer",
+        "revenue_account",
+        "amount",
+        "recognize_on",
+        "status",
+    ]
+    list_filter = ["status", "legal_entity"]
+
+
+class PostingAttemptInline(admin.TabularInline):
+    model = PostingAttempt
+    fields = [
+        "number",
+        "outcome",
+        "error_class",
+        "error_message",
+        "http_status",
+        "latency_ms",
+        "started_at",
+        "worker",
+    ]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Posting)
+class PostingAdmin(ReadOnlyAdmin):
+    list_display = [
+        "external_id",
+        "document_type",
+        "connection",
+        "status",
+        "attempts",
+        "amount",
+        "currency",
+        "updated_at",
+    ]
+    list_filter = ["status", "document_type", "connection"]
+    search_fields = ["external_id", "erp_number"]
+    inlines = [PostingAttemptInline]
+    actions = ["replay"]
+
+    @admin.action(description="Send again (failed, dead or held postings)")
+    def replay(self, request: HttpRequest, queryset: QuerySet[Posting]) -> None:
+        done = 0
+        for posting in queryset:
+            try:
+                posting_replay(
+                    posting=posting,
+                    actor=Actor.for_user(request.user),
+                    reason=f"replayed from the admin by {request.user}",
+                )
+                done += 1
+            except AppError as exc:
+                self.message_user(request, exc.message, messages.WARNING)
+        self.message_user(request, f"{done} posting(s) will be sent again.")

@@ -1,0 +1,379 @@
+"""Reconciliation: billing, our ledger, the outbox and each ERP, for one legal entity's month.
+
+`reconcile(legal_entity=..., start=..., end=..., actor=...)` reads every posted document back
+from its ERP by external id and compares currency, total and tax; lists the documents in the
+ERP carrying our external id prefix that we have no posting for; and computes, per currency,
+to the cent: the net invoiced amount (finalized invoices and adjustments not voided, less credit
+memos), the receivable our ledger booked for them, what the outbox posted, and what the ERP
+holds, each with its difference. Per ERP account: our ledger (mapped) against the lines the
+ERP reads back. Any difference opens a `reconciliation_mismatch` case showing both sides.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections import defaultdict
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.utils import timezone
+
+from billing.models import InvoiceStatus
+from billing.periods import local_date_of
+from billing.selectors import invoices
+from core.actors import Actor
+from core.models import LegalEntity
+from erp_sync.connectors import base
+from erp_sync.models import (
+    DocumentType,
+    EntryKind,
+    ErpConnection,
+    JournalLine,
+    Posting,
+    PostingMode,
+    PostingStatus,
+    ReconciliationRun,
+)
+from erp_sync.services.outbox import Resolver, connector_of
+from exceptions.services import audit_record, case_open_or_update
+
+ZERO = Decimal(0)
+DOCUMENT_ENTRY_KINDS = (
+    EntryKind.INVOICE,
+    EntryKind.ADJUSTMENT,
+    EntryKind.CREDIT_MEMO,
+    EntryKind.VOID,
+)
+
+
+def _s(value: Decimal) -> str:
+    return format(value.quantize(Decimal("0.0001")).normalize(), "f") if value else "0"
+
+
+def _billed(entity: LegalEntity, start: datetime.date, end: datetime.date) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    docs = invoices(
+        legal_entity=entity.code, issued_from=start, issued_to=end - datetime.timedelta(days=1)
+    ).exclude(status__in=[InvoiceStatus.DRAFT, InvoiceStatus.VOID])
+    for cur, total in docs.values_list("currency_id", "total"):
+        out[cur] += total  # credit memos carry negative totals
+    return out
+
+
+def _document_ids(entity: LegalEntity, start: datetime.date, end: datetime.date) -> list[int]:
+    return list(
+        invoices(legal_entity=entity.code, issued_from=start, issued_to=end - datetime.timedelta(1))
+        .exclude(status=InvoiceStatus.DRAFT)
+        .values_list("pk", flat=True)
+    )
+
+
+def _ledger_receivable(doc_ids: list[int]) -> dict[str, Decimal]:
+    out: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    for cur, debit, credit in JournalLine.objects.filter(
+        entry__source_document_id__in=doc_ids,
+        entry__kind__in=DOCUMENT_ENTRY_KINDS,
+        account="receivable",
+    ).values_list("currency_id", "debit", "credit"):
+        out[cur] += debit - credit
+    return out
+
+
+def _signed(posting: Posting) -> Decimal:
+    if posting.document_type == DocumentType.CREDIT_MEMO:
+        return -posting.amount
+    return posting.amount  # cancellations carry minus the voided total
+
+
+def reconcile(
+    *, legal_entity: LegalEntity, start: datetime.date, end: datetime.date, actor: Actor
+) -> ReconciliationRun:
+    """Compare one legal entity's documents issued in [start, end) across billing, ledger,
+    outbox and ERP; open a case for each difference. Reads the ERP; never changes it."""
+    run = ReconciliationRun.objects.create(
+        legal_entity=legal_entity,
+        period_start=start,
+        period_end=end,
+        started_at=timezone.now(),
+        requested_by=actor.label,
+    )
+    doc_ids = _document_ids(legal_entity, start, end)
+    billed = _billed(legal_entity, start, end)
+    ledger = _ledger_receivable(doc_ids)
+    mismatches: list[dict[str, Any]] = []
+    connections: dict[str, Any] = {}
+    for conn in ErpConnection.objects.filter(
+        legal_entity=legal_entity, mode=PostingMode.DOCUMENTS
+    ).order_by("id"):
+        connections[conn.name] = _reconcile_connection(conn, doc_ids, start, end, mismatches)
+    currencies = sorted(
+        set(billed) | set(ledger) | {c for v in connections.values() for c in v["posted"]}
+    )
+    columns = []
+    for cur in currencies:
+        row: dict[str, Any] = {
+            "currency": cur,
+            "invoiced": _s(billed.get(cur, ZERO)),
+            "ledger_receivable": _s(ledger.get(cur, ZERO)),
+            "ledger_minus_invoiced": _s(ledger.get(cur, ZERO) - billed.get(cur, ZERO)),
+            "connections": {},
+        }
+        if ledger.get(cur, ZERO) != billed.get(cur, ZERO):
+            mismatches.append(
+                {
+                    "what": "ledger receivable vs invoiced",
+                    "currency": cur,
+                    "ours": _s(billed.get(cur, ZERO)),
+                    "theirs": _s(ledger.get(cur, ZERO)),
+                }
+            )
+        for name, c in connections.items():
+            posted, erp = c["posted"].get(cur, ZERO), c["erp"].get(cur, ZERO)
+            row["connections"][name] = {
+                "posted": _s(posted),
+                "posted_minus_ledger": _s(posted - ledger.get(cur, ZERO)),
+                "erp": _s(erp),
+                "erp_minus_posted": _s(erp - posted),
+                "unposted": c["unposted"],
+            }
+        columns.append(row)
+    run.totals = {
+        "currencies": columns,
+        "accounts": {name: c["accounts"] for name, c in connections.items()},
+        "documents": len(doc_ids),
+    }
+    run.mismatches = mismatches
+    run.matched = not mismatches
+    run.finished_at = timezone.now()
+    with transaction.atomic():
+        run.save()
+        for m in mismatches:
+            fingerprint = f"reconciliation_mismatch:{legal_entity.pk}:{m.get('connection', '')}:{m.get('external_id') or m['what'] + m.get('currency', '')}"
+            case_open_or_update(
+                kind="reconciliation_mismatch",
+                fingerprint=fingerprint[:255],
+                title=f"Reconciliation {legal_entity.code} {start:%Y-%m}: {m['what']} "
+                f"{m.get('external_id', '')}".strip(),
+                actor=actor,
+                severity="high",
+                error_code="reconciliation_mismatch",
+                error_message=f"ours: {m.get('ours')}; theirs: {m.get('theirs')}",
+                source=run,
+                legal_entity_id=legal_entity.pk,
+                details=m,
+            )
+        audit_record(
+            actor=actor,
+            action="reconciliation.run",
+            obj=run,
+            after={"matched": run.matched, "mismatches": len(mismatches)},
+        )
+    return run
+
+
+def _reconcile_connection(
+    conn: ErpConnection,
+    doc_ids: list[int],
+    start: datetime.date,
+    end: datetime.date,
+    mismatches: list[dict[str, Any]],
+) -> dict[str, Any]:
+    postings = list(
+        Posting.objects.filter(connection=conn, source_document_id__in=doc_ids).exclude(
+            document_type=DocumentType.JOURNAL
+        )
+    )
+    # journals that complete a document in the ERP (defer_by_journal): their lines count per
+    # account, not in the document totals
+    deferrals = list(
+        Posting.objects.filter(
+            connection=conn,
+            source_document_id__in=doc_ids,
+            document_type=DocumentType.JOURNAL,
+            entry__kind__in=DOCUMENT_ENTRY_KINDS,
+            status=PostingStatus.POSTED,
+        ).exclude(source_document__status="void")
+    )
+    posted: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    erp: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    erp_accounts: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    unposted = 0
+    cancelled = {
+        p.payload.get("target_external_id")
+        for p in postings
+        if p.document_type == DocumentType.INVOICE_CANCEL and p.status == PostingStatus.POSTED
+    }
+    try:
+        connector = connector_of(conn)
+        connector.recorder = lambda exchange: None
+    except base.ConnectorError as exc:
+        mismatches.append(
+            {"what": "ERP unreachable", "connection": conn.name, "ours": "", "theirs": exc.message}
+        )
+        connector = None
+    for p in postings:
+        if p.status != PostingStatus.POSTED:
+            unposted += 1
+            continue
+        posted[p.currency_id] += _signed(p)
+        if connector is None or p.document_type == DocumentType.INVOICE_CANCEL:
+            if p.document_type == DocumentType.INVOICE_CANCEL:
+                erp[p.currency_id] += p.amount  # checked on its invoice's read-back below
+            continue
+        try:
+            rec = connector.find_by_external_id(p.document_kind, p.external_id)  # type: ignore[arg-type]
+        except base.ConnectorError as exc:
+            mismatches.append(
+                {
+                    "what": "ERP read-back failed",
+                    "connection": conn.name,
+                    "external_id": p.external_id,
+                    "ours": _s(_signed(p)),
+                    "theirs": exc.message,
+                }
+            )
+            continue
+        expected_state = "cancelled" if p.external_id in cancelled else None
+        ours = {
+            "currency": p.currency_id,
+            "total": _s(p.amount),
+            "tax_total": _s(Decimal(p.payload.get("tax_total", "0"))),
+            "state": expected_state or "posted",
+        }
+        if rec is None:
+            mismatches.append(
+                {
+                    "what": "posted document missing in the ERP",
+                    "connection": conn.name,
+                    "external_id": p.external_id,
+                    "ours": ours,
+                    "theirs": None,
+                }
+            )
+            continue
+        theirs = {
+            "currency": rec.currency,
+            "total": _s(rec.total),
+            "tax_total": _s(rec.tax_total),
+            "state": rec.state if expected_state else ("posted" if rec.posted else rec.state),
+        }
+        erp[rec.currency] += (
+            -rec.total if p.document_type == DocumentType.CREDIT_MEMO else rec.total
+        )
+        if not expected_state:  # a voided invoice nets to nothing on both sides
+            for ln in rec.lines:
+                erp_accounts[ln.account] += ln.debit - ln.credit
+        if ours != theirs:
+            mismatches.append(
+                {
+                    "what": "document differs",
+                    "connection": conn.name,
+                    "external_id": p.external_id,
+                    "ours": ours,
+                    "theirs": theirs,
+                }
+            )
+    for p in deferrals if connector is not None else []:
+        try:
+            rec = connector.find_by_external_id("journal", p.external_id)
+        except base.ConnectorError:
+            rec = None
+        if rec is None:
+            mismatches.append(
+                {
+                    "what": "posted journal missing in the ERP",
+                    "connection": conn.name,
+                    "external_id": p.external_id,
+                    "ours": _s(p.amount),
+                    "theirs": None,
+                }
+            )
+            continue
+        for ln in rec.lines:
+            erp_accounts[ln.account] += ln.debit - ln.credit
+    if connector is not None:
+        ours_ids = set(
+            Posting.objects.filter(connection=conn).values_list("external_id", flat=True)
+        )
+        for kind in ("invoice", "credit_memo"):
+            try:
+                found = connector.external_ids(
+                    kind,  # type: ignore[arg-type]
+                    start=start,
+                    end=end,
+                    prefix=f"{conn.external_id_prefix}-",
+                )
+            except base.ConnectorError as exc:
+                mismatches.append(
+                    {
+                        "what": "ERP listing failed",
+                        "connection": conn.name,
+                        "ours": "",
+                        "theirs": exc.message,
+                    }
+                )
+                continue
+            for external_id in sorted(set(found) - ours_ids):
+                mismatches.append(
+                    {
+                        "what": "document in the ERP we have no record of",
+                        "connection": conn.name,
+                        "external_id": external_id,
+                        "ours": None,
+                        "theirs": {"kind": kind, "external_id": external_id},
+                    }
+                )
+    return {
+        "posted": dict(posted),
+        "erp": dict(erp),
+        "unposted": unposted,
+        "accounts": _account_columns(conn, doc_ids, erp_accounts),
+    }
+
+
+def _account_columns(
+    conn: ErpConnection, doc_ids: list[int], erp_accounts: dict[str, Decimal]
+) -> list[dict[str, str]]:
+    """Our ledger's document entries per ERP account (mapped) against the ERP's lines read back."""
+    resolver = Resolver(conn)
+    ours: dict[str, Decimal] = defaultdict(lambda: ZERO)
+    voided = set(
+        JournalLine.objects.filter(
+            entry__source_document_id__in=doc_ids, entry__kind=EntryKind.VOID
+        ).values_list("entry__source_document_id", flat=True)
+    )
+    for account, debit, credit in (
+        JournalLine.objects.filter(
+            entry__source_document_id__in=doc_ids, entry__kind__in=DOCUMENT_ENTRY_KINDS
+        )
+        .exclude(entry__source_document_id__in=voided)
+        .values_list("account", "debit", "credit")
+    ):
+        mapped = resolver.ledger_account(account) or f"(unmapped {account})"
+        ours[mapped] += debit - credit
+    rows = []
+    for account in sorted(set(ours) | set(erp_accounts)):
+        rows.append(
+            {
+                "account": account,
+                "ledger": _s(ours.get(account, ZERO)),
+                "erp": _s(erp_accounts.get(account, ZERO)),
+                "difference": _s(erp_accounts.get(account, ZERO) - ours.get(account, ZERO)),
+            }
+        )
+    return rows
+
+
+def reconcile_last_month(
+    *, actor: Actor, now: datetime.datetime | None = None
+) -> list[ReconciliationRun]:
+    """The daily task: last month of every legal entity that has an ERP connection."""
+    now = now or timezone.now()
+    runs = []
+    for entity in LegalEntity.objects.filter(erp_connections__isnull=False).distinct():
+        today = local_date_of(ts=now, tz=entity.timezone)
+        end = today.replace(day=1)
+        start = (end - datetime.timedelta(days=1)).replace(day=1)
+        runs.append(reconcile(legal_entity=entity, start=start, end=end, actor=actor))
+    return runs

@@ -1,0 +1,317 @@
+"""The outbox state machine on the in-memory ERP: pending -> in_flight -> posted | retry_wait ->
+dead | failed, unknown outcomes, leases, held postings and their release, replay."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection as db_connection
+from django.utils import timezone
+
+from billing import services as billing
+from erp_sync.models import AccountRole, AttemptOutcome, PartyMapping, Posting, PostingAttempt
+from erp_sync.services import (
+    account_mapping_set,
+    ledger_consume,
+    outbox_drain,
+    posting_replay,
+)
+from exceptions.models import AuditEntry, ExceptionCase
+from tests.billing.conftest import ACTOR
+from tests.conftest import requires_postgres
+from tests.erp_sync.world import erp_fixture  # noqa: F401 - the `erp` fixture
+from tests.erp_sync.world import billed_world, memory_connection
+
+D = Decimal
+pytestmark = pytest.mark.django_db
+
+
+def _due_now() -> None:
+    Posting.objects.filter(status="retry_wait").update(next_attempt_at=timezone.now())
+
+
+def test_a_posting_goes_pending_in_flight_posted_with_one_attempt_and_its_exchanges(erp) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world()
+    conn = memory_connection(world.entity)
+    ledger_consume(actor=ACTOR)
+    result = outbox_drain(worker="w1")
+    assert (result.claimed, result.posted) == (1, 1)
+    posting = Posting.objects.get()
+    assert posting.status == "posted" and posting.attempts == 1 and posting.posted_at
+    assert posting.erp_number == f"M-{world.invoices[0].number}"
+    attempt = PostingAttempt.objects.get()
+    assert attempt.outcome == AttemptOutcome.POSTED and attempt.worker == "w1"
+    assert [ex["method"] for ex in attempt.exchanges] == ["party.ensure", "invoice.post"]
+    assert attempt.http_status == 200 and attempt.finished_at is not None
+    # the document reached the ERP once, with our accounts mapped
+    rec = erp.records[("invoice", posting.external_id)]
+    assert erp.creates[posting.external_id] == 1
+    assert sorted((ln.account, ln.debit, ln.credit) for ln in rec.lines) == [
+        ("1200", D("221.10"), D(0)),
+        ("2200", D(0), D("20.10")),
+        ("2400", D(0), D("100.00")),
+        ("4000", D(0), D("100.00")),
+        ("4100", D(0), D("1.00")),
+    ]
+    # the party the connector created is remembered
+    assert PartyMapping.objects.get(connection=conn).created_by_connector
+    assert (
+        AuditEntry.objects.filter(action="posting.posted", object_id=str(posting.pk)).count() == 1
+    )
+    assert outbox_drain().claimed == 0  # nothing twice
+
+
+def test_transient_errors_retry_with_backoff_then_post(erp) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world()
+    memory_connection(world.entity, backoff_base_seconds=10, backoff_cap_seconds=40)
+    ledger_consume(actor=ACTOR)
+    erp.fail_next("transient", "HTTP 503", count=2, methods=("invoice.post",))
+    before = timezone.now()
+    assert outbox_drain().retry == 1
+    posting = Posting.objects.get()
+    assert posting.status == "retry_wait" and posting.attempts == 1
+    # equal jitter: between half and all of base * 2^0
+    assert (
+        before + timedelta(seconds=5)
+        <= posting.next_attempt_at
+        <= timezone.now() + timedelta(seconds=10)
+    )
+    assert outbox_drain().claimed == 0  # not due yet
+    _due_now()
+    outbox_drain()
+    posting.refresh_from_db()
+    assert posting.attempts == 2 and posting.last_error == "HTTP 503"
+    _due_now()
+    assert outbox_drain().posted == 1
+    assert [a.outcome for a in PostingAttempt.objects.order_by("number")] == [
+        "transient",
+        "transient",
+        "posted",
+    ]
+    assert erp.creates[posting.external_id] == 1
+
+
+def test_attempts_exhausted_go_dead_and_open_a_case_with_the_erps_words(erp) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world()
+    memory_connection(world.entity, max_attempts=2)
+    ledger_consume(actor=ACTOR)
+    erp.fail_next("transient", "Tryton server error HTTP 502", count=5)
+    outbox_drain()
+    _due_now()
+    assert outbox_drain().dead == 1
+    posting = Posting.objects.get()
+    assert posting.status == "dead" and posting.attempts == 2
+    case = ExceptionCase.objects.get(kind="posting_dead")
+    assert case.error_message == "Tryton server error HTTP 502"
+    assert case.amount_at_stake == D("221.10") and case.source_id == str(posting.pk)
+
+
+def test_a_permanent_error_fails_at_once_and_replay_after_correction_posts_it(erp) -> None:  # type: ignore[no-untyped-def]
+    from datetime import date
+
+    world = billed_world()
+    memory_connection(world.entity)
+    ledger_consume(actor=ACTOR)
+    erp.closed_before = date(2027, 1, 1)
+    assert outbox_drain().failed == 1
+    posting = Posting.objects.get()
+    assert posting.status == "failed" and posting.attempts == 1
+    case = ExceptionCase.objects.get(kind="posting_failed")
+    assert case.error_message == 'The period of "2026-12-03" is closed.'
+    assert outbox_drain().claimed == 0  # failed stays failed until someone replays it
+    erp.closed_before = None  # finance reopened the period
+    posting_replay(posting=posting, actor=ACTOR, reason="period reopened")
+    assert AuditEntry.objects.filter(action="posting.replay", reason="period reopened").count() == 1
+    assert outbox_drain().posted == 1
+    posting.refresh_from_db()
+    assert posting.status == "posted" and posting.attempts == 2
+    case.refresh_from_db()
+    assert case.status == "resolved"
+    assert erp.creates[posting.external_id] == 1
+
+
+def test_replay_is_refused_for_a_posting_that_is_not_failed_dead_or_held(erp) -> None:  # type: ignore[no-untyped-def]
+    from core.errors import AppError
+
+    world = billed_world()
+    memory_connection(world.entity)
+    ledger_consume(actor=ACTOR)
+    with pytest.raises(AppError) as err:
+        posting_replay(posting=Posting.objects.get(), actor=ACTOR, reason="why not")
+    assert err.value.code == "erp_posting_not_replayable"
+
+
+def test_an_unknown_outcome_is_recorded_as_such_and_the_next_attempt_looks_up_first(erp) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world()
+    memory_connection(world.entity)
+    ledger_consume(actor=ACTOR)
+    # the ERP applies the document, then the connection resets before its answer
+    erp.fail_next(
+        "unknown_after_apply", "connection reset after sending", methods=("invoice.post",)
+    )
+    assert outbox_drain().retry == 1
+    posting = Posting.objects.get()
+    assert posting.lookup_first and posting.last_error_class == "unknown_outcome"
+    _due_now()
+    assert outbox_drain().posted == 1
+    second = PostingAttempt.objects.get(number=2)
+    assert [ex["method"] for ex in second.exchanges] == ["find"]  # found: nothing sent again
+    assert PostingAttempt.objects.get(number=1).outcome == AttemptOutcome.UNKNOWN
+    assert erp.creates[posting.external_id] == 1
+
+
+def test_a_worker_that_died_holding_the_lease_is_taken_over_after_it_expires(erp) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world()
+    memory_connection(world.entity)
+    ledger_consume(actor=ACTOR)
+    posting = Posting.objects.get()
+    # a worker claimed it, sent it and was killed before recording anything
+    from erp_sync.services.outbox import _claim_next, _send
+
+    claim = _claim_next(connection_id=None, worker="killed", now=timezone.now(), exclude=set())
+    _send(claim, [])  # type: ignore[arg-type]
+    assert erp.creates[posting.external_id] == 1
+    assert outbox_drain().claimed == 0  # lease still held
+    Posting.objects.filter(pk=posting.pk).update(lease_expires_at=timezone.now())
+    assert outbox_drain(worker="rescuer").posted == 1
+    first, second = PostingAttempt.objects.order_by("number")
+    assert first.outcome == AttemptOutcome.UNKNOWN and "killed" in first.error_message
+    assert [ex["method"] for ex in second.exchanges] == ["find"]
+    assert erp.creates[posting.external_id] == 1
+
+
+def test_a_missing_revenue_mapping_holds_the_document_whole_and_mapping_it_releases_it(erp) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world(2)
+    conn = memory_connection(world.entity, mapped=False)
+    for role, key, account in [
+        (AccountRole.RECEIVABLE, "", "1200"),
+        (AccountRole.REVENUE, "api_calls", "4100"),
+        (AccountRole.TAX_PAYABLE, "", "2200"),
+        (AccountRole.DEFERRED_REVENUE, "", "2400"),
+    ]:
+        account_mapping_set(connection=conn, role=role, key=key, account=account, actor=ACTOR)
+    ledger_consume(actor=ACTOR)
+    result = outbox_drain()
+    assert result.claimed == 0 and result.held == 2
+    assert erp.calls == []  # nothing sent, not half of a document
+    assert set(Posting.objects.values_list("status", "attempts")) == {("held", 0)}
+    case = ExceptionCase.objects.get(kind="missing_gl_mapping")
+    assert "revenue" in case.title and "'platform'" in case.title
+    assert sorted(case.details["waiting_external_ids"]) == sorted(
+        Posting.objects.values_list("external_id", flat=True)
+    )
+    account_mapping_set(
+        connection=conn, role="revenue", key="platform", account="4200", actor=ACTOR
+    )
+    case.refresh_from_db()
+    assert case.status == "resolved"
+    assert outbox_drain().posted == 2
+    rec = erp.records[("invoice", f"ll-inv-{world.invoices[0].pk}")]
+    assert "4200" in {ln.account for ln in rec.lines}
+
+
+def test_credit_memo_and_void_wait_for_the_invoice_then_reach_the_erp(erp) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world(2)
+    memory_connection(world.entity)
+    inv0, inv1 = world.invoices
+    memo = billing.credit_memo_issue(invoice=inv0, reason="goodwill", actor=ACTOR)
+    billing.invoice_void(invoice=inv1, reason="duplicate", actor=ACTOR)
+    ledger_consume(actor=ACTOR)
+    erp.fail_next("transient", "busy", count=2, methods=("invoice.post",))
+    outbox_drain()  # both invoices fail once; memo and cancel wait for them
+    assert set(
+        Posting.objects.filter(document_type__in=["credit_memo", "invoice_cancel"]).values_list(
+            "status", flat=True
+        )
+    ) == {"pending"}
+    _due_now()
+    outbox_drain()
+    assert set(Posting.objects.values_list("status", flat=True)) == {"posted"}
+    assert erp.records[("credit_memo", f"ll-cn-{memo.pk}")].total == D("221.10")
+    assert erp.records[("invoice", f"ll-inv-{inv1.pk}")].state == "cancelled"
+
+
+def test_the_password_is_read_from_the_environment_and_redacted_in_exchanges(
+    erp, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world()
+    memory_connection(world.entity, password_env="TEST_ERP_PASSWORD")
+    ledger_consume(actor=ACTOR)
+    assert outbox_drain().failed == 1  # not set: a permanent error naming the variable
+    assert "TEST_ERP_PASSWORD" in Posting.objects.get().last_error
+    monkeypatch.setenv("TEST_ERP_PASSWORD", "s3cret-value")
+    posting_replay(posting=Posting.objects.get(), actor=ACTOR, reason="password set")
+    from erp_sync.connectors import base
+    from erp_sync.connectors.memory import MemoryConnector
+
+    original = MemoryConnector.ensure_party
+
+    def leaky(self, party):  # type: ignore[no-untyped-def]
+        self.recorder(
+            base.Exchange(
+                "login",
+                {"password": self.config.password, "note": f"pw={self.config.password}"},
+                "ok",
+                200,
+                1.0,
+            )
+        )
+        return original(self, party)
+
+    monkeypatch.setattr(MemoryConnector, "ensure_party", leaky)
+    assert outbox_drain().posted == 1
+    text = str(PostingAttempt.objects.get(number=2).exchanges)
+    assert "s3cret-value" not in text and "***" in text
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_drains_at_once_never_send_the_same_posting(erp) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world(12)
+    memory_connection(world.entity)
+    ledger_consume(actor=ACTOR)
+    erp.delay_seconds = 0.02
+    results = []
+
+    def drain(name: str) -> None:
+        try:
+            results.append(outbox_drain(worker=name))
+        finally:
+            db_connection.close()
+
+    threads = [threading.Thread(target=drain, args=(f"w{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.claimed for r in results) == 12 and all(r.claimed for r in results)
+    assert set(Posting.objects.values_list("status", "attempts")) == {("posted", 1)}
+    assert erp.max_concurrent_same == 1
+    assert set(erp.creates.values()) == {1} and len(erp.creates) == 12
+
+
+def test_defer_by_journal_books_the_invoice_to_revenue_and_moves_the_advance_fee_by_journal(
+    erp,
+) -> None:  # type: ignore[no-untyped-def]
+    world = billed_world()
+    memory_connection(world.entity, options={"defer_by_journal": True})
+    ledger_consume(actor=ACTOR)
+    invoice_posting, deferral = Posting.objects.order_by("id")
+    assert (invoice_posting.document_type, deferral.document_type) == ("invoice", "journal")
+    assert outbox_drain().posted == 2
+    inv = erp.records[("invoice", invoice_posting.external_id)]
+    assert "2400" not in {ln.account for ln in inv.lines}  # revenue accounts only on the invoice
+    moved = erp.records[("journal", deferral.external_id)]
+    assert sorted((ln.account, ln.debit, ln.credit) for ln in moved.lines) == [
+        ("2400", D(0), D("100.00")),
+        ("4000", D("100.00"), D(0)),
+    ]
+    # together the ERP holds what our ledger holds: 200.00 revenue-side, 100.00 of it deferred
+    net: dict[str, Decimal] = {}
+    for rec in (inv, moved):
+        for ln in rec.lines:
+            net[ln.account] = net.get(ln.account, D(0)) + ln.debit - ln.credit
+    assert (net["4000"], net["2400"], net["4100"]) == (D("-100.00"), D("-100.00"), D("-1.00"))
