@@ -114,6 +114,14 @@ PLANS = {
             {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.3"},
         ],
     ),
+    "standard-bhd": (
+        "Standard (BHD)",
+        "BHD",
+        [
+            {"type": "fixed_fee", "code": "platform", "amount": "45.500"},
+            {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.0015"},
+        ],
+    ),
 }
 
 # customer code -> plan code
@@ -124,6 +132,7 @@ CONTRACTS = {
     "muster": "scale-eur",
     "beispiel": "scale-eur",
     "yamada": "standard-jpy",
+    "manama": "standard-bhd",
 }
 # Tax rates as fractions (0.0725 = 7.25 %).
 TAX = [
@@ -132,6 +141,7 @@ TAX = [
     ("ll-de", "DE", "0.19", "USt 19 %"),
     ("ll-de", "AT", "0.20", "USt AT 20 %"),
     ("ll-jp", "JP", "0.10", "JCT 10 %"),
+    ("ll-bh", "BH", "0.10", "VAT BH 10 %"),
 ]
 
 

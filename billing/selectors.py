@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
+from decimal import Decimal
 from enum import StrEnum
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 
 from billing.models import (
     BillingRun,
@@ -27,6 +28,8 @@ from billing.error_codes import BillingErrorCode
 from billing.periods import parse_period
 from core import error_codes as core_error_codes
 from core.errors import NotFound
+from core.formatting import money_plain
+from core.models import Currency
 from core.roles import FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, has_role
 from metering.for_billing import UsageEvent, summaries_for_event, summary_events
 
@@ -69,6 +72,80 @@ def invoices(
     if number:
         qs = qs.filter(number=number)
     return qs.order_by("-period_start", "-id")
+
+
+@dataclass(frozen=True)
+class CurrencyTotal:
+    """The documents of one currency in a list and their summed totals (never across currencies)."""
+
+    currency: Currency
+    count: int
+    subtotal: Decimal
+    tax_total: Decimal
+    total: Decimal
+
+
+def invoice_totals_by_currency(*, docs: QuerySet[Invoice]) -> list[CurrencyTotal]:
+    """Totals per currency of `docs` (a filtered `invoices()`), void documents left out."""
+    rows = (
+        docs.exclude(status=InvoiceStatus.VOID)
+        .order_by()
+        .values("currency_id")
+        .annotate(n=Count("id"), sub=Sum("subtotal"), tax=Sum("tax_total"), tot=Sum("total"))
+        .order_by("currency_id")
+    )
+    currencies = Currency.objects.in_bulk([r["currency_id"] for r in rows])
+    return [
+        CurrencyTotal(
+            currency=currencies[r["currency_id"]],
+            count=r["n"],
+            subtotal=r["sub"],
+            tax_total=r["tax"],
+            total=r["tot"],
+        )
+        for r in rows
+    ]
+
+
+#: Columns of the invoice list's CSV export; amounts are plain decimals in the currency's
+#: minor units (core.formatting.money_plain) beside their own currency column.
+INVOICE_CSV_HEADER = (
+    "id",
+    "number",
+    "kind",
+    "status",
+    "legal_entity",
+    "customer",
+    "period_start",
+    "period_end_inclusive",
+    "issue_date",
+    "currency",
+    "subtotal",
+    "tax_total",
+    "total",
+)
+
+
+def invoice_csv_rows(*, docs: QuerySet[Invoice]) -> Iterator[tuple[str, ...]]:
+    """The header, then one row per document of `docs`."""
+    yield INVOICE_CSV_HEADER
+    for inv in docs.iterator(chunk_size=500):
+        mu = inv.currency.minor_units
+        yield (
+            str(inv.pk),
+            inv.number or "",
+            inv.kind,
+            inv.status,
+            inv.legal_entity.code,
+            inv.customer.code,
+            inv.period_start.isoformat(),
+            (inv.period_end - timedelta(days=1)).isoformat(),
+            inv.issue_date.isoformat() if inv.issue_date else "",
+            inv.currency_id,
+            money_plain(inv.subtotal, minor_units=mu),
+            money_plain(inv.tax_total, minor_units=mu),
+            money_plain(inv.total, minor_units=mu),
+        )
 
 
 def invoice_detail(*, pk: int) -> Invoice:
@@ -118,7 +195,7 @@ def event_invoice_lines(*, event_seq: int) -> QuerySet[InvoiceLine]:
         raise NotFound(f"No usage event {event_seq}.", code=BillingErrorCode.NOT_FOUND)
     return (
         InvoiceLine.objects.filter(usage_summary__in=summaries_for_event(event=event))
-        .select_related("invoice", "usage_summary")
+        .select_related("invoice", "invoice__currency", "usage_summary")
         .order_by("invoice_id", "position")
     )
 
@@ -262,7 +339,7 @@ def invoice_actions(*, invoice: Invoice, user: AbstractBaseUser | AnonymousUser)
             None
             if has_role(user, *roles)
             else Refusal(
-                core_error_codes.PERMISSION_DENIED,
+                core_error_codes.CoreErrorCode.PERMISSION_DENIED,
                 f"Only {' or '.join(r.replace('_', ' ') for r in roles)} may {action.label}.",
             )
         ) or invoice_refusal(invoice=invoice, action=action)

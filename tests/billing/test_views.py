@@ -47,11 +47,11 @@ def test_approver_finalizes_credits_and_voids_through_the_pages(
     draft.refresh_from_db()
     assert draft.status == "finalized" and draft.number
     line = draft.lines.get()
-    assert "(up to 0.30)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
+    assert "(up to $0.30)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
     client.post(
         f"/billing/invoices/{draft.pk}/credit/", {f"line_{line.pk}": "0.10", "reason": "sorry"}
     )
-    assert "(up to 0.20)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
+    assert "(up to $0.20)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
     memo = Invoice.objects.get(kind="credit_memo")
     assert memo.total == D("-0.10")
     # voiding a credited invoice is refused with the reason shown, nothing changes
