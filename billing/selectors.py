@@ -277,6 +277,12 @@ class InvoiceActions:
         return action in self.allowed
 
 
+def invoice_balance_due(*, invoice: Invoice) -> Decimal:
+    """Total less credit memos less payments received (what the customer still owes)."""
+    paid = invoice.payments.aggregate(s=Sum("amount"))["s"] or Decimal(0)
+    return invoice.total - invoice.credited_total - paid
+
+
 def invoice_refusal(*, invoice: Invoice, action: InvoiceAction) -> Refusal | None:
     """The document's status rules: why `action` cannot be taken on `invoice` now (None: it can).
 

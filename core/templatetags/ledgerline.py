@@ -57,3 +57,11 @@ def percent(rate: Decimal | None) -> str:
 def quantity(value: Decimal | None) -> str:
     """A quantity without trailing zeros: ``1500.000000`` -> ``1,500``."""
     return "" if value is None or value == "" else formatting.format_quantity(value)
+
+
+@register.filter
+def money_plain(amount: Decimal | None, currency: object) -> str:
+    """The machine form for a form field's value: ``1234.50`` / ``1500`` / ``12.345``."""
+    if amount is None or amount == "":
+        return ""
+    return formatting.money_plain(amount, minor_units=_currency(currency).minor_units)
