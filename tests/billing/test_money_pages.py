@@ -48,8 +48,10 @@ class World:
     bhd: Invoice
 
 
-def _one(code: str, cur: str, minor: int, fee: str, price: str, rate: str, calls: int) -> Invoice:
-    ent = entity(f"ll-{code}", cur, minor, "UTC")
+def _one(
+    prefix: str, code: str, cur: str, minor: int, fee: str, price: str, rate: str, calls: int
+) -> Invoice:
+    ent = entity(f"{prefix}-{code}", cur, minor, "UTC")
     tax_rate(ent, rate, name=f"VAT {code}")
     cust = customer(ent, f"cust-{code}")
     p = plan(
@@ -66,13 +68,14 @@ def _one(code: str, cur: str, minor: int, fee: str, price: str, rate: str, calls
     return invoice_of(c)
 
 
-def make_world() -> World:
+def make_world(prefix: str = "ll") -> World:
+    """The four invoices above; entities are `<prefix>-us`, `-de`, `-jp`, `-bh`."""
     metric("api_calls")
     return World(
-        usd=_one("us", "USD", 2, "1000.00", "0.10", "0.10", 3),
-        eur=_one("de", "EUR", 2, "1200.00", "0.25", "0.19", 3),
-        jpy=_one("jp", "JPY", 0, "150000", "0.5", "0.10", 3),
-        bhd=_one("bh", "BHD", 3, "1045.500", "0.0125", "0.10", 13),
+        usd=_one(prefix, "us", "USD", 2, "1000.00", "0.10", "0.10", 3),
+        eur=_one(prefix, "de", "EUR", 2, "1200.00", "0.25", "0.19", 3),
+        jpy=_one(prefix, "jp", "JPY", 0, "150000", "0.5", "0.10", 3),
+        bhd=_one(prefix, "bh", "BHD", 3, "1045.500", "0.0125", "0.10", 13),
     )
 
 
