@@ -38,9 +38,24 @@ class EntityBillingSettings(models.Model):
     rounding = models.CharField(max_length=20, choices=Rounding.choices, default=Rounding.HALF_UP)
     invoice_prefix = models.CharField(max_length=16, default="INV")
     credit_memo_prefix = models.CharField(max_length=16, default="CN")
+    #: The entity's part of its document numbers, unique in the group: "US" numbers its
+    #: documents US-INV-2026-000001, US-CN-2026-000001. Blank: numbers without it (as before).
+    #: Changing it changes only numbers assigned afterwards; the counters go on gaplessly.
+    document_prefix = models.CharField(max_length=8, blank=True, default="")
 
     class Meta:
         verbose_name_plural = "entity billing settings"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["document_prefix"],
+                condition=~Q(document_prefix=""),
+                name="entity_document_prefix_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(document_prefix__regex=r"^([A-Z0-9]{1,8})?$"),
+                name="entity_document_prefix_format",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"billing settings of {self.legal_entity_id}"
