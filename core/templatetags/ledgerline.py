@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -29,22 +30,23 @@ def _currency(currency: object) -> formatting.CurrencyLike:
     return currency  # type: ignore[return-value]  # checked above: duck-typed Currency
 
 
-@register.filter
-def money(amount: Decimal | None, currency: object) -> str:
-    """``{{ invoice.total|money:invoice.currency }}`` -> ``$1,234.50`` / ``(€12.00)`` / ``¥1,500``."""
+def _in_currency(fn: Callable[..., str], amount: Decimal | None, currency: object) -> str:
     if amount is None or amount == "":
         return ""
     cur = _currency(currency)
-    return formatting.format_money(amount, currency=cur.code, minor_units=cur.minor_units)
+    return fn(amount, currency=cur.code, minor_units=cur.minor_units)
+
+
+@register.filter
+def money(amount: Decimal | None, currency: object) -> str:
+    """``{{ invoice.total|money:invoice.currency }}`` -> ``$1,234.50`` / ``(€12.00)`` / ``¥1,500``."""
+    return _in_currency(formatting.format_money, amount, currency)
 
 
 @register.filter
 def unit_price(amount: Decimal | None, currency: object) -> str:
     """A unit price: the currency's minor units at least, up to 6 places (``$0.0025``)."""
-    if amount is None or amount == "":
-        return ""
-    cur = _currency(currency)
-    return formatting.format_unit_price(amount, currency=cur.code, minor_units=cur.minor_units)
+    return _in_currency(formatting.format_unit_price, amount, currency)
 
 
 @register.filter
