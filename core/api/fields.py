@@ -34,7 +34,10 @@ class MoneyField(serializers.Field):  # type: ignore[type-arg]
         self._currency = attrgetter(currency)
 
     def get_attribute(self, instance: Any) -> tuple[Decimal, int]:
-        return super().get_attribute(instance), self._currency(instance).minor_units
+        amount = super().get_attribute(instance)
+        if not isinstance(amount, Decimal):  # money fields are non-null DecimalFields
+            raise TypeError(f"{self.field_name} is not a Decimal: {amount!r}")
+        return amount, self._currency(instance).minor_units
 
     def to_representation(self, value: tuple[Decimal, int]) -> str:
         amount, minor_units = value

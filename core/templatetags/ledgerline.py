@@ -27,7 +27,7 @@ def last_day(end_exclusive: date | None) -> date | None:
 def _currency(currency: object) -> formatting.CurrencyLike:
     if not hasattr(currency, "code") or not hasattr(currency, "minor_units"):
         raise TypeError(f"money filters take a Currency, got {type(currency).__name__}")
-    return currency  # type: ignore[return-value]  # checked above: duck-typed Currency
+    return currency  # hasattr narrowed it to an object with both attributes
 
 
 def _in_currency(fn: Callable[..., str], amount: Decimal | None, currency: object) -> str:
