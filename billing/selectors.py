@@ -29,7 +29,7 @@ from billing.periods import parse_period
 from core import error_codes as core_error_codes
 from core.errors import NotFound
 from core.formatting import money_plain
-from core.models import Currency
+from core.models import Currency, Customer
 from core.roles import FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, has_role
 from metering.for_billing import UsageEvent, summaries_for_event, summary_events
 
@@ -72,6 +72,35 @@ def invoices(
     if number:
         qs = qs.filter(number=number)
     return qs.order_by("-period_start", "-id")
+
+
+#: Rows each section of the search page shows at most.
+SEARCH_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    customers: list[Customer]
+    documents: list[Invoice]
+
+
+def search(*, q: str) -> SearchResult:
+    """Documents whose number contains `q` or whose customer's name or code does, and those customers."""
+    q = q.strip()
+    if not q:
+        return SearchResult(customers=[], documents=[])
+    who = Q(name__icontains=q) | Q(code__icontains=q)
+    customers = list(
+        Customer.objects.filter(who).select_related("legal_entity").order_by("name")[:SEARCH_LIMIT]
+    )
+    documents = list(
+        Invoice.objects.filter(
+            Q(number__icontains=q) | Q(customer__name__icontains=q) | Q(customer__code__icontains=q)
+        )
+        .select_related("customer", "currency", "legal_entity")
+        .order_by("-issue_date", "-id")[:SEARCH_LIMIT]
+    )
+    return SearchResult(customers=customers, documents=documents)
 
 
 @dataclass(frozen=True)

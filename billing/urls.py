@@ -5,6 +5,7 @@ from billing import views
 app_name = "billing"
 urlpatterns = [
     path("invoices/", views.invoice_list, name="invoices"),
+    path("search/", views.search, name="search"),
     path("invoices/export.csv", views.invoice_export, name="invoices_export"),
     path("invoices/finalize/", views.invoices_finalize_selected, name="invoices_finalize"),
     path("invoices/<int:pk>/", views.invoice_detail, name="invoice"),

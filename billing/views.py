@@ -94,6 +94,13 @@ def invoice_list(request: HttpRequest) -> HttpResponse:
 
 
 @role_required(*VIEWERS)
+def search(request: HttpRequest) -> HttpResponse:
+    """Find a document by its number or a customer by name or code (the box on every page)."""
+    q = request.GET.get("q", "")
+    return render(request, "billing/search.html", {"q": q, "result": selectors.search(q=q)})
+
+
+@role_required(*VIEWERS)
 def invoice_export(request: HttpRequest) -> HttpResponse:
     """The invoice list's filtered documents as CSV (amounts in each currency's minor units)."""
     docs, _errors = _filtered_invoices(request.GET)
