@@ -131,6 +131,8 @@ def test_invoice_page_shows_balance_due_and_due_date(client, usd: Invoice, clerk
     assert "Balance due: $1,000.00" in page and f"due {due:%Y-%m-%d} (net 30 days)" in page
     assert "WIRE-1" in page and "$100.33" in page
     assert 'name="amount" value="1000.00"' in page  # the form offers the balance
+    printable = client.get(f"/billing/invoices/{usd.pk}/print/").content.decode()
+    assert f"Due {due:%Y-%m-%d} (payment terms: net 30 days)" in printable
     # the clerk is not offered void or credit, and is told why
     assert "/void/" not in page and "Void: Only finance approver may void." in page
 
