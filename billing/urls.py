@@ -9,6 +9,7 @@ urlpatterns = [
     path("invoices/export.csv", views.invoice_export, name="invoices_export"),
     path("invoices/finalize/", views.invoices_finalize_selected, name="invoices_finalize"),
     path("invoices/<int:pk>/", views.invoice_detail, name="invoice"),
+    path("invoices/<int:pk>/history/", views.invoice_history, name="invoice_history"),
     path("invoices/<int:pk>/print/", views.invoice_print, name="invoice_print"),
     path("invoices/<int:pk>/finalize/", views.invoice_finalize, name="invoice_finalize"),
     path("invoices/<int:pk>/void/", views.invoice_void, name="invoice_void"),

@@ -141,6 +141,14 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @role_required(*VIEWERS)
+def invoice_history(request: HttpRequest, pk: int) -> HttpResponse:
+    """The history tab: every audit entry about the document, as field-by-field changes."""
+    invoice = get_object_or_404(selectors.invoices(), pk=pk)
+    rows = selectors.invoice_history(invoice=invoice)
+    return render(request, "billing/invoice_history.html", {"invoice": invoice, "rows": rows})
+
+
+@role_required(*VIEWERS)
 def invoice_print(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         invoice = selectors.invoice_detail(pk=pk)

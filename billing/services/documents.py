@@ -192,7 +192,10 @@ def invoice_payment_record(
                 else BillingAuditAction.PAYMENT_RECORD
             ),
             obj=inv,
-            before={"status": InvoiceStatus.FINALIZED, "balance_due": str(balance)},
+            before={
+                "status": InvoiceStatus.FINALIZED,
+                "balance_due": money_plain(balance, minor_units=minor),
+            },
             after={"status": inv.status, "balance_due": balance_after, "payment": facts},
         )
     return payment
