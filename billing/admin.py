@@ -187,7 +187,13 @@ class TaxRateAdmin(AuditedModelAdmin):
 
 @admin.register(EntityBillingSettings)
 class EntityBillingSettingsAdmin(AuditedModelAdmin):
-    list_display = ["legal_entity", "rounding", "invoice_prefix", "credit_memo_prefix"]
+    list_display = [
+        "legal_entity",
+        "rounding",
+        "document_prefix",
+        "invoice_prefix",
+        "credit_memo_prefix",
+    ]
 
 
 @admin.register(Invoice)

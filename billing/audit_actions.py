@@ -22,5 +22,6 @@ class BillingAuditAction(StrEnum):
     CREDIT_MEMO_FINALIZE = "credit_memo.finalize"
     INVOICES_FINALIZE = "invoices.finalize"  # one per batch finalized
     INVOICE_VOID = "invoice.void"
-    INVOICE_MARK_PAID = "invoice.mark_paid"
+    INVOICE_MARK_PAID = "invoice.mark_paid"  # the payment that brings the balance to zero
+    PAYMENT_RECORD = "invoice.payment_record"  # a partial payment: a balance stays due
     CREDIT_MEMO_ISSUE = "credit_memo.issue"

@@ -16,7 +16,7 @@ from decimal import Decimal
 from django.utils import timezone
 
 from billing import services
-from billing.models import Contract, Invoice, PricePlan, TaxRate
+from billing.models import Contract, EntityBillingSettings, Invoice, PricePlan, TaxRate
 from billing.periods import parse_period
 from core.errors import AppError
 from core.models import Customer, LegalEntity
@@ -114,6 +114,14 @@ PLANS = {
             {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.3"},
         ],
     ),
+    "standard-bhd": (
+        "Standard (BHD)",
+        "BHD",
+        [
+            {"type": "fixed_fee", "code": "platform", "amount": "45.500"},
+            {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.0015"},
+        ],
+    ),
 }
 
 # customer code -> plan code
@@ -124,7 +132,10 @@ CONTRACTS = {
     "muster": "scale-eur",
     "beispiel": "scale-eur",
     "yamada": "standard-jpy",
+    "manama": "standard-bhd",
 }
+# Each entity's part of its document numbers (US-INV-2026-000001): unique in the group.
+DOCUMENT_PREFIXES = {"ll-us": "US", "ll-de": "DE", "ll-jp": "JP", "ll-bh": "BH"}
 # Tax rates as fractions (0.0725 = 7.25 %).
 TAX = [
     ("ll-us", "US-CA", "0.0725", "CA sales tax"),
@@ -132,6 +143,7 @@ TAX = [
     ("ll-de", "DE", "0.19", "USt 19 %"),
     ("ll-de", "AT", "0.20", "USt AT 20 %"),
     ("ll-jp", "JP", "0.10", "JCT 10 %"),
+    ("ll-bh", "BH", "0.10", "VAT BH 10 %"),
 ]
 
 
@@ -164,6 +176,11 @@ def _ensure_catalogue() -> None:
             customer_mapping_create(
                 source=SOURCE, customer_ref=customer_ref(customer), customer=customer, actor=ACTOR
             )
+    for entity_code, prefix in DOCUMENT_PREFIXES.items():
+        EntityBillingSettings.objects.get_or_create(
+            legal_entity=LegalEntity.objects.get(code=entity_code),
+            defaults={"document_prefix": prefix},
+        )
     for entity_code, jurisdiction, rate, name in TAX:
         entity = LegalEntity.objects.get(code=entity_code)
         TaxRate.objects.get_or_create(

@@ -31,3 +31,5 @@ class BillingErrorCode(StrEnum):
     USAGE_CHANGED = "billing_usage_changed"  # a correction draft is out of date: run billing again
     ALREADY_APPLIED = "billing_already_applied"  # the request's one-time key was used: applied once
     INVALID_IDEMPOTENCY_KEY = "billing_invalid_idempotency_key"
+    PAYMENT_INVALID = "billing_payment_invalid"  # not positive, not in whole minor units, no method
+    PAYMENT_EXCEEDS = "billing_payment_exceeds"  # more than the balance due

@@ -8,6 +8,7 @@ database constraints here, or PostgreSQL triggers in the migrations
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from decimal import Decimal
 
 from django.db import models
@@ -37,9 +38,24 @@ class EntityBillingSettings(models.Model):
     rounding = models.CharField(max_length=20, choices=Rounding.choices, default=Rounding.HALF_UP)
     invoice_prefix = models.CharField(max_length=16, default="INV")
     credit_memo_prefix = models.CharField(max_length=16, default="CN")
+    #: The entity's part of its document numbers, unique in the group: "US" numbers its
+    #: documents US-INV-2026-000001, US-CN-2026-000001. Blank: numbers without it (as before).
+    #: Changing it changes only numbers assigned afterwards; the counters go on gaplessly.
+    document_prefix = models.CharField(max_length=8, blank=True, default="")
 
     class Meta:
         verbose_name_plural = "entity billing settings"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["document_prefix"],
+                condition=~Q(document_prefix=""),
+                name="entity_document_prefix_unique",
+            ),
+            models.CheckConstraint(
+                condition=Q(document_prefix__regex=r"^([A-Z0-9]{1,8})?$"),
+                name="entity_document_prefix_format",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"billing settings of {self.legal_entity_id}"
@@ -129,6 +145,8 @@ class Contract(models.Model):
     start_date = models.DateField()
     end_date = models.DateField(null=True, blank=True)
     prepaid_balance = models.DecimalField(**MONEY, default=Decimal(0))
+    #: Payment terms: an invoice is due this many days after its issue date ("net 30").
+    payment_terms_days = models.PositiveSmallIntegerField(default=30)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -413,6 +431,13 @@ class Invoice(models.Model):
     def open_amount(self) -> Decimal:
         return self.total - self.credited_total
 
+    @property
+    def due_date(self) -> date | None:
+        """Issue date plus the contract's payment terms (None for a draft)."""
+        if self.issue_date is None:
+            return None
+        return self.issue_date + timedelta(days=self.contract.payment_terms_days)
+
 
 class LineKind(models.TextChoices):
     USAGE = "usage", "Usage"
@@ -565,3 +590,38 @@ class ActionKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} of {self.invoice_id} ({self.key})"
+
+
+class PaymentMethod(models.TextChoices):
+    BANK_TRANSFER = "bank_transfer", "Bank transfer"
+    CARD = "card", "Card"
+    DIRECT_DEBIT = "direct_debit", "Direct debit"
+    CHEQUE = "cheque", "Cheque"
+    OTHER = "other", "Other"
+
+
+class Payment(models.Model):
+    """A payment received against a finalized invoice. Append-only (PostgreSQL trigger).
+
+    An invoice's balance due is its total less credit memos less payments; the
+    payment that brings it to zero marks the invoice paid
+    (`billing.services.invoice_payment_record`).
+    """
+
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="payments")
+    currency = models.ForeignKey("core.Currency", on_delete=models.PROTECT, related_name="+")
+    amount = models.DecimalField(**MONEY)
+    received_on = models.DateField()
+    method = models.CharField(max_length=20, choices=PaymentMethod.choices)
+    reference = models.CharField(max_length=200, blank=True)
+    recorded_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["received_on", "id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"payment {self.amount} {self.currency_id} on {self.invoice_id}"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db.models import Count, Prefetch, Q, QuerySet, Sum
 
 from billing.models import (
     BillingRun,
@@ -27,6 +29,9 @@ from billing.error_codes import BillingErrorCode
 from billing.periods import parse_period
 from core import error_codes as core_error_codes
 from core.errors import NotFound
+from core.formatting import money_plain
+from core.models import Currency, Customer
+from exceptions.models import AuditEntry
 from core.roles import FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, has_role
 from metering.for_billing import UsageEvent, summaries_for_event, summary_events
 
@@ -69,6 +74,109 @@ def invoices(
     if number:
         qs = qs.filter(number=number)
     return qs.order_by("-period_start", "-id")
+
+
+#: Rows each section of the search page shows at most.
+SEARCH_LIMIT = 50
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    customers: list[Customer]
+    documents: list[Invoice]
+
+
+def search(*, q: str) -> SearchResult:
+    """Documents whose number contains `q` or whose customer's name or code does, and those customers."""
+    q = q.strip()
+    if not q:
+        return SearchResult(customers=[], documents=[])
+    who = Q(name__icontains=q) | Q(code__icontains=q)
+    customers = list(
+        Customer.objects.filter(who).select_related("legal_entity").order_by("name")[:SEARCH_LIMIT]
+    )
+    documents = list(
+        Invoice.objects.filter(
+            Q(number__icontains=q) | Q(customer__name__icontains=q) | Q(customer__code__icontains=q)
+        )
+        .select_related("customer", "currency", "legal_entity")
+        .order_by("-issue_date", "-id")[:SEARCH_LIMIT]
+    )
+    return SearchResult(customers=customers, documents=documents)
+
+
+@dataclass(frozen=True)
+class CurrencyTotal:
+    """The documents of one currency in a list and their summed totals (never across currencies)."""
+
+    currency: Currency
+    count: int
+    subtotal: Decimal
+    tax_total: Decimal
+    total: Decimal
+
+
+def invoice_totals_by_currency(*, docs: QuerySet[Invoice]) -> list[CurrencyTotal]:
+    """Totals per currency of `docs` (a filtered `invoices()`), void documents left out."""
+    rows = (
+        docs.exclude(status=InvoiceStatus.VOID)
+        .order_by()
+        .values("currency_id")
+        .annotate(n=Count("id"), sub=Sum("subtotal"), tax=Sum("tax_total"), tot=Sum("total"))
+        .order_by("currency_id")
+    )
+    currencies = Currency.objects.in_bulk([r["currency_id"] for r in rows])
+    return [
+        CurrencyTotal(
+            currency=currencies[r["currency_id"]],
+            count=r["n"],
+            subtotal=r["sub"],
+            tax_total=r["tax"],
+            total=r["tot"],
+        )
+        for r in rows
+    ]
+
+
+#: Columns of the invoice list's CSV export; amounts are plain decimals in the currency's
+#: minor units (core.formatting.money_plain) beside their own currency column.
+INVOICE_CSV_HEADER = (
+    "id",
+    "number",
+    "kind",
+    "status",
+    "legal_entity",
+    "customer",
+    "period_start",
+    "period_end_inclusive",
+    "issue_date",
+    "currency",
+    "subtotal",
+    "tax_total",
+    "total",
+)
+
+
+def invoice_csv_rows(*, docs: QuerySet[Invoice]) -> Iterator[tuple[str, ...]]:
+    """The header, then one row per document of `docs`."""
+    yield INVOICE_CSV_HEADER
+    for inv in docs.iterator(chunk_size=500):
+        mu = inv.currency.minor_units
+        yield (
+            str(inv.pk),
+            inv.number or "",
+            inv.kind,
+            inv.status,
+            inv.legal_entity.code,
+            inv.customer.code,
+            inv.period_start.isoformat(),
+            (inv.period_end - timedelta(days=1)).isoformat(),
+            inv.issue_date.isoformat() if inv.issue_date else "",
+            inv.currency_id,
+            money_plain(inv.subtotal, minor_units=mu),
+            money_plain(inv.tax_total, minor_units=mu),
+            money_plain(inv.total, minor_units=mu),
+        )
 
 
 def invoice_detail(*, pk: int) -> Invoice:
@@ -118,7 +226,7 @@ def event_invoice_lines(*, event_seq: int) -> QuerySet[InvoiceLine]:
         raise NotFound(f"No usage event {event_seq}.", code=BillingErrorCode.NOT_FOUND)
     return (
         InvoiceLine.objects.filter(usage_summary__in=summaries_for_event(event=event))
-        .select_related("invoice", "usage_summary")
+        .select_related("invoice", "invoice__currency", "usage_summary")
         .order_by("invoice_id", "position")
     )
 
@@ -200,6 +308,12 @@ class InvoiceActions:
         return action in self.allowed
 
 
+def invoice_balance_due(*, invoice: Invoice) -> Decimal:
+    """Total less credit memos less payments received (what the customer still owes)."""
+    paid = invoice.payments.aggregate(s=Sum("amount"))["s"] or Decimal(0)
+    return invoice.total - invoice.credited_total - paid
+
+
 def invoice_refusal(*, invoice: Invoice, action: InvoiceAction) -> Refusal | None:
     """The document's status rules: why `action` cannot be taken on `invoice` now (None: it can).
 
@@ -271,3 +385,95 @@ def invoice_actions(*, invoice: Invoice, user: AbstractBaseUser | AnonymousUser)
         else:
             refused[action] = refusal
     return InvoiceActions(allowed=frozenset(allowed), refused=refused)
+
+
+# --------------------------------------------------------------------------- history
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    before: str
+    after: str
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One audit entry about a document, its fields' before and after side by side."""
+
+    at: datetime
+    actor: str
+    action: str
+    reason: str
+    via: str  # "" for an entry on the document itself, else what wrote it (a batch, a memo)
+    changes: list[FieldChange]
+    seq: int
+
+
+def _shown(value: object) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return str(value)
+
+
+def field_changes(before: object, after: object) -> list[FieldChange]:
+    """Before and after of an audit entry as field-by-field changes (fields that did not change
+    are left out; a non-dict side is shown whole as field "value")."""
+    b = before if isinstance(before, dict) else ({} if before is None else {"value": before})
+    a = after if isinstance(after, dict) else ({} if after is None else {"value": after})
+    rows = []
+    for key in list(dict.fromkeys([*b, *a])):
+        old, new = b.get(key), a.get(key)
+        if old != new:
+            rows.append(FieldChange(field=str(key), before=_shown(old), after=_shown(new)))
+    return rows
+
+
+def invoice_history(*, invoice: Invoice) -> list[HistoryRow]:
+    """The audit entries about `invoice`, oldest first: its own, the batch entries that name it
+    (a run that drafted it, a batch that finalized or re-rated it) and its credit memos' and
+    adjustments' own entries."""
+    pk = str(invoice.pk)
+    corrections = {str(c.pk): str(c) for c in invoice.corrections.all()}
+    own = Q(object_type="billing.invoice", object_id=pk)
+    batches = Q(object_type="billing.invoice", after__numbers__has_key=pk) | Q(
+        object_type="billing.invoice", after__has_key=pk
+    )
+    related = Q(object_type="billing.invoice", object_id__in=list(corrections))
+    drafted = Q(
+        object_type="billing.billingrun",
+        object_id=str(invoice.billing_run_id or ""),
+        action="billing_run.drafts_create",
+    )
+    rows = []
+    for e in AuditEntry.objects.filter(own | batches | related | drafted).order_by("seq"):
+        if e.action == "billing_run.drafts_create":
+            if invoice.pk not in (e.after or {}).get("invoice_ids", []):
+                continue
+            via, before, after = f"billing run {e.object_repr}", None, {"drafted": "yes"}
+        elif e.object_id in corrections:
+            via, before, after = f"{corrections[e.object_id]}", e.before, e.after
+        elif e.object_id != pk:
+            numbers = (e.after or {}).get("numbers") or {}
+            via, before = f"batch: {e.object_repr}", e.before
+            after = {**{k: v for k, v in (e.after or {}).items() if k != "numbers"}}
+            if pk in numbers:
+                after["number"] = numbers[pk]
+            elif pk in (e.after or {}):
+                after = {"total": (e.after or {})[pk]}
+        else:
+            via, before, after = "", e.before, e.after
+        rows.append(
+            HistoryRow(
+                at=e.at,
+                actor=e.actor_label,
+                action=e.action,
+                reason=e.reason,
+                via=via,
+                changes=field_changes(before, after),
+                seq=e.seq,
+            )
+        )
+    return rows

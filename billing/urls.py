@@ -5,8 +5,11 @@ from billing import views
 app_name = "billing"
 urlpatterns = [
     path("invoices/", views.invoice_list, name="invoices"),
+    path("search/", views.search, name="search"),
+    path("invoices/export.csv", views.invoice_export, name="invoices_export"),
     path("invoices/finalize/", views.invoices_finalize_selected, name="invoices_finalize"),
     path("invoices/<int:pk>/", views.invoice_detail, name="invoice"),
+    path("invoices/<int:pk>/history/", views.invoice_history, name="invoice_history"),
     path("invoices/<int:pk>/print/", views.invoice_print, name="invoice_print"),
     path("invoices/<int:pk>/finalize/", views.invoice_finalize, name="invoice_finalize"),
     path("invoices/<int:pk>/void/", views.invoice_void, name="invoice_void"),

@@ -10,21 +10,27 @@ Who may do what (checked here, on the server):
 
 from __future__ import annotations
 
+import csv
 import uuid
+from datetime import date
 from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.db.models import QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from core.query import date_params
 from billing import selectors, services
-from billing.models import BillingRun, DocumentKind, Invoice, InvoiceStatus
+from billing.error_codes import BillingErrorCode
+from billing.models import BillingRun, DocumentKind, Invoice, InvoiceStatus, PaymentMethod
 from billing.periods import parse_period
 from billing.selectors import ACTION_ROLES, InvoiceAction
 from core.errors import AppError, NotFound
+from core.formatting import format_money
 from core.models import LegalEntity
 from core.roles import (
     AUDITOR,
@@ -45,9 +51,7 @@ PAYMENT_RECORDERS = ACTION_ROLES[InvoiceAction.MARK_PAID]
 PAGE_SIZE = 50
 
 
-@role_required(*VIEWERS)
-def invoice_list(request: HttpRequest) -> HttpResponse:
-    q = request.GET
+def _filtered_invoices(q: QueryDict) -> tuple[QuerySet[Invoice], list[str]]:
     dates, errors = date_params(q, "issued_from", "issued_to")
     try:
         docs = selectors.invoices(
@@ -62,6 +66,13 @@ def invoice_list(request: HttpRequest) -> HttpResponse:
     except ValueError as exc:
         errors.append(str(exc))
         docs = selectors.invoices()
+    return docs, errors
+
+
+@role_required(*VIEWERS)
+def invoice_list(request: HttpRequest) -> HttpResponse:
+    q = request.GET
+    docs, errors = _filtered_invoices(q)
     page = Paginator(docs, PAGE_SIZE).get_page(q.get("page"))
     params = q.copy()
     params.pop("page", None)
@@ -77,8 +88,26 @@ def invoice_list(request: HttpRequest) -> HttpResponse:
             "statuses": InvoiceStatus.choices,
             "kinds": DocumentKind.choices,
             "can_finalize": has_role(request.user, *FINALIZERS),
+            "totals": selectors.invoice_totals_by_currency(docs=docs),
         },
     )
+
+
+@role_required(*VIEWERS)
+def search(request: HttpRequest) -> HttpResponse:
+    """Find a document by its number or a customer by name or code (the box on every page)."""
+    q = request.GET.get("q", "")
+    return render(request, "billing/search.html", {"q": q, "result": selectors.search(q=q)})
+
+
+@role_required(*VIEWERS)
+def invoice_export(request: HttpRequest) -> HttpResponse:
+    """The invoice list's filtered documents as CSV (amounts in each currency's minor units)."""
+    docs, _errors = _filtered_invoices(request.GET)
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = 'attachment; filename="invoices.csv"'
+    csv.writer(response).writerows(selectors.invoice_csv_rows(docs=docs))
+    return response
 
 
 @role_required(*VIEWERS)
@@ -95,14 +124,28 @@ def invoice_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "invoice": invoice,
             "lines": invoice.lines.all(),
             "tax_lines": invoice.tax_lines.all(),
+            "payments": invoice.payments.all(),
+            "balance_due": selectors.invoice_balance_due(invoice=invoice),
+            "today": timezone.localdate(),
+            "methods": PaymentMethod.choices,
             "can_finalize": InvoiceAction.FINALIZE in actions,
             "can_correct": InvoiceAction.CREDIT in actions,
             "can_void": InvoiceAction.VOID in actions,
             "can_mark_paid": InvoiceAction.MARK_PAID in actions,
+            # what this user cannot do here, and why (the same rule the services apply)
+            "refused": [(a.label, r.message) for a, r in actions.refused.items()],
             # one one-time token per form: a double submit is applied once (ActionKey)
             "form_tokens": {action.value: uuid.uuid4().hex for action in InvoiceAction},
         },
     )
+
+
+@role_required(*VIEWERS)
+def invoice_history(request: HttpRequest, pk: int) -> HttpResponse:
+    """The history tab: every audit entry about the document, as field-by-field changes."""
+    invoice = get_object_or_404(selectors.invoices(), pk=pk)
+    rows = selectors.invoice_history(invoice=invoice)
+    return render(request, "billing/invoice_history.html", {"invoice": invoice, "rows": rows})
 
 
 @role_required(*VIEWERS)
@@ -138,9 +181,62 @@ def _act(request: HttpRequest, pk: int, kind: InvoiceAction, action) -> HttpResp
     return redirect("billing:invoice", pk=pk)
 
 
+def _confirm(
+    request: HttpRequest,
+    pk: int,
+    kind: InvoiceAction,
+    consequences: list[str],
+    preview: services.CreditPreview | None = None,
+) -> HttpResponse | None:
+    """Unless the form says `confirmed`, the page that says what `kind` will do (None: go on).
+
+    The confirmation re-posts the same fields (the one-time token included), so
+    nothing is claimed or changed until the person confirms.
+    """
+    if request.POST.get("confirmed") == "1":
+        return None
+    invoice = get_object_or_404(selectors.invoices(), pk=pk)
+    refusal = selectors.invoice_actions(invoice=invoice, user=request.user).refused.get(kind)
+    if refusal is not None:
+        messages.error(request, f"{refusal.message} ({refusal.code})")
+        return redirect("billing:invoice", pk=pk)
+    fields = [(k, v) for k, v in request.POST.items() if k not in ("csrfmiddlewaretoken",)]
+    return render(
+        request,
+        "billing/invoice_confirm.html",
+        {
+            "invoice": invoice,
+            "kind": kind,
+            "consequences": consequences,
+            "preview": preview,
+            "fields": fields,
+            "action_url": request.path,
+        },
+    )
+
+
+def _erp_sentence(invoice: Invoice, what: str) -> str:
+    return f"{what} will be posted to the ERP connections of {invoice.legal_entity.name}."
+
+
 @require_POST
 @role_required(*FINALIZERS)
 def invoice_finalize(request: HttpRequest, pk: int) -> HttpResponse:
+    inv = get_object_or_404(selectors.invoices(), pk=pk)
+    ask = _confirm(
+        request,
+        pk,
+        InvoiceAction.FINALIZE,
+        [
+            f"{inv} gets the next number of {inv.legal_entity.code}'s "
+            f"{inv.get_kind_display().lower()} series (gapless per entity and year) and today "
+            f"as its issue date; it falls due {inv.contract.payment_terms_days} days later.",
+            "Its lines and amounts can no longer be changed; corrections are credit memos.",
+            _erp_sentence(inv, "The document and its journal"),
+        ],
+    )
+    if ask is not None:
+        return ask
     return _act(
         request,
         pk,
@@ -154,6 +250,20 @@ def invoice_finalize(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(*CORRECTORS)
 def invoice_void(request: HttpRequest, pk: int) -> HttpResponse:
     reason = request.POST.get("reason", "")
+    inv = get_object_or_404(selectors.invoices(), pk=pk)
+    ask = _confirm(
+        request,
+        pk,
+        InvoiceAction.VOID,
+        [
+            f"{inv} keeps its number (the series stays gapless) and is marked void with your "
+            f"reason: \u201c{reason}\u201d.",
+            "Nothing is owed on it any more; this cannot be undone.",
+            _erp_sentence(inv, "The reversal of its journal"),
+        ],
+    )
+    if ask is not None:
+        return ask
 
     def void(inv: Invoice, actor: Actor, key: str | None) -> str:
         voided = services.invoice_void(invoice=inv, reason=reason, actor=actor, idempotency_key=key)
@@ -165,27 +275,85 @@ def invoice_void(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @role_required(*PAYMENT_RECORDERS)
 def invoice_mark_paid(request: HttpRequest, pk: int) -> HttpResponse:
-    def mark_paid(inv: Invoice, actor: Actor, key: str | None) -> str:
-        paid = services.invoice_mark_paid(invoice=inv, actor=actor, idempotency_key=key)
-        return f"{paid} is paid."
+    """Record a payment: amount, date, method, reference (partial payments leave a balance)."""
+    post = request.POST
 
-    return _act(request, pk, InvoiceAction.MARK_PAID, mark_paid)
+    def record(inv: Invoice, actor: Actor, key: str | None) -> str:
+        try:
+            amount = Decimal(post.get("amount", "").strip())
+            received_on = date.fromisoformat(post.get("received_on", "").strip())
+        except (InvalidOperation, ValueError):
+            raise AppError(
+                "Type the amount received and the date it was received (YYYY-MM-DD).",
+                code=BillingErrorCode.PAYMENT_INVALID,
+            ) from None
+        payment = services.invoice_payment_record(
+            invoice=inv,
+            amount=amount,
+            received_on=received_on,
+            method=post.get("method", ""),
+            reference=post.get("reference", ""),
+            actor=actor,
+            idempotency_key=key,
+        )
+        cur = payment.invoice.currency
+        got = format_money(payment.amount, currency=cur.code, minor_units=cur.minor_units)
+        if payment.invoice.status == InvoiceStatus.PAID:
+            return f"Payment of {got} recorded; {payment.invoice} is paid."
+        left = selectors.invoice_balance_due(invoice=payment.invoice)
+        due = format_money(left, currency=cur.code, minor_units=cur.minor_units)
+        return f"Payment of {got} recorded; {due} is still due."
+
+    return _act(request, pk, InvoiceAction.MARK_PAID, record)
+
+
+def _credit_amounts(post: QueryDict) -> dict[int, Decimal]:
+    """The amounts typed per line (`line_<id>` fields); ValueError names a bad one."""
+    amounts: dict[int, Decimal] = {}
+    for key, raw in post.items():
+        if key.startswith("line_") and raw.strip():
+            try:
+                amounts[int(key[5:])] = Decimal(raw.strip())
+            except (ValueError, InvalidOperation):
+                raise ValueError(f"'{raw}' is not an amount.") from None
+    return amounts
 
 
 @require_POST
 @role_required(*ACTION_ROLES[InvoiceAction.CREDIT])
 def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
-    """Credit the whole invoice, or the amounts typed per line (`line_<id>` fields)."""
+    """Credit the whole invoice, or the amounts typed per line; first shows net, tax and gross."""
     reason = request.POST.get("reason", "")
-    amounts: dict[int, Decimal] = {}
-    for key, raw in request.POST.items():
-        if key.startswith("line_") and raw.strip():
-            try:
-                amounts[int(key[5:])] = Decimal(raw.strip())
-            except (ValueError, InvalidOperation):
-                messages.error(request, f"'{raw}' is not an amount.")
-                return redirect("billing:invoice", pk=pk)
+    try:
+        amounts = _credit_amounts(request.POST)
+    except ValueError as exc:
+        messages.error(request, str(exc))
+        return redirect("billing:invoice", pk=pk)
     whole = request.POST.get("whole") == "1"
+    if not whole and not amounts:
+        messages.error(request, "Type an amount on at least one line, or credit the whole invoice.")
+        return redirect("billing:invoice", pk=pk)
+    inv = get_object_or_404(selectors.invoices(), pk=pk)
+    if request.POST.get("confirmed") != "1":
+        try:
+            preview = services.credit_memo_preview(invoice=inv, lines=None if whole else amounts)
+        except AppError as exc:
+            messages.error(request, f"{exc.message} ({exc.code})")
+            return redirect("billing:invoice", pk=pk)
+        ask = _confirm(
+            request,
+            pk,
+            InvoiceAction.CREDIT,
+            [
+                f"A credit memo against {inv} is issued at once with the next number of "
+                f"{inv.legal_entity.code}'s credit memo series, reason \u201c{reason}\u201d.",
+                "It lowers what the customer owes on the invoice by its gross amount.",
+                _erp_sentence(inv, "The credit memo and its journal"),
+            ],
+            preview,
+        )
+        if ask is not None:
+            return ask
 
     def issue(inv: Invoice, actor: Actor, key: str | None) -> str:
         memo = services.credit_memo_issue(
@@ -195,11 +363,11 @@ def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
             lines=None if whole else amounts,
             idempotency_key=key,
         )
-        return f"Credit memo {memo} issued for {-memo.total} {memo.currency_id}."
+        amount = format_money(
+            -memo.total, currency=memo.currency_id, minor_units=inv.currency.minor_units
+        )
+        return f"Credit memo {memo} issued for {amount}."
 
-    if not whole and not amounts:
-        messages.error(request, "Type an amount on at least one line, or credit the whole invoice.")
-        return redirect("billing:invoice", pk=pk)
     return _act(request, pk, InvoiceAction.CREDIT, issue)
 
 

@@ -15,11 +15,17 @@ from core.actors import Actor
 
 DEMO_PASSWORD = "ledgerline-demo"
 
-CURRENCIES = [("USD", "US Dollar", 2), ("EUR", "Euro", 2), ("JPY", "Yen", 0)]
+CURRENCIES = [
+    ("USD", "US Dollar", 2),
+    ("EUR", "Euro", 2),
+    ("JPY", "Yen", 0),
+    ("BHD", "Bahraini Dinar", 3),  # three minor units: the pages show "BHD 1,234.567"
+]
 ENTITIES = [
     ("ll-us", "Ledgerline Inc.", "USD", "US", "America/New_York"),
     ("ll-de", "Ledgerline GmbH", "EUR", "DE", "Europe/Berlin"),
     ("ll-jp", "Ledgerline K.K.", "JPY", "JP", "Asia/Tokyo"),
+    ("ll-bh", "Ledgerline Gulf W.L.L.", "BHD", "BH", "Asia/Bahrain"),
 ]
 CUSTOMERS = [
     ("ll-us", "acme", "Acme Corp", "US", "US-CA"),
@@ -28,6 +34,7 @@ CUSTOMERS = [
     ("ll-de", "muster", "Muster AG", "DE", "DE"),
     ("ll-de", "beispiel", "Beispiel GmbH", "AT", "AT"),
     ("ll-jp", "yamada", "Yamada Shoji", "JP", "JP"),
+    ("ll-bh", "manama", "Manama Logistics", "BH", "BH"),
 ]
 
 

@@ -21,6 +21,7 @@ import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -76,6 +77,7 @@ NOT_AUDITED: dict[str, str] = {
     "metering.services.lago_batch_intake": "decodes a Lago batch and calls usage_ingest",
     "metering.services.unmapped_fingerprint": "pure: the fingerprint of an unmapped-customer case",
     "billing.services.entity_rounding": "a read (an entity's rounding mode)",
+    "billing.services.credit_memo_preview": "a read (what a credit memo would carry; writes nothing)",
     "billing.services.billing_runs_bill_due": (
         "writes nothing itself: it calls billing_run_request and billing_run_execute per due"
         " entity, whose entries are checked above"
@@ -622,6 +624,21 @@ def billing_invoice_mark_paid(w: World) -> Call:
     )
 
 
+def billing_invoice_payment_record(w: World) -> Call:
+    final = w.final
+    return Call(
+        lambda: billing.services.invoice_payment_record(
+            invoice=final,
+            amount=Decimal("0.01"),  # a partial payment: a balance stays due
+            received_on=date(2026, 12, 1),
+            method="bank_transfer",
+            reference="partial",
+            actor=ACTOR,
+        ),
+        lambda payment: Expected.of("invoice.payment_record", payment.invoice),
+    )
+
+
 def billing_credit_memo_issue(w: World) -> Call:
     final = w.final
     return Call(
@@ -673,6 +690,7 @@ CASES: dict[str, Callable[[World], Call]] = {
         billing_billing_run_finalize,
         billing_invoice_void,
         billing_invoice_mark_paid,
+        billing_invoice_payment_record,
         billing_credit_memo_issue,
     ]
 }

@@ -33,6 +33,7 @@ from billing.services import (
     price_plan_version_add,
     VersionTerms,
 )
+from core.api.fields import MoneyField
 from core.errors import AppError
 from core.models import ApiScope, Currency, Customer
 from core.actors import Actor
@@ -250,6 +251,8 @@ class ContractEndApi(APIView):
 
 class _LineSerializer(serializers.ModelSerializer):
     usage_summary = serializers.SerializerMethodField()
+    amount = MoneyField(currency="invoice.currency")
+    credited_amount = MoneyField(currency="invoice.currency")
     kind = serializers.CharField(help_text=f"One of: {', '.join(LineKind.values)}.")
 
     class Meta:
@@ -294,8 +297,8 @@ class _TaxLineSerializer(serializers.Serializer):
     tax_code = serializers.CharField()
     jurisdiction = serializers.CharField()
     rate = serializers.DecimalField(max_digits=9, decimal_places=6)
-    taxable_amount = serializers.DecimalField(max_digits=18, decimal_places=4)
-    amount = serializers.DecimalField(max_digits=18, decimal_places=4)
+    taxable_amount = MoneyField(currency="invoice.currency")
+    amount = MoneyField(currency="invoice.currency")
 
 
 class _InvoiceSerializer(serializers.ModelSerializer):
@@ -303,6 +306,10 @@ class _InvoiceSerializer(serializers.ModelSerializer):
     customer = serializers.CharField(source="customer.code")
     contract = serializers.CharField(source="contract.code")
     currency = serializers.CharField(source="currency_id")
+    subtotal = MoneyField(currency="currency")
+    tax_total = MoneyField(currency="currency")
+    total = MoneyField(currency="currency")
+    credited_total = MoneyField(currency="currency")
     credits = serializers.CharField(source="credits.number", allow_null=True, default=None)
     # plain strings (values listed) so the schema's enum names do not collide across apps
     kind = serializers.CharField(help_text=f"One of: {', '.join(DocumentKind.values)}.")
@@ -428,7 +435,7 @@ class InvoiceLinesApi(generics.ListAPIView):
         get_object_or_404(Invoice, pk=self.kwargs["pk"])
         return (
             InvoiceLine.objects.filter(invoice_id=self.kwargs["pk"])
-            .select_related("usage_summary__metric")
+            .select_related("usage_summary__metric", "invoice__currency")
             .order_by("position")
         )
 
@@ -491,7 +498,8 @@ class EventInvoiceLinesApi(APIView):
         invoice_status = serializers.CharField(source="invoice.status")
         usage_summary_id = serializers.IntegerField()
         summary_revision = serializers.IntegerField(source="usage_summary.revision")
-        amount = serializers.DecimalField(max_digits=18, decimal_places=4)
+        currency = serializers.CharField(source="invoice.currency_id")
+        amount = MoneyField(currency="invoice.currency")
 
     @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request: Request, seq: int) -> Response:

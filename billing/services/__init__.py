@@ -32,7 +32,14 @@ from billing.services.contracts import (
     contract_terms,
     plan_cache,
 )
-from billing.services.documents import credit_memo_issue, invoice_mark_paid, invoice_void
+from billing.services.documents import (
+    CreditPreview,
+    credit_memo_issue,
+    credit_memo_preview,
+    invoice_mark_paid,
+    invoice_payment_record,
+    invoice_void,
+)
 from billing.services.drafts import ProgressFn
 from billing.services.finalize import billing_run_finalize, invoice_finalize, invoices_finalize
 from billing.services.finance_events import document_payload, finance_events_record
@@ -67,7 +74,10 @@ __all__ = [
     "entity_rounding",
     "finance_events_record",
     "invoice_finalize",
+    "CreditPreview",
+    "credit_memo_preview",
     "invoice_mark_paid",
+    "invoice_payment_record",
     "invoice_void",
     "invoices_finalize",
     "month_ready_at",

@@ -1,9 +1,10 @@
-"""Corrections of finalized documents: void, mark paid, credit memo."""
+"""Corrections of finalized documents and what happens to them after: void, payments, credit memo."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.db import transaction
@@ -19,9 +20,11 @@ from billing.models import (
     Invoice,
     InvoiceLine,
     InvoiceStatus,
+    Payment,
+    PaymentMethod,
 )
 from billing.periods import Period
-from billing.selectors import InvoiceAction, invoice_refusal
+from billing.selectors import InvoiceAction, invoice_balance_due, invoice_refusal
 from billing.services.drafts import (
     draft_invoice,
     NewDocument,
@@ -35,6 +38,7 @@ from billing.services.finance_events import finance_events_record
 from billing.tax import TaxLineResult, tax_engine
 from core.actors import Actor
 from core.errors import AppError
+from core.formatting import money_plain
 from exceptions.services import audit_record
 
 # --------------------------------------------------------------------------- corrections
@@ -91,50 +95,130 @@ def invoice_void(
     return inv
 
 
-def invoice_mark_paid(
-    *, invoice: Invoice, actor: Actor, idempotency_key: str | None = None
-) -> Invoice:
-    """Record that a finalized invoice was paid.
+def invoice_payment_record(
+    *,
+    invoice: Invoice,
+    amount: Decimal | None,
+    received_on: date,
+    method: str,
+    reference: str = "",
+    actor: Actor,
+    idempotency_key: str | None = None,
+) -> Payment:
+    """Record a payment received against a finalized invoice.
 
-    `idempotency_key` (a form's one-time token, a client's key): the first
-    request with it applies the action, any other raises `Conflict`
-    (`billing_already_applied`) and applies nothing.
+    A payment is positive, in whole minor units of the invoice's currency and at
+    most the balance due (None: the whole balance due, read under the lock). The payment that brings the balance to zero marks the
+    invoice paid and writes `invoice.paid` (its payload keeps the document keys
+    and gains `payment`); a partial one writes `invoice.payment_recorded`.
+    `idempotency_key` as for the other actions: a double submit records once.
     """
+    if method not in PaymentMethod.values:
+        raise AppError(
+            f"Payment method must be one of {', '.join(PaymentMethod.values)}.",
+            code=BillingErrorCode.PAYMENT_INVALID,
+            extra={"field": "method"},
+        )
     with transaction.atomic():
         claim_action_key(
             key=idempotency_key, action=InvoiceAction.MARK_PAID, invoice=invoice, actor=actor
         )
-        inv = Invoice.objects.select_for_update().get(pk=invoice.pk)
+        inv = Invoice.objects.select_for_update().select_related("currency").get(pk=invoice.pk)
         if refusal := invoice_refusal(invoice=inv, action=InvoiceAction.MARK_PAID):
             raise AppError(refusal.message, code=refusal.code)
-        inv.status, inv.paid_at = InvoiceStatus.PAID, timezone.now()
-        inv.save(update_fields=["status", "paid_at"])
+        minor = inv.currency.minor_units
+        balance = invoice_balance_due(invoice=inv)
+        amount = balance if amount is None else Decimal(amount)
+        if amount <= 0 or amount != amount.quantize(Decimal(1).scaleb(-minor)):
+            raise AppError(
+                f"A payment is positive and in whole minor units of {inv.currency_id}.",
+                code=BillingErrorCode.PAYMENT_INVALID,
+                extra={"field": "amount"},
+            )
+        if amount > balance:
+            raise AppError(
+                f"{money_plain(amount, minor_units=minor)} exceeds the balance due of {inv} "
+                f"({money_plain(balance, minor_units=minor)} {inv.currency_id}).",
+                code=BillingErrorCode.PAYMENT_EXCEEDS,
+                extra={"balance_due": money_plain(balance, minor_units=minor)},
+            )
+        payment = Payment(
+            invoice=inv,
+            currency_id=inv.currency_id,
+            amount=amount,
+            received_on=received_on,
+            method=method,
+            reference=reference.strip(),
+            recorded_by=actor.label,
+        )
+        payment.full_clean()
+        payment.save()
+        left = balance - amount
+        facts = {
+            "amount": money_plain(amount, minor_units=minor),
+            "date": received_on.isoformat(),
+            "method": method,
+            "reference": payment.reference,
+        }
+        document: dict[str, object] = {
+            "id": inv.pk,
+            "number": inv.number,
+            "currency": inv.currency_id,
+            "total": str(inv.total),
+        }
+        if left == 0:
+            inv.status, inv.paid_at = InvoiceStatus.PAID, timezone.now()
+            inv.save(update_fields=["status", "paid_at"])
+            document["paid_at"] = inv.paid_at.isoformat()
+        balance_after = money_plain(left, minor_units=minor)
         finance_events_record(
             [
                 FinanceEvent(
-                    type="invoice.paid",
+                    type="invoice.paid" if left == 0 else "invoice.payment_recorded",
                     legal_entity_id=inv.legal_entity_id,
                     payload={
                         "schema": 1,
-                        "document": {
-                            "id": inv.pk,
-                            "number": inv.number,
-                            "currency": inv.currency_id,
-                            "total": str(inv.total),
-                            "paid_at": inv.paid_at.isoformat(),
-                        },
+                        "document": document,
+                        "payment": {**facts, "balance_due": balance_after},
                     },
                 )
             ]
         )
         audit_record(
             actor=actor,
-            action=BillingAuditAction.INVOICE_MARK_PAID,
+            action=(
+                BillingAuditAction.INVOICE_MARK_PAID
+                if left == 0
+                else BillingAuditAction.PAYMENT_RECORD
+            ),
             obj=inv,
-            before={"status": InvoiceStatus.FINALIZED},
-            after={"status": InvoiceStatus.PAID},
+            before={
+                "status": InvoiceStatus.FINALIZED,
+                "balance_due": money_plain(balance, minor_units=minor),
+            },
+            after={"status": inv.status, "balance_due": balance_after, "payment": facts},
         )
-    return inv
+    return payment
+
+
+def invoice_mark_paid(
+    *, invoice: Invoice, actor: Actor, idempotency_key: str | None = None
+) -> Invoice:
+    """Record that a finalized invoice was paid in full today (its whole balance due).
+
+    `idempotency_key` (a form's one-time token, a client's key): the first
+    request with it applies the action, any other raises `Conflict`
+    (`billing_already_applied`) and applies nothing.
+    """
+    payment = invoice_payment_record(
+        invoice=invoice,
+        amount=None,
+        received_on=timezone.localdate(),
+        method=PaymentMethod.OTHER,
+        actor=actor,
+        idempotency_key=idempotency_key,
+    )
+    return payment.invoice
 
 
 def credit_memo_issue(
@@ -169,65 +253,9 @@ def credit_memo_issue(
         )
         if refusal := invoice_refusal(invoice=original, action=InvoiceAction.CREDIT):
             raise AppError(refusal.message, code=refusal.code)
-        originals_lines = list(original.lines.select_for_update().order_by("position"))
-        minor = original.currency.minor_units
-        draft_lines: list[DraftLine] = []
-        credits_lines: list[int | None] = []
-        if lines is None:
-            if original.credited_total:
-                raise AppError(
-                    f"{original} is already partly credited; credit the remaining lines one by one.",
-                    code=BillingErrorCode.CREDIT_EXCEEDS,
-                    extra={"creditable": str(original.total - original.credited_total)},
-                )
-            for ln in originals_lines:
-                draft_lines.append(_credit_line(ln, -ln.amount))
-                credits_lines.append(ln.pk if ln.amount > 0 else None)
-            taxes = [
-                TaxLineResult(
-                    name=t.name,
-                    tax_code=t.tax_code,
-                    jurisdiction=t.jurisdiction,
-                    rate=t.rate,
-                    taxable_amount=-t.taxable_amount,
-                    amount=-t.amount,
-                )
-                for t in original.tax_lines.all()
-            ]
-        else:
-            by_id = {ln.pk: ln for ln in originals_lines}
-            for line_id, amount in sorted(lines.items()):
-                ln = by_id.get(int(line_id))
-                if ln is None:
-                    raise AppError(
-                        f"Line {line_id} is not a line of {original}.",
-                        code=BillingErrorCode.CREDIT_LINE_UNKNOWN,
-                        extra={"line_id": line_id},
-                    )
-                amount = Decimal(amount)
-                if amount <= 0 or amount != amount.quantize(Decimal(1).scaleb(-minor)):
-                    raise AppError(
-                        f"Credit amounts are positive and in whole minor units of {original.currency_id}.",
-                        code=BillingErrorCode.CREDIT_EMPTY,
-                        extra={"line_id": ln.pk},
-                    )
-                if amount > ln.amount - ln.credited_amount:
-                    raise AppError(
-                        f"Credit {amount} on line {ln.position} exceeds what is left to credit "
-                        f"({ln.amount - ln.credited_amount}).",
-                        code=BillingErrorCode.CREDIT_EXCEEDS,
-                        extra={"line_id": ln.pk, "creditable": str(ln.amount - ln.credited_amount)},
-                    )
-                draft_lines.append(_credit_line(ln, -amount))
-                credits_lines.append(ln.pk)
-            context = tax_context_for(
-                original.customer,
-                legal_entity_id=original.legal_entity_id,
-                tax_date=original.period_end - timedelta(days=1),
-                minor_units=minor,
-                rounding=original.rounding,
-            )
-            taxes = compute_taxes(tax_engine(), context, draft_lines)
+        draft_lines, credits_lines, taxes = _credit_lines(
+            original, list(original.lines.select_for_update().order_by("position")), lines
+        )
         if not draft_lines:
             raise AppError("Nothing to credit.", code=BillingErrorCode.CREDIT_EMPTY)
         correction_no = (original.corrections.aggregate(n=Max("correction_no"))["n"] or 0) + 1
@@ -272,6 +300,97 @@ def credit_memo_issue(
             },
         )
     return memo
+
+
+def _credit_lines(
+    original: Invoice, originals_lines: list[InvoiceLine], lines: Mapping[int, Decimal] | None
+) -> tuple[list[DraftLine], list[int | None], list[TaxLineResult]]:
+    """The lines, credited line ids and taxes of a credit memo for `lines` (None: the whole invoice)."""
+    minor = original.currency.minor_units
+    draft_lines: list[DraftLine] = []
+    credits_lines: list[int | None] = []
+    if lines is None:
+        if original.credited_total:
+            raise AppError(
+                f"{original} is already partly credited; credit the remaining lines one by one.",
+                code=BillingErrorCode.CREDIT_EXCEEDS,
+                extra={"creditable": str(original.total - original.credited_total)},
+            )
+        for ln in originals_lines:
+            draft_lines.append(_credit_line(ln, -ln.amount))
+            credits_lines.append(ln.pk if ln.amount > 0 else None)
+        taxes = [
+            TaxLineResult(
+                name=t.name,
+                tax_code=t.tax_code,
+                jurisdiction=t.jurisdiction,
+                rate=t.rate,
+                taxable_amount=-t.taxable_amount,
+                amount=-t.amount,
+            )
+            for t in original.tax_lines.all()
+        ]
+    else:
+        by_id = {ln.pk: ln for ln in originals_lines}
+        for line_id, amount in sorted(lines.items()):
+            ln = by_id.get(int(line_id))
+            if ln is None:
+                raise AppError(
+                    f"Line {line_id} is not a line of {original}.",
+                    code=BillingErrorCode.CREDIT_LINE_UNKNOWN,
+                    extra={"line_id": line_id},
+                )
+            amount = Decimal(amount)
+            if amount <= 0 or amount != amount.quantize(Decimal(1).scaleb(-minor)):
+                raise AppError(
+                    f"Credit amounts are positive and in whole minor units of {original.currency_id}.",
+                    code=BillingErrorCode.CREDIT_EMPTY,
+                    extra={"line_id": ln.pk},
+                )
+            if amount > ln.amount - ln.credited_amount:
+                raise AppError(
+                    f"Credit {amount} on line {ln.position} exceeds what is left to credit "
+                    f"({ln.amount - ln.credited_amount}).",
+                    code=BillingErrorCode.CREDIT_EXCEEDS,
+                    extra={"line_id": ln.pk, "creditable": str(ln.amount - ln.credited_amount)},
+                )
+            draft_lines.append(_credit_line(ln, -amount))
+            credits_lines.append(ln.pk)
+        context = tax_context_for(
+            original.customer,
+            legal_entity_id=original.legal_entity_id,
+            tax_date=original.period_end - timedelta(days=1),
+            minor_units=minor,
+            rounding=original.rounding,
+        )
+        taxes = compute_taxes(tax_engine(), context, draft_lines)
+    return draft_lines, credits_lines, taxes
+
+
+@dataclass(frozen=True)
+class CreditPreview:
+    """What a credit memo would carry, before it is issued (amounts negative, as on the memo)."""
+
+    net: Decimal
+    tax: Decimal
+    gross: Decimal
+
+
+def credit_memo_preview(*, invoice: Invoice, lines: Mapping[int, Decimal] | None) -> CreditPreview:
+    """Net, tax and gross of the credit memo `credit_memo_issue` would issue; writes nothing.
+
+    Raises the same `AppError`s as the issue would for amounts it refuses.
+    """
+    if refusal := invoice_refusal(invoice=invoice, action=InvoiceAction.CREDIT):
+        raise AppError(refusal.message, code=refusal.code)
+    draft_lines, _ids, taxes = _credit_lines(
+        invoice, list(invoice.lines.order_by("position")), lines
+    )
+    if not draft_lines:
+        raise AppError("Nothing to credit.", code=BillingErrorCode.CREDIT_EMPTY)
+    net = sum((ln.amount for ln in draft_lines), Decimal(0))
+    tax = sum((t.amount for t in taxes), Decimal(0))
+    return CreditPreview(net=net, tax=tax, gross=net + tax)
 
 
 def _credit_line(ln: InvoiceLine, amount: Decimal) -> DraftLine:

@@ -68,9 +68,14 @@ def _lock_counter(*, legal_entity_id: int, series: str, year: int) -> DocumentCo
 
 
 def _prefixes(entity_ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+    """Per entity: the invoice and credit memo prefixes, each led by the entity's own part."""
     out = {pk: ("INV", "CN") for pk in entity_ids}
     for cfg in EntityBillingSettings.objects.filter(legal_entity__in=list(out)):
-        out[cfg.legal_entity_id] = (cfg.invoice_prefix, cfg.credit_memo_prefix)
+        lead = f"{cfg.document_prefix}-" if cfg.document_prefix else ""
+        out[cfg.legal_entity_id] = (
+            f"{lead}{cfg.invoice_prefix}",
+            f"{lead}{cfg.credit_memo_prefix}",
+        )
     return out
 
 

@@ -49,7 +49,7 @@ def test_invoice_list_filters_and_needs_the_invoices_scope(
     client = api_client(make_api_key("invoices:read").raw_key)
     body = client.get("/api/v1/invoices", {"customer": "acme"}).json()
     assert [r["number"] for r in body["results"]] == [billed.number]
-    assert body["results"][0]["total"] == "0.5000"
+    assert body["results"][0]["total"] == "0.50"
     assert client.get("/api/v1/invoices", {"status": "draft"}).json()["count"] == 1
     assert (
         client.get("/api/v1/invoices", {"period": "2026-11", "legal_entity": "ll-us"}).json()[
@@ -68,7 +68,7 @@ def test_invoice_detail_lineage_and_event_back_to_line(billed, make_api_key, api
     client = api_client(make_api_key("invoices:read").raw_key)
     detail = client.get(f"/api/v1/invoices/{billed.pk}").json()
     [line] = detail["lines"]
-    assert line["amount"] == "0.5000" and line["usage_summary"]["event_count"] == 5
+    assert line["amount"] == "0.50" and line["usage_summary"]["event_count"] == 5
     assert line["usage_summary"]["closed"] is True
     page = client.get(
         f"/api/v1/invoice-lines/{line['id']}/lineage", {"limit": 2, "offset": 0}
@@ -85,7 +85,8 @@ def test_invoice_detail_lineage_and_event_back_to_line(billed, make_api_key, api
             "invoice_status": "finalized",
             "usage_summary_id": line["usage_summary"]["id"],
             "summary_revision": 0,
-            "amount": "0.5000",
+            "currency": "USD",
+            "amount": "0.50",
         }
     ]
     other_seq = UsageEvent.objects.exclude(customer=billed.customer).get().seq

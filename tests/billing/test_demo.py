@@ -35,7 +35,7 @@ def test_demo_billing_loads_once_and_reconciles() -> None:
     assert ExceptionCase.objects.filter(kind="usage_rejected").count() == 2
 
     invoices = Invoice.objects.filter(kind="invoice")
-    assert invoices.count() == 6  # one per contract for October
+    assert invoices.count() == 7  # one per contract for October
     assert all(i.status == "finalized" for i in invoices.filter(legal_entity__code="ll-us"))
     assert all(i.status == "draft" for i in invoices.exclude(legal_entity__code="ll-us"))
     assert all(

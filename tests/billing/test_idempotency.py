@@ -75,6 +75,7 @@ def test_the_credit_form_submitted_twice_issues_one_credit_memo(client, approver
     form = page[page.index("billing/invoices/%d/credit/" % inv.pk) :]
     token = re.search(r'name="idempotency_key" value="([0-9a-f]{32})"', form).group(1)
     body = {f"line_{line.pk}": "0.10", "reason": "sorry", "idempotency_key": token}
+    body["confirmed"] = "1"  # the confirmation page re-posts the same fields with this
     first = client.post(f"/billing/invoices/{inv.pk}/credit/", body, follow=True).content.decode()
     second = client.post(f"/billing/invoices/{inv.pk}/credit/", body, follow=True).content.decode()
     memo = Invoice.objects.get(kind="credit_memo")

@@ -66,10 +66,10 @@ def test_the_page_offers_exactly_the_allowed_actions(client, draft, approver, cl
     services.invoice_finalize(invoice=draft, actor=ACTOR)
     client.force_login(clerk)
     page = client.get(f"/billing/invoices/{draft.pk}/").content.decode()
-    assert "Mark paid" in page and "/void/" not in page and "/credit/" not in page
+    assert "Record payment" in page and "/void/" not in page and "/credit/" not in page
     client.force_login(approver)
     page = client.get(f"/billing/invoices/{draft.pk}/").content.decode()
-    assert "Mark paid" in page and "/void/" in page and "/credit/" in page
+    assert "Record payment" in page and "/void/" in page and "/credit/" in page
 
 
 def test_an_unknown_event_is_billings_own_not_found(make_api_key, api_client) -> None:

@@ -25,7 +25,8 @@ def test_invoice_pages_for_finance_roles_only(client, draft, clerk, auditor, mak
     page = client.get("/billing/invoices/", {"customer": "acme", "period": "2026-11"})
     assert page.status_code == 200 and f"draft #{draft.pk}" in page.content.decode()
     detail = client.get(f"/billing/invoices/{draft.pk}/").content.decode()
-    assert "0.30" in detail and "3 events" in detail and "Finalize" not in detail
+    assert "0.30" in detail and "3 events" in detail and "/finalize/" not in detail
+    assert "Finalize: Only finance approver or integration admin may finalize." in detail
     assert client.get(f"/billing/invoices/{draft.pk}/print/").status_code == 200
     line = draft.lines.get()
     lineage = client.get(f"/billing/lines/{line.pk}/").content.decode()
@@ -43,23 +44,29 @@ def test_approver_finalizes_credits_and_voids_through_the_pages(
     client, draft, approver, clerk
 ) -> None:
     client.force_login(approver)
-    client.post(f"/billing/invoices/{draft.pk}/finalize/")
+    client.post(f"/billing/invoices/{draft.pk}/finalize/", {"confirmed": "1"})
     draft.refresh_from_db()
     assert draft.status == "finalized" and draft.number
     line = draft.lines.get()
-    assert "(up to 0.30)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
+    assert "(up to $0.30)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
     client.post(
-        f"/billing/invoices/{draft.pk}/credit/", {f"line_{line.pk}": "0.10", "reason": "sorry"}
+        f"/billing/invoices/{draft.pk}/credit/",
+        {f"line_{line.pk}": "0.10", "reason": "sorry", "confirmed": "1"},
     )
-    assert "(up to 0.20)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
+    assert "(up to $0.20)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
     memo = Invoice.objects.get(kind="credit_memo")
     assert memo.total == D("-0.10")
     # voiding a credited invoice is refused with the reason shown, nothing changes
-    response = client.post(f"/billing/invoices/{draft.pk}/void/", {"reason": "x"}, follow=True)
+    response = client.post(
+        f"/billing/invoices/{draft.pk}/void/", {"reason": "x", "confirmed": "1"}, follow=True
+    )
     assert "billing_invoice_credited" in response.content.decode()
     client.force_login(clerk)
     assert client.post(f"/billing/invoices/{draft.pk}/void/", {"reason": "x"}).status_code == 403
-    client.post(f"/billing/invoices/{draft.pk}/paid/")
+    client.post(
+        f"/billing/invoices/{draft.pk}/paid/",
+        {"amount": "0.20", "received_on": "2026-12-10", "method": "bank_transfer"},
+    )
     draft.refresh_from_db()
     assert draft.status == "paid"
     assert (
