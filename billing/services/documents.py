@@ -155,6 +155,7 @@ def invoice_payment_record(
         payment.save()
         left = balance - amount
         facts = {
+            "id": payment.pk,
             "amount": money_plain(amount, minor_units=minor),
             "date": received_on.isoformat(),
             "method": method,

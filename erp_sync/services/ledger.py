@@ -56,7 +56,13 @@ EVENT_BATCH = 500
 #: Revenue schedules recognised per call of revenue_recognize_due.
 RECOGNITION_BATCH = 500
 
-HANDLED = ("invoice.finalized", "credit_memo.issued", "invoice.voided", "invoice.paid")
+HANDLED = (
+    "invoice.finalized",
+    "credit_memo.issued",
+    "invoice.voided",
+    "invoice.paid",
+    "invoice.payment_recorded",
+)
 
 
 # --------------------------------------------------------------------------- accounts
@@ -564,28 +570,37 @@ def _on_void(event: FinanceEvent, actor: Actor) -> JournalEntry | None:
 
 
 def _on_paid(event: FinanceEvent, actor: Actor) -> JournalEntry | None:
+    """Cash clearing against receivable, one entry per payment.
+
+    `invoice.payment_recorded` (a partial payment) and `invoice.paid` (the payment that
+    settles the balance) carry the payment itself; an `invoice.paid` written before payments
+    were recorded (no `payment` key) books the invoice's total, as it always did.
+    """
     doc = event.payload["document"]
-    key = f"invoice.paid:{doc['id']}"
-    if JournalEntry.objects.filter(key=key).exists():
-        return None
+    payment = event.payload.get("payment")
     original = _invoice_entry(doc, "paid")
     entity = LegalEntity.objects.get(pk=original.legal_entity_id)
-    total = Decimal(doc["total"])
+    if payment is not None and "id" in payment:
+        key = f"payment:{payment['id']}"
+        amount = Decimal(payment["amount"])
+        date = datetime.date.fromisoformat(payment["date"])
+    else:
+        key = f"invoice.paid:{doc['id']}"
+        amount = Decimal(doc["total"])
+        date = _local_date(doc["paid_at"], entity)
+    if JournalEntry.objects.filter(key=key).exists():
+        return None
+    description = f"payment of {doc['number']}"
     spec = EntrySpec(
         key=key,
         kind=EntryKind.PAYMENT,
         legal_entity_id=entity.pk,
         currency_id=doc["currency"],
-        date=_local_date(doc["paid_at"], entity),
-        description=f"payment of {doc['number']}",
+        date=date,
+        description=description,
         lines=[
-            LineSpec("cash_clearing", total, f"payment of {doc['number']}"),
-            LineSpec(
-                "receivable",
-                -total,
-                f"payment of {doc['number']}",
-                customer_id=original.customer_id,
-            ),
+            LineSpec("cash_clearing", amount, description),
+            LineSpec("receivable", -amount, description, customer_id=original.customer_id),
         ],
         customer_id=original.customer_id,
         source_document_id=doc["id"],
@@ -599,6 +614,7 @@ HANDLERS = {
     "credit_memo.issued": _on_document,
     "invoice.voided": _on_void,
     "invoice.paid": _on_paid,
+    "invoice.payment_recorded": _on_paid,
 }
 
 

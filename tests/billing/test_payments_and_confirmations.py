@@ -45,6 +45,7 @@ def test_partial_payments_leave_a_balance_and_the_last_one_marks_it_paid(usd: In
     assert usd.status == "finalized" and invoice_balance_due(invoice=usd) == D("500.33")
     partial = FinanceEvent.objects.get(type="invoice.payment_recorded")
     assert partial.payload["payment"] == {
+        "id": Payment.objects.get(invoice=usd).pk,
         "amount": "600.00",
         "date": "2026-12-10",
         "method": "bank_transfer",

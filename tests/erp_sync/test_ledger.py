@@ -108,6 +108,43 @@ def test_payment_books_cash_clearing_against_receivable() -> None:
     assert [ln["customer_id"] for ln in posting.payload["lines"]] == [None, world.customers[0].pk]
 
 
+def test_partial_payments_book_one_entry_each_dated_when_received() -> None:
+    """221.10 paid as 100.00 then 121.10: two cash entries, their sum the invoice's receivable."""
+    world = billed_world()
+    memory_connection(world.entity)
+    inv = world.invoices[0]
+    billing.invoice_payment_record(
+        invoice=inv,
+        amount=D("100.00"),
+        received_on=date(2026, 12, 5),
+        method="bank_transfer",
+        actor=ACTOR,
+    )
+    billing.invoice_payment_record(
+        invoice=inv,
+        amount=None,
+        received_on=date(2026, 12, 9),
+        method="bank_transfer",
+        actor=ACTOR,
+    )
+    ledger_consume(actor=ACTOR)
+    payments = list(JournalEntry.objects.filter(kind="payment").order_by("date"))
+    assert [(p.date, lines_of(p)) for p in payments] == [
+        (
+            date(2026, 12, 5),
+            [("cash_clearing", D("100.00"), D(0)), ("receivable", D(0), D("100.00"))],
+        ),
+        (
+            date(2026, 12, 9),
+            [("cash_clearing", D("121.10"), D(0)), ("receivable", D(0), D("121.10"))],
+        ),
+    ]
+    counts = JournalEntry.objects.count()
+    ledger_replay_from(event_id=0, actor=ACTOR)
+    ledger_consume(actor=ACTOR)
+    assert JournalEntry.objects.count() == counts
+
+
 def test_void_writes_the_reversal_entry_linked_to_the_original_and_a_cancellation_posting() -> None:
     world = billed_world()
     memory_connection(world.entity)
