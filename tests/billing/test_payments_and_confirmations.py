@@ -61,6 +61,7 @@ def test_partial_payments_leave_a_balance_and_the_last_one_marks_it_paid(usd: In
     assert set(paid["document"]) == {"id", "number", "currency", "total", "paid_at"}
     assert paid["document"]["number"] == usd.number and paid["document"]["currency"] == "USD"
     assert paid["payment"] == {
+        "id": Payment.objects.get(invoice=usd, reference="CH-9").pk,
         "amount": "500.33",
         "date": "2026-12-12",
         "method": "card",
