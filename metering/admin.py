@@ -40,6 +40,9 @@ class MetricForm(forms.ModelForm):
     properties_schema = forms.JSONField(
         required=False, initial=dict, help_text="JSON Schema of the properties."
     )
+    accepts_negative = forms.BooleanField(
+        required=False, help_text="Events may carry negative values (refunds, credits)."
+    )
     effective_from = forms.DateTimeField(
         required=False,
         help_text="When this version takes effect (empty: now; first version: always).",
@@ -56,7 +59,14 @@ class MetricForm(forms.ModelForm):
             self.fields["code"].disabled = True
             last = self.instance.versions.order_by("-version").first()
             if last is not None:
-                for f in ("name", "unit", "aggregation", "value_property", "properties_schema"):
+                for f in (
+                    "name",
+                    "unit",
+                    "aggregation",
+                    "value_property",
+                    "properties_schema",
+                    "accepts_negative",
+                ):
                     self.initial[f] = getattr(last, f)
 
 
@@ -72,6 +82,7 @@ class MetricVersionInline(admin.TabularInline):
         "aggregation",
         "value_property",
         "properties_schema",
+        "accepts_negative",
     ]
     readonly_fields = fields
 
@@ -100,6 +111,7 @@ class MetricDefinitionAdmin(admin.ModelAdmin):
                     aggregation=d["aggregation"],
                     value_property=d["value_property"] or "",
                     properties_schema=d["properties_schema"] or {},
+                    accepts_negative=bool(d.get("accepts_negative")),
                     actor=actor,
                 )
                 obj.pk = version.metric_id
@@ -113,6 +125,7 @@ class MetricDefinitionAdmin(admin.ModelAdmin):
                     aggregation=d["aggregation"],
                     value_property=d["value_property"] or "",
                     properties_schema=d["properties_schema"] or {},
+                    accepts_negative=bool(d.get("accepts_negative")),
                     reason=d["reason"] or "",
                 )
         except AppError as exc:

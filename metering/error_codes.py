@@ -13,6 +13,7 @@ class MeteringErrorCode(StrEnum):
     INVALID_VALUE = "invalid_value"  # value is not a decimal number
     UNKNOWN_METRIC = "unknown_metric"
     METRIC_NOT_EFFECTIVE = "metric_not_effective"  # no version in force at the event time
+    NEGATIVE_VALUE = "negative_value"  # a negative value for a metric that does not accept one
     VALUE_REQUIRED = "value_required"  # the metric aggregates a value and the event has none
     SCHEMA_VIOLATION = "schema_violation"  # properties break the metric version's JSON Schema
     EVENT_TOO_OLD = "event_too_old"

@@ -48,6 +48,7 @@ class VersionInfo:
     aggregation: str
     value_property: str
     validate: Callable[[Any], Any]
+    accepts_negative: bool = False
 
 
 class Candidate(msgspec.Struct):
@@ -395,6 +396,11 @@ def _checked(
                 f"Metric '{code}' ({aggregation}) needs a value: send 'value' or "
                 f"property '{version.value_property}'.",
             )
+    if value is not None and value < 0 and not version.accepts_negative:
+        raise _Reject(
+            MeteringErrorCode.NEGATIVE_VALUE,
+            f"Metric '{code}' does not accept negative values; the event's value is {value_text}.",
+        )
     if aggregation == "unique_count" and props.get(version.value_property) in (None, ""):
         raise _Reject(
             MeteringErrorCode.VALUE_REQUIRED,

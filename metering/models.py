@@ -60,6 +60,11 @@ class MetricVersion(models.Model):
     properties_schema = models.JSONField(
         default=dict, blank=True, help_text="JSON Schema for `properties`."
     )
+    accepts_negative = models.BooleanField(
+        default=False,
+        help_text="Whether events may carry a negative value (refunds, credits); "
+        "if not, intake rejects them with `negative_value`.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -89,6 +89,7 @@ def _load_catalog() -> dict[str, list[ingest.VersionInfo]]:
                 aggregation=v.aggregation,
                 value_property=v.value_property,
                 validate=ingest.compiled_schema(v.pk, v.properties_schema),
+                accepts_negative=v.accepts_negative,
             )
         )
     return catalog

@@ -49,6 +49,7 @@ LAGO_CODES: dict[str, tuple[str, str]] = {
     MeteringErrorCode.SCHEMA_VIOLATION: ("properties", "invalid_value"),
     MeteringErrorCode.INVALID_VALUE: ("properties", "invalid_value"),
     MeteringErrorCode.VALUE_REQUIRED: ("properties", "value_is_mandatory"),
+    MeteringErrorCode.NEGATIVE_VALUE: ("properties", "negative_value"),
     MeteringErrorCode.EVENT_MALFORMED: ("event", "invalid_format"),
 }
 

@@ -198,6 +198,7 @@ class MetricListCreateApi(generics.ListAPIView):
                     "aggregation": v.aggregation,
                     "value_property": v.value_property,
                     "properties_schema": v.properties_schema,
+                    "accepts_negative": v.accepts_negative,
                 }
                 for v in obj.versions.order_by("version")
             ]
@@ -211,6 +212,7 @@ class MetricListCreateApi(generics.ListAPIView):
             max_length=100, required=False, default="", allow_blank=True
         )
         properties_schema = serializers.DictField(required=False, default=dict)
+        accepts_negative = serializers.BooleanField(required=False, default=False)
         effective_from = serializers.DateTimeField(required=False, allow_null=True, default=None)
 
     serializer_class = OutputSerializer
@@ -238,6 +240,7 @@ class MetricVersionCreateApi(APIView):
         aggregation = serializers.ChoiceField(choices=Aggregation.choices, required=False)
         value_property = serializers.CharField(max_length=100, required=False, allow_blank=True)
         properties_schema = serializers.DictField(required=False)
+        accepts_negative = serializers.BooleanField(required=False)
         reason = serializers.CharField(required=False, default="", allow_blank=True)
 
     @extend_schema(request=InputSerializer, responses={201: MetricListCreateApi.OutputSerializer})

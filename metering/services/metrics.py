@@ -28,6 +28,7 @@ def _metric_version_snapshot(version: MetricVersion) -> dict[str, Any]:
         "unit": version.unit,
         "aggregation": version.aggregation,
         "value_property": version.value_property,
+        "accepts_negative": version.accepts_negative,
         "properties_schema": version.properties_schema,
     }
 
@@ -68,6 +69,7 @@ def metric_create(
     value_property: str = "",
     properties_schema: dict[str, Any] | None = None,
     effective_from: datetime | None = None,
+    accepts_negative: bool = False,
 ) -> MetricVersion:
     """Create a metric with its version 1 (in force from `effective_from`, default: the epoch)."""
     schema = properties_schema or {}
@@ -92,6 +94,7 @@ def metric_create(
             aggregation=aggregation,
             value_property=value_property,
             properties_schema=schema,
+            accepts_negative=accepts_negative,
         )
         version.full_clean()
         version.save()
@@ -114,6 +117,7 @@ def metric_version_add(
     aggregation: str | None = None,
     value_property: str | None = None,
     properties_schema: dict[str, Any] | None = None,
+    accepts_negative: bool | None = None,
     reason: str = "",
 ) -> MetricVersion:
     """A change to a metric: a new version, in force from `effective_from`. Unset fields carry over."""
@@ -132,6 +136,9 @@ def metric_version_add(
             properties_schema=properties_schema
             if properties_schema is not None
             else last.properties_schema,
+            accepts_negative=accepts_negative
+            if accepts_negative is not None
+            else last.accepts_negative,
         )
         _check_metric_version(
             aggregation=version.aggregation,
