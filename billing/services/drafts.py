@@ -26,6 +26,7 @@ from billing.tax import TaxableLine, TaxContext, TaxEngine, TaxLineResult
 from core import pgcopy
 from core.actors import Actor
 from core.models import Customer
+from exceptions.models import ExceptionCase
 from exceptions.services import case_open_or_update
 from metering.for_billing import UsageSummary, summary_event_values, usage_summarize_window
 
@@ -243,9 +244,9 @@ def write_lines(docs: Sequence[NewDocument], invoices: Sequence[Invoice]) -> Non
 
 def open_rating_failed_case(
     *, run: BillingRun, contract: Contract, period: Period, exc: Exception, actor: Actor
-) -> None:
+) -> ExceptionCase:
     code = getattr(exc, "code", "error")
-    case_open_or_update(
+    case, _ = case_open_or_update(
         kind="billing_rating_failed",
         fingerprint=f"billing:rating:{contract.pk}:{period.start}",
         title=f"Contract {contract.code} could not be rated for {period}",
@@ -262,6 +263,7 @@ def open_rating_failed_case(
         customer_id=contract.customer_id,
         currency_id=contract.currency_id,
     )
+    return case
 
 
 ProgressFn = Callable[[int, int], None]

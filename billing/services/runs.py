@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -44,6 +44,7 @@ from billing.terms import ContractTerms, TermsError, period_ending_in
 from core.actors import Actor
 from core.errors import AppError, Conflict
 from core.models import LegalEntity
+from exceptions.models import ExceptionCase
 from exceptions.services import audit_record, case_open_or_update
 
 # --------------------------------------------------------------------------- billing runs
@@ -147,6 +148,15 @@ def billing_runs_bill_due(*, actor: Actor, now: datetime | None = None) -> list[
 
 
 @dataclass
+class RunOutcome:
+    """What ONE execution of a run did (the run's own counters add up over its executions)."""
+
+    drafted: int = 0
+    corrected: int = 0
+    failed_cases: list[ExceptionCase] = field(default_factory=list)
+
+
+@dataclass
 class _Todo:
     contract: Contract
     terms: ContractTerms
@@ -186,7 +196,7 @@ def billing_run_execute(
             after={"status": RunStatus.RUNNING},
         )
     try:
-        created, adjustments = _run_month(run, actor=actor, progress=progress)
+        outcome = _run_month(run, actor=actor, progress=progress)
     except Exception as exc:
         with transaction.atomic():
             BillingRun.objects.filter(pk=run.pk).update(
@@ -222,14 +232,16 @@ def billing_run_execute(
             before={"status": RunStatus.RUNNING},
             after={
                 "status": RunStatus.DONE,
-                "invoices_created": created,
-                "adjustments_created": adjustments,
+                "invoices_created": outcome.drafted,
+                "adjustments_created": outcome.corrected,
+                "failed_case_ids": [c.pk for c in outcome.failed_cases],
             },
         )
+    run.outcome = outcome  # type: ignore[attr-defined]  # this execution's counts, not stored
     return run
 
 
-def _run_month(run: BillingRun, *, actor: Actor, progress: ProgressFn | None) -> tuple[int, int]:
+def _run_month(run: BillingRun, *, actor: Actor, progress: ProgressFn | None) -> RunOutcome:
     entity = run.legal_entity
     tz = entity.timezone
     month = Period(start=run.period_start, end=run.period_end)
@@ -261,13 +273,16 @@ def _run_month(run: BillingRun, *, actor: Actor, progress: ProgressFn | None) ->
     # usage: one summarize call per distinct window, for the customers that need it
     needs: dict[tuple[datetime, datetime], set[int]] = defaultdict(set)
     failed: set[int] = set()
+    cases: list[ExceptionCase] = []
     for item in todo:
         try:
             for window in usage_windows(terms=item.terms, period=item.period, tz=tz, plans=plans):
                 needs[window].add(item.contract.customer_id)
         except TermsError as exc:
-            open_rating_failed_case(
-                run=run, contract=item.contract, period=item.period, exc=exc, actor=actor
+            cases.append(
+                open_rating_failed_case(
+                    run=run, contract=item.contract, period=item.period, exc=exc, actor=actor
+                )
             )
             failed.add(item.contract.pk)
     index = SummaryIndex()
@@ -297,8 +312,10 @@ def _run_month(run: BillingRun, *, actor: Actor, progress: ProgressFn | None) ->
                     prepaid_balance=c.prepaid_balance.quantize(minor_unit(c.currency.minor_units)),
                 )
             except (RatingError, TermsError) as exc:
-                open_rating_failed_case(
-                    run=run, contract=c, period=item.period, exc=exc, actor=actor
+                cases.append(
+                    open_rating_failed_case(
+                        run=run, contract=c, period=item.period, exc=exc, actor=actor
+                    )
                 )
                 continue
             context = tax_context_for(
@@ -348,4 +365,4 @@ def _run_month(run: BillingRun, *, actor: Actor, progress: ProgressFn | None) ->
     adjustments = late_usage_corrections(
         run, month=month, rounding=rounding, actor=actor, engine=engine
     )
-    return created, adjustments
+    return RunOutcome(drafted=created, corrected=adjustments, failed_cases=cases)

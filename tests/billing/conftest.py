@@ -58,9 +58,14 @@ def customer(
     return cust
 
 
-def metric(code: str, aggregation: str = "count", value_property: str = "") -> None:
+def metric(code: str, aggregation: str = "count", value_property: str = "", **kw: Any) -> None:
     metric_create(
-        code=code, name=code, aggregation=aggregation, value_property=value_property, actor=ACTOR
+        code=code,
+        name=code,
+        aggregation=aggregation,
+        value_property=value_property,
+        actor=ACTOR,
+        **kw,
     )
 
 

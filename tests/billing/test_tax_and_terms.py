@@ -135,7 +135,7 @@ def test_anchor_day_and_quarterly_cadence_bill_the_period_ending_in_the_month() 
 @pytest.mark.django_db
 def test_a_contract_that_cannot_be_rated_opens_a_case_and_the_run_goes_on() -> None:
     us = entity("ll-us", "USD", 2, "UTC")
-    metric("payments", aggregation="sum", value_property="amount")
+    metric("payments", aggregation="sum", value_property="amount", accepts_negative=True)
     ok = customer(us, "ok")
     broken = customer(us, "broken")
     p = plan(

@@ -10,6 +10,7 @@ import pytest
 from django.core.management import call_command
 from django_q.models import Schedule
 
+from exceptions.models import ExceptionCase
 from billing.models import BillingRun, Invoice
 from billing.tasks import billing_run_task
 from exceptions.models import AuditEntry
@@ -115,6 +116,36 @@ def test_bill_command_shows_progress_and_finalizes() -> None:
     assert "100%" in text and "1 document(s) finalized" in text
     inv = invoice_of(c)
     assert inv.status == "finalized" and inv.total == D("0.40")
+
+
+def test_bill_reports_what_this_run_did_not_running_totals() -> None:
+    us = entity("ll-us", "USD", 2, "UTC")
+    metric("payments", aggregation="sum", value_property="amount", accepts_negative=True)
+    p = plan(
+        "pct",
+        us.base_currency,
+        [{"type": "percentage", "code": "pay", "metric": "payments", "rate": "0.01"}],
+        meta={"pay": {"amount_property": "amount"}},
+    )
+    ok, broken = customer(us, "ok"), customer(us, "broken")
+    contract(ok, p, date(2026, 10, 1))
+    contract(broken, p, date(2026, 10, 1))
+    send(ok, "payments", datetime(2026, 10, 3, tzinfo=UTC), properties={"amount": "10.00"})
+    send(broken, "payments", datetime(2026, 10, 3, tzinfo=UTC), properties={"amount": "-5.00"})
+    first = StringIO()
+    call_command("bill", "--period", "2026-10", "--entity", us.code, stdout=first)
+    case = ExceptionCase.objects.get(kind="billing_rating_failed")
+    assert "ll-us 2026-10: 1 invoice(s), 0 correction(s) drafted, 1 failed" in first.getvalue()
+    assert f"case {case.pk}: Contract " in first.getvalue()
+
+    late = customer(us, "late")
+    contract(late, p, date(2026, 10, 1))
+    send(late, "payments", datetime(2026, 10, 4, tzinfo=UTC), properties={"amount": "20.00"})
+    second = StringIO()
+    call_command("bill", "--period", "2026-10", "--entity", us.code, stdout=second)
+    # this run drafted the late contract only (the run's total is 2) and failed the broken again
+    assert "ll-us 2026-10: 1 invoice(s), 0 correction(s) drafted, 1 failed" in second.getvalue()
+    assert BillingRun.objects.get(legal_entity=us).invoices_created == 2
 
 
 def test_billing_schedule_exists() -> None:

@@ -61,10 +61,14 @@ class Command(BaseCommand):
                 )
             except AppError as exc:
                 raise CommandError(f"{entity.code}: {exc.message} ({exc.code})") from None
+            outcome = run.outcome  # this execution's counts, not the run's running totals
             self.stdout.write(
-                f"{entity.code} {run.label}: {run.invoices_created} invoice(s), "
-                f"{run.adjustments_created} correction(s) drafted"
+                f"{entity.code} {run.label}: {outcome.drafted} invoice(s), "
+                f"{outcome.corrected} correction(s) drafted, "
+                f"{len(outcome.failed_cases)} failed"
             )
+            for case in outcome.failed_cases:
+                self.stdout.write(f"  case {case.pk}: {case.title}")
             if opts["finalize"]:
                 done = services.billing_run_finalize(
                     run=run,
