@@ -16,6 +16,7 @@ def test_the_error_codes_keep_their_values() -> None:
             "unknown_metric",
             "metric_not_effective",
             "value_required",
+            "negative_value",
             "schema_violation",
             "event_too_old",
             "event_in_future",
