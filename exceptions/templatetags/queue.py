@@ -7,11 +7,11 @@ from decimal import Decimal
 from typing import Any
 
 from django import template
-
-from core.formatting import format_money
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from django.utils import timezone
+
+from core.formatting import format_money
 
 register = template.Library()
 
