@@ -260,7 +260,9 @@ def run_ours(workers: int) -> dict[str, Any]:
     }
 
 
-def bare_payloads(conn: Any, postings: list[Any], suffix: str) -> list[tuple[str, dict[str, Any]]]:
+def bare_payloads(
+    conn: Any, postings: list[Any], suffix: str
+) -> tuple[list[tuple[str, dict[str, Any]]], int]:
     """The Tryton values of the same documents, built (parties, accounts resolved) up front."""
     import dataclasses
 
@@ -270,7 +272,7 @@ def bare_payloads(conn: Any, postings: list[Any], suffix: str) -> list[tuple[str
     os.environ[PASSWORD_ENV] = API_PASSWORD
     connector = TrytonConnector(connection_config(conn))
     resolver = Resolver(conn)
-    out = []
+    out: list[tuple[str, dict[str, Any]]] = []
     for posting in postings:
         if posting.document_type in ("invoice", "credit_memo"):
             doc = build_document(posting, resolver)
@@ -280,7 +282,8 @@ def bare_payloads(conn: Any, postings: list[Any], suffix: str) -> list[tuple[str
             journal = build_journal(posting, resolver)
             journal = dataclasses.replace(journal, external_id=f"{journal.external_id}-{suffix}")
             out.append(("account.move", connector._move_values(journal)))
-    return out, connector.company()["id"]  # type: ignore[return-value]
+    company_id: int = connector.company()["id"]
+    return out, company_id
 
 
 def run_bare(

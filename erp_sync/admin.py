@@ -110,10 +110,22 @@ class PartyMappingAdmin(AuditedModelAdmin):
     search_fields = ["customer__code", "erp_party_id"]
 
 
+#: The columns of each inline, shown read-only (the rows are append-only).
+JOURNAL_LINE_FIELDS = (
+    "position",
+    "account",
+    "debit",
+    "credit",
+    "currency",
+    "customer",
+    "source_line",
+)
+
+
 class JournalLineInline(admin.TabularInline):
     model = JournalLine
-    fields = ["position", "account", "debit", "credit", "currency", "customer", "source_line"]
-    readonly_fields = fields
+    fields = JOURNAL_LINE_FIELDS
+    readonly_fields = JOURNAL_LINE_FIELDS
     extra = 0
     can_delete = False
 
@@ -143,19 +155,22 @@ class RevenueScheduleAdmin(ReadOnlyAdmin):
     list_filter = ["status", "legal_entity"]
 
 
+POSTING_ATTEMPT_FIELDS = (
+    "number",
+    "outcome",
+    "error_class",
+    "error_message",
+    "http_status",
+    "latency_ms",
+    "started_at",
+    "worker",
+)
+
+
 class PostingAttemptInline(admin.TabularInline):
     model = PostingAttempt
-    fields = [
-        "number",
-        "outcome",
-        "error_class",
-        "error_message",
-        "http_status",
-        "latency_ms",
-        "started_at",
-        "worker",
-    ]
-    readonly_fields = fields
+    fields = POSTING_ATTEMPT_FIELDS
+    readonly_fields = POSTING_ATTEMPT_FIELDS
     extra = 0
     can_delete = False
 

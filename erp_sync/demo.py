@@ -21,6 +21,7 @@ TRYTON_COMPANIES = {
     "ll-us": "Ledgerline Inc.",
     "ll-de": "Ledgerline GmbH",
     "ll-jp": "Ledgerline K.K.",
+    "ll-bh": "Ledgerline Gulf W.L.L.",
 }
 
 #: Our ledger's accounts -> Tryton's minimal English chart (account.account_template_root_en).

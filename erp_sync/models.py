@@ -11,13 +11,23 @@ connection and external id, one ledger entry per source key.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import TYPE_CHECKING, TypedDict
 
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
+if TYPE_CHECKING:
+    from erp_sync.connectors.base import DocumentKind
+
+
+class MoneyOptions(TypedDict):
+    max_digits: int
+    decimal_places: int
+
+
 #: Money columns, as billing stores them: up to 4 minor units, amounts up to 10^14.
-MONEY = {"max_digits": 18, "decimal_places": 4}
+MONEY: MoneyOptions = {"max_digits": 18, "decimal_places": 4}
 ZERO = Decimal(0)
 
 env_var_name = RegexValidator(
@@ -397,13 +407,14 @@ class Posting(models.Model):
         return f"{self.document_type} {self.external_id} [{self.status}]"
 
     @property
-    def document_kind(self) -> str:
+    def document_kind(self) -> DocumentKind:
         """The connector's DocumentKind of this posting (what find_by_external_id looks for)."""
-        return {
+        kinds: dict[str, DocumentKind] = {
             DocumentType.INVOICE: "invoice",
             DocumentType.INVOICE_CANCEL: "invoice",
             DocumentType.CREDIT_MEMO: "credit_memo",
-        }.get(self.document_type, "journal")
+        }
+        return kinds.get(self.document_type, "journal")
 
 
 class AttemptOutcome(models.TextChoices):

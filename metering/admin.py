@@ -28,7 +28,7 @@ from metering.models import (
 from metering.services import customer_mapping_create, metric_create, metric_version_add
 
 
-class MetricForm(forms.ModelForm):
+class MetricForm(forms.ModelForm[MetricDefinition]):
     """The metric's code plus the fields of the version the save creates."""
 
     name = forms.CharField(max_length=200)
@@ -70,28 +70,31 @@ class MetricForm(forms.ModelForm):
                     self.initial[f] = getattr(last, f)
 
 
-class MetricVersionInline(admin.TabularInline):
+# A version is never edited: the inline shows every field read-only.
+_VERSION_FIELDS = (
+    "version",
+    "effective_from",
+    "name",
+    "unit",
+    "aggregation",
+    "value_property",
+    "properties_schema",
+    "accepts_negative",
+)
+
+
+class MetricVersionInline(admin.TabularInline[MetricVersion, MetricDefinition]):
     model = MetricVersion
     extra = 0
     can_delete = False
-    fields = [
-        "version",
-        "effective_from",
-        "name",
-        "unit",
-        "aggregation",
-        "value_property",
-        "properties_schema",
-        "accepts_negative",
-    ]
-    readonly_fields = fields
+    fields = readonly_fields = _VERSION_FIELDS
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 @admin.register(MetricDefinition)
-class MetricDefinitionAdmin(admin.ModelAdmin):
+class MetricDefinitionAdmin(admin.ModelAdmin[MetricDefinition]):
     form = MetricForm
     list_display = ["code", "created_at"]
     search_fields = ["code"]
@@ -141,7 +144,7 @@ class MetricDefinitionAdmin(admin.ModelAdmin):
 
 
 @admin.register(CustomerMapping)
-class CustomerMappingAdmin(admin.ModelAdmin):
+class CustomerMappingAdmin(admin.ModelAdmin[CustomerMapping]):
     list_display = ["source", "customer_ref", "customer", "created_at"]
     search_fields = ["source", "customer_ref", "customer__code", "customer__name"]
     autocomplete_fields = ["customer"]

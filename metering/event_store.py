@@ -243,7 +243,7 @@ def _insert_portable(
         for i in range(0, len(ordered), CHUNK):
             chunk = ordered[i : i + CHUNK]
             values = ", ".join(["(%s, %s, %s)"] * len(chunk))
-            params: list[object] = []
+            params: list[str | None] = []
             for c in chunk:
                 params += [c.key, c.content_hash, at]
             cur.execute(

@@ -291,12 +291,12 @@ def _timestamp(raw: Any, ts_cache: dict[Any, tuple[datetime, str]]) -> tuple[dat
     taken from the string itself (isoformat() costs more than the rest of the timestamp's
     handling); it is the same text."""
     if type(raw) is not str:
-        ts = parse_timestamp(raw)
-        return ts, ts.isoformat()
+        parsed = parse_timestamp(raw)
+        return parsed, parsed.isoformat()
     cached = ts_cache.get(raw)
     if cached is not None:
         return cached
-    ts = None
+    ts: datetime | None = None
     if len(raw) > 10 and raw[4] == "-":  # not Unix seconds
         try:
             ts = _fromisoformat(raw)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from functools import partial
 
 from django.db import DatabaseError, connection, transaction
 
@@ -46,4 +47,4 @@ def ensure_months(months: Iterable[tuple[int, int]]) -> None:
             )
             _known.add((year, month))
             continue
-        transaction.on_commit(lambda ym=(year, month): _known.add(ym))
+        transaction.on_commit(partial(_known.add, (year, month)))

@@ -82,7 +82,8 @@ def import_template(request: HttpRequest) -> HttpResponse:
 @role_required(*READERS)
 def import_detail(request: HttpRequest, pk: int) -> HttpResponse:
     job = get_object_or_404(ImportJob, pk=pk)
-    template = "metering/_import_progress.html" if request.htmx else "metering/import_detail.html"
+    htmx = request.htmx  # type: ignore[attr-defined]  # django_htmx middleware sets it
+    template = "metering/_import_progress.html" if htmx else "metering/import_detail.html"
     return render(request, template, {"job": job})
 
 

@@ -49,12 +49,14 @@ COMPANIES = [
     ("ll-us", "Ledgerline Inc.", "USD"),
     ("ll-de", "Ledgerline GmbH", "EUR"),
     ("ll-jp", "Ledgerline K.K.", "JPY"),
+    ("ll-bh", "Ledgerline Gulf W.L.L.", "BHD"),
 ]
 # code: (name, symbol, rounding, digits)
 CURRENCIES = {
     "USD": ("US Dollar", "$", Decimal("0.01"), 2),
     "EUR": ("Euro", "€", Decimal("0.01"), 2),
     "JPY": ("Yen", "¥", Decimal("1"), 0),
+    "BHD": ("Bahraini Dinar", "BD", Decimal("0.001"), 3),
 }
 CHART = "account.account_template_root_en"  # Tryton's minimal chart
 MODULES = [

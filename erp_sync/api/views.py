@@ -104,7 +104,7 @@ class PostingListApi(generics.ListAPIView):
         legal_entity = serializers.CharField(required=False, help_text="Legal entity code.")
         updated_since = serializers.DateTimeField(required=False)
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         f = self.FilterSerializer(data=self.request.query_params)
         f.is_valid(raise_exception=True)
         v = f.validated_data
@@ -262,7 +262,7 @@ class ConnectionListCreateApi(generics.ListAPIView):
             slug_field="code", queryset=LegalEntity.objects.all()
         )
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self):
         return selectors.connections()
 
     @extend_schema(request=InputSerializer, responses={201: _ConnectionSerializer})

@@ -68,6 +68,7 @@ class MemoryErp:
                 self.faults.append(Fault(kind, message or f"scripted {kind}", methods))
 
     def reset(self) -> None:
+        # re-running __init__ resets every field in one place; mypy forbids calling it on an instance
         self.__init__(self.name)  # type: ignore[misc]
 
     def _take_fault(self, method: str) -> Fault | None:

@@ -251,6 +251,7 @@ class TrytonConnector(Connector):
             config.login,
             config.password,
             timeout=(min(5.0, config.timeout_seconds), config.timeout_seconds),
+            # a duck-typed Session: TrytonClient only calls its post()
             http=_RecordingHttp(self, http or requests.Session()),  # type: ignore[arg-type]
         )
         self.options = config.options

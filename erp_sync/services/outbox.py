@@ -129,6 +129,7 @@ def _dec(value: Any) -> Decimal:
     ERPs check the digits of what they are sent, not its value."""
     d = Decimal(str(value)) if value is not None else Decimal(0)
     n = d.normalize()
+    # exponent is a str only for NaN/Infinity, which no amount column can hold
     return n if n.as_tuple().exponent <= 0 else n.quantize(Decimal(1))  # type: ignore[operator]
 
 
@@ -542,7 +543,7 @@ def _send(claim: Claim, exchanges: list[base.Exchange]) -> Outcome:
                 if posting.document_type == DocumentType.INVOICE_CANCEL
                 else posting.external_id
             )
-            found = connector.find_by_external_id(posting.document_kind, lookup)  # type: ignore[arg-type]
+            found = connector.find_by_external_id(posting.document_kind, lookup)
             done = found is not None and (
                 found.state == "cancelled"
                 if posting.document_type == DocumentType.INVOICE_CANCEL

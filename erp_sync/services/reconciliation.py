@@ -222,7 +222,7 @@ def _reconcile_connection(
                 erp[p.currency_id] += p.amount  # checked on its invoice's read-back below
             continue
         try:
-            rec = connector.find_by_external_id(p.document_kind, p.external_id)  # type: ignore[arg-type]
+            rec = connector.find_by_external_id(p.document_kind, p.external_id)
         except base.ConnectorError as exc:
             mismatches.append(
                 {
@@ -274,32 +274,34 @@ def _reconcile_connection(
                     "theirs": theirs,
                 }
             )
-    for p in deferrals if connector is not None else []:
-        try:
-            rec = connector.find_by_external_id("journal", p.external_id)
-        except base.ConnectorError:
-            rec = None
-        if rec is None:
-            mismatches.append(
-                {
-                    "what": "posted journal missing in the ERP",
-                    "connection": conn.name,
-                    "external_id": p.external_id,
-                    "ours": _s(p.amount),
-                    "theirs": None,
-                }
-            )
-            continue
-        for ln in rec.lines:
-            erp_accounts[ln.account] += ln.debit - ln.credit
+    if connector is not None:
+        for p in deferrals:
+            try:
+                rec = connector.find_by_external_id("journal", p.external_id)
+            except base.ConnectorError:
+                rec = None
+            if rec is None:
+                mismatches.append(
+                    {
+                        "what": "posted journal missing in the ERP",
+                        "connection": conn.name,
+                        "external_id": p.external_id,
+                        "ours": _s(p.amount),
+                        "theirs": None,
+                    }
+                )
+                continue
+            for ln in rec.lines:
+                erp_accounts[ln.account] += ln.debit - ln.credit
     if connector is not None:
         ours_ids = set(
             Posting.objects.filter(connection=conn).values_list("external_id", flat=True)
         )
-        for kind in ("invoice", "credit_memo"):
+        listed: tuple[base.DocumentKind, ...] = ("invoice", "credit_memo")
+        for kind in listed:
             try:
                 found = connector.external_ids(
-                    kind,  # type: ignore[arg-type]
+                    kind,
                     start=start,
                     end=end,
                     prefix=f"{conn.external_id_prefix}-",

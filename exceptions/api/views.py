@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from core.errors import AppError, Conflict
 from core.models import ApiKey, ApiScope, Customer, LegalEntity
-from exceptions import error_codes
+from exceptions.error_codes import ExceptionsErrorCode
 from exceptions.models import ExceptionCase, IdempotentRequest
 from exceptions.workbench import dispatch, selectors
 from exceptions.workbench.filters import CaseFilter
@@ -173,13 +173,13 @@ class CaseActionApi(APIView):
             if seen.request_hash != digest:
                 raise AppError(
                     "This Idempotency-Key was used for a different request.",
-                    code=error_codes.IDEMPOTENCY_KEY_REUSED,
+                    code=ExceptionsErrorCode.IDEMPOTENCY_KEY_REUSED,
                     status=422,
                 ) from None
             if seen.status_code == 0:
                 raise Conflict(
                     "The first request with this Idempotency-Key is still running.",
-                    code=error_codes.CASE_STALE,
+                    code=ExceptionsErrorCode.CASE_STALE,
                 ) from None
             return Response(
                 seen.response, status=seen.status_code, headers={"Idempotent-Replay": "true"}

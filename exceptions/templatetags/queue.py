@@ -3,38 +3,25 @@
 from __future__ import annotations
 
 from datetime import datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
-from functools import lru_cache
-
-from babel.numbers import get_currency_symbol
 from django import template
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
-from django.utils import timezone
+
+from core.formatting import format_money
 
 register = template.Library()
 
 
-@lru_cache(maxsize=256)
-def _symbol(code: str) -> str:
-    """The currency's symbol in CLDR (en_US: $, €, ¥, £; the code itself when it has none)."""
-    return get_currency_symbol(code, locale="en_US")
-
-
 def money_text(amount: Decimal | None, currency: Any) -> str:
-    """'$1,234.50', '¥1,235', '-€12.00', 'KWD 1.235': the symbol and exactly the currency's
-    minor units, rounded half up as billing rounds (display only: nothing stored is rounded)."""
+    """The amount as core.formatting writes money everywhere ('$1,234.50', '(€12.00)', '¥1,235',
+    'KWD 0.163'); empty when there is no amount."""
     if amount is None or currency is None:
         return ""
-    units = currency.minor_units
-    value = amount.quantize(Decimal(1).scaleb(-units), rounding=ROUND_HALF_UP)
-    sign = "-" if value < 0 else ""
-    symbol = _symbol(currency.code)
-    if symbol.isalpha() and len(symbol) > 1:  # a code, not a sign: "KWD 0.163"
-        symbol += "\u00a0"
-    return f"{sign}{symbol}{abs(value):,.{units}f}"
+    return format_money(amount, currency=currency.code, minor_units=currency.minor_units)
 
 
 @register.filter

@@ -15,7 +15,7 @@ from billing import services as billing_services
 from core.actors import Actor
 from core.errors import AppError
 from core.models import Customer
-from exceptions import error_codes
+from exceptions.error_codes import ExceptionsErrorCode
 from exceptions.models import CaseKind, CaseProposal, ExceptionCase
 from exceptions.workbench.services import APPLIERS, Applier, RetryOutcome, retry_handler
 from metering import selectors as metering_selectors
@@ -57,7 +57,7 @@ def _apply_mapping(proposal: CaseProposal, actor: Actor) -> tuple[bool, dict[str
     p = proposal.proposed
     customer = Customer.objects.filter(pk=p.get("customer_id")).first()
     if customer is None:
-        raise AppError("That customer does not exist.", code=error_codes.INVALID_CORRECTION)
+        raise AppError("That customer does not exist.", code=ExceptionsErrorCode.INVALID_CORRECTION)
     held = metering_selectors.held_events(
         source=p["source"], customer_ref=p["customer_ref"]
     ).count()

@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from core.errors import AppError
-from exceptions import error_codes
+from exceptions.error_codes import ExceptionsErrorCode
 from exceptions.models import ExceptionCase, ProposalKind
 from exceptions.workbench import selectors, services
 from exceptions.workbench.services import Caller
@@ -52,7 +52,7 @@ def _corrected_event(data: Mapping[str, Any], raw: dict[str, Any]) -> dict[str, 
             parsed = json.loads(props)
         except json.JSONDecodeError as exc:
             raise AppError(
-                f"Properties are not JSON: {exc}", code=error_codes.INVALID_CORRECTION
+                f"Properties are not JSON: {exc}", code=ExceptionsErrorCode.INVALID_CORRECTION
             ) from None
         if parsed or "properties" in raw:
             corrected["properties"] = parsed
@@ -108,7 +108,8 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
         form = rejected_form(case, str(rejected_id))
         if form is None:
             raise AppError(
-                "That rejected event is not open on this case.", code=error_codes.INVALID_CORRECTION
+                "That rejected event is not open on this case.",
+                code=ExceptionsErrorCode.INVALID_CORRECTION,
             )
         raw = form["rejected"].raw
         proposal = services.proposal_submit(
@@ -146,7 +147,7 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
         return _proposal_message(proposal)
     if action == "reverse":
         return _reverse(case, caller, p, version)
-    raise AppError(f"Unknown action '{action}'.", code=error_codes.ACTION_NOT_AVAILABLE)
+    raise AppError(f"Unknown action '{action}'.", code=ExceptionsErrorCode.ACTION_NOT_AVAILABLE)
 
 
 def _proposal_message(proposal: Any) -> str:
@@ -172,7 +173,7 @@ def _reverse(case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version:
             amount = Decimal(raw) if raw else case.amount_at_stake
         except InvalidOperation:
             raise AppError(
-                f"'{raw}' is not an amount.", code=error_codes.INVALID_CORRECTION
+                f"'{raw}' is not an amount.", code=ExceptionsErrorCode.INVALID_CORRECTION
             ) from None
         proposed = {"invoice_id": invoice_id, "whole": False, "lines": {str(line_id): str(amount)}}
     proposal = services.proposal_submit(

@@ -11,7 +11,7 @@ from django.core.exceptions import ObjectDoesNotExist
 
 from billing import selectors as billing_selectors
 from core.errors import AppError
-from exceptions import error_codes
+from exceptions.error_codes import ExceptionsErrorCode
 from exceptions.models import CaseKind, ExceptionCase
 from exceptions.services import case_open_or_update
 from exceptions.workbench.services import Caller, _require, case_comment
@@ -25,19 +25,21 @@ def dispute_open(*, invoice_id: int, line_id: int, comment: str, caller: Caller)
     customer disputes."""
     _require(caller, "comment")
     if not comment.strip():
-        raise AppError("Say what the customer disputes.", code=error_codes.REASON_REQUIRED)
+        raise AppError("Say what the customer disputes.", code=ExceptionsErrorCode.REASON_REQUIRED)
     invoice = billing_selectors.invoice_detail(pk=invoice_id)
     if invoice.status not in DISPUTABLE or invoice.kind != "invoice":
         raise AppError(
             f"Only a finalized or paid invoice can be disputed ({invoice} is {invoice.status}).",
-            code=error_codes.ACTION_NOT_AVAILABLE,
+            code=ExceptionsErrorCode.ACTION_NOT_AVAILABLE,
         )
     try:
         line = billing_selectors.invoice_line(pk=line_id)
     except ObjectDoesNotExist:
         line = None
     if line is None or line.invoice_id != invoice.pk:
-        raise AppError("That line is not on this invoice.", code=error_codes.INVALID_CORRECTION)
+        raise AppError(
+            "That line is not on this invoice.", code=ExceptionsErrorCode.INVALID_CORRECTION
+        )
     case, _ = case_open_or_update(
         kind=CaseKind.CUSTOMER_DISPUTE,
         fingerprint=f"dispute:line:{line.pk}",

@@ -37,7 +37,7 @@ from django.utils import timezone
 from core import roles
 from core.actors import Actor
 from core.errors import AppError, Conflict, NotFound, PermissionDenied
-from exceptions import error_codes
+from exceptions.error_codes import ExceptionsErrorCode
 from exceptions.models import (
     OPEN_STATUSES,
     CaseComment,
@@ -121,7 +121,7 @@ def _require(caller: Caller, action: str) -> None:
     if not caller.may(action):
         raise PermissionDenied(
             f"Your role may not {action.replace('_', ' ')} a case.",
-            code=error_codes.ACTION_NOT_ALLOWED,
+            code=ExceptionsErrorCode.ACTION_NOT_ALLOWED,
             extra={"action": action},
         )
 
@@ -145,7 +145,7 @@ def _lock(*, case_id: int, version: int | None) -> ExceptionCase:
             f"Case #{case.pk} was changed by someone else while you had it open (you saw version "
             f"{version}, it is now at {case.version}). Nothing was applied; reload the case to "
             "see what changed.",
-            code=error_codes.CASE_STALE,
+            code=ExceptionsErrorCode.CASE_STALE,
             extra={"case_id": case.pk, "your_version": version, "current_version": case.version},
         )
     return case
@@ -160,19 +160,19 @@ def _need_open(case: ExceptionCase) -> None:
     if case.status not in OPEN_STATUSES:
         raise Conflict(
             f"Case #{case.pk} is {case.get_status_display().lower()}; reopen it first.",
-            code=error_codes.CASE_NOT_OPEN,
+            code=ExceptionsErrorCode.CASE_NOT_OPEN,
         )
 
 
 def _reason(code: str, comment: str, allowed: dict[str, str]) -> None:
     if not code or not comment.strip():
         raise AppError(
-            "A reason code and a comment are required.", code=error_codes.REASON_REQUIRED
+            "A reason code and a comment are required.", code=ExceptionsErrorCode.REASON_REQUIRED
         )
     if code not in allowed:
         raise AppError(
             f"'{code}' is not a reason code here; use one of {', '.join(allowed)}.",
-            code=error_codes.REASON_UNKNOWN,
+            code=ExceptionsErrorCode.REASON_UNKNOWN,
         )
 
 
@@ -207,7 +207,7 @@ def case_comment(*, case_id: int, body: str, caller: Caller) -> CaseComment:
     """Add a comment (comments never conflict: no version needed)."""
     _require(caller, "comment")
     if not body.strip():
-        raise AppError("A comment needs some text.", code=error_codes.REASON_REQUIRED)
+        raise AppError("A comment needs some text.", code=ExceptionsErrorCode.REASON_REQUIRED)
     with transaction.atomic():
         case = _lock(case_id=case_id, version=None)
         comment = CaseComment.objects.create(
@@ -248,11 +248,11 @@ def case_dismiss(
 def case_reopen(*, case_id: int, reason: str, caller: Caller, version: int | None) -> ExceptionCase:
     _require(caller, "reopen")
     if not reason.strip():
-        raise AppError("Say why the case is reopened.", code=error_codes.REASON_REQUIRED)
+        raise AppError("Say why the case is reopened.", code=ExceptionsErrorCode.REASON_REQUIRED)
     with transaction.atomic():
         case = _lock(case_id=case_id, version=version)
         if case.status in OPEN_STATUSES:
-            raise Conflict(f"Case #{case.pk} is already open.", code=error_codes.CASE_OPEN)
+            raise Conflict(f"Case #{case.pk} is already open.", code=ExceptionsErrorCode.CASE_OPEN)
         before = _snapshot(case) | {"resolution": case.resolution}
         case.status, case.resolved_at, case.resolution, case.resolution_code = (
             CaseStatus.OPEN,
@@ -266,7 +266,7 @@ def case_reopen(*, case_id: int, reason: str, caller: Caller, version: int | Non
         except IntegrityError:
             raise Conflict(
                 "The same failure has a newer open case; work that one instead.",
-                code=error_codes.CASE_OPEN,
+                code=ExceptionsErrorCode.CASE_OPEN,
             ) from None
         audit_record(
             actor=caller.actor,
@@ -290,7 +290,7 @@ def case_keep_original(
         if case.kind != CaseKind.DUPLICATE_CONFLICT:
             raise AppError(
                 "Only a duplicate conflict has an original to keep.",
-                code=error_codes.ACTION_NOT_AVAILABLE,
+                code=ExceptionsErrorCode.ACTION_NOT_AVAILABLE,
             )
         return case_close(
             case=case,
@@ -388,7 +388,7 @@ def case_retry(*, case_id: int, caller: Caller | None, version: int | None) -> R
         if handler is None:
             raise AppError(
                 f"A {case.kind} case has nothing to retry; correct or dismiss it.",
-                code=error_codes.ACTION_NOT_AVAILABLE,
+                code=ExceptionsErrorCode.ACTION_NOT_AVAILABLE,
             )
         _bump(case)
     # The downstream step runs outside the case lock: it takes its own locks in order.
@@ -497,11 +497,13 @@ def proposal_submit(
     _require(caller, action)
     _reason(reason_code, comment, REVERSAL_REASONS if action == "reverse" else CORRECTION_REASONS)
     if target not in APPLIERS:
-        raise AppError(f"Nothing applies a {target}.", code=error_codes.ACTION_NOT_AVAILABLE)
+        raise AppError(
+            f"Nothing applies a {target}.", code=ExceptionsErrorCode.ACTION_NOT_AVAILABLE
+        )
     if proposed == original:
         raise AppError(
             "The correction changes nothing; edit at least one field.",
-            code=error_codes.NOTHING_CHANGED,
+            code=ExceptionsErrorCode.NOTHING_CHANGED,
         )
     with transaction.atomic():
         case = _lock(case_id=case_id, version=version)
@@ -566,7 +568,7 @@ def _pending(case: ExceptionCase) -> CaseProposal:
     if proposal is None:
         raise Conflict(
             f"Case #{case.pk} has no proposal waiting for approval.",
-            code=error_codes.NO_PENDING_PROPOSAL,
+            code=ExceptionsErrorCode.NO_PENDING_PROPOSAL,
         )
     return proposal
 
@@ -591,7 +593,7 @@ def proposal_approve(
         if _is_proposer(proposal, caller.actor):
             raise PermissionDenied(
                 "You proposed this change; a different approver must approve it (four eyes).",
-                code=error_codes.SELF_APPROVAL,
+                code=ExceptionsErrorCode.SELF_APPROVAL,
             )
         _require(caller, "approve")
         proposal.status = ProposalStatus.APPROVED
@@ -619,7 +621,9 @@ def proposal_reject(
 ) -> CaseProposal:
     _require(caller, "reject")
     if not comment.strip():
-        raise AppError("Say why the proposal is rejected.", code=error_codes.REASON_REQUIRED)
+        raise AppError(
+            "Say why the proposal is rejected.", code=ExceptionsErrorCode.REASON_REQUIRED
+        )
     with transaction.atomic():
         case = _lock(case_id=case_id, version=version)
         proposal = _pending(case)
@@ -699,7 +703,8 @@ def policy_update(*, kind: str, values: dict[str, Any], caller: Caller) -> Excep
     unknown = set(values) - set(POLICY_FIELDS)
     if unknown:
         raise AppError(
-            f"Unknown policy fields: {', '.join(sorted(unknown))}.", code=error_codes.POLICY_INVALID
+            f"Unknown policy fields: {', '.join(sorted(unknown))}.",
+            code=ExceptionsErrorCode.POLICY_INVALID,
         )
     from django.core.exceptions import ValidationError
 
@@ -720,7 +725,9 @@ def policy_update(*, kind: str, values: dict[str, Any], caller: Caller) -> Excep
             ):
                 raise ValidationError("The critical amount must be at least the high amount.")
         except ValidationError as exc:
-            raise AppError("; ".join(exc.messages), code=error_codes.POLICY_INVALID) from None
+            raise AppError(
+                "; ".join(exc.messages), code=ExceptionsErrorCode.POLICY_INVALID
+            ) from None
         policy.save()
         after = _policy_values(policy)
         changed = sorted(k for k in after if before[k] != after[k])
@@ -742,7 +749,7 @@ def parse_decimal(raw: str, *, label: str) -> Decimal | None:
         return Decimal(raw)
     except InvalidOperation:
         raise AppError(
-            f"{label}: '{raw}' is not a number.", code=error_codes.POLICY_INVALID
+            f"{label}: '{raw}' is not a number.", code=ExceptionsErrorCode.POLICY_INVALID
         ) from None
 
 

@@ -9,6 +9,7 @@ Authentication is the same Bearer key (scope `usage:write`).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
@@ -28,7 +29,7 @@ from core.models import ApiScope
 from metering import ingest
 from metering.api.views import _parser, ingest_request
 from metering.error_codes import MeteringErrorCode
-from metering.services import IngestResult, lago_batch_intake, lago_event_intake
+from metering.services import EventOutcome, IngestResult, lago_batch_intake, lago_event_intake
 
 LAGO_NS = uuid.UUID("6c1d3f0e-4a8e-4f39-9a51-3d7d0c0f1a2b")
 
@@ -83,7 +84,7 @@ def lago_exception_handler(exc: Exception, context: dict[str, Any]) -> Response 
     return response
 
 
-def _field_errors(result: dict[str, Any], raw: Any) -> dict[str, list[str]]:
+def _field_errors(result: EventOutcome, raw: Any) -> dict[str, list[str]]:
     if result["status"] == ingest.DUPLICATE:
         return {"transaction_id": ["value_already_exist"]}
     code = result.get("code", "")
@@ -119,7 +120,7 @@ def _echo(index: int, raw: dict[str, Any], result: IngestResult, received: str) 
     }
 
 
-class LagoEvent(serializers.Serializer):
+class LagoEvent(serializers.Serializer[dict[str, Any]]):
     transaction_id = serializers.CharField()
     external_subscription_id = serializers.CharField(required=False)
     external_customer_id = serializers.CharField(required=False)
@@ -129,7 +130,7 @@ class LagoEvent(serializers.Serializer):
     precise_total_amount_cents = serializers.CharField(required=False, allow_null=True)
 
 
-class LagoEventOut(serializers.Serializer):
+class LagoEventOut(serializers.Serializer[dict[str, Any]]):
     lago_id = serializers.UUIDField()
     transaction_id = serializers.CharField()
     lago_customer_id = serializers.CharField(allow_null=True)
@@ -143,7 +144,7 @@ class LagoEventOut(serializers.Serializer):
     created_at = serializers.CharField()
 
 
-class LagoError(serializers.Serializer):
+class LagoError(serializers.Serializer[dict[str, Any]]):
     status = serializers.IntegerField()
     error = serializers.CharField()
     code = serializers.CharField(required=False)
@@ -159,7 +160,7 @@ class _LagoBase(APIView):
     required_scope = ApiScope.USAGE_WRITE
     parser_classes = [_parser("application/json")]
 
-    def get_exception_handler(self):  # type: ignore[no-untyped-def]
+    def get_exception_handler(self) -> Callable[[Exception, dict[str, Any]], Response | None]:
         return lago_exception_handler
 
 
@@ -173,10 +174,10 @@ class LagoEventCreateApi(_LagoBase):
     """Lago `POST /api/v1/events`: `{"event": {...}}` → `{"event": {...}}`; a transaction_id already
     received → 422 `value_already_exist`."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
         event = LagoEvent()
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         event = LagoEventOut()
 
     @extend_schema(
@@ -205,10 +206,10 @@ class LagoEventBatchApi(_LagoBase):
     """Lago `POST /api/v1/events/batch`: `{"events": [...]}` → `{"events": [...]}`; any event not
     taken → 422 with `error_details` per index (the events that were valid are stored)."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
         events = LagoEvent(many=True)
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         events = LagoEventOut(many=True)
 
     @extend_schema(

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
+from django.db.models import QuerySet
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -25,10 +26,16 @@ from rest_framework.views import APIView
 
 from core import error_codes as core_codes
 from core.errors import AppError
-from core.models import ApiScope, Customer
+from core.models import ApiKey, ApiScope, Customer
 from core.actors import Actor
 from metering import selectors
-from metering.models import Aggregation, CustomerMapping, MetricDefinition, RejectedEvent
+from metering.models import (
+    Aggregation,
+    CustomerMapping,
+    IngestTally,
+    MetricDefinition,
+    RejectedEvent,
+)
 from metering.services import (
     IngestRequest,
     customer_mapping_create,
@@ -80,12 +87,12 @@ def ingest_request(request: Request, *, binary_cloudevent: bool = False) -> Inge
         body=read_body(request),
         media_type=media_type(request),
         actor=Actor.for_request(request),
-        api_key=request.auth,
+        api_key=request.auth if isinstance(request.auth, ApiKey) else None,
         ce_attributes=attributes,
     )
 
 
-class EventResultSerializer(serializers.Serializer):
+class EventResultSerializer(serializers.Serializer[dict[str, Any]]):
     index = serializers.IntegerField()
     event_id = serializers.CharField(allow_null=True)
     status = serializers.ChoiceField(choices=["accepted", "duplicate", "rejected", "held"])
@@ -93,7 +100,7 @@ class EventResultSerializer(serializers.Serializer):
     message = serializers.CharField(required=False)
 
 
-class CountsSerializer(serializers.Serializer):
+class CountsSerializer(serializers.Serializer[dict[str, Any]]):
     received = serializers.IntegerField()
     accepted = serializers.IntegerField()
     duplicate = serializers.IntegerField()
@@ -101,7 +108,7 @@ class CountsSerializer(serializers.Serializer):
     held = serializers.IntegerField()
 
 
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer[dict[str, Any]]):
     code = serializers.CharField()
     message = serializers.CharField()
     extra = serializers.DictField()
@@ -115,10 +122,10 @@ class EventIngestApi(APIView):
     required_scope = ApiScope.USAGE_WRITE
     parser_classes = [_parser("application/json"), _parser(CE_STRUCTURED), _parser(CE_BATCH)]
 
-    class InputSerializer(serializers.Serializer):
-        class EventSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
+        class EventSerializer(serializers.Serializer[dict[str, Any]]):
             event_id = serializers.CharField(max_length=200)
-            source = serializers.CharField(max_length=100)
+            source = serializers.CharField(max_length=100)  # type: ignore[assignment]  # stubs: clashes with Field.source
             customer_ref = serializers.CharField(max_length=200)
             metric = serializers.CharField(max_length=100)
             timestamp = serializers.CharField(help_text="ISO 8601 with offset, or Unix seconds.")
@@ -133,7 +140,7 @@ class EventIngestApi(APIView):
 
         events = EventSerializer(many=True)
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         batch_id = serializers.CharField()
         counts = CountsSerializer()
         results = EventResultSerializer(many=True)
@@ -175,12 +182,12 @@ class EventIngestApi(APIView):
 # --- admin: metrics and mappings ------------------------------------------------------
 
 
-class MetricListCreateApi(generics.ListAPIView):
+class MetricListCreateApi(generics.ListAPIView[MetricDefinition]):
     """Metric definitions with their versions; POST creates a metric (version 1)."""
 
     required_scope = ApiScope.ADMIN
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[MetricDefinition]):
         versions = serializers.SerializerMethodField()
 
         class Meta:
@@ -203,7 +210,7 @@ class MetricListCreateApi(generics.ListAPIView):
                 for v in obj.versions.order_by("version")
             ]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
         code = serializers.SlugField(max_length=100)
         name = serializers.CharField(max_length=200)
         unit = serializers.CharField(max_length=50, required=False, default="")
@@ -217,7 +224,7 @@ class MetricListCreateApi(generics.ListAPIView):
 
     serializer_class = OutputSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[MetricDefinition]:
         return selectors.metrics()
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
@@ -233,7 +240,7 @@ class MetricVersionCreateApi(APIView):
 
     required_scope = ApiScope.ADMIN
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
         effective_from = serializers.DateTimeField()
         name = serializers.CharField(max_length=200, required=False)
         unit = serializers.CharField(max_length=50, required=False, allow_blank=True)
@@ -252,27 +259,29 @@ class MetricVersionCreateApi(APIView):
         return Response(MetricListCreateApi.OutputSerializer(metric).data, status=201)
 
 
-class MappingListCreateApi(generics.ListAPIView):
+class MappingListCreateApi(generics.ListAPIView[CustomerMapping]):
     """Identity mappings (source, customer_ref) → customer; POST adds one and releases held events."""
 
     required_scope = ApiScope.ADMIN
 
-    class OutputSerializer(serializers.ModelSerializer):
-        customer = serializers.SlugRelatedField(slug_field="code", read_only=True)
+    class OutputSerializer(serializers.ModelSerializer[CustomerMapping]):
+        customer: serializers.SlugRelatedField[Customer] = serializers.SlugRelatedField(
+            slug_field="code", read_only=True
+        )
 
         class Meta:
             model = CustomerMapping
             fields = ["id", "source", "customer_ref", "customer", "created_at"]
 
-    class InputSerializer(serializers.Serializer):
-        source = serializers.CharField(max_length=100)
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
+        source = serializers.CharField(max_length=100)  # type: ignore[assignment]  # stubs: clashes with Field.source
         customer_ref = serializers.CharField(max_length=200)
         customer_id = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.all())
 
     serializer_class = OutputSerializer
     filterset_fields = ["source", "customer_ref"]
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[CustomerMapping]:
         return selectors.mappings()
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
@@ -288,12 +297,12 @@ class MappingListCreateApi(generics.ListAPIView):
         return Response(self.OutputSerializer(mapping).data, status=201)
 
 
-class RejectedListApi(generics.ListAPIView):
+class RejectedListApi(generics.ListAPIView[RejectedEvent]):
     """The dead letter: rejected events with their raw payload, code and message."""
 
     required_scope = ApiScope.ADMIN
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[RejectedEvent]):
         class Meta:
             model = RejectedEvent
             fields = [
@@ -314,7 +323,7 @@ class RejectedListApi(generics.ListAPIView):
     serializer_class = OutputSerializer
     filterset_fields = ["source", "code", "status"]
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[RejectedEvent]:
         return selectors.rejected_events()
 
 
@@ -323,7 +332,7 @@ class RejectedResubmitApi(APIView):
 
     required_scope = ApiScope.ADMIN
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
         event = serializers.DictField()
 
     @extend_schema(request=InputSerializer, responses={200: EventResultSerializer})
@@ -344,8 +353,9 @@ class ControlTotalsApi(APIView):
 
     required_scope = ApiScope.USAGE_WRITE
 
-    class OutputSerializer(serializers.Serializer):
-        source = serializers.CharField()
+    # Always used with many=True: the instance is the queryset of tallies.
+    class OutputSerializer(serializers.Serializer[QuerySet[IngestTally]]):
+        source = serializers.CharField()  # type: ignore[assignment]  # stubs: clashes with Field.source
         day = serializers.DateField()
         received = serializers.IntegerField()
         accepted = serializers.IntegerField()

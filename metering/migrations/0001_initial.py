@@ -3,6 +3,8 @@
 import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 from core.dbtriggers import append_only
 
@@ -31,14 +33,14 @@ CREATE INDEX usageevent_window_idx ON metering_usageevent (metric_id, "timestamp
 """
 
 
-def create_usage_event_table(apps, schema_editor):
+def create_usage_event_table(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute(PG_EVENT_TABLE, params=None)
     else:
         schema_editor.create_model(apps.get_model("metering", "UsageEvent"))
 
 
-def drop_usage_event_table(apps, schema_editor):
+def drop_usage_event_table(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     if schema_editor.connection.vendor == "postgresql":
         schema_editor.execute("DROP TABLE metering_usageevent CASCADE", params=None)
     else:

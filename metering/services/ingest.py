@@ -89,6 +89,17 @@ class IngestResult:
 STALE_RETRIES = 2
 
 
+class _StoreArgs(TypedDict):
+    """usage_ingest's arguments that every round of _ingest_store takes unchanged."""
+
+    items: Sequence[IngestItem | tuple[Any, Any]]
+    actor: Actor
+    api_key: ApiKey | None
+    channel: str
+    store_rejections: bool
+    now: datetime
+
+
 def usage_ingest(
     *,
     items: Sequence[IngestItem | tuple[Any, Any]],
@@ -113,7 +124,7 @@ def usage_ingest(
     races another for a key runs again the safe way (event_store).
     """
     now = now or timezone.now()
-    args = {
+    args: _StoreArgs = {
         "items": items,
         "actor": actor,
         "api_key": api_key,

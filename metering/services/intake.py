@@ -11,6 +11,7 @@ in the dead letter where something could be read of it) and hands the events to
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -129,8 +130,8 @@ def _binary_cloudevent(request: IngestRequest, attributes: dict[str, str | None]
                     "A binary-mode CloudEvent without a Content-Type must carry JSON data; send "
                     "its datacontenttype as the Content-Type header (text/plain for a bare number)."
                 )
-                raw = {**ce, "data": request.body.decode("utf-8", errors="replace")}
-                return IngestItem(_refused_event(ce, problem), raw)
+                raw_event = {**ce, "data": request.body.decode("utf-8", errors="replace")}
+                return IngestItem(_refused_event(ce, problem), raw_event)
         elif request.media_type.endswith("json"):
             try:
                 data = orjson.loads(request.body)
@@ -161,7 +162,9 @@ def _empty_result() -> IngestResult:
     )
 
 
-def _note_receipt_times(items: list[IngestItem], result: IngestResult) -> IngestResult:
+def _note_receipt_times(
+    items: Sequence[IngestItem | tuple[Any, Any]], result: IngestResult
+) -> IngestResult:
     """Say so in the outcome of each CloudEvent that had no `time` and took its receipt time."""
     stamped = {
         i
@@ -224,7 +227,7 @@ def events_intake(*, request: IngestRequest) -> IngestResult:
     )
     if channel == "native":
         return result
-    return _note_receipt_times(items, result)  # type: ignore[arg-type]  # CloudEvents: IngestItems
+    return _note_receipt_times(items, result)
 
 
 @dataclass(frozen=True, slots=True)

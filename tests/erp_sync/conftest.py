@@ -107,7 +107,7 @@ def _run_tryton_sh(args: list[str], env: dict[str, str]) -> None:
         )
 
 
-def _pg(uri: str):  # type: ignore[no-untyped-def]
+def _pg(uri: str):
     import psycopg2
 
     parts = urlsplit(uri)

@@ -77,6 +77,7 @@ class FaultProxy:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET server's address is (str, int), never bytes
         return f"http://{host}:{port}"
 
     def start(self) -> FaultProxy:
@@ -89,6 +90,7 @@ class FaultProxy:
 
     def add(self, kind: FaultKind, method: str = "*", **kwargs: object) -> None:
         with self.lock:
+            # kwargs are Fault's own fields (count, status, seconds, after), given by name
             self.faults.append(Fault(kind, method, **kwargs))  # type: ignore[arg-type]
 
     def clear(self) -> None:

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def postings_world(erp):  # type: ignore[no-untyped-def]
+def postings_world(erp):
     world = billed_world(5)
     conn = memory_connection(world.entity)
     ledger_consume(actor=ACTOR)
@@ -28,7 +28,7 @@ def postings_world(erp):  # type: ignore[no-untyped-def]
     return world, conn
 
 
-def test_posting_list_filters_and_pages_with_a_stable_cursor(  # type: ignore[no-untyped-def]
+def test_posting_list_filters_and_pages_with_a_stable_cursor(
     postings_world, make_api_key, api_client
 ) -> None:
     world, conn = postings_world
@@ -59,6 +59,7 @@ def test_posting_list_filters_and_pages_with_a_stable_cursor(  # type: ignore[no
     ).json()["results"]
     assert [p["customer"] for p in one] == ["cust4"] and one[0]["status"] == "posted"
     later = Posting.objects.order_by("-updated_at").first()
+    assert later is not None
     since = client.get("/api/v1/postings", {"updated_since": later.updated_at.isoformat()}).json()[
         "results"
     ]
@@ -67,8 +68,9 @@ def test_posting_list_filters_and_pages_with_a_stable_cursor(  # type: ignore[no
     assert bad.status_code == 400 and bad.json()["code"] == "validation_failed"
 
 
-def test_posting_detail_has_every_attempt(postings_world, make_api_key, api_client) -> None:  # type: ignore[no-untyped-def]
+def test_posting_detail_has_every_attempt(postings_world, make_api_key, api_client) -> None:
     posting = Posting.objects.filter(status="failed").first()
+    assert posting is not None
     client = api_client(make_api_key("postings:read").raw_key)
     body = client.get(f"/api/v1/postings/{posting.pk}").json()
     assert body["external_id"] == posting.external_id and body["amount"] == "221.1000"
@@ -77,13 +79,14 @@ def test_posting_detail_has_every_attempt(postings_world, make_api_key, api_clie
     assert client.get("/api/v1/postings/999999").status_code == 404
 
 
-def test_posting_api_needs_its_scope(postings_world, make_api_key, api_client) -> None:  # type: ignore[no-untyped-def]
+def test_posting_api_needs_its_scope(postings_world, make_api_key, api_client) -> None:
     client = api_client(make_api_key("invoices:read").raw_key)
     assert client.get("/api/v1/postings").json()["code"] == "scope_missing"
 
 
-def test_replay_through_the_admin_api_is_audited(postings_world, make_api_key, api_client) -> None:  # type: ignore[no-untyped-def]
+def test_replay_through_the_admin_api_is_audited(postings_world, make_api_key, api_client) -> None:
     posting = Posting.objects.filter(status="failed").first()
+    assert posting is not None
     client = api_client(make_api_key("admin").raw_key)
     assert (
         client.post(f"/api/v1/postings/{posting.pk}/replay", {}, format="json").status_code == 400
@@ -99,7 +102,7 @@ def test_replay_through_the_admin_api_is_audited(postings_world, make_api_key, a
     assert again.status_code == 400 and again.json()["code"] == "erp_posting_not_replayable"
 
 
-def test_admin_api_creates_connections_without_ever_showing_a_password(  # type: ignore[no-untyped-def]
+def test_admin_api_creates_connections_without_ever_showing_a_password(
     entity_us, make_api_key, api_client, monkeypatch
 ) -> None:
     client = api_client(make_api_key("admin").raw_key)
@@ -147,7 +150,7 @@ def test_admin_api_creates_connections_without_ever_showing_a_password(  # type:
     assert AuditEntry.objects.filter(action="erp_connection.update").count() == 1
 
 
-def test_openapi_schema_documents_the_posting_api(client, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_openapi_schema_documents_the_posting_api(client, clerk) -> None:
     client.force_login(clerk)
     paths = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()["paths"]
     assert {"/api/v1/postings", "/api/v1/postings/{id}", "/api/v1/erp/connections"} <= set(paths)

@@ -24,13 +24,13 @@ def test_demo_erp_side_books_everything_once_and_stages_the_unmapped_revenue() -
     load_demo_billing(now=NOW)
     kwargs = {"tryton_url": "http://127.0.0.1:1", "database": "demo", "login": "x"}
     first = load_demo_erp(admin_password=None, now=NOW, **kwargs)
-    assert len(first.connections) == 3
+    assert len(first.connections) == 4  # one per demo entity (prepare_db.COMPANIES)
     assert not Invoice.objects.filter(status="draft").exists()
     assert Invoice.objects.filter(kind="credit_memo").count() == 1
     assert Invoice.objects.filter(status="void").count() == 1
     assert Invoice.objects.filter(status="paid").count() == 1
     entries, postings = JournalEntry.objects.count(), Posting.objects.count()
-    assert entries == 6 + 1 + 1 + 1  # six invoices, the credit memo, the void, the payment
+    assert entries == 7 + 1 + 1 + 1  # seven invoices, the credit memo, the void, the payment
     # run again: nothing new anywhere
     load_demo_erp(admin_password=None, now=NOW, **kwargs)
     assert (JournalEntry.objects.count(), Posting.objects.count()) == (entries, postings)

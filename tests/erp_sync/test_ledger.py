@@ -209,7 +209,7 @@ def test_revenue_schedule_recognises_the_advance_fee_at_the_end_of_its_period_wi
     assert RevenueSchedule.objects.get().recognition_entry == entry
 
 
-def test_the_service_refuses_an_unbalanced_entry_with_a_clear_message(entity_us) -> None:  # type: ignore[no-untyped-def]
+def test_the_service_refuses_an_unbalanced_entry_with_a_clear_message(entity_us) -> None:
     spec = EntrySpec(
         key="t:1",
         kind="payment",
@@ -258,7 +258,7 @@ def test_rate_key() -> None:
 # --------------------------------------------------------------------------- the database refuses
 
 
-def _entry(entity_us, key: str = "db:1") -> JournalEntry:  # type: ignore[no-untyped-def]
+def _entry(entity_us, key: str = "db:1") -> JournalEntry:
     return JournalEntry.objects.create(
         key=key,
         kind="payment",
@@ -284,7 +284,7 @@ def _line(
 
 
 @requires_postgres
-def test_postgres_refuses_an_unbalanced_entry_at_commit(entity_us) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_refuses_an_unbalanced_entry_at_commit(entity_us) -> None:
     with pytest.raises(IntegrityError, match="does not balance in USD"):
         with transaction.atomic():
             entry = _entry(entity_us)
@@ -295,7 +295,7 @@ def test_postgres_refuses_an_unbalanced_entry_at_commit(entity_us) -> None:  # t
 
 
 @requires_postgres
-def test_postgres_refuses_an_entry_without_lines(entity_us) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_refuses_an_entry_without_lines(entity_us) -> None:
     with pytest.raises(IntegrityError, match="has no lines"):
         with transaction.atomic():
             _entry(entity_us)
@@ -309,7 +309,7 @@ def _raw(sql: str) -> None:
 
 
 @requires_postgres
-def test_postgres_accepts_a_balanced_entry_and_refuses_update_and_delete(entity_us) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_accepts_a_balanced_entry_and_refuses_update_and_delete(entity_us) -> None:
     with transaction.atomic():
         entry = _entry(entity_us)
         _line(entry, 1, "10.00", "0")
@@ -327,14 +327,14 @@ def test_postgres_accepts_a_balanced_entry_and_refuses_update_and_delete(entity_
                 statement()
 
 
-def test_database_refuses_a_line_with_both_or_neither_side(entity_us) -> None:  # type: ignore[no-untyped-def]
+def test_database_refuses_a_line_with_both_or_neither_side(entity_us) -> None:
     for debit, credit in (("1.00", "1.00"), ("0", "0"), ("-1.00", "0")):
         with pytest.raises(IntegrityError):
             with transaction.atomic():
                 _line(_entry(entity_us, key=f"db:{debit}:{credit}"), 1, debit, credit)
 
 
-def test_database_refuses_a_second_entry_for_the_same_source_key(entity_us) -> None:  # type: ignore[no-untyped-def]
+def test_database_refuses_a_second_entry_for_the_same_source_key(entity_us) -> None:
     with transaction.atomic():
         e = _entry(entity_us, "same")
         _line(e, 1, "1", "0")

@@ -33,7 +33,7 @@ def _due_now() -> None:
     Posting.objects.filter(status="retry_wait").update(next_attempt_at=timezone.now())
 
 
-def test_a_posting_goes_pending_in_flight_posted_with_one_attempt_and_its_exchanges(erp) -> None:  # type: ignore[no-untyped-def]
+def test_a_posting_goes_pending_in_flight_posted_with_one_attempt_and_its_exchanges(erp) -> None:
     world = billed_world()
     conn = memory_connection(world.entity)
     ledger_consume(actor=ACTOR)
@@ -64,7 +64,7 @@ def test_a_posting_goes_pending_in_flight_posted_with_one_attempt_and_its_exchan
     assert outbox_drain().claimed == 0  # nothing twice
 
 
-def test_transient_errors_retry_with_backoff_then_post(erp) -> None:  # type: ignore[no-untyped-def]
+def test_transient_errors_retry_with_backoff_then_post(erp) -> None:
     world = billed_world()
     memory_connection(world.entity, backoff_base_seconds=10, backoff_cap_seconds=40)
     ledger_consume(actor=ACTOR)
@@ -73,6 +73,7 @@ def test_transient_errors_retry_with_backoff_then_post(erp) -> None:  # type: ig
     assert outbox_drain().retry == 1
     posting = Posting.objects.get()
     assert posting.status == "retry_wait" and posting.attempts == 1
+    assert posting.next_attempt_at is not None
     # equal jitter: between half and all of base * 2^0
     assert (
         before + timedelta(seconds=5)
@@ -94,7 +95,7 @@ def test_transient_errors_retry_with_backoff_then_post(erp) -> None:  # type: ig
     assert erp.creates[posting.external_id] == 1
 
 
-def test_attempts_exhausted_go_dead_and_open_a_case_with_the_erps_words(erp) -> None:  # type: ignore[no-untyped-def]
+def test_attempts_exhausted_go_dead_and_open_a_case_with_the_erps_words(erp) -> None:
     world = billed_world()
     memory_connection(world.entity, max_attempts=2)
     ledger_consume(actor=ACTOR)
@@ -109,7 +110,7 @@ def test_attempts_exhausted_go_dead_and_open_a_case_with_the_erps_words(erp) -> 
     assert case.amount_at_stake == D("221.10") and case.source_id == str(posting.pk)
 
 
-def test_a_permanent_error_fails_at_once_and_replay_after_correction_posts_it(erp) -> None:  # type: ignore[no-untyped-def]
+def test_a_permanent_error_fails_at_once_and_replay_after_correction_posts_it(erp) -> None:
     from datetime import date
 
     world = billed_world()
@@ -133,7 +134,7 @@ def test_a_permanent_error_fails_at_once_and_replay_after_correction_posts_it(er
     assert erp.creates[posting.external_id] == 1
 
 
-def test_replay_is_refused_for_a_posting_that_is_not_failed_dead_or_held(erp) -> None:  # type: ignore[no-untyped-def]
+def test_replay_is_refused_for_a_posting_that_is_not_failed_dead_or_held(erp) -> None:
     from core.errors import AppError
 
     world = billed_world()
@@ -144,7 +145,7 @@ def test_replay_is_refused_for_a_posting_that_is_not_failed_dead_or_held(erp) ->
     assert err.value.code == "erp_posting_not_replayable"
 
 
-def test_an_unknown_outcome_is_recorded_as_such_and_the_next_attempt_looks_up_first(erp) -> None:  # type: ignore[no-untyped-def]
+def test_an_unknown_outcome_is_recorded_as_such_and_the_next_attempt_looks_up_first(erp) -> None:
     world = billed_world()
     memory_connection(world.entity)
     ledger_consume(actor=ACTOR)
@@ -163,16 +164,17 @@ def test_an_unknown_outcome_is_recorded_as_such_and_the_next_attempt_looks_up_fi
     assert erp.creates[posting.external_id] == 1
 
 
-def test_a_worker_that_died_holding_the_lease_is_taken_over_after_it_expires(erp) -> None:  # type: ignore[no-untyped-def]
+def test_a_worker_that_died_holding_the_lease_is_taken_over_after_it_expires(erp) -> None:
     world = billed_world()
     memory_connection(world.entity)
     ledger_consume(actor=ACTOR)
     posting = Posting.objects.get()
     # a worker claimed it, sent it and was killed before recording anything
-    from erp_sync.services.outbox import _claim_next, _send
+    from erp_sync.services.outbox import Claim, _claim_next, _send
 
     claim = _claim_next(connection_id=None, worker="killed", now=timezone.now(), exclude=set())
-    _send(claim, [])  # type: ignore[arg-type]
+    assert isinstance(claim, Claim)
+    _send(claim, [])
     assert erp.creates[posting.external_id] == 1
     assert outbox_drain().claimed == 0  # lease still held
     Posting.objects.filter(pk=posting.pk).update(lease_expires_at=timezone.now())
@@ -183,7 +185,7 @@ def test_a_worker_that_died_holding_the_lease_is_taken_over_after_it_expires(erp
     assert erp.creates[posting.external_id] == 1
 
 
-def test_a_missing_revenue_mapping_holds_the_document_whole_and_mapping_it_releases_it(erp) -> None:  # type: ignore[no-untyped-def]
+def test_a_missing_revenue_mapping_holds_the_document_whole_and_mapping_it_releases_it(erp) -> None:
     world = billed_world(2)
     conn = memory_connection(world.entity, mapped=False)
     for role, key, account in [
@@ -213,7 +215,7 @@ def test_a_missing_revenue_mapping_holds_the_document_whole_and_mapping_it_relea
     assert "4200" in {ln.account for ln in rec.lines}
 
 
-def test_credit_memo_and_void_wait_for_the_invoice_then_reach_the_erp(erp) -> None:  # type: ignore[no-untyped-def]
+def test_credit_memo_and_void_wait_for_the_invoice_then_reach_the_erp(erp) -> None:
     world = billed_world(2)
     memory_connection(world.entity)
     inv0, inv1 = world.invoices
@@ -236,7 +238,7 @@ def test_credit_memo_and_void_wait_for_the_invoice_then_reach_the_erp(erp) -> No
 
 def test_the_password_is_read_from_the_environment_and_redacted_in_exchanges(
     erp, monkeypatch
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     world = billed_world()
     memory_connection(world.entity, password_env="TEST_ERP_PASSWORD")
     ledger_consume(actor=ACTOR)
@@ -249,7 +251,7 @@ def test_the_password_is_read_from_the_environment_and_redacted_in_exchanges(
 
     original = MemoryConnector.ensure_party
 
-    def leaky(self, party):  # type: ignore[no-untyped-def]
+    def leaky(self, party):
         self.recorder(
             base.Exchange(
                 "login",
@@ -269,7 +271,7 @@ def test_the_password_is_read_from_the_environment_and_redacted_in_exchanges(
 
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
-def test_two_drains_at_once_never_send_the_same_posting(erp) -> None:  # type: ignore[no-untyped-def]
+def test_two_drains_at_once_never_send_the_same_posting(erp) -> None:
     world = billed_world(12)
     memory_connection(world.entity)
     ledger_consume(actor=ACTOR)
@@ -295,7 +297,7 @@ def test_two_drains_at_once_never_send_the_same_posting(erp) -> None:  # type: i
 
 def test_defer_by_journal_books_the_invoice_to_revenue_and_moves_the_advance_fee_by_journal(
     erp,
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     world = billed_world()
     memory_connection(world.entity, options={"defer_by_journal": True})
     ledger_consume(actor=ACTOR)

@@ -37,10 +37,10 @@ PASSWORD_ENV = "LL_TEST_TRYTON_PASSWORD"
 
 
 @pytest.fixture
-def tryton_conn(tryton_server: TrytonServer, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def tryton_conn(tryton_server: TrytonServer, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv(PASSWORD_ENV, API_PASSWORD)
 
-    def make(world: Any, **fields: Any):  # type: ignore[no-untyped-def]
+    def make(world: Any, **fields: Any):
         return tryton_connection(
             legal_entity=world.entity,
             actor=ACTOR,
@@ -56,7 +56,7 @@ def tryton_conn(tryton_server: TrytonServer, monkeypatch: pytest.MonkeyPatch):  
     return make
 
 
-def this_world(n: int):  # type: ignore[no-untyped-def]
+def this_world(n: int):
     """Last month billed and finalized now: Tryton numbers invoices in date order and dates the
     credit notes its wizard makes today, so the documents must not be dated after today."""
     today = timezone.now().date()
@@ -87,7 +87,7 @@ def in_tryton(admin: TrytonClient, prefix: str) -> dict[str, int]:
     return counts
 
 
-def test_invoice_credit_memo_void_payment_and_recognition_reach_tryton_exactly_once(  # type: ignore[no-untyped-def]
+def test_invoice_credit_memo_void_payment_and_recognition_reach_tryton_exactly_once(
     tryton_conn, admin: TrytonClient
 ) -> None:
     world = this_world(4)
@@ -138,7 +138,7 @@ def test_invoice_credit_memo_void_payment_and_recognition_reach_tryton_exactly_o
     )
 
 
-def test_a_closed_period_fails_with_trytons_message_and_replay_after_reopening_posts(  # type: ignore[no-untyped-def]
+def test_a_closed_period_fails_with_trytons_message_and_replay_after_reopening_posts(
     tryton_conn, admin: TrytonClient
 ) -> None:
     from exceptions.models import ExceptionCase
@@ -188,7 +188,7 @@ def test_a_closed_period_fails_with_trytons_message_and_replay_after_reopening_p
 @pytest.mark.django_db(transaction=True)
 def test_two_drains_at_once_never_send_the_same_posting_to_tryton(
     tryton_conn, admin: TrytonClient
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     world = this_world(8)
     # Tryton answers 503 to a post while another worker's post of the same company holds its
     # locks (it retries inside, then gives up): retry soon, and as often as it takes

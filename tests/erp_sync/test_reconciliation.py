@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 DEC = (date(2026, 12, 1), date(2027, 1, 1))
 
 
-def _posted_world():  # type: ignore[no-untyped-def]
+def _posted_world():
     world = billed_world(3)
     memory_connection(world.entity)
     billing.credit_memo_issue(invoice=world.invoices[0], reason="goodwill", actor=ACTOR)
@@ -31,7 +31,7 @@ def _posted_world():  # type: ignore[no-untyped-def]
     return world
 
 
-def test_all_posted_reconciles_to_the_cent_in_every_column(erp) -> None:  # type: ignore[no-untyped-def]
+def test_all_posted_reconciles_to_the_cent_in_every_column(erp) -> None:
     world = _posted_world()
     run = reconcile(legal_entity=world.entity, start=DEC[0], end=DEC[1], actor=ACTOR)
     assert run.matched, run.mismatches
@@ -48,7 +48,7 @@ def test_all_posted_reconciles_to_the_cent_in_every_column(erp) -> None:  # type
     assert not ExceptionCase.objects.filter(kind="reconciliation_mismatch").exists()
 
 
-def test_a_document_that_differs_in_the_erp_opens_a_case_with_both_sides(erp) -> None:  # type: ignore[no-untyped-def]
+def test_a_document_that_differs_in_the_erp_opens_a_case_with_both_sides(erp) -> None:
     world = _posted_world()
     ext = f"ll-inv-{world.invoices[2].pk}"
     rec = erp.records[("invoice", ext)]
@@ -61,7 +61,7 @@ def test_a_document_that_differs_in_the_erp_opens_a_case_with_both_sides(erp) ->
     assert run.totals["currencies"][0]["connections"]["erp"]["erp_minus_posted"] == "-0.01"
 
 
-def test_a_document_in_the_erp_with_our_external_id_we_have_no_record_of_opens_a_case(erp) -> None:  # type: ignore[no-untyped-def]
+def test_a_document_in_the_erp_with_our_external_id_we_have_no_record_of_opens_a_case(erp) -> None:
     world = _posted_world()
     erp.records[("invoice", "ll-inv-99999")] = ErpRecord(
         external_id="ll-inv-99999",
@@ -81,7 +81,7 @@ def test_a_document_in_the_erp_with_our_external_id_we_have_no_record_of_opens_a
     assert case.details["external_id"] == "ll-inv-99999"
 
 
-def test_accounts_reconcile_when_the_erp_defers_by_journal(erp) -> None:  # type: ignore[no-untyped-def]
+def test_accounts_reconcile_when_the_erp_defers_by_journal(erp) -> None:
     world = billed_world(2)
     memory_connection(world.entity, options={"defer_by_journal": True})
     ledger_consume(actor=ACTOR)

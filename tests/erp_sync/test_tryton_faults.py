@@ -27,7 +27,7 @@ from erp_sync.connectors.tryton import TrytonConnector
 from erp_sync.tryton_rpc import TrytonClient
 
 from .conftest import API_LOGIN, API_PASSWORD, TrytonServer
-from .faultproxy import FaultProxy
+from .faultproxy import FaultKind, FaultProxy
 from .test_connector_tryton import invoice
 
 pytestmark = pytest.mark.tryton
@@ -74,7 +74,7 @@ def journal(ext: str, amount: str) -> Journal:
 def until_posted(send: Callable[[], ErpRecord], attempts: int = 20) -> tuple[ErpRecord, list[str]]:
     """What the outbox does: call again after each transient error (its lookup-first is inside
     every post_* call); the error classes seen on the way."""
-    seen = []
+    seen: list[str] = []
     for _ in range(attempts):
         try:
             return send(), seen
@@ -205,7 +205,9 @@ def test_forty_documents_through_random_faults_exist_once_each_to_the_cent(
         exts.append(ext)
         expected += amount
         method = rng.choice(["model.account.move.create", "model.account.move.post", "*"])
-        kind = rng.choice(["reset_after", "status", "status", "hang_after", "delay", None])
+        kind: FaultKind | None = rng.choice(
+            ["reset_after", "status", "status", "hang_after", "delay", None]
+        )
         if kind == "status":
             proxy.add("status", method, status=rng.choice([429, 500, 503]))
         elif kind == "hang_after":

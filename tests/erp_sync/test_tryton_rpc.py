@@ -50,6 +50,7 @@ PREFERENCES = (200, {"id": 2, "result": {"company": 1, "language": "en"}})
 
 def client(*answers: tuple[int, Any] | Exception) -> tuple[TrytonClient, FakeHttp]:
     http = FakeHttp(LOGIN_OK, PREFERENCES, *answers)
+    # FakeHttp has only the post() TrytonClient calls; it is no requests.Session
     c = TrytonClient("http://127.0.0.1:1", "ledgerline", "ledgerline", "pw", http=http)  # type: ignore[arg-type]
     c.login()
     return c, http

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def failed_posting():  # type: ignore[no-untyped-def]
+def failed_posting():
     erp = memory_erp("test")
     erp.reset()
     world = billed_world()
@@ -32,7 +32,7 @@ def failed_posting():  # type: ignore[no-untyped-def]
 
 def test_postings_pages_show_the_erps_message_and_every_attempt(
     client, clerk, failed_posting
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     client.force_login(clerk)
     listing = client.get("/erp/postings/?status=failed")
     assert listing.status_code == 200 and failed_posting.external_id in listing.content.decode()
@@ -43,7 +43,7 @@ def test_postings_pages_show_the_erps_message_and_every_attempt(
 
 def test_replay_is_refused_to_a_clerk_and_done_for_an_approver(
     client, clerk, approver, failed_posting
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     client.force_login(clerk)
     assert (
         client.post(f"/erp/postings/{failed_posting.pk}/replay/", {"reason": "x"}).status_code
@@ -64,7 +64,7 @@ def test_replay_is_refused_to_a_clerk_and_done_for_an_approver(
     assert ExceptionCase.objects.get(kind="posting_failed").status == "resolved"
 
 
-def test_reconciliation_page_runs_and_shows_the_columns(client, clerk, failed_posting) -> None:  # type: ignore[no-untyped-def]
+def test_reconciliation_page_runs_and_shows_the_columns(client, clerk, failed_posting) -> None:
     client.force_login(clerk)
     response = client.post("/erp/reconciliation/run/", {"entity": "ll-us", "period": "2026-12"})
     assert response.status_code == 302
@@ -76,7 +76,7 @@ def test_reconciliation_page_runs_and_shows_the_columns(client, clerk, failed_po
 
 def test_account_mapping_saved_in_the_admin_goes_through_the_service(
     client, integrator, failed_posting
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     client.force_login(integrator)
     assert client.get("/admin/erp_sync/erpconnection/").status_code == 200
     assert client.get(f"/admin/erp_sync/posting/{failed_posting.pk}/change/").status_code == 200

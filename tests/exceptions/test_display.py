@@ -15,7 +15,7 @@ from exceptions.templatetags.queue import money_text
     ("amount", "code", "minor", "shown"),
     [
         (Decimal("1234.5"), "USD", 2, "$1,234.50"),
-        (Decimal("-12"), "EUR", 2, "-€12.00"),
+        (Decimal("-12"), "EUR", 2, "(€12.00)"),
         (Decimal("1234.6"), "JPY", 0, "¥1,235"),
         (Decimal("0.1625"), "KWD", 3, "KWD\u00a00.163"),
         (Decimal("100000"), "GBP", 2, "£100,000.00"),

@@ -7,9 +7,16 @@ from typing import Any
 import pytest
 from rest_framework.test import APIClient
 
-from core.models import Customer
+from core.models import ApiKey, Customer
+from core.services import IssuedKey
 from metering.models import CustomerMapping
 from tests.metering.factories import make_metric
+
+
+def as_dict(value: object) -> dict[str, Any]:
+    """A JSON column's value where the test expects an object (the test fails on anything else)."""
+    assert isinstance(value, dict), value
+    return value
 
 
 def iso(dt: datetime) -> str:
@@ -42,11 +49,18 @@ def mapped(customer_acme: Customer) -> CustomerMapping:
     )
 
 
+class KeyedClient(APIClient):
+    """A producer's API client that carries its key (tests compare the events' api_key_id)."""
+
+    api_key: ApiKey
+
+
 @pytest.fixture
-def writer(make_api_key: Callable[..., Any], api_client: Callable[[str], APIClient]) -> APIClient:
+def writer(make_api_key: Callable[..., IssuedKey]) -> KeyedClient:
     issued = make_api_key("usage:write", name="producer")
-    client = api_client(issued.raw_key)
-    client.api_key = issued.api_key  # type: ignore[attr-defined]
+    client = KeyedClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {issued.raw_key}")
+    client.api_key = issued.api_key
     return client
 
 

@@ -41,6 +41,7 @@ def put_event(
 ) -> UsageEvent:
     """An accepted event, as the ingest path would store it (key row included)."""
     version = metric.versions.order_by("-effective_from").first()
+    assert version is not None, f"{metric.code} has no version"
     event_id = f"t-{next(_counter)}"
     EventKey.objects.create(
         key=EventKey.key_of(source, event_id), content_hash="x" * 32, received_at=at

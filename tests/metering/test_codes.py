@@ -55,5 +55,6 @@ def test_the_audit_actions_keep_their_values() -> None:
         ]
     )
     # a member is its value, wherever it is written (JSON bodies, audit rows and their hashes)
-    assert MeteringAction.USAGE_INGEST == "usage.ingest"
+    written: str = MeteringAction.USAGE_INGEST
+    assert written == "usage.ingest"
     assert f"{MeteringErrorCode.EVENT_TOO_OLD}" == "event_too_old"

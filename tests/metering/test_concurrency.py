@@ -13,7 +13,7 @@ from core.models import ApiKey, Currency, Customer, LegalEntity
 from core.actors import Actor
 from metering.models import CustomerMapping, EventKey, IngestTally, UsageEvent
 from metering.partitions import partition_name
-from metering.services import usage_ingest, usage_summarize_window
+from metering.services import IngestCounts, usage_ingest, usage_summarize_window
 from tests.conftest import requires_postgres
 from tests.metering.factories import make_metric
 
@@ -49,7 +49,7 @@ def test_same_events_sent_by_several_clients_at_once_count_once() -> None:
         for i in range(300)
     ]
     barrier = threading.Barrier(THREADS)
-    outcomes: list[dict[str, int]] = []
+    outcomes: list[IngestCounts] = []
     errors: list[BaseException] = []
 
     def send(n: int) -> None:
@@ -104,6 +104,7 @@ def test_a_key_stored_by_another_batch_after_the_lookup_makes_a_duplicate(
     for A, fails when A commits, and B runs again the safe way: k counts once, B gets duplicate."""
     from metering import event_store
     from metering.services import ingest as services  # where usage_ingest looks it up
+    from metering.services.tallies import _tally_add
 
     _acme_mapped_and_a_metric()
     event = {
@@ -115,7 +116,7 @@ def test_a_key_stored_by_another_batch_after_the_lookup_makes_a_duplicate(
     }
     a_stored, a_go = threading.Event(), threading.Event()
     races: list[str] = []
-    tally = services._tally_add
+    tally = _tally_add  # the function services.ingest imported
     optimistic = event_store._keys_optimistic
 
     def pause_in_a(*args: Any, **kwargs: Any) -> None:  # A has stored its key and its event
@@ -209,7 +210,7 @@ def test_mixed_traffic_from_many_producers_neither_deadlocks_nor_loses_an_event(
     _acme_mapped_and_a_metric()
     ts = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     barrier = threading.Barrier(PRODUCERS)
-    outcomes: list[dict[str, int]] = []
+    outcomes: list[IngestCounts] = []
     errors: list[BaseException] = []
 
     def event(p: int, b: int, i: int) -> dict[str, Any]:

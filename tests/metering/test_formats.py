@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+from rest_framework.test import APIClient
+from typing import Any
+from collections.abc import Callable
+from core.models import Customer
+from tests.metering.conftest import KeyedClient
+
 import uuid
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -15,8 +21,8 @@ from tests.metering.conftest import iso
 pytestmark = pytest.mark.usefixtures("metrics", "mapped")
 
 
-def ce(event_id: str, now: datetime, **kw):  # type: ignore[no-untyped-def]
-    body = {
+def ce(event_id: str, now: datetime, **kw: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "specversion": "1.0",
         "id": event_id,
         "source": "app",
@@ -30,7 +36,7 @@ def ce(event_id: str, now: datetime, **kw):  # type: ignore[no-untyped-def]
     return body
 
 
-def test_cloudevents_structured(writer, now) -> None:  # type: ignore[no-untyped-def]
+def test_cloudevents_structured(writer: KeyedClient, now: datetime) -> None:
     resp = writer.post(
         "/api/v1/events",
         data=orjson.dumps(ce("c1", now)),
@@ -47,7 +53,7 @@ def test_cloudevents_structured(writer, now) -> None:  # type: ignore[no-untyped
     )
 
 
-def test_cloudevents_batch(writer, now) -> None:  # type: ignore[no-untyped-def]
+def test_cloudevents_batch(writer: KeyedClient, now: datetime) -> None:
     batch = [
         ce("c1", now),
         ce("c2", now, type="api_calls", data=None),
@@ -72,8 +78,8 @@ def test_cloudevents_batch(writer, now) -> None:  # type: ignore[no-untyped-def]
     assert not_list.status_code == 400 and not_list.json()["code"] == "malformed_request"
 
 
-def test_cloudevents_binary(writer, now) -> None:  # type: ignore[no-untyped-def]
-    headers = {
+def test_cloudevents_binary(writer: KeyedClient, now: datetime) -> None:
+    headers: dict[str, Any] = {  # WSGI environ entries, beside post()'s own keywords
         "HTTP_CE_SPECVERSION": "1.0",
         "HTTP_CE_ID": "b1",
         "HTTP_CE_SOURCE": "app",
@@ -96,8 +102,8 @@ def test_cloudevents_binary(writer, now) -> None:  # type: ignore[no-untyped-def
     assert UsageEvent.objects.get(event_id="b2").value == Decimal("3")
 
 
-def lago_event(tid: str, now: datetime, **kw):  # type: ignore[no-untyped-def]
-    ev = {
+def lago_event(tid: str, now: datetime, **kw: Any) -> dict[str, Any]:
+    ev: dict[str, Any] = {
         "transaction_id": tid,
         "external_subscription_id": "sub-1",
         "code": "storage_gb",
@@ -109,13 +115,15 @@ def lago_event(tid: str, now: datetime, **kw):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def lago_mapping(customer_acme):  # type: ignore[no-untyped-def]
+def lago_mapping(customer_acme: Customer) -> CustomerMapping:
     return CustomerMapping.objects.create(
         source="lago", customer_ref="sub-1", customer=customer_acme
     )
 
 
-def test_lago_single_event_and_duplicate(writer, now, lago_mapping) -> None:  # type: ignore[no-untyped-def]
+def test_lago_single_event_and_duplicate(
+    writer: KeyedClient, now: datetime, lago_mapping: CustomerMapping
+) -> None:
     resp = writer.post(
         "/compat/lago/api/v1/events", {"event": lago_event("t1", now)}, format="json"
     )
@@ -138,7 +146,9 @@ def test_lago_single_event_and_duplicate(writer, now, lago_mapping) -> None:  # 
     }
 
 
-def test_lago_iso_timestamp_and_customer_id(writer, now, customer_acme) -> None:  # type: ignore[no-untyped-def]
+def test_lago_iso_timestamp_and_customer_id(
+    writer: KeyedClient, now: datetime, customer_acme: Customer
+) -> None:
     CustomerMapping.objects.create(source="lago", customer_ref="cust-9", customer=customer_acme)
     ev = {
         "transaction_id": "t2",
@@ -157,7 +167,7 @@ def test_lago_iso_timestamp_and_customer_id(writer, now, customer_acme) -> None:
     assert no_ts.status_code == 200  # Lago stamps the receipt time
 
 
-def test_lago_batch(writer, now, lago_mapping) -> None:  # type: ignore[no-untyped-def]
+def test_lago_batch(writer: KeyedClient, now: datetime, lago_mapping: CustomerMapping) -> None:
     ok = writer.post(
         "/compat/lago/api/v1/events/batch",
         {"events": [lago_event("b1", now), lago_event("b2", now)]},
@@ -188,7 +198,9 @@ def test_lago_batch(writer, now, lago_mapping) -> None:  # type: ignore[no-untyp
     assert empty.status_code == 422 and empty.json()["error_details"] == {"events": ["no_events"]}
 
 
-def test_lago_errors_use_lago_shapes(writer, api_client) -> None:  # type: ignore[no-untyped-def]
+def test_lago_errors_use_lago_shapes(
+    writer: KeyedClient, api_client: Callable[[str], APIClient]
+) -> None:
     unauth = api_client("ll_nope_nope").post(
         "/compat/lago/api/v1/events", {"event": {}}, format="json"
     )
@@ -203,7 +215,9 @@ def test_lago_errors_use_lago_shapes(writer, api_client) -> None:  # type: ignor
 @pytest.mark.parametrize(
     "path", ["/compat/lago/api/v1/customers", "/compat/lago/api/v1/events/xyz", "/compat/lago/x"]
 )
-def test_a_path_lago_compat_does_not_serve_answers_lagos_json_404(writer, path) -> None:  # type: ignore[no-untyped-def]
+def test_a_path_lago_compat_does_not_serve_answers_lagos_json_404(
+    writer: KeyedClient, path: str
+) -> None:
     for resp in (writer.get(path), writer.post(path, {"event": {}}, format="json")):
         assert resp.status_code == 404
         assert resp["Content-Type"] == "application/json"
@@ -212,7 +226,7 @@ def test_a_path_lago_compat_does_not_serve_answers_lagos_json_404(writer, path) 
         assert "/compat/lago/" in body["error_details"]["message"]
 
 
-def test_the_lago_404_needs_no_csrf_token(db) -> None:  # type: ignore[no-untyped-def]
+def test_the_lago_404_needs_no_csrf_token(db: None) -> None:
     from django.test import Client
 
     resp = Client(enforce_csrf_checks=True).post(

@@ -3,9 +3,14 @@ malformed requests, held-then-released, dead letter, audit and control totals.""
 
 from __future__ import annotations
 
+from rest_framework.test import APIClient
+from collections.abc import Callable
+from core.services import IssuedKey
+from tests.metering.conftest import KeyedClient
+
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pytest
@@ -14,22 +19,27 @@ from django.test import override_settings
 from core.models import Customer
 from exceptions.models import AuditEntry, ExceptionCase
 from metering.models import DuplicateConflict, HeldEvent, IngestTally, RejectedEvent, UsageEvent
-from tests.metering.conftest import iso
+from tests.metering.conftest import as_dict, iso
+
+if TYPE_CHECKING:
+    from rest_framework.response import _MonkeyPatchedResponse  # the test client's response
 
 pytestmark = pytest.mark.usefixtures("metrics", "mapped")
 
 
-def post(client, events: list[Any]):  # type: ignore[no-untyped-def]
+def post(client: APIClient, events: list[Any]) -> _MonkeyPatchedResponse:
     return client.post(
         "/api/v1/events", data=orjson.dumps({"events": events}), content_type="application/json"
     )
 
 
-def statuses(resp) -> list[str]:  # type: ignore[no-untyped-def]
+def statuses(resp: _MonkeyPatchedResponse) -> list[str]:
     return [r["status"] for r in resp.json()["results"]]
 
 
-def test_batch_outcomes_counts_and_one_audit_entry(writer, event) -> None:  # type: ignore[no-untyped-def]
+def test_batch_outcomes_counts_and_one_audit_entry(
+    writer: KeyedClient, event: Callable[..., dict[str, Any]]
+) -> None:
     resp = post(
         writer,
         [
@@ -63,11 +73,14 @@ def test_batch_outcomes_counts_and_one_audit_entry(writer, event) -> None:  # ty
     entries = AuditEntry.objects.filter(action="usage.ingest")
     assert entries.count() == 1
     assert (
-        entries.get().after["accepted"] == 3 and entries.get().actor_api_key_id == writer.api_key.pk
+        as_dict(entries.get().after)["accepted"] == 3
+        and entries.get().actor_api_key_id == writer.api_key.pk
     )
 
 
-def test_exactly_once_across_batches_and_conflict_case(writer, event) -> None:  # type: ignore[no-untyped-def]
+def test_exactly_once_across_batches_and_conflict_case(
+    writer: KeyedClient, event: Callable[..., dict[str, Any]]
+) -> None:
     assert statuses(post(writer, [event("a"), event("b")])) == ["accepted", "accepted"]
     again = post(
         writer, [event("a"), event("b", customer_ref="acct-1", properties={"x": 1}), event("c")]
@@ -105,7 +118,9 @@ def test_exactly_once_across_batches_and_conflict_case(writer, event) -> None:  
         ({"metric": "unknown"}, "unknown_metric"),
     ],
 )
-def test_each_rejection_code_goes_to_the_dead_letter(writer, event, overrides, code) -> None:  # type: ignore[no-untyped-def]
+def test_each_rejection_code_goes_to_the_dead_letter(
+    writer: KeyedClient, event: Callable[..., dict[str, Any]], overrides: dict[str, Any], code: str
+) -> None:
     ev = {**event("bad"), **overrides}
     resp = post(writer, [ev])
     assert resp.status_code == 200
@@ -117,7 +132,9 @@ def test_each_rejection_code_goes_to_the_dead_letter(writer, event, overrides, c
     assert dead.case is not None and dead.case.kind == "usage_rejected"
 
 
-def test_window_codes(writer, event, now: datetime) -> None:  # type: ignore[no-untyped-def]
+def test_window_codes(
+    writer: KeyedClient, event: Callable[..., dict[str, Any]], now: datetime
+) -> None:
     resp = post(
         writer,
         [
@@ -140,7 +157,9 @@ def test_window_codes(writer, event, now: datetime) -> None:  # type: ignore[no-
     ]
 
 
-def test_metric_version_in_force_at_event_time(writer, event, now: datetime) -> None:  # type: ignore[no-untyped-def]
+def test_metric_version_in_force_at_event_time(
+    writer: KeyedClient, event: Callable[..., dict[str, Any]], now: datetime
+) -> None:
     from core.actors import Actor
     from metering.models import MetricDefinition
     from metering.services import metric_version_add
@@ -170,8 +189,11 @@ def test_metric_version_in_force_at_event_time(writer, event, now: datetime) -> 
 
 
 def test_held_then_released_by_a_mapping(
-    writer, admin_client, event, customer_acme: Customer
-) -> None:  # type: ignore[no-untyped-def]
+    writer: KeyedClient,
+    admin_client: APIClient,
+    event: Callable[..., dict[str, Any]],
+    customer_acme: Customer,
+) -> None:
     other = Customer.objects.create(
         legal_entity=customer_acme.legal_entity, code="globex", name="Globex"
     )
@@ -201,7 +223,7 @@ def test_held_then_released_by_a_mapping(
     assert HeldEvent.objects.filter(released_at__isnull=True).count() == 0
     case.refresh_from_db()
     assert case.status == "resolved"
-    assert AuditEntry.objects.filter(action="usage.release").get().after["released"] == 2
+    assert as_dict(AuditEntry.objects.filter(action="usage.release").get().after)["released"] == 2
     tally = IngestTally.objects.get(source="app")
     assert (tally.held, tally.released, tally.duplicate) == (2, 2, 1)
     dup = admin_client.post(
@@ -212,7 +234,7 @@ def test_held_then_released_by_a_mapping(
     assert dup.status_code == 409 and dup.json()["code"] == "mapping_exists"
 
 
-def test_control_totals_add_up(writer, event) -> None:  # type: ignore[no-untyped-def]
+def test_control_totals_add_up(writer: KeyedClient, event: Callable[..., dict[str, Any]]) -> None:
     post(
         writer,
         [
@@ -234,7 +256,7 @@ def test_control_totals_add_up(writer, event) -> None:  # type: ignore[no-untype
     assert writer.get("/api/v1/metering/control-totals?date_from=bad").status_code == 400
 
 
-def test_malformed_requests_are_4xx_and_kept(writer) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_requests_are_4xx_and_kept(writer: KeyedClient) -> None:
     not_json = writer.post("/api/v1/events", data=b"{oops", content_type="application/json")
     assert not_json.status_code == 400 and not_json.json()["code"] == "malformed_request"
     assert RejectedEvent.objects.get(pk=not_json.json()["extra"]["rejected_id"]).raw_text == "{oops"
@@ -264,40 +286,49 @@ def test_malformed_requests_are_4xx_and_kept(writer) -> None:  # type: ignore[no
         too_many = post(writer, [{"event_id": str(i)} for i in range(3)])
     assert too_many.status_code == 413 and too_many.json()["code"] == "batch_too_large"
     assert too_many.json()["extra"]["received"] == 3
-    assert RejectedEvent.objects.get(pk=too_many.json()["extra"]["rejected_id"]).raw["events"][
-        2
-    ] == {"event_id": "2"}
+    too_many_raw = RejectedEvent.objects.get(pk=too_many.json()["extra"]["rejected_id"]).raw
+    assert as_dict(too_many_raw)["events"][2] == {"event_id": "2"}
     assert UsageEvent.objects.count() == 0
 
 
-def test_scope_is_required(make_api_key, api_client, event) -> None:  # type: ignore[no-untyped-def]
+def test_scope_is_required(
+    make_api_key: Callable[..., IssuedKey],
+    api_client: Callable[[str], APIClient],
+    event: Callable[..., dict[str, Any]],
+) -> None:
     reader = api_client(make_api_key("invoices:read").raw_key)
     resp = post(reader, [event("x")])
     assert resp.status_code == 403 and resp.json()["code"] == "scope_missing"
     assert post(api_client("ll_bad_key"), [event("x")]).status_code == 401
 
 
-def test_rejected_event_corrected_and_resubmitted(writer, admin_client, event) -> None:  # type: ignore[no-untyped-def]
+def test_rejected_event_corrected_and_resubmitted(
+    writer: KeyedClient, admin_client: APIClient, event: Callable[..., dict[str, Any]]
+) -> None:
     post(writer, [event("r1", metric="storage_gb", value="abc")])
     dead = RejectedEvent.objects.get()
     url = f"/api/v1/metering/rejected/{dead.pk}/resubmit"
-    still_bad = admin_client.post(url, {"event": {**dead.raw, "value": "x"}}, format="json")
+    still_bad = admin_client.post(
+        url, {"event": {**as_dict(dead.raw), "value": "x"}}, format="json"
+    )
     assert still_bad.json()["status"] == "rejected" and still_bad.json()["code"] == "invalid_value"
     dead.refresh_from_db()
     assert dead.status == "open"
-    fixed = admin_client.post(url, {"event": {**dead.raw, "value": "3.5"}}, format="json")
+    fixed = admin_client.post(url, {"event": {**as_dict(dead.raw), "value": "3.5"}}, format="json")
     assert fixed.status_code == 200 and fixed.json()["status"] == "accepted"
     assert UsageEvent.objects.get(event_id="r1").value == Decimal("3.5")
     dead.refresh_from_db()
     assert (dead.status, dead.resubmission_outcome) == ("resubmitted", "accepted")
     assert AuditEntry.objects.filter(action="usage.resubmit").count() == 1
-    again = admin_client.post(url, {"event": {**dead.raw, "value": "3.5"}}, format="json")
+    again = admin_client.post(url, {"event": {**as_dict(dead.raw), "value": "3.5"}}, format="json")
     assert again.status_code == 409
     listing = admin_client.get("/api/v1/metering/rejected").json()
     assert listing["results"][0]["id"] == dead.pk
 
 
-def test_rejections_group_into_one_case_per_source_and_code(writer, event) -> None:  # type: ignore[no-untyped-def]
+def test_rejections_group_into_one_case_per_source_and_code(
+    writer: KeyedClient, event: Callable[..., dict[str, Any]]
+) -> None:
     post(writer, [event(f"m{i}", metric="nope") for i in range(5)])
     post(writer, [event("m9", metric="nope"), event("bad-ts", timestamp="x")])
     cases = {
@@ -307,7 +338,9 @@ def test_rejections_group_into_one_case_per_source_and_code(writer, event) -> No
     assert cases == {"unknown_metric": 6, "invalid_timestamp": 1}
 
 
-def test_nul_characters_are_rejected_and_kept(writer, event) -> None:  # type: ignore[no-untyped-def]
+def test_nul_characters_are_rejected_and_kept(
+    writer: KeyedClient, event: Callable[..., dict[str, Any]]
+) -> None:
     # PostgreSQL stores no NUL in text or jsonb: such events are refused with a code, never a 500.
     resp = post(
         writer,
@@ -327,7 +360,9 @@ def test_nul_characters_are_rejected_and_kept(writer, event) -> None:  # type: i
     assert kept.count() == 3 and "\\u0000" in kept[0].raw_text
 
 
-def test_backslashes_tabs_and_unicode_round_trip(writer, event) -> None:  # type: ignore[no-untyped-def]
+def test_backslashes_tabs_and_unicode_round_trip(
+    writer: KeyedClient, event: Callable[..., dict[str, Any]]
+) -> None:
     props = {
         "path": "C:\\new\\N",
         "tab": "a\tb",

@@ -4,6 +4,11 @@ Bounded in examples so the suite stays fast."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from metering.models import CustomerMapping
+from core.services import IssuedKey
+from pytest_django import Settings
+
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +31,7 @@ INGEST_PATHS = ("/api/v1/events", "/compat/lago/api/v1/events", "/compat/lago/ap
 
 
 def ingest_schema() -> dict[str, Any]:
-    raw = SchemaGenerator().get_schema(request=None, public=True)
+    raw: dict[str, Any] = SchemaGenerator().get_schema(request=None, public=True)
     raw["paths"] = {p: v for p, v in raw["paths"].items() if p in INGEST_PATHS}
     return raw
 
@@ -42,7 +47,12 @@ CHECKS = [
 
 
 @pytest.fixture
-def fuzz_key(make_api_key, metrics, mapped, settings) -> Iterator[str]:  # type: ignore[no-untyped-def]
+def fuzz_key(
+    make_api_key: Callable[..., IssuedKey],
+    metrics: None,
+    mapped: CustomerMapping,
+    settings: Settings,
+) -> Iterator[str]:
     settings.ALLOWED_HOSTS = ["*"]
     # Requests go straight to the WSGI app (not Django's test client): keep the test's
     # transaction open across them, as the test client does.

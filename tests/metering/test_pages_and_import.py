@@ -3,6 +3,17 @@ the refresh task and its schedule, and the admin screens that go through service
 
 from __future__ import annotations
 
+from rest_framework.test import APIClient
+from typing import Any
+from collections.abc import Callable
+from pytest_django import DjangoCaptureOnCommitCallbacks
+from django.db.models import Sum
+from django.http import FileResponse
+
+from tests.metering.conftest import KeyedClient
+from pytest_django import Settings
+from django.contrib.auth.models import User
+
 import csv
 import io
 from datetime import UTC, datetime, timedelta
@@ -37,7 +48,7 @@ def csv_file(now: datetime, rows: int = 5) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def login(user) -> Client:  # type: ignore[no-untyped-def]
+def login(user: User) -> Client:
     c = Client()
     c.force_login(user)
     return c
@@ -49,9 +60,8 @@ def test_import_usage_command_streams_and_reports(tmp_path: Path, now: datetime)
     out = io.StringIO()
     call_command("import_usage", str(path), "--no-progress", stdout=out)
     assert "9 rows: 5 accepted, 1 duplicate, 2 rejected, 1 held" in out.getvalue()
-    assert sum(UsageEvent.objects.values_list("value", flat=True)) == Decimal(
-        "12.5"
-    )  # .5+1.5+...+4.5
+    total = UsageEvent.objects.aggregate(total=Sum("value"))["total"]
+    assert total == Decimal("12.5")  # .5+1.5+...+4.5
     report = list(csv.DictReader((tmp_path / "usage.errors.csv").open()))
     assert [(r["line"], r["status"], r["code"]) for r in report] == [
         ("7", "duplicate", "duplicate_in_request"),
@@ -73,8 +83,12 @@ def test_import_usage_refuses_a_file_without_the_columns(tmp_path: Path) -> None
 
 
 def test_upload_page_progress_and_error_report(
-    clerk, now: datetime, django_capture_on_commit_callbacks, settings, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    clerk: User,
+    now: datetime,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
     settings.MEDIA_ROOT = tmp_path
     c = login(clerk)
     assert c.get("/metering/imports/").status_code == 200
@@ -90,7 +104,9 @@ def test_upload_page_progress_and_error_report(
     assert (job.status, job.rows, job.accepted, job.rejected, job.held) == ("done", 9, 5, 2, 1)
     partial = c.get(f"/metering/imports/{job.pk}/", HTTP_HX_REQUEST="true")
     assert b"every 1s" not in partial.content and b"100%" in partial.content
-    report = b"".join(c.get(f"/metering/imports/{job.pk}/errors.csv").streaming_content).decode()
+    download = c.get(f"/metering/imports/{job.pk}/errors.csv")
+    assert isinstance(download, FileResponse)
+    report = b"".join(download.streaming_content).decode()
     assert "invalid_timestamp" in report and report.startswith("line,event_id,status,code,message")
     run_import_job(job.pk)  # safe to run twice
     assert UsageEvent.objects.count() == 5
@@ -98,7 +114,9 @@ def test_upload_page_progress_and_error_report(
     assert bad.status_code == 200 and b"Upload a .csv file" in bad.content
 
 
-def test_control_totals_page(clerk, writer, event, client) -> None:  # type: ignore[no-untyped-def]
+def test_control_totals_page(
+    clerk: User, writer: KeyedClient, event: Callable[..., dict[str, Any]], client: Client
+) -> None:
     import orjson
 
     writer.post(
@@ -133,12 +151,13 @@ def test_refresh_task_and_its_schedule(customer_acme: Customer, now: datetime) -
     put_event(customer=customer_acme, metric=metric, at=now - timedelta(hours=3))
     assert refresh_usage_summaries() == 1  # late usage: revision 1
     latest = UsageSummary.objects.order_by("-revision").first()
-    assert (latest.revision, latest.quantity) == (1, 3)
+    assert latest is not None
+    assert (latest.revision, latest.quantity) == (1, Decimal(3))
 
 
 def test_admin_creates_metrics_and_mappings_through_services(
-    integrator, customer_acme: Customer
-) -> None:  # type: ignore[no-untyped-def]
+    integrator: User, customer_acme: Customer
+) -> None:
     c = login(integrator)
     resp = c.post(
         "/admin/metering/metricdefinition/add/",
@@ -190,7 +209,7 @@ def test_admin_creates_metrics_and_mappings_through_services(
     assert AuditEntry.objects.filter(action="mapping.create").count() == 1
 
 
-def test_metric_and_mapping_api(admin_client, customer_acme: Customer) -> None:  # type: ignore[no-untyped-def]
+def test_metric_and_mapping_api(admin_client: APIClient, customer_acme: Customer) -> None:
     created = admin_client.post(
         "/api/v1/metering/metrics",
         {
@@ -237,8 +256,8 @@ def test_metric_and_mapping_api(admin_client, customer_acme: Customer) -> None: 
 @pytest.mark.taskqueue
 @pytest.mark.django_db(transaction=True)
 def test_upload_goes_through_the_broker_to_the_import_task(
-    clerk, now: datetime, settings, tmp_path: Path
-) -> None:  # type: ignore[no-untyped-def]
+    clerk: User, now: datetime, settings: Settings, tmp_path: Path
+) -> None:
     from importlib import import_module
 
     from django_q.brokers import get_broker
@@ -262,7 +281,7 @@ def test_upload_goes_through_the_broker_to_the_import_task(
     assert (job.status, job.accepted, job.rejected) == ("done", 3, 2)
 
 
-def test_an_auditor_cannot_upload_usage(client, auditor) -> None:  # type: ignore[no-untyped-def]
+def test_an_auditor_cannot_upload_usage(client: Client, auditor: User) -> None:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from metering.models import ImportJob
@@ -362,8 +381,8 @@ def test_rows_without_a_source_count_under_the_imports_source(
 
 
 def test_the_header_is_checked_before_the_file_is_queued(
-    clerk, settings, tmp_path: Path, now: datetime
-) -> None:  # type: ignore[no-untyped-def]
+    clerk: User, settings: Settings, tmp_path: Path, now: datetime
+) -> None:
     settings.MEDIA_ROOT = tmp_path
     c = login(clerk)
     template = c.get("/metering/imports/template.csv")

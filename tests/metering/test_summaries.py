@@ -3,6 +3,8 @@ revisions, closing, lineage selectors and their audit entries."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -32,8 +34,16 @@ def globex(customer_acme: Customer) -> Customer:
     )
 
 
-def summarize(**kw):  # type: ignore[no-untyped-def]
-    return usage_summarize_window(period_start=START, period_end=END, actor=TEST_ACTOR, **kw)
+def summarize(
+    *, customer_ids: Iterable[int] | None = None, metric_codes: Iterable[str] | None = None
+) -> list[UsageSummary]:
+    return usage_summarize_window(
+        period_start=START,
+        period_end=END,
+        customer_ids=customer_ids,
+        metric_codes=metric_codes,
+        actor=TEST_ACTOR,
+    )
 
 
 def by_key(summaries: list[UsageSummary]) -> dict[tuple[str, str], UsageSummary]:
@@ -185,6 +195,7 @@ def test_database_refuses_a_second_open_revision_and_a_duplicate_event_key(
             computed_at=START,
         )
     key = EventKey.objects.first()
+    assert key is not None
     with pytest.raises(IntegrityError), transaction.atomic():
         EventKey.objects.create(key=key.key, content_hash="y" * 32, received_at=START)
     assert s.pk
