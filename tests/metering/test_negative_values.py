@@ -3,6 +3,8 @@ not is rejected at intake with `negative_value` on every path, not accepted and 
 
 from __future__ import annotations
 
+from typing import Any
+
 import csv
 import io
 from datetime import timedelta
@@ -25,7 +27,7 @@ def credits(db):  # type: ignore[no-untyped-def]
     return make_metric("credits", "sum", "amount", accepts_negative=True)
 
 
-def _results(resp):  # type: ignore[no-untyped-def]
+def _results(resp: Any) -> list[tuple[str, str | None]]:
     assert resp.status_code == 200, resp.content
     return [(r["status"], r.get("code")) for r in resp.json()["results"]]
 
