@@ -40,7 +40,7 @@ from typing import Any
 
 from django.db import connection as db_connection
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import OuterRef, Q, Subquery
 from django.utils import timezone
 
 from core.actors import Actor
@@ -111,13 +111,17 @@ class Resolver:
         return self.role_account(role, keys)
 
     def party(self, customer_id: int) -> base.Party:
-        customer = Customer.objects.get(pk=customer_id)
-        mapped = (
-            PartyMapping.objects.filter(connection=self.conn, customer_id=customer_id)
-            .values_list("erp_party_id", flat=True)
-            .first()
+        """The customer with its party mapping on this connection, in one query."""
+        mapped = PartyMapping.objects.filter(
+            connection=self.conn, customer_id=OuterRef("pk")
+        ).values("erp_party_id")[:1]
+        code, name, erp_party_id = (
+            Customer.objects.filter(pk=customer_id)
+            .annotate(erp_party_id=Subquery(mapped))
+            .values_list("code", "name", "erp_party_id")
+            .get()
         )
-        return base.Party(code=customer.code, name=customer.name, erp_party_id=mapped)
+        return base.Party(code=code, name=name, erp_party_id=erp_party_id)
 
     def check(self) -> None:
         if self.missing:
@@ -138,10 +142,15 @@ def _money(value: Any, places: int) -> Decimal:
     return Decimal(str(value)).quantize(Decimal(1).scaleb(-places))
 
 
+_MINOR_UNITS: dict[str, int] = {}  # a currency's minor unit never changes (ISO 4217)
+
+
 def _places(currency: str) -> int:
     from core.models import Currency
 
-    return int(Currency.objects.get(pk=currency).minor_units)
+    if currency not in _MINOR_UNITS:
+        _MINOR_UNITS[currency] = int(Currency.objects.get(pk=currency).minor_units)
+    return _MINOR_UNITS[currency]
 
 
 def build_document(posting: Posting, resolver: Resolver) -> base.Document:
@@ -666,6 +675,20 @@ def _give_up(posting: Posting, conn: ErpConnection, status: str, message: str) -
     )
 
 
+#: What finishing an attempt changes on its posting (never the payload: a full save would write
+#: the document's JSON again each time).
+FINISH_FIELDS = [
+    "status",
+    "leased_by",
+    "lease_expires_at",
+    "next_attempt_at",
+    "lookup_first",
+    "last_error",
+    "last_error_class",
+    "updated_at",
+]
+
+
 def _finish(
     claim: Claim, outcome: Outcome, exchanges: list[base.Exchange], result: DrainResult
 ) -> None:
@@ -719,7 +742,9 @@ def _finish(
             )
             posting.last_error = ""
             posting.last_error_class = ""
-            posting.save()
+            posting.save(
+                update_fields=[*FINISH_FIELDS, "posted_at", "erp_id", "erp_number", "erp_state"]
+            )
             audit_record(
                 actor=DRAIN_ACTOR,
                 action="posting.posted",
@@ -731,9 +756,11 @@ def _finish(
                     "erp_number": rec.erp_number,
                 },
             )
-            _close_cases(
-                posting, f"posted on attempt {posting.attempts} as {rec.erp_number or rec.erp_id}"
-            )
+            if posting.attempts > 1:  # a first attempt has no failed or dead case to close
+                _close_cases(
+                    posting,
+                    f"posted on attempt {posting.attempts} as {rec.erp_number or rec.erp_id}",
+                )
             result.posted += 1
             return
         posting.last_error = outcome.message[:MAX_TEXT]
@@ -759,7 +786,7 @@ def _finish(
         posting.status = PostingStatus.RETRY_WAIT
         posting.next_attempt_at = now + datetime.timedelta(seconds=wait)
         posting.lease_expires_at = None
-        posting.save()
+        posting.save(update_fields=FINISH_FIELDS)
         audit_record(
             actor=DRAIN_ACTOR,
             action="posting.retry_wait",
