@@ -24,6 +24,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from core.query import date_params
+from core.redirects import safe_next_url
 from billing import selectors, services
 from billing.error_codes import BillingErrorCode
 from billing.models import BillingRun, DocumentKind, Invoice, InvoiceStatus, PaymentMethod
@@ -380,7 +381,7 @@ def invoices_finalize_selected(request: HttpRequest) -> HttpResponse:
     else:
         done = services.invoices_finalize(invoice_ids=ids, actor=Actor.for_user(request.user))
         messages.success(request, f"Finalized {len(done)} of {len(ids)} selected document(s).")
-    return redirect(request.POST.get("next") or "billing:invoices")
+    return redirect(safe_next_url(request, "billing:invoices"))
 
 
 @role_required(*VIEWERS)

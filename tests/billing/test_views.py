@@ -211,3 +211,21 @@ def test_runs_page_offers_to_finalize_only_while_drafts_remain(client, draft, ap
         '<button type="submit">Finalize'
         not in client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
     )
+
+
+@pytest.mark.parametrize(
+    ("next_url", "lands_on"),
+    [
+        ("/billing/invoices/?customer=acme", "/billing/invoices/?customer=acme"),
+        ("https://evil.example/phish", "/billing/invoices/"),
+        ("//evil.example/phish", "/billing/invoices/"),
+    ],
+)
+def test_finalize_selected_returns_only_within_the_site(
+    client, draft, approver, next_url, lands_on
+) -> None:
+    client.force_login(approver)
+    answer = client.post("/billing/invoices/finalize/", {"invoice": [draft.pk], "next": next_url})
+    assert answer.status_code == 302 and answer["Location"] == lands_on
+    draft.refresh_from_db()
+    assert draft.status == "finalized"
