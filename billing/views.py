@@ -311,7 +311,7 @@ def _credit_amounts(post: QueryDict) -> dict[int, Decimal]:
     """The amounts typed per line (`line_<id>` fields); ValueError names a bad one."""
     amounts: dict[int, Decimal] = {}
     for key, raw in post.items():
-        if key.startswith("line_") and raw.strip():
+        if key.startswith("line_") and isinstance(raw, str) and raw.strip():
             try:
                 amounts[int(key[5:])] = Decimal(raw.strip())
             except (ValueError, InvalidOperation):
