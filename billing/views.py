@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import uuid
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
@@ -165,7 +166,12 @@ def invoice_print(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _act(request: HttpRequest, pk: int, kind: InvoiceAction, action) -> HttpResponse:  # type: ignore[no-untyped-def]
+def _act(
+    request: HttpRequest,
+    pk: int,
+    kind: InvoiceAction,
+    action: Callable[[Invoice, Actor, str | None], str],
+) -> HttpResponse:
     """Take `kind` on the invoice if `invoice_actions` allows it, else show why not."""
     invoice = get_object_or_404(Invoice, pk=pk)
     refusal = selectors.invoice_actions(invoice=invoice, user=request.user).refused.get(kind)
