@@ -209,11 +209,12 @@ def invoice_line(*, pk: int) -> InvoiceLine:
     ).get(pk=pk)
 
 
-def line_events(*, line: InvoiceLine) -> QuerySet:  # type: ignore[type-arg]
+def line_events(*, line: InvoiceLine) -> QuerySet[UsageEvent]:
     """The usage events behind a usage line (through its summary), in seq order; none for other lines."""
-    if line.usage_summary_id is None:
+    summary = line.usage_summary  # no query when the line has none
+    if summary is None:
         return UsageEvent.objects.none()
-    return summary_events(summary=line.usage_summary)
+    return summary_events(summary=summary)
 
 
 def event_invoice_lines(*, event_seq: int) -> QuerySet[InvoiceLine]:
@@ -449,6 +450,8 @@ def invoice_history(*, invoice: Invoice) -> list[HistoryRow]:
     )
     rows = []
     for e in AuditEntry.objects.filter(own | batches | related | drafted).order_by("seq"):
+        before: object
+        after: object
         if e.action == "billing_run.drafts_create":
             if invoice.pk not in (e.after or {}).get("invoice_ids", []):
                 continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import uuid
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
@@ -166,7 +167,12 @@ def invoice_print(request: HttpRequest, pk: int) -> HttpResponse:
     )
 
 
-def _act(request: HttpRequest, pk: int, kind: InvoiceAction, action) -> HttpResponse:  # type: ignore[no-untyped-def]
+def _act(
+    request: HttpRequest,
+    pk: int,
+    kind: InvoiceAction,
+    action: Callable[[Invoice, Actor, str | None], str],
+) -> HttpResponse:
     """Take `kind` on the invoice if `invoice_actions` allows it, else show why not."""
     invoice = get_object_or_404(Invoice, pk=pk)
     refusal = selectors.invoice_actions(invoice=invoice, user=request.user).refused.get(kind)
@@ -312,7 +318,7 @@ def _credit_amounts(post: QueryDict) -> dict[int, Decimal]:
     """The amounts typed per line (`line_<id>` fields); ValueError names a bad one."""
     amounts: dict[int, Decimal] = {}
     for key, raw in post.items():
-        if key.startswith("line_") and raw.strip():
+        if key.startswith("line_") and isinstance(raw, str) and raw.strip():
             try:
                 amounts[int(key[5:])] = Decimal(raw.strip())
             except (ValueError, InvalidOperation):

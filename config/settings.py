@@ -12,7 +12,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import dj_database_url
 import django_stubs_ext
@@ -281,7 +281,17 @@ if not DEBUG:
 # Where core's own writes (API keys, master data) record their audit entry, in their transaction:
 # core may not import the audit trail's app, so the settings wire it (docs/decisions.md 36).
 LEDGERLINE_AUDIT_RECORDER = "exceptions.services.audit_record"
-LEDGERLINE = {
+
+
+class LedgerlineSettings(TypedDict):
+    EVENT_MAX_AGE_DAYS: int
+    EVENT_MAX_FUTURE_SECONDS: int
+    MAX_BATCH_EVENTS: int
+    BILLING_GRACE_HOURS: int
+    TAX_ENGINE: NotRequired[str]  # dotted path of billing's tax engine (billing/tax.py)
+
+
+LEDGERLINE: LedgerlineSettings = {
     # Events older than this many days are rejected (event_too_old).
     "EVENT_MAX_AGE_DAYS": int(os.environ.get("EVENT_MAX_AGE_DAYS", "35")),
     # Events more than this many seconds in the future are rejected.

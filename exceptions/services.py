@@ -1,4 +1,4 @@
-"""Writes of the exceptions core: the audit trail and opening exception cases.
+"""Writes of the exceptions core: the audit trail, opening and closing exception cases.
 
 Every app calls these inside its own transaction, so an audit entry exists if
 and only if the change it describes was committed.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -18,6 +19,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Model
 from django.utils import timezone
 
+from core import locks
 from core.actors import Actor
 from exceptions.policies import due_at, policy_for, severity_for
 from exceptions.models import (
@@ -353,3 +355,33 @@ def case_close(
             reason=resolution,
         )
     return locked
+
+
+def cases_lock(*, fingerprints: Iterable[str]) -> None:
+    """Lock the exception cases a transaction is about to open or count on, before the first is
+    opened (opening one appends an audit entry, which takes the audit chain head): the
+    fingerprints' advisory locks in hash order (a case not opened yet has no row), then the open
+    cases' rows by id. Two batches touching the same cases then queue instead of deadlocking."""
+    fps = sorted(set(fingerprints))
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute(
+                "SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(f) AS h "
+                "FROM unnest(%s::text[]) AS f ORDER BY 1) AS t",
+                [locks.CASE_FINGERPRINT, fps],
+            )
+    list(
+        ExceptionCase.objects.select_for_update()
+        .filter(fingerprint__in=fps, status__in=OPEN_STATUSES)
+        .order_by("id")
+        .values_list("id", flat=True)
+    )
+
+
+def case_resolve_open(*, fingerprint: str, actor: Actor, resolution: str) -> ExceptionCase | None:
+    """Resolve the open case of `fingerprint`, if there is one (the failure that opened it is
+    gone: an app closes its own cases this way, without reading the cases' table)."""
+    case = ExceptionCase.objects.filter(fingerprint=fingerprint, status__in=OPEN_STATUSES).first()
+    if case is None:
+        return None
+    return case_close(case=case, actor=actor, status=CaseStatus.RESOLVED, resolution=resolution)

@@ -18,7 +18,8 @@ from metering.services import (
 )
 
 __all__ = [
-    # read models billing filters and joins on
+    # read models billing filters and joins on (metric codes of the summaries a run fetched)
+    "MetricDefinition",
     "UsageEvent",
     "UsageSummary",
     # reads: lineage and percentage pricing
@@ -30,7 +31,6 @@ __all__ = [
     "usage_summarize_window",
     # demo data only (billing/demo.py)
     "CustomerMapping",
-    "MetricDefinition",
     "customer_mapping_create",
     "metric_create",
     "usage_ingest",

@@ -66,6 +66,7 @@ NOT_AUDITED: dict[str, str] = {
     "exceptions.services.entry_hash_of": "pure: an entry's hash",
     "exceptions.services.object_ref": "pure: (type, id, repr) of a row",
     "exceptions.services.audit_verify_chain": "a read (walks the chain)",
+    "exceptions.services.cases_lock": "takes locks (the cases a transaction will touch)",
     "metering.services.check_header": "pure: checks a CSV header against the expected columns",
     "metering.services.csv_template": "pure: the CSV template a user downloads",
     "metering.services.import_source": "pure: the source a CSV row without one is counted under",
@@ -279,6 +280,16 @@ def exceptions_case_close_resolved(w: World) -> Call:
     return Call(
         lambda: exceptions.services.case_close(
             case=case, actor=ACTOR, status="resolved", resolution="fixed upstream"
+        ),
+        lambda case: Expected.of("case.resolved", case),
+    )
+
+
+def exceptions_case_resolve_open(w: World) -> Call:
+    _case(w)
+    return Call(
+        lambda: exceptions.services.case_resolve_open(
+            fingerprint="fp-1", actor=ACTOR, resolution="mapped"
         ),
         lambda case: Expected.of("case.resolved", case),
     )
@@ -663,6 +674,7 @@ CASES: dict[str, Callable[[World], Call]] = {
         exceptions_case_open_or_update_recur,
         exceptions_case_close_resolved,
         exceptions_case_close_dismissed,
+        exceptions_case_resolve_open,
         metering_metric_create,
         metering_metric_version_add,
         metering_customer_mapping_create,

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
-from core import locks
 from core.actors import Actor
 from core.models import ApiKey
-from exceptions.models import OPEN_STATUSES, ExceptionCase
 from exceptions.services import audit_record, case_open_or_update
 from metering import ingest
 from metering.audit_actions import MeteringAction
@@ -105,24 +102,3 @@ def dead_letter_request(
 
 def rejected_fingerprint(source: str, code: str) -> str:
     return f"metering:rejected:{source}:{code}"
-
-
-def lock_cases(fingerprints: Iterable[str]) -> None:
-    """Lock the exception cases a transaction is about to open or count on, before the first is
-    opened (opening one appends an audit entry, which takes the audit chain head): the
-    fingerprints' advisory locks in hash order (a case not opened yet has no row), then the open
-    cases' rows by id. Two batches touching the same cases then queue instead of deadlocking."""
-    fps = sorted(set(fingerprints))
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cur:
-            cur.execute(
-                "SELECT pg_advisory_xact_lock(%s, h) FROM (SELECT DISTINCT hashtext(f) AS h "
-                "FROM unnest(%s::text[]) AS f ORDER BY 1) AS t",
-                [locks.CASE_FINGERPRINT, fps],
-            )
-    list(
-        ExceptionCase.objects.select_for_update()
-        .filter(fingerprint__in=fps, status__in=OPEN_STATUSES)
-        .order_by("id")
-        .values_list("id", flat=True)
-    )

@@ -19,7 +19,7 @@ from django.utils import timezone
 from core.actors import Actor
 from core.errors import Conflict
 from core.models import ApiKey
-from exceptions.services import audit_record, case_open_or_update
+from exceptions.services import audit_record, case_open_or_update, cases_lock
 from metering import event_store, ingest, partitions, reference
 from metering.audit_actions import MeteringAction
 from metering.error_codes import MeteringCaseKind, MeteringErrorCode
@@ -32,7 +32,6 @@ from metering.models import (
 from metering.services.dead_letter import (
     _dead_letter,
     _raw_for_storage,
-    lock_cases,
     rejected_fingerprint,
 )
 from metering.services.tallies import _tally_add
@@ -292,7 +291,7 @@ def _ingest_store(
     if store_rejections:
         fingerprints += [rejected_fingerprint(r.source, r.code) for r in validated.rejections]
     if fingerprints:
-        lock_cases(fingerprints)
+        cases_lock(fingerprints=fingerprints)
     if store_rejections and validated.rejections:
         _dead_letter(validated.rejections, actor=actor, api_key_id=api_key_id, now=now)
     if held:

@@ -6,6 +6,8 @@ import re
 import threading
 from decimal import Decimal
 
+from django.contrib.auth.models import User
+from django.test import Client
 import pytest
 from django.db import connections
 
@@ -39,7 +41,7 @@ def test_a_key_applies_its_action_once_and_the_second_answer_says_so() -> None:
         )
     assert again.value.code == "billing_already_applied"
     assert again.value.extra["result_number"] == memo.number
-    assert memo.number in again.value.message
+    assert memo.number is not None and memo.number in again.value.message
     assert Invoice.objects.filter(kind="credit_memo").count() == 1
     line.refresh_from_db()
     assert line.credited_amount == D("0.10")
@@ -67,18 +69,23 @@ def test_a_key_applies_its_action_once_and_the_second_answer_says_so() -> None:
 
 
 @pytest.mark.django_db
-def test_the_credit_form_submitted_twice_issues_one_credit_memo(client, approver) -> None:
+def test_the_credit_form_submitted_twice_issues_one_credit_memo(
+    client: Client, approver: User
+) -> None:
     inv = _finalized()
     line = inv.lines.get(kind="usage")
     client.force_login(approver)
     page = client.get(f"/billing/invoices/{inv.pk}/").content.decode()
     form = page[page.index("billing/invoices/%d/credit/" % inv.pk) :]
-    token = re.search(r'name="idempotency_key" value="([0-9a-f]{32})"', form).group(1)
+    found = re.search(r'name="idempotency_key" value="([0-9a-f]{32})"', form)
+    assert found is not None
+    token = found.group(1)
     body = {f"line_{line.pk}": "0.10", "reason": "sorry", "idempotency_key": token}
     body["confirmed"] = "1"  # the confirmation page re-posts the same fields with this
     first = client.post(f"/billing/invoices/{inv.pk}/credit/", body, follow=True).content.decode()
     second = client.post(f"/billing/invoices/{inv.pk}/credit/", body, follow=True).content.decode()
     memo = Invoice.objects.get(kind="credit_memo")
+    assert memo.number is not None
     assert f"Credit memo {memo.number} issued" in first
     assert (
         "Already done" in second and memo.number in second and "billing_already_applied" in second

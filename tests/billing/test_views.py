@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from io import StringIO
 
+from django.contrib.auth.models import User
+from django.test import Client
+from pytest_django import DjangoCaptureOnCommitCallbacks
 import pytest
 from django.core.management import call_command
 from django_q.models import Schedule
@@ -21,7 +25,9 @@ pytestmark = pytest.mark.django_db
 API = {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"}
 
 
-def test_invoice_pages_for_finance_roles_only(client, draft, clerk, auditor, make_user) -> None:
+def test_invoice_pages_for_finance_roles_only(
+    client: Client, draft: Invoice, clerk: User, auditor: User, make_user: Callable[..., User]
+) -> None:
     client.force_login(auditor)
     page = client.get("/billing/invoices/", {"customer": "acme", "period": "2026-11"})
     assert page.status_code == 200 and f"draft #{draft.pk}" in page.content.decode()
@@ -32,6 +38,7 @@ def test_invoice_pages_for_finance_roles_only(client, draft, clerk, auditor, mak
     line = draft.lines.get()
     lineage = client.get(f"/billing/lines/{line.pk}/").content.decode()
     assert "api_calls" in lineage and lineage.count("<tr><td>") >= 3
+    assert line.usage_summary is not None
     seq = str(line.usage_summary.watermark_seq)
     assert f"draft #{draft.pk}" in client.get("/billing/events/", {"seq": seq}).content.decode()
     # an auditor cannot finalize, even by posting directly
@@ -42,7 +49,7 @@ def test_invoice_pages_for_finance_roles_only(client, draft, clerk, auditor, mak
 
 
 def test_approver_finalizes_credits_and_voids_through_the_pages(
-    client, draft, approver, clerk
+    client: Client, draft: Invoice, approver: User, clerk: User
 ) -> None:
     client.force_login(approver)
     client.post(f"/billing/invoices/{draft.pk}/finalize/", {"confirmed": "1"})
@@ -76,7 +83,11 @@ def test_approver_finalizes_credits_and_voids_through_the_pages(
 
 
 def test_runs_page_starts_a_run_for_integration_admins_and_polls_progress(
-    client, integrator, approver, django_capture_on_commit_callbacks, monkeypatch
+    client: Client,
+    integrator: User,
+    approver: User,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     us = entity("ll-us", "USD", 2, "UTC")
     queued = []
@@ -153,7 +164,7 @@ def test_billing_schedule_exists() -> None:
     assert schedule.schedule_type == Schedule.HOURLY and schedule.repeats == -1
 
 
-def test_scheduled_task_bills_last_closed_month_once(monkeypatch) -> None:
+def test_scheduled_task_bills_last_closed_month_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from billing.tasks import billing_runs_due
 
     us = entity("ll-us", "USD", 2, "UTC")
@@ -170,7 +181,7 @@ def test_scheduled_task_bills_last_closed_month_once(monkeypatch) -> None:
     assert billing_runs_due() == []  # November still in its grace window
 
 
-def test_admin_pages_render_for_integration_admins(client, integrator) -> None:
+def test_admin_pages_render_for_integration_admins(client: Client, integrator: User) -> None:
     us = entity("ll-us", "USD", 2, "UTC")
     p = plan("basic", us.base_currency, [API])
     c = contract(customer(us, "acme"), p, date(2026, 10, 1))
@@ -185,7 +196,9 @@ def test_admin_pages_render_for_integration_admins(client, integrator) -> None:
         assert client.get(url).status_code == 200, url
 
 
-def test_pages_show_periods_with_their_last_day(client, draft, auditor) -> None:
+def test_pages_show_periods_with_their_last_day(
+    client: Client, draft: Invoice, auditor: User
+) -> None:
     """Periods are stored half-open (end = 1 Dec); people read 1 Nov – 30 Nov."""
     assert draft.period_end == date(2026, 12, 1)
     client.force_login(auditor)
@@ -199,9 +212,12 @@ def test_pages_show_periods_with_their_last_day(client, draft, auditor) -> None:
         assert "2026-12-01" not in html, url
 
 
-def test_runs_page_offers_to_finalize_only_while_drafts_remain(client, draft, approver) -> None:
+def test_runs_page_offers_to_finalize_only_while_drafts_remain(
+    client: Client, draft: Invoice, approver: User
+) -> None:
     client.force_login(approver)
     run = draft.billing_run
+    assert run is not None
     assert "Finalize 1 draft<" in client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
     client.post(f"/billing/runs/{run.pk}/finalize/")
     draft.refresh_from_db()

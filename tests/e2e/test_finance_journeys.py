@@ -22,7 +22,7 @@ ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS", Path(__file__).resolve().parent
 NBSP = "\u00a0"
 
 
-def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+def _shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
@@ -36,13 +36,13 @@ def world() -> World:
     return w
 
 
-def _text(page) -> str:  # type: ignore[no-untyped-def]
+def _text(page) -> str:
     return page.locator("main").inner_text().replace(NBSP, " ")
 
 
 def test_clerk_reads_totals_per_currency_and_records_a_partial_payment(
     page, live_server, world: World
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     _login(page, live_server, "clerk")
     page.goto(f"{live_server.url}/billing/invoices/?legal_entity=")
     totals = page.get_by_role("table", name="Totals per currency").inner_text().replace(NBSP, " ")
@@ -65,7 +65,7 @@ def test_clerk_reads_totals_per_currency_and_records_a_partial_payment(
 
 def test_approver_finalizes_after_confirming_and_previews_a_credit_memo(
     page, live_server, world: World
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     _login(page, live_server, "approver")
     page.goto(f"{live_server.url}/billing/invoices/{world.eur.pk}/")
     assert "€1,428.89" in _text(page) and "19 %" in _text(page)
@@ -93,7 +93,7 @@ def test_approver_finalizes_after_confirming_and_previews_a_credit_memo(
 
 def test_auditor_reads_the_printable_invoice_and_is_offered_no_action(
     page, live_server, world: World
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     _login(page, live_server, "auditor")
     page.goto(f"{live_server.url}/billing/invoices/{world.bhd.pk}/")
     text = _text(page)

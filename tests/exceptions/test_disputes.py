@@ -27,7 +27,7 @@ def invoice() -> Invoice:
     return billing_services.invoice_finalize(invoice=draft, actor=ACTOR)
 
 
-def _client(user) -> Client:  # type: ignore[no-untyped-def]
+def _client(user) -> Client:
     c = Client()
     c.force_login(user)
     return c
@@ -35,7 +35,7 @@ def _client(user) -> Client:  # type: ignore[no-untyped-def]
 
 def test_invoice_page_links_to_a_dispute_and_the_credit_needs_a_second_person(
     invoice, clerk, approver
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     clerk_c = _client(clerk)
     page = clerk_c.get(f"/billing/invoices/{invoice.pk}/").content.decode()
     assert f"/exceptions/disputes/new/?invoice={invoice.pk}" in page
@@ -78,7 +78,7 @@ def test_invoice_page_links_to_a_dispute_and_the_credit_needs_a_second_person(
     assert case.status == "resolved"
 
 
-def test_a_dispute_can_be_rejected_with_a_reason(invoice, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_a_dispute_can_be_rejected_with_a_reason(invoice, clerk) -> None:
     from exceptions.workbench.disputes import dispute_open
     from exceptions.workbench.services import Caller, case_dismiss
 

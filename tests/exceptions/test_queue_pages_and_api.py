@@ -15,13 +15,13 @@ from exceptions.models import AuditEntry, CaseProposal, ExceptionCase
 pytestmark = pytest.mark.django_db
 
 
-def _login(user) -> Client:  # type: ignore[no-untyped-def]
+def _login(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
 
 
-def test_queue_lists_filters_counts_and_exports(rejected_case, unmapped_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_queue_lists_filters_counts_and_exports(rejected_case, unmapped_case, clerk) -> None:
     c = _login(clerk)
     page = c.get("/exceptions/").content.decode()
     assert f"/exceptions/cases/{rejected_case.pk}/" in page
@@ -43,7 +43,7 @@ def test_queue_lists_filters_counts_and_exports(rejected_case, unmapped_case, cl
 
 def test_queue_sorts_by_severity_and_filters_by_amount(
     rejected_case, unmapped_case, clerk, usd
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from decimal import Decimal
 
     ExceptionCase.objects.filter(pk=unmapped_case.pk).update(
@@ -57,7 +57,7 @@ def test_queue_sorts_by_severity_and_filters_by_amount(
     assert f"/cases/{rejected_case.pk}/" not in by_amount
 
 
-def test_case_page_conflict_message_for_a_stale_form(rejected_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_case_page_conflict_message_for_a_stale_form(rejected_case, clerk) -> None:
     c = _login(clerk)
     page = c.get(f"/exceptions/cases/{rejected_case.pk}/").content.decode()
     assert "refused at intake" in page and "unknown_metric" in page
@@ -81,7 +81,7 @@ def test_case_page_conflict_message_for_a_stale_form(rejected_case, clerk) -> No
     assert rows[1]["actor"] == "clerk" and '"in_progress"' in rows[1]["after"]
 
 
-def test_auditor_sees_but_cannot_act(rejected_case, auditor) -> None:  # type: ignore[no-untyped-def]
+def test_auditor_sees_but_cannot_act(rejected_case, auditor) -> None:
     c = _login(auditor)
     assert c.get("/exceptions/").status_code == 200
     r = c.post(
@@ -94,7 +94,7 @@ def test_auditor_sees_but_cannot_act(rejected_case, auditor) -> None:  # type: i
     assert rejected_case.status == "open"
 
 
-def test_policy_page_edit(approver, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_policy_page_edit(approver, clerk) -> None:
     c = _login(approver)
     r = c.post(
         "/exceptions/policies/",
@@ -119,7 +119,7 @@ def test_policy_page_edit(approver, clerk) -> None:  # type: ignore[no-untyped-d
 
 def test_api_lists_with_filters_and_needs_scope(
     rejected_case, unmapped_case, make_api_key, api_client
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     reader = api_client(make_api_key(ApiScope.EXCEPTIONS_READ).raw_key)
     r = reader.get("/api/v1/exception-cases?kind=unmapped_customer")
     assert r.status_code == 200
@@ -131,7 +131,7 @@ def test_api_lists_with_filters_and_needs_scope(
 
 def test_api_action_is_applied_once_per_idempotency_key(
     rejected_case, customer_acme, make_api_key, api_client, approver
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from metering import selectors as ms
 
     admin = api_client(make_api_key(ApiScope.ADMIN, name="ops").raw_key)
@@ -174,14 +174,14 @@ def test_api_action_is_applied_once_per_idempotency_key(
     assert reused.status_code == 422 and reused.json()["code"] == "idempotency_key_reused"
 
 
-def test_openapi_schema_has_the_case_api(client, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_openapi_schema_has_the_case_api(client, clerk) -> None:
     client.force_login(clerk)
     schema = client.get("/api/schema/?format=json").json()
     assert "/api/v1/exception-cases" in schema["paths"]
     assert "/api/v1/exception-cases/{id}/actions/{action}" in schema["paths"]
 
 
-def test_a_bad_filter_value_is_said_not_crashed(rejected_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_filter_value_is_said_not_crashed(rejected_case, clerk) -> None:
     r = _login(clerk).get("/exceptions/?amount_min=lots&kind=nonsense")
     assert r.status_code == 200
     body = r.content.decode()
