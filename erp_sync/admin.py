@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db import transaction
 from django.db.models import QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest
+from django.template.response import TemplateResponse
 
 from core.actors import Actor
 from core.errors import AppError
@@ -28,7 +31,12 @@ from erp_sync.models import (
     PostingAttempt,
     RevenueSchedule,
 )
-from erp_sync.services import account_mapping_delete, account_mapping_set, posting_replay
+from erp_sync.services import (
+    account_mapping_delete,
+    account_mapping_set,
+    posting_replay,
+    postings_backfill,
+)
 from exceptions.admin import AuditedModelAdmin, ReadOnlyAdmin
 
 
@@ -70,8 +78,58 @@ class ErpConnectionAdmin(AuditedModelAdmin):
         ),
     ]
 
+    actions = ["backfill_postings"]
+
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # disable it instead: postings refer to it
+
+    @admin.action(description="Backfill postings from a date (documents booked before)")
+    def backfill_postings(
+        self, request: HttpRequest, queryset: QuerySet[ErpConnection]
+    ) -> TemplateResponse | None:
+        """A form (first entry date, reason), then `postings_backfill` per selected connection."""
+        form = BackfillForm(request.POST if "apply" in request.POST else None)
+        if "apply" in request.POST and form.is_valid():
+            actor = Actor.for_user(request.user)
+            for conn in queryset:
+                try:
+                    result = postings_backfill(
+                        connection=conn,
+                        since=form.cleaned_data["since"],
+                        actor=actor,
+                        reason=form.cleaned_data["reason"],
+                    )
+                except AppError as exc:
+                    self.message_user(request, exc.message, messages.ERROR)
+                    continue
+                self.message_user(
+                    request,
+                    f"{conn.name}: {len(result.created)} posting(s) written, {result.existing} "
+                    f"already there, {len(result.skipped)} skipped"
+                    + (f" ({'; '.join(result.skipped[:3])})" if result.skipped else ""),
+                    messages.SUCCESS,
+                )
+            return None
+        return TemplateResponse(
+            request,
+            "erp_sync/admin_backfill.html",
+            {
+                **self.admin_site.each_context(request),
+                "title": "Backfill postings",
+                "connections": queryset,
+                "form": form,
+                "opts": self.model._meta,
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            },
+        )
+
+
+class BackfillForm(forms.Form):
+    since = forms.DateField(
+        label="First entry date",
+        help_text="Journal entries dated on or after this day get their postings (YYYY-MM-DD).",
+    )
+    reason = forms.CharField(label="Reason", max_length=500, help_text="Kept in the audit entry.")
 
 
 @admin.register(AccountMapping)

@@ -9,3 +9,4 @@ REASON_REQUIRED = "erp_reason_required"
 UNKNOWN_CONNECTOR = "erp_unknown_connector"
 INVALID_FILTER = "erp_invalid_filter"
 NOT_FOUND = "erp_not_found"
+BACKFILL_NOT_DOCUMENTS = "erp_backfill_not_documents"  # summarized connections need none

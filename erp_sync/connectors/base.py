@@ -9,7 +9,12 @@ payload. Every connector promises:
   external id up in the ERP: posted there already -> return it; a draft left
   behind by an earlier attempt -> post that draft; absent -> create and post.
   So calling `post_*` twice, or after an attempt of unknown outcome, leaves
-  exactly one document in the ERP.
+  exactly one document in the ERP. ``fresh=True`` tells the connector that no
+  earlier attempt can have reached the ERP (the posting's first attempt, or
+  one just looked up and not found): a connector whose ERP itself refuses a
+  second document under one external id (Tryton with Ledgerline's module) may
+  then create at once and look up only when the ERP refuses the create; a
+  connector without such a guarantee ignores it and looks up as always.
 - **Errors sorted in two.** `TransientError` (time-out, connection refused or
   reset, 429, 5xx, a locked database): the same call may succeed later.
   `UnknownOutcome` (a `TransientError`): the request may have reached the ERP
@@ -212,13 +217,13 @@ class Connector(abc.ABC):
         """The ERP party id for our customer: the mapped one, or one found/created by code."""
 
     @abc.abstractmethod
-    def post_invoice(self, document: Document) -> ErpRecord: ...
+    def post_invoice(self, document: Document, *, fresh: bool = False) -> ErpRecord: ...
 
     @abc.abstractmethod
-    def post_credit_memo(self, document: Document) -> ErpRecord: ...
+    def post_credit_memo(self, document: Document, *, fresh: bool = False) -> ErpRecord: ...
 
     @abc.abstractmethod
-    def post_journal(self, journal: Journal) -> ErpRecord: ...
+    def post_journal(self, journal: Journal, *, fresh: bool = False) -> ErpRecord: ...
 
     @abc.abstractmethod
     def cancel_invoice(

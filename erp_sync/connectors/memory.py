@@ -223,13 +223,15 @@ class MemoryConnector(Connector):
         result: ErpRecord = self._exchange(f"{kind}.post", request, apply)
         return result
 
-    def post_invoice(self, document: Document) -> ErpRecord:
+    # ``fresh`` changes nothing here: every write looks the external id up first, in memory
+
+    def post_invoice(self, document: Document, *, fresh: bool = False) -> ErpRecord:
         return self._post_document(document, "invoice")
 
-    def post_credit_memo(self, document: Document) -> ErpRecord:
+    def post_credit_memo(self, document: Document, *, fresh: bool = False) -> ErpRecord:
         return self._post_document(document, "credit_memo")
 
-    def post_journal(self, journal: Journal) -> ErpRecord:
+    def post_journal(self, journal: Journal, *, fresh: bool = False) -> ErpRecord:
         request = {"external_id": journal.external_id, "lines": len(journal.lines)}
 
         def apply() -> ErpRecord:

@@ -103,6 +103,10 @@ INVOICE_FIELDS = [
 ]
 MOVE_FIELDS = ["state", "number", "description", "ledgerline_external_id", "date", "company"]
 LINE_FIELDS = ["account.code", "debit", "credit"]
+#: A move with its lines in one read (Tryton reads x2many fields through dotted names)
+MOVE_READ = [*MOVE_FIELDS, *(f"lines.{name}" for name in LINE_FIELDS)]
+#: An invoice with the lines of its accounting move
+INVOICE_READ = [*INVOICE_FIELDS, *(f"move.lines.{name}" for name in LINE_FIELDS)]
 
 
 def _is_write(method: str) -> bool:
@@ -411,53 +415,58 @@ class TrytonConnector(Connector):
         return str(self._party(party)[0])
 
     def _party(self, party: Party) -> tuple[int, int]:
-        """(party id, invoice address id): the mapped party, or found by code, or created."""
+        """(party id, invoice address id): the mapped party, or found by code, or created; one
+        call for a party this connector has not met yet (its addresses read with it), cached
+        under its code and its id."""
         code = self.party_code(party)
-        if party.erp_party_id:
-            key = f"id:{party.erp_party_id}"
-            if key not in self._parties:
-                self._parties[key] = (
-                    int(party.erp_party_id),
-                    self._address(int(party.erp_party_id)),
-                )
+        key = f"id:{party.erp_party_id}" if party.erp_party_id else code
+        if key in self._parties:
             return self._parties[key]
-        if code not in self._parties:
-            found = self._find_party(code)
-            if found is None:
+        if party.erp_party_id:
+            rows = self._call("model.party.party.read", [int(party.erp_party_id)], ["addresses"])
+        else:
+            rows = self._find_party(code)
+            if not rows:
                 try:
                     (created,) = self._call(
                         "model.party.party.create",
                         [{"name": party.name, "code": code, "addresses": [["create", [{}]]]}],
                     )
-                    found = int(created)
                 except PermanentError:
                     # Tryton's unique code: another worker created it just now
-                    found = self._find_party(code)
-                    if found is None:
+                    if not (rows := self._find_party(code)):
                         raise
-            self._parties[code] = (found, self._address(found))
-        return self._parties[code]
+                else:
+                    rows = self._call("model.party.party.read", [int(created)], ["addresses"])
+        (row,) = rows
+        party_id = int(row["id"])
+        addresses = sorted(int(a) for a in row["addresses"])
+        if addresses:
+            address = addresses[0]
+        else:
+            (created_address,) = self._call("model.party.address.create", [{"party": party_id}])
+            address = int(created_address)
+        found = (party_id, address)
+        self._parties[key] = self._parties[f"id:{party_id}"] = found
+        return found
 
-    def _find_party(self, code: str) -> int | None:
-        found = self._call("model.party.party.search", [("code", "=", code)], 0, 1, None)
-        return int(found[0]) if found else None
-
-    def _address(self, party_id: int) -> int:
-        found = self._call("model.party.address.search", [("party", "=", party_id)], 0, 1, None)
-        if found:
-            return int(found[0])
-        (address,) = self._call("model.party.address.create", [{"party": party_id}])
-        return int(address)
+    def _find_party(self, code: str) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = self._call(
+            "model.party.party.search_read", [("code", "=", code)], 0, 1, None, ["addresses"]
+        )
+        return rows
 
     # ------------------------------------------------------------------ invoices
 
-    def post_invoice(self, document: Document) -> ErpRecord:
-        return self._post_document(document, "invoice")
+    def post_invoice(self, document: Document, *, fresh: bool = False) -> ErpRecord:
+        return self._post_document(document, "invoice", fresh)
 
-    def post_credit_memo(self, document: Document) -> ErpRecord:
-        return self._post_document(document, "credit_memo")
+    def post_credit_memo(self, document: Document, *, fresh: bool = False) -> ErpRecord:
+        return self._post_document(document, "credit_memo", fresh)
 
-    def _post_document(self, document: Document, kind: DocumentKind) -> ErpRecord:
+    def _post_document(self, document: Document, kind: DocumentKind, fresh: bool) -> ErpRecord:
+        """Two calls for a fresh document (create; post with its read-back), three or more when
+        an earlier attempt may have left something behind (looked up first)."""
         if document.kind != kind:
             raise PermanentError(
                 f"{document.external_id} is a {document.kind}, not a {kind}", code="wrong_kind"
@@ -466,6 +475,7 @@ class TrytonConnector(Connector):
             "account.invoice",
             lambda: self._find_invoice_row(document.external_id),
             lambda: self._invoice_values(document),
+            fresh=fresh,
         )
         if row is not None:
             record = self._invoice_record(row)
@@ -476,21 +486,25 @@ class TrytonConnector(Connector):
                 )
             if record.posted or record.state == "cancelled":
                 return record
-        self._post_once("account.invoice", invoice_id)
-        return self._read_back_invoice(document.external_id, invoice_id)
+        row = self._post_and_read("account.invoice", invoice_id, INVOICE_FIELDS)
+        return self._posted(document.external_id, self._invoice_record(row))
 
     def _find_or_create(
         self,
         model: str,
         find: Callable[[], dict[str, Any] | None],
         values: Callable[[], dict[str, Any]],
+        *,
+        fresh: bool = False,
     ) -> tuple[int, dict[str, Any] | None]:
         """(id, row): the document found by its external id (row), or created now (row None).
-        Tryton's unique index refusing the create means another attempt created it meanwhile:
-        then it is looked up again."""
-        row = find()
-        if row is not None:
-            return int(row["id"]), row
+        ``fresh``: no lookup before the create (no earlier attempt can have made it; should one
+        have, Tryton's unique index refuses the create). Tryton refusing the create under our
+        external id means another attempt created it meanwhile: then it is looked up."""
+        if not fresh:
+            row = find()
+            if row is not None:
+                return int(row["id"]), row
         try:
             (created,) = self._call(f"model.{model}.create", [values()])
             return int(created), None
@@ -502,19 +516,26 @@ class TrytonConnector(Connector):
                 raise
             return int(row["id"]), row
 
-    def _post_once(self, model: str, record_id: int) -> None:
-        """Click "post". Tryton refuses the button on a document posted meanwhile (an earlier
-        attempt whose answer we never saw finished after all): posted is what we wanted."""
+    def _post_and_read(self, model: str, record_id: int, fields: list[str]) -> dict[str, Any]:
+        """Click "post" and read the record back: one call, ``ledgerline_post`` of Ledgerline's
+        Tryton module (post and read in one transaction). Tryton refuses the button on a
+        document posted meanwhile (an earlier attempt whose answer we never saw finished after
+        all): posted is what we wanted. An answer without the record (not the module's) is
+        read back with a second call."""
         try:
-            self._call(f"model.{model}.post", [record_id])
+            answer = self._call(f"model.{model}.ledgerline_post", [record_id], fields)
         except PermanentError:
-            (row,) = self._call(f"model.{model}.read", [record_id], ["state"])
+            (row,) = self._call(f"model.{model}.read", [record_id], fields)
             if row["state"] not in ("posted", "paid"):
                 raise
+            return dict(row)
+        if isinstance(answer, list) and len(answer) == 1 and isinstance(answer[0], dict):
+            return answer[0]
+        (row,) = self._call(f"model.{model}.read", [record_id], fields)
+        return dict(row)
 
-    def _read_back_invoice(self, external_id: str, invoice_id: int) -> ErpRecord:
-        (row,) = self._call("model.account.invoice.read", [invoice_id], INVOICE_FIELDS)
-        record = self._invoice_record(row)
+    @staticmethod
+    def _posted(external_id: str, record: ErpRecord) -> ErpRecord:
         if not record.posted:
             raise TransientError(
                 f"Tryton answered the post of {external_id} but left it in state "
@@ -664,16 +685,18 @@ class TrytonConnector(Connector):
 
     # ------------------------------------------------------------------ journals
 
-    def post_journal(self, journal: Journal) -> ErpRecord:
+    def post_journal(self, journal: Journal, *, fresh: bool = False) -> ErpRecord:
+        """Two calls for a fresh journal (create; post with the move and its lines read back)."""
         move_id, row = self._find_or_create(
             "account.move",
             lambda: self._find_move_row(journal.external_id),
             lambda: self._move_values(journal),
+            fresh=fresh,
         )
         if row is not None and row["state"] == "posted":
-            return self._move_record(row, self._move_lines(move_id))
-        self._post_once("account.move", move_id)
-        return self._read_back_move(journal.external_id, move_id)
+            return self._move_of(row)
+        row = self._post_and_read("account.move", move_id, MOVE_READ)
+        return self._posted(journal.external_id, self._move_of(row))
 
     def _move_values(self, journal: Journal) -> dict[str, Any]:
         company = self.company()
@@ -705,48 +728,19 @@ class TrytonConnector(Connector):
             "lines": [["create", lines]],
         }
 
-    def _read_back_move(self, external_id: str, move_id: int) -> ErpRecord:
-        """The move and its lines in one call (the lines read with their move's fields)."""
-        rows = self._call(
-            "model.account.move.line.search_read",
-            [("move", "=", move_id)],
-            0,
-            None,
-            [("id", "ASC")],
-            [*LINE_FIELDS, *(f"move.{name}" for name in MOVE_FIELDS)],
-        )
-        if rows:
-            row = {**rows[0]["move."], "id": move_id}
-        else:  # a move without lines (Tryton does not post one)
-            (row,) = self._call("model.account.move.read", [move_id], MOVE_FIELDS)
-        record = self._move_record(row, self._lines_of(rows))
-        if not record.posted:
-            raise TransientError(
-                f"Tryton answered the post of {external_id} but left it in state "
-                f"{record.state!r}; the next attempt posts it",
-                code="left_draft",
-            )
-        return record
-
     def _find_move_row(self, external_id: str) -> dict[str, Any] | None:
-        return self._find_row("account.move", MOVE_FIELDS, external_id)
+        """The move under our external id with its lines, or None."""
+        return self._find_row("account.move", MOVE_READ, external_id)
 
-    def _move_lines(self, move_id: int) -> tuple[ReadBackLine, ...]:
-        rows = self._call(
-            "model.account.move.line.search_read",
-            [("move", "=", move_id)],
-            0,
-            None,
-            [("id", "ASC")],
-            LINE_FIELDS,
-        )
-        return self._lines_of(rows)
+    def _move_of(self, row: dict[str, Any]) -> ErpRecord:
+        """A move row read with MOVE_READ (its lines under ``lines.``) as an ErpRecord."""
+        return self._move_record(row, self._lines_of(row.get("lines.") or []))
 
     @staticmethod
     def _lines_of(rows: list[dict[str, Any]]) -> tuple[ReadBackLine, ...]:
         return tuple(
             ReadBackLine(account=r["account."]["code"], debit=r["debit"], credit=r["credit"])
-            for r in rows
+            for r in sorted(rows, key=lambda r: int(r["id"]))
         )
 
     def _move_record(self, row: dict[str, Any], lines: tuple[ReadBackLine, ...] = ()) -> ErpRecord:
@@ -773,8 +767,8 @@ class TrytonConnector(Connector):
         done = self._find_move_row(reversal_external_id)
         if done is not None:
             if done["state"] != "posted":
-                self._post_once("account.move", done["id"])
-            return self._read_back_move(reversal_external_id, done["id"])
+                done = self._post_and_read("account.move", int(done["id"]), MOVE_READ)
+            return self._posted(reversal_external_id, self._move_of(done))
         row = self._find_move_row(external_id)
         if row is None:
             raise PermanentError(
@@ -807,19 +801,20 @@ class TrytonConnector(Connector):
                 f"{reversal_external_id}",
                 code="left_unreversed",
             )
-        return self._read_back_move(reversal_external_id, reversal["id"])
+        return self._posted(reversal_external_id, self._move_of(reversal))
 
     # ------------------------------------------------------------------ reading back
 
     def find_by_external_id(self, kind: DocumentKind, external_id: str) -> ErpRecord | None:
+        """One call: the document with its accounting lines."""
         if kind == "journal":
             row = self._find_move_row(external_id)
-            return None if row is None else self._move_record(row, self._move_lines(row["id"]))
-        row = self._find_invoice_row(external_id)
+            return None if row is None else self._move_of(row)
+        row = self._find_row("account.invoice", INVOICE_READ, external_id)
         if row is None:
             return None
-        lines = self._move_lines(row["move"]) if row.get("move") else ()
-        return self._invoice_record(row, lines)
+        move = row.get("move.") or {}
+        return self._invoice_record(row, self._lines_of(move.get("lines.") or []))
 
     def external_ids(
         self, kind: DocumentKind, *, start: datetime.date, end: datetime.date, prefix: str

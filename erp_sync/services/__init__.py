@@ -1,6 +1,7 @@
 """Every write of erp_sync: connections and mappings, the ledger writer, the outbox drain,
 reconciliation. Import from the submodules or from here."""
 
+from erp_sync.services.backfill import BackfillResult, postings_backfill
 from erp_sync.services.connections import (
     account_mapping_delete,
     account_mapping_set,
@@ -17,6 +18,7 @@ from erp_sync.services.outbox import (
 )
 
 __all__ = [
+    "BackfillResult",
     "DrainResult",
     "account_mapping_delete",
     "account_mapping_set",
@@ -27,6 +29,7 @@ __all__ = [
     "outbox_drain",
     "party_mapping_set",
     "posting_replay",
+    "postings_backfill",
     "postings_release_held",
     "revenue_recognize_due",
 ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import datetime
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -208,13 +208,17 @@ def _postings_for(
     document: dict[str, Any] | None,
     invoice_id: int | None,
     credits_invoice_id: int | None,
+    connections: Iterable[ErpConnection] | None = None,
+    save: bool = True,
 ) -> list[Posting]:
     """One posting per connection of the entry's legal entity (documents mode; summarized
-    connections receive the day's summary journal instead, see summaries)."""
+    connections receive the day's summary journal instead, see summaries), or per one of
+    `connections` (a backfill); saved unless `save` is False."""
     out: list[Posting] = []
-    connections = ErpConnection.objects.filter(
-        legal_entity_id=entry.legal_entity_id, mode=PostingMode.DOCUMENTS
-    ).order_by("id")
+    if connections is None:
+        connections = ErpConnection.objects.filter(
+            legal_entity_id=entry.legal_entity_id, mode=PostingMode.DOCUMENTS
+        ).order_by("id")
     lines = _entry_lines(entry)
     debit_total = sum((ln.debit for ln in lines), ZERO)
     for conn in connections:
@@ -253,9 +257,13 @@ def _postings_for(
                 depends_on=depends_on,
             )
         )
-        if doc_type in (DocumentType.INVOICE, DocumentType.CREDIT_MEMO) and (
-            conn.options or {}
-        ).get("defer_by_journal"):
+        # a void's reversal lines undo the deferral its invoice's journal made (else the ERP
+        # keeps the moved fee on deferred revenue for an invoice that no longer exists)
+        if doc_type in (
+            DocumentType.INVOICE,
+            DocumentType.CREDIT_MEMO,
+            DocumentType.INVOICE_CANCEL,
+        ) and (conn.options or {}).get("defer_by_journal"):
             deferral = _deferral_journal(entry, lines)
             if deferral is not None:
                 out.append(
@@ -272,7 +280,8 @@ def _postings_for(
                         payload=deferral,
                     )
                 )
-    Posting.objects.bulk_create(out)
+    if save:
+        Posting.objects.bulk_create(out)
     return out
 
 

@@ -239,75 +239,70 @@ def build_journal(posting: Posting, resolver: Resolver) -> base.Journal:
     )
 
 
-Send = Callable[[base.Connector], base.ErpRecord]
+#: The connector call of a claimed posting: ``send(connector, fresh)``; ``fresh`` says no earlier
+#: attempt can have reached the ERP (see base.Connector: the connector may skip its lookup).
+Send = Callable[[base.Connector, bool], base.ErpRecord]
 
 
-def build_send(posting: Posting, resolver: Resolver) -> tuple[Send, list[base.Party]]:
+def _with_party_ids(party: base.Party, learned: dict[str, str]) -> base.Party:
+    if party.erp_party_id or party.code not in learned:
+        return party
+    return dataclasses.replace(party, erp_party_id=learned[party.code])
+
+
+def build_send(
+    posting: Posting, resolver: Resolver, learned: dict[str, str] | None = None
+) -> tuple[Send, list[base.Party]]:
     """What to call on the connector for this posting, with every mapping resolved first
-    (MissingMappings if any is missing: nothing is sent, never half a document)."""
+    (MissingMappings if any is missing: nothing is sent, never half a document).
+
+    Parties without a mapping are ensured in the ERP first, inside the send, and their ids
+    written into ``learned`` (code -> ERP id; the drain stores them as party mappings)."""
     kind = posting.document_type
+    learned = {} if learned is None else learned
+
+    def ensure(connector: base.Connector, parties: list[base.Party]) -> None:
+        for party in parties:
+            if not party.erp_party_id and party.code not in learned:
+                learned[party.code] = connector.ensure_party(party)
+
     if kind in (DocumentType.INVOICE, DocumentType.CREDIT_MEMO):
         doc = build_document(posting, resolver)
-        post = (
-            (lambda c: c.post_invoice(doc))
-            if kind == DocumentType.INVOICE
-            else (lambda c: c.post_credit_memo(doc))
-        )
+
+        def post(connector: base.Connector, fresh: bool) -> base.ErpRecord:
+            ensure(connector, [doc.party])
+            ready = dataclasses.replace(doc, party=_with_party_ids(doc.party, learned))
+            if kind == DocumentType.INVOICE:
+                return connector.post_invoice(ready, fresh=fresh)
+            return connector.post_credit_memo(ready, fresh=fresh)
+
         return post, [doc.party]
     if kind == DocumentType.JOURNAL:
         journal = build_journal(posting, resolver)
         parties = [ln.party for ln in journal.lines if ln.party is not None]
-        return (lambda c: c.post_journal(journal)), parties
+
+        def post_journal(connector: base.Connector, fresh: bool) -> base.ErpRecord:
+            ensure(connector, parties)
+            ready = dataclasses.replace(
+                journal,
+                lines=tuple(
+                    dataclasses.replace(ln, party=_with_party_ids(ln.party, learned))
+                    if ln.party is not None
+                    else ln
+                    for ln in journal.lines
+                ),
+            )
+            return connector.post_journal(ready, fresh=fresh)
+
+        return post_journal, parties
     if kind == DocumentType.INVOICE_CANCEL:
         target, reason = posting.payload["target_external_id"], posting.payload.get("reason", "")
         return (
-            lambda c: c.cancel_invoice(
+            lambda c, fresh: c.cancel_invoice(
                 external_id=target, reason=reason, credit_external_id=posting.external_id
             )
         ), []
     raise AppError(f"unknown document type {kind!r}", code=error_codes.INVALID_MAPPING)
-
-
-def _fill_parties(posting: Posting, resolver: Resolver, learned: dict[str, str]) -> Send:
-    """Rebuild the send with the learned party ids in place (documents are frozen dataclasses)."""
-    send, parties = build_send(posting, resolver)
-    if not any(not p.erp_party_id for p in parties):
-        return send
-
-    def run(connector: base.Connector) -> base.ErpRecord:
-        for party in parties:
-            if not party.erp_party_id and party.code not in learned:
-                learned[party.code] = connector.ensure_party(party)
-        kind = posting.document_type
-        if kind in (DocumentType.INVOICE, DocumentType.CREDIT_MEMO):
-            doc = build_document(posting, resolver)
-            doc = dataclasses.replace(
-                doc,
-                party=dataclasses.replace(
-                    doc.party, erp_party_id=learned.get(doc.party.code, doc.party.erp_party_id)
-                ),
-            )
-            if kind == DocumentType.INVOICE:
-                return connector.post_invoice(doc)
-            return connector.post_credit_memo(doc)
-        journal = build_journal(posting, resolver)
-        journal = dataclasses.replace(
-            journal,
-            lines=tuple(
-                dataclasses.replace(
-                    ln,
-                    party=dataclasses.replace(
-                        ln.party, erp_party_id=learned.get(ln.party.code, ln.party.erp_party_id)
-                    ),
-                )
-                if ln.party is not None
-                else ln
-                for ln in journal.lines
-            ),
-        )
-        return connector.post_journal(journal)
-
-    return run
 
 
 # --------------------------------------------------------------------------- connectors
@@ -491,17 +486,15 @@ def _claim_next(
             )
             posting.lookup_first = True
         resolver = Resolver(conn)
+        learned: dict[str, str] = {}
         try:
-            send, parties = build_send(posting, resolver)
+            send, _parties = build_send(posting, resolver, learned)
         except MissingMappings as exc:
             _hold(posting, conn, exc.missing)
             return False
         if posting.attempts - posting.attempts_at_replay >= conn.max_attempts:
             _give_up(posting, conn, PostingStatus.DEAD, posting.last_error or "attempts exhausted")
             return False
-        learned: dict[str, str] = {}
-        if any(not p.erp_party_id for p in parties):
-            send = _fill_parties(posting, resolver, learned)
         token = f"{worker}:{uuid.uuid4().hex[:12]}"
         posting.attempts += 1
         posting.status = PostingStatus.IN_FLIGHT
@@ -537,6 +530,8 @@ def _send(claim: Claim, exchanges: list[base.Exchange]) -> Outcome:
     try:
         connector = connector_of(posting.connection)
         connector.recorder = exchanges.append
+        # the posting's first attempt cannot have reached the ERP before: no lookup needed
+        fresh = posting.attempts == 1 and not posting.lookup_first
         if posting.lookup_first:
             lookup = (
                 posting.payload["target_external_id"]
@@ -551,7 +546,8 @@ def _send(claim: Claim, exchanges: list[base.Exchange]) -> Outcome:
             )
             if done:
                 return Outcome(AttemptOutcome.POSTED, record=found)
-        record = claim.send(connector)
+            fresh = found is None
+        record = claim.send(connector, fresh)
         if posting.document_type != DocumentType.INVOICE_CANCEL and not record.posted:
             raise base.TransientError(
                 f"the ERP answered without error but left {posting.external_id} in state "

@@ -236,7 +236,7 @@ def test_lost_answer_to_the_create_is_unknown_and_the_retry_posts_the_draft(
 
 def test_lost_answer_to_the_post_finds_it_posted(make: Make, admin: TrytonClient) -> None:
     http = Faulty()
-    http.lose["model.account.invoice.post"] = 1
+    http.lose["model.account.invoice.ledgerline_post"] = 1
     connector, _ = make(http=http)
     ext = f"ll-de-inv-{uid()}"
 
@@ -252,7 +252,7 @@ def test_a_request_that_never_left_is_transient_not_unknown(
     make: Make, admin: TrytonClient
 ) -> None:
     http = Faulty()
-    http.refuse["model.account.invoice.post"] = 1
+    http.refuse["model.account.invoice.ledgerline_post"] = 1
     connector, exchanges = make(http=http)
     ext = f"ll-de-inv-{uid()}"
 
@@ -365,7 +365,7 @@ def test_invoice_due_in_the_past_warning_is_acknowledged(make: Make) -> None:
     assert record.posted
     methods = [e.method for e in exchanges]
     warned = methods.index("model.res.user.warning.skip")
-    assert methods[warned - 1] == methods[warned + 1] == "model.account.invoice.post"
+    assert methods[warned - 1] == methods[warned + 1] == "model.account.invoice.ledgerline_post"
     assert "in the past" in json.dumps(exchanges[warned - 1].response)
 
 

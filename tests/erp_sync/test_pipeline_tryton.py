@@ -227,3 +227,65 @@ def test_two_drains_at_once_never_send_the_same_posting_to_tryton(
     assert in_tryton(admin, conn.external_id_prefix) == {
         ext: 1 for ext in Posting.objects.values_list("external_id", flat=True)
     }
+
+
+def tryton_methods(posting: Posting) -> list[str]:
+    """The Tryton methods one posting's attempts called, in order (logins left out)."""
+    from erp_sync.models import PostingAttempt
+
+    return [
+        ex["method"]
+        for attempt in PostingAttempt.objects.filter(posting=posting).order_by("number")
+        for ex in attempt.exchanges
+        if ex["method"] != "common.db.login"
+    ]
+
+
+def test_a_clean_first_posting_makes_two_tryton_calls_per_document(tryton_conn) -> None:
+    """create, then post with its read-back in the same answer (Ledgerline's module's
+    ``ledgerline_post``): no lookup before the create on a first attempt, no separate read, the
+    party looked up once per connector. The bare JSON-RPC loop of bench/posting.py makes the
+    same two calls a document."""
+    world = this_world(3)
+    conn = tryton_conn(world)
+    ledger_consume(actor=ACTOR)
+    outbox_drain(worker="count")
+    postings = list(Posting.objects.filter(connection=conn).order_by("id"))
+    assert {p.status for p in postings} == {"posted"}
+    assert {p.attempts for p in postings} == {1}
+    invoices = [p for p in postings if p.document_type == "invoice"]
+    journals = [p for p in postings if p.document_type == "journal"]
+    assert len(invoices) == 3 and len(journals) == 3  # each advance fee moved by a journal
+    # the first of each kind also met the company, its accounts, journals and period
+    for posting in journals[1:]:
+        assert tryton_methods(posting) == [
+            "model.account.move.create",
+            "model.account.move.ledgerline_post",
+        ]
+    for posting in invoices[1:]:
+        methods = tryton_methods(posting)
+        party = [m for m in methods if m.startswith("model.party.")]
+        assert methods[len(party) :] == [
+            "model.account.invoice.create",
+            "model.account.invoice.ledgerline_post",
+        ]
+        # a party Tryton does not know yet: searched, created, its address read (once ever)
+        assert party in (
+            ["model.party.party.search_read"],
+            [
+                "model.party.party.search_read",
+                "model.party.party.create",
+                "model.party.party.read",
+            ],
+        )
+
+    # a later document of a known customer: the two calls and nothing else
+    billing.credit_memo_issue(invoice=world.invoices[0], reason="goodwill", actor=ACTOR)
+    ledger_consume(actor=ACTOR)
+    outbox_drain(worker="count")
+    credit = Posting.objects.get(connection=conn, document_type="credit_memo")
+    assert credit.status == "posted"
+    assert tryton_methods(credit) == [
+        "model.account.invoice.create",
+        "model.account.invoice.ledgerline_post",
+    ]

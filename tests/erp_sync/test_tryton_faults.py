@@ -118,12 +118,14 @@ def test_reset_after_tryton_committed_the_post(
 ) -> None:
     conn, _ = connector(tryton_server, proxy)
     ext = f"ll-de-je-{uuid.uuid4().hex[:10]}"
-    proxy.add("reset_after", "model.account.move.post")
+    proxy.add("reset_after", "model.account.move.ledgerline_post")
 
     record, seen = until_posted(lambda: conn.post_journal(journal(ext, "42.42")))
 
     assert seen == ["unknown_outcome"] and record.posted
-    assert proxy.forwarded.count("model.account.move.post") == 1  # found posted: not sent again
+    assert (
+        proxy.forwarded.count("model.account.move.ledgerline_post") == 1
+    )  # found posted: not sent again
     assert [r["state"] for r in count(admin, "account.move", ext)] == ["posted"]
 
 
@@ -132,7 +134,7 @@ def test_a_post_answered_but_not_applied_is_read_back_and_posted_next_time(
 ) -> None:
     conn, _ = connector(tryton_server, proxy)
     ext = f"ll-de-inv-{uuid.uuid4().hex[:10]}"
-    proxy.add("fake_ok", "model.account.invoice.post")
+    proxy.add("fake_ok", "model.account.invoice.ledgerline_post")
 
     with pytest.raises(TransientError) as left:
         conn.post_invoice(invoice(ext))
@@ -153,7 +155,7 @@ def test_bursts_of_429_and_500_are_transient_and_never_applied(
     conn.company()  # logged in before the bursts
     ext = f"ll-de-je-{uuid.uuid4().hex[:10]}"
     proxy.add("status", "model.account.move.create", count=3, status=429)
-    proxy.add("status", "model.account.move.post", count=3, status=500)
+    proxy.add("status", "model.account.move.ledgerline_post", count=3, status=500)
 
     record, seen = until_posted(lambda: conn.post_journal(journal(ext, "10.00")))
 
@@ -169,7 +171,7 @@ def test_time_out_after_the_commit_is_unknown_and_the_retry_finds_it(
 ) -> None:
     conn, _ = connector(tryton_server, proxy, timeout=1.5)
     ext = f"ll-de-inv-{uuid.uuid4().hex[:10]}"
-    proxy.add("hang_after", "model.account.invoice.post", seconds=5.0)
+    proxy.add("hang_after", "model.account.invoice.ledgerline_post", seconds=5.0)
 
     record, seen = until_posted(lambda: conn.post_invoice(invoice(ext)))
 
@@ -204,7 +206,9 @@ def test_forty_documents_through_random_faults_exist_once_each_to_the_cent(
         amount = D(rng.randint(100, 99999)) / 100
         exts.append(ext)
         expected += amount
-        method = rng.choice(["model.account.move.create", "model.account.move.post", "*"])
+        method = rng.choice(
+            ["model.account.move.create", "model.account.move.ledgerline_post", "*"]
+        )
         kind: FaultKind | None = rng.choice(
             ["reset_after", "status", "status", "hang_after", "delay", None]
         )

@@ -4,7 +4,8 @@ control totals match to the cent.
 
 The worker is a separate process draining the outbox (erp_sync.services.outbox_drain) through
 the fault proxy. It is killed at the worst moment: Tryton has committed a post and the proxy
-holds the worker's read-back, so our database still has the posting in flight. A second worker
+holds its answer (the post and its read-back are one request, ``ledgerline_post``), so our
+database still has the posting in flight. A second worker
 takes it once its lease has expired, looks the document up in Tryton first, and finishes."""
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def test_kill_9_in_the_middle_of_200_postings_leaves_every_document_once(
             login=API_LOGIN,
             password_env=PASSWORD_ENV,
             external_id_prefix=f"k{uuid.uuid4().hex[:8]}",
-            timeout_seconds=TIMEOUT_SECONDS,  # the held read-back outlasts it: the kill comes first
+            timeout_seconds=TIMEOUT_SECONDS,  # the held answer outlasts it: the kill comes first
             lease_seconds=LEASE_SECONDS,
         )
         ledger_consume(actor=ACTOR)
@@ -89,14 +90,17 @@ def test_kill_9_in_the_middle_of_200_postings_leaves_every_document_once(
         invoices = postings.filter(document_type="invoice")
         assert invoices.count() == DOCUMENTS and total >= 200
 
-        # a third of the way in, Tryton commits an invoice's post and the worker's read-back
-        # of it is held in the proxy (our database still has it in flight): kill it then
+        # a third of the way in, Tryton commits an invoice's post and the answer (with the
+        # read-back) is held in the proxy (our database still has it in flight): kill it then
         proxy.add(
-            "delay", "model.account.invoice.read", after=DOCUMENTS // 3, seconds=2 * TIMEOUT_SECONDS
+            "delay",
+            "model.account.invoice.ledgerline_post",
+            after=DOCUMENTS // 3,
+            seconds=2 * TIMEOUT_SECONDS,
         )
         victim = subprocess.Popen([sys.executable, "-c", DRAIN], cwd=REPO, env=worker_env())
         try:
-            wait_for(lambda: proxy.holding > 0, 1200, "a read-back held in the proxy")
+            wait_for(lambda: proxy.holding > 0, 1200, "a post's answer held in the proxy")
             os.kill(victim.pid, signal.SIGKILL)
             victim.wait(timeout=30)
         finally:

@@ -7,6 +7,13 @@ this module puts a UNIQUE index on it (PostgreSQL and SQLite alike), so a second
 copy of a document is refused by the ERP itself, whatever the client does.
 NULL is allowed any number of times: documents made in Tryton by hand have none.
 
+``ledgerline_post(ids, fields)`` (account.move and account.invoice, over RPC): the
+"post" button, then the records read back with ``fields``, in one request and one
+transaction. Ledgerline reads a document's state back after posting it (Tryton can
+answer a post without error and leave a draft); this gives that read-back in the
+post's own answer instead of a second request. ``post`` itself is unchanged (the
+client's button still returns nothing), access is checked as for the button.
+
 A copy (the reversal made by the cancel wizard, a duplicate made in the client)
 never inherits the id. The cancel wizard (``account.move.cancel``) takes the
 reversal's own external id and date in its form, so the reversal Ledgerline asks
@@ -15,10 +22,12 @@ for is findable, and refused a second time, like any other document.
 
 from trytond.model import Unique, fields
 from trytond.pool import Pool, PoolMeta
+from trytond.rpc import RPC
 
 
 class ExternalIdMixin:
-    """``ledgerline_external_id``: unique, never copied (account.move and account.invoice)."""
+    """``ledgerline_external_id``: unique, never copied; ``ledgerline_post`` (account.move and
+    account.invoice)."""
 
     ledgerline_external_id = fields.Char(
         "Ledgerline External ID",
@@ -36,6 +45,13 @@ class ExternalIdMixin:
                 "ledgerline.msg_external_id_unique",
             ),
         ]
+        cls.__rpc__.update({"ledgerline_post": RPC(readonly=False, instantiate=0)})
+
+    @classmethod
+    def ledgerline_post(cls, records, fields_names):
+        """Post (the button, with its access checks and warnings) and read back."""
+        cls.post(records)
+        return cls.read([r.id for r in records], fields_names)
 
     @classmethod
     def copy(cls, records, default=None):
