@@ -47,6 +47,7 @@ ACTIONS = [
     "reject",
     "correct_date",
     "map_account",
+    "settle_adjustment",
 ]
 
 
@@ -135,6 +136,7 @@ class CaseActionApi(APIView):
         account = serializers.CharField(required=False, allow_blank=True)
         key = serializers.CharField(required=False, allow_blank=True)
         amount = serializers.CharField(required=False, allow_blank=True)
+        document = serializers.IntegerField(required=False)
 
     class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         message = serializers.CharField()

@@ -151,6 +151,19 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
         return _correct_date(case, caller, p, version)
     if action == "map_account":
         return _map_account(case, caller, p, version)
+    if action == "settle_adjustment":
+        from exceptions.workbench.disputes import dispute_settle_by_adjustment
+
+        raw = str(p.get("document", "") or "")
+        closed = dispute_settle_by_adjustment(
+            case_id=case.pk,
+            document_id=int(raw) if raw.isdigit() else 0,
+            reason_code=str(p.get("reason_code", "") or ""),
+            comment=str(p.get("comment", "") or ""),
+            caller=caller,
+            version=version,
+        )
+        return f"Dispute settled: {closed.resolution}"
     raise AppError(f"Unknown action '{action}'.", code=ExceptionsErrorCode.ACTION_NOT_AVAILABLE)
 
 

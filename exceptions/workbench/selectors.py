@@ -226,6 +226,14 @@ def case_actions(*, case: ExceptionCase, caller: Caller) -> Actions:
             "the posting is not failed, dead or held, or carries no date",
         )
     offer("map_account", case.kind == CaseKind.MISSING_GL_MAPPING)
+    if case.kind == CaseKind.CUSTOMER_DISPUTE:
+        from exceptions.workbench.disputes import dispute_adjustments
+
+        offer(
+            "settle_adjustment",
+            bool(dispute_adjustments(case=case)),
+            "no adjustment has been issued against this invoice yet",
+        )
     if pending is not None:
         mine = pending.proposed_by_label == caller.actor.label
         offer("approve", not mine, "you proposed it: a different approver must approve")
@@ -282,6 +290,10 @@ def case_trace(*, case: ExceptionCase) -> dict[str, Any]:
             line = billing_selectors.invoice_line(pk=int(line_id))
             trace["disputed_line"] = line
             trace["line_events"] = list(billing_selectors.line_events(line=line)[:50])
+    if case.kind == CaseKind.CUSTOMER_DISPUTE:
+        from exceptions.workbench.disputes import dispute_adjustments
+
+        trace["adjustments"] = dispute_adjustments(case=case)
     return trace
 
 

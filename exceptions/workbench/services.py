@@ -63,6 +63,7 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
     "reverse": WORKERS,
     "correct_date": WORKERS,
     "map_account": WORKERS,
+    "settle_adjustment": WORKERS,
     "keep_original": WORKERS,
     "retry": WORKERS,
     "dismiss": WORKERS,

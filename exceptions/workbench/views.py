@@ -30,6 +30,7 @@ from exceptions.models import CaseKind, ExceptionCase
 from exceptions.policies import POLICY_FIELDS, policies_by_kind
 from exceptions.templatetags.queue import money_text
 from exceptions.workbench import dispatch, selectors, services
+from exceptions.workbench.disputes import ADJUSTMENT_REASONS
 from exceptions.workbench.filters import CaseFilter, filter_choices
 from exceptions.workbench.services import Caller
 
@@ -221,6 +222,7 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "correction_reasons": services.CORRECTION_REASONS,
         "reversal_reasons": services.REVERSAL_REASONS,
         "dismiss_reasons": services.DISMISS_REASONS,
+        "adjustment_reasons": ADJUSTMENT_REASONS,
         "users": get_user_model().objects.filter(is_active=True).order_by("username"),
         "customers": Customer.objects.select_related("legal_entity").order_by(
             "legal_entity__code", "code"
