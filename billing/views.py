@@ -21,6 +21,7 @@ from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -194,6 +195,7 @@ def _confirm(
     kind: InvoiceAction,
     consequences: list[str],
     preview: services.CreditPreview | None = None,
+    action_url: str = "",
 ) -> HttpResponse | None:
     """Unless the form says `confirmed`, the page that says what `kind` will do (None: go on).
 
@@ -217,7 +219,7 @@ def _confirm(
             "consequences": consequences,
             "preview": preview,
             "fields": fields,
-            "action_url": request.path,
+            "action_url": action_url or request.path,
         },
     )
 
@@ -352,30 +354,26 @@ def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
             pk,
             InvoiceAction.CREDIT,
             [
-                f"A credit memo against {inv} is issued at once with the next number of "
-                f"{inv.legal_entity.code}'s credit memo series, reason \u201c{reason}\u201d.",
+                f"A credit memo against {inv} is proposed, reason \u201c{reason}\u201d: it is "
+                "issued with the next number of "
+                f"{inv.legal_entity.code}'s credit memo series once a different approver "
+                "approves it in the exception queue (four eyes).",
                 "It lowers what the customer owes on the invoice by its gross amount.",
                 _erp_sentence(inv, "The credit memo and its journal"),
             ],
             preview,
+            # four eyes (DESIGN invariant 6): the exception queue proposes it, a second
+            # person approves it there
+            action_url=reverse("exceptions:credit_request", args=[pk]),
         )
         if ask is not None:
             return ask
-
-    def issue(inv: Invoice, actor: Actor, key: str | None) -> str:
-        memo = services.credit_memo_issue(
-            invoice=inv,
-            reason=reason,
-            actor=actor,
-            lines=None if whole else amounts,
-            idempotency_key=key,
-        )
-        amount = format_money(
-            -memo.total, currency=memo.currency_id, minor_units=inv.currency.minor_units
-        )
-        return f"Credit memo {memo} issued for {amount}."
-
-    return _act(request, pk, InvoiceAction.CREDIT, issue)
+    messages.error(
+        request,
+        "A credit memo is proposed from its preview and approved by a second person in the "
+        "exception queue; nothing was issued.",
+    )
+    return redirect("billing:invoice", pk=pk)
 
 
 @require_POST

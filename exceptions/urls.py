@@ -10,6 +10,7 @@ urlpatterns = [
     path("bulk/", workbench.queue_bulk, name="bulk"),
     path("policies/", workbench.policies, name="policies"),
     path("disputes/new/", workbench.dispute_new, name="dispute_new"),
+    path("invoices/<int:pk>/credit/", workbench.credit_request, name="credit_request"),
     path("cases/<int:pk>/", workbench.case_detail, name="case"),
     path("cases/<int:pk>/<slug:action>/", workbench.case_action, name="case_action"),
 ]

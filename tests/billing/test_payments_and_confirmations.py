@@ -3,8 +3,11 @@ what will happen, a credit memo preview, refused actions shown with their reason
 
 from __future__ import annotations
 
+from core import roles
+
 from datetime import date, timedelta
 from decimal import Decimal
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.models import User
@@ -180,7 +183,7 @@ def test_finalize_and_void_ask_first_and_say_what_will_happen(
 
 
 def test_credit_memo_form_previews_net_tax_and_gross(
-    client: Client, usd: Invoice, approver: User
+    client: Client, usd: Invoice, approver: User, make_user: Callable[..., User]
 ) -> None:
     line = usd.lines.get(kind="usage")
     client.force_login(approver)
@@ -189,8 +192,19 @@ def test_credit_memo_form_previews_net_tax_and_gross(
     preview = text[text.index('aria-label="Credit memo preview"') :]
     assert "($0.30)" in preview and "($0.03)" in preview and "($0.33)" in preview
     assert not Invoice.objects.filter(kind="credit_memo").exists()
+    # the preview's "yes" proposes it in the exception queue (four eyes): nothing issued yet
+    assert f'action="/exceptions/invoices/{usd.pk}/credit/"' in text
+    proposed = client.post(
+        f"/exceptions/invoices/{usd.pk}/credit/", {**body, "confirmed": "1"}, follow=True
+    ).content.decode()
+    assert "waits for a different approver" in proposed
+    assert not Invoice.objects.filter(kind="credit_memo").exists()
+    client.force_login(make_user("approver2", roles.FINANCE_APPROVER))
+    from exceptions.models import ExceptionCase
+
+    case = ExceptionCase.objects.get(kind="credit_request", source_id=str(usd.pk))
     done = client.post(
-        f"/billing/invoices/{usd.pk}/credit/", {**body, "confirmed": "1"}, follow=True
+        f"/exceptions/cases/{case.pk}/approve/", {"version": case.version}, follow=True
     ).content.decode()
     memo = Invoice.objects.get(kind="credit_memo")
-    assert memo.total == D("-0.33") and f"Credit memo {memo.number} issued for $0.33." in done
+    assert memo.total == D("-0.33") and f"Credit memo {memo.number} issued" in done

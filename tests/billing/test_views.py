@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from core import roles
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from io import StringIO
@@ -49,7 +51,11 @@ def test_invoice_pages_for_finance_roles_only(
 
 
 def test_approver_finalizes_credits_and_voids_through_the_pages(
-    client: Client, draft: Invoice, approver: User, clerk: User
+    client: Client,
+    draft: Invoice,
+    approver: User,
+    clerk: User,
+    make_user: Callable[..., User],
 ) -> None:
     client.force_login(approver)
     client.post(f"/billing/invoices/{draft.pk}/finalize/", {"confirmed": "1"})
@@ -57,10 +63,17 @@ def test_approver_finalizes_credits_and_voids_through_the_pages(
     assert draft.status == "finalized" and draft.number
     line = draft.lines.get()
     assert "(up to $0.30)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
-    client.post(
-        f"/billing/invoices/{draft.pk}/credit/",
-        {f"line_{line.pk}": "0.10", "reason": "sorry", "confirmed": "1"},
-    )
+    credit = {f"line_{line.pk}": "0.10", "reason": "sorry", "confirmed": "1"}
+    # confirmed on the billing page alone, nothing is issued (four eyes, invariant 6)
+    client.post(f"/billing/invoices/{draft.pk}/credit/", credit)
+    assert not Invoice.objects.filter(kind="credit_memo").exists()
+    client.post(f"/exceptions/invoices/{draft.pk}/credit/", credit)
+    from exceptions.models import ExceptionCase
+
+    case = ExceptionCase.objects.get(kind="credit_request")
+    client.force_login(make_user("approver2", roles.FINANCE_APPROVER))
+    client.post(f"/exceptions/cases/{case.pk}/approve/", {"version": case.version})
+    client.force_login(approver)
     assert "(up to $0.20)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
     memo = Invoice.objects.get(kind="credit_memo")
     assert memo.total == D("-0.10")

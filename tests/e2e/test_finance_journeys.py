@@ -86,9 +86,11 @@ def test_approver_finalizes_after_confirming_and_previews_a_credit_memo(
     preview = page.get_by_role("table", name="Credit memo preview").inner_text()
     assert "(¥150,002)" in preview and "(¥15,000)" in preview and "(¥165,002)" in preview
     _shot(page, "approver-credit-preview")
-    page.get_by_role("button", name="Yes, issue the credit memo").click()
+    page.get_by_role("button", name="Yes, propose the credit memo").click()
     page.wait_for_load_state()
-    assert re.search(r"Credit memo CN-2026-\d{6} issued for ¥165,002\.", _text(page))
+    # four eyes: the memo waits on its case for a different approver (invariant 6)
+    assert "waits for a different approver" in _text(page)
+    assert page.locator("#case-status").inner_text() == "Awaiting approval"
 
 
 def test_auditor_reads_the_printable_invoice_and_is_offered_no_action(

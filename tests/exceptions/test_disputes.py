@@ -95,3 +95,57 @@ def test_a_dispute_can_be_rejected_with_a_reason(invoice, clerk) -> None:
     case.refresh_from_db()
     assert case.status == "dismissed" and case.resolution.startswith("Dispute rejected")
     assert not Invoice.objects.filter(kind="credit_memo").exists()
+
+
+def test_a_dispute_ends_in_the_late_usage_adjustment_billing_issued_against_the_invoice(
+    invoice, clerk
+) -> None:  # type: ignore[no-untyped-def]
+    from exceptions.workbench.disputes import dispute_open
+    from exceptions.workbench.services import Caller
+
+    line = invoice.lines.get(kind="usage")
+    case = dispute_open(
+        invoice_id=invoice.pk,
+        line_id=line.pk,
+        comment="We made 4 calls, one is missing.",
+        caller=Caller.for_user(clerk),
+    )
+    c = _client(clerk)
+    page = c.get(f"/exceptions/cases/{case.pk}/").content.decode()
+    assert "no adjustment has been issued against this invoice yet" in page
+    # the missing call arrives late; December's run corrects November by an adjustment invoice
+    send(invoice.customer, "api_calls", datetime(2026, 11, 20, tzinfo=UTC))
+    bill(invoice.legal_entity, "2026-12")
+    adjustment = Invoice.objects.get(kind="adjustment", credits=invoice)
+    billing_services.invoice_finalize(invoice=adjustment, actor=ACTOR)
+    adjustment.refresh_from_db()
+    assert adjustment.total == Decimal("1.00")
+
+    case.refresh_from_db()
+    page = c.get(f"/exceptions/cases/{case.pk}/").content.decode()
+    assert 'aria-label="Settle by an adjustment"' in page and str(adjustment) in page
+    refused = c.post(
+        f"/exceptions/cases/{case.pk}/settle_adjustment/",
+        {
+            "version": case.version,
+            "document": invoice.pk,
+            "reason_code": "late_usage",
+            "comment": "x",
+        },
+        follow=True,
+    ).content.decode()
+    assert "document: that is not a finalized adjustment" in refused
+    done = c.post(
+        f"/exceptions/cases/{case.pk}/settle_adjustment/",
+        {
+            "version": case.version,
+            "document": adjustment.pk,
+            "reason_code": "late_usage",
+            "comment": "The late call is billed by the adjustment.",
+        },
+        follow=True,
+    ).content.decode()
+    assert "Dispute settled" in done
+    case.refresh_from_db()
+    assert (case.status, case.resolution_code) == ("resolved", "adjustment")
+    assert f"{adjustment} ($1.00)" in case.resolution

@@ -186,3 +186,49 @@ def test_a_bad_filter_value_is_said_not_crashed(rejected_case, clerk) -> None:
     assert r.status_code == 200
     body = r.content.decode()
     assert "Enter a number" in body and "Select a valid choice" in body
+
+
+def test_an_idempotency_key_whose_process_died_is_taken_over_once_its_lease_expires(
+    rejected_case, customer_acme, make_api_key, api_client
+) -> None:  # type: ignore[no-untyped-def]
+    import hashlib
+    import json
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from exceptions.models import IdempotentRequest
+
+    key = make_api_key(ApiScope.ADMIN, name="ops")
+    admin = api_client(key.raw_key)
+    body = {"version": rejected_case.version, "body": "looked at it"}
+    url = f"/api/v1/exception-cases/{rejected_case.pk}/actions/comment"
+    digest = hashlib.sha256(
+        json.dumps([rejected_case.pk, "comment", body], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    # the first request's process died after claiming the key, before answering
+    now = timezone.now()
+    record = IdempotentRequest.objects.create(
+        api_key=key.api_key,
+        key="k-died",
+        request_hash=digest,
+        status_code=0,
+        response={},
+        created_at=now,
+        lease_expires_at=now + timedelta(seconds=60),
+    )
+    running = admin.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-died")
+    assert running.status_code == 409 and "still running" in running.json()["message"]
+    assert running.json()["extra"]["retry_after_seconds"] > 0
+    assert not rejected_case.comments.exists()
+
+    IdempotentRequest.objects.filter(pk=record.pk).update(
+        lease_expires_at=now - timedelta(seconds=1)
+    )
+    retried = admin.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-died")
+    assert retried.status_code == 200, retried.json()
+    assert rejected_case.comments.count() == 1
+    record.refresh_from_db()
+    assert (record.status_code, record.lease_expires_at) == (200, None)
+    again = admin.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-died")
+    assert again.headers["Idempotent-Replay"] == "true" and rejected_case.comments.count() == 1
