@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from billing import selectors, services
-from billing.selectors import FieldChange, field_changes
+from exceptions.history import FieldChange, field_changes
 from tests.billing.conftest import ACTOR
 from tests.billing.test_money_pages import make_world
 
