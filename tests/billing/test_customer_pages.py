@@ -60,14 +60,15 @@ def _at(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
 
 
-def make_ageing() -> Ageing:
+def make_ageing(prefix: str = "ll") -> Ageing:
+    """The world above; entities `<prefix>-us` and `<prefix>-jp`, plans `<prefix>-usd`, ..."""
     metric("api_calls")
-    us = entity("ll-us", "USD", 2, "UTC")
-    jp = entity("ll-jp", "JPY", 0, "UTC")
+    us = entity(f"{prefix}-us", "USD", 2, "UTC")
+    jp = entity(f"{prefix}-jp", "JPY", 0, "UTC")
     tax_rate(us, "0.10")
     tax_rate(jp, "0.10")
     usd_plan = plan(
-        "usd",
+        f"{prefix}-usd",
         us.base_currency,
         [
             {"type": "fixed_fee", "code": "platform", "amount": "1000.00"},
@@ -75,7 +76,7 @@ def make_ageing() -> Ageing:
         ],
     )
     eur_plan = plan(
-        "eur",
+        f"{prefix}-eur",
         currency("EUR", 2),
         [
             {"type": "fixed_fee", "code": "platform", "amount": "1200.00"},
@@ -83,7 +84,7 @@ def make_ageing() -> Ageing:
         ],
     )
     jpy_plan = plan(
-        "jpy",
+        f"{prefix}-jpy",
         jp.base_currency,
         [
             {"type": "fixed_fee", "code": "platform", "amount": "150000"},
@@ -277,7 +278,7 @@ def test_history_tabs_of_customer_contract_plan_and_run(client, world: Ageing, a
     assert plan_rows[0].action == "price_plan.create"
     assert any(r.action == "contract.create" and r.via == f"contract {c.code}" for r in plan_rows)
     create = plan_rows[0]
-    assert any(ch.field == "code" and ch.after == "usd" for ch in create.changes)
+    assert any(ch.field == "code" and ch.after == "ll-usd" for ch in create.changes)
 
     client.force_login(approver)
     page = client.get(f"/billing/contracts/{c.pk}/history/").content.decode()
