@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing import views
+from billing import views, views_customers
 
 app_name = "billing"
 urlpatterns = [
@@ -21,4 +21,13 @@ urlpatterns = [
     path("runs/start/", views.run_start, name="run_start"),
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
     path("runs/<int:pk>/finalize/", views.run_finalize, name="run_finalize"),
+    # issue 15, items 4, 5 and 8: customers, receivables, run history, history tabs
+    path("customers/<int:pk>/", views_customers.customer_detail, name="customer"),
+    path("customers/<int:pk>/history/", views_customers.customer_history, name="customer_history"),
+    path("contracts/<int:pk>/history/", views_customers.contract_history, name="contract_history"),
+    path("plans/<int:pk>/history/", views_customers.plan_history, name="plan_history"),
+    path("events/<int:seq>/history/", views_customers.event_history, name="event_history"),
+    path("receivables/", views_customers.receivables_page, name="receivables"),
+    path("runs/history/", views_customers.run_history, name="run_history"),
+    path("runs/<int:pk>/", views_customers.run_detail, name="run"),
 ]

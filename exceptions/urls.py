@@ -6,6 +6,8 @@ from exceptions.workbench import views as workbench
 app_name = "exceptions"
 urlpatterns = [
     path("audit/", views.audit_list, name="audit"),
+    path("audit/verify/", views.audit_verify, name="audit_verify"),
+    path("cases/<int:pk>/history/", views.case_history, name="case_history"),
     path("", workbench.queue, name="queue"),
     path("bulk/", workbench.queue_bulk, name="bulk"),
     path("policies/", workbench.policies, name="policies"),

@@ -11,7 +11,7 @@ from django.test import Client
 import pytest
 
 from billing import selectors, services
-from billing.selectors import FieldChange, field_changes
+from exceptions.history import FieldChange, field_changes
 from tests.billing.conftest import ACTOR
 from tests.billing.test_money_pages import make_world
 
