@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing import views
+from billing import views, views_print
 
 app_name = "billing"
 urlpatterns = [
@@ -10,7 +10,8 @@ urlpatterns = [
     path("invoices/finalize/", views.invoices_finalize_selected, name="invoices_finalize"),
     path("invoices/<int:pk>/", views.invoice_detail, name="invoice"),
     path("invoices/<int:pk>/history/", views.invoice_history, name="invoice_history"),
-    path("invoices/<int:pk>/print/", views.invoice_print, name="invoice_print"),
+    path("invoices/<int:pk>/print/", views_print.invoice_print, name="invoice_print"),
+    path("invoices/<int:pk>/pdf/", views_print.invoice_pdf, name="invoice_pdf"),
     path("invoices/<int:pk>/finalize/", views.invoice_finalize, name="invoice_finalize"),
     path("invoices/<int:pk>/void/", views.invoice_void, name="invoice_void"),
     path("invoices/<int:pk>/paid/", views.invoice_mark_paid, name="invoice_paid"),
