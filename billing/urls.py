@@ -1,6 +1,6 @@
 from django.urls import path
 
-from billing import views, views_print
+from billing import views, views_plans, views_print
 
 app_name = "billing"
 urlpatterns = [
@@ -18,6 +18,12 @@ urlpatterns = [
     path("invoices/<int:pk>/credit/", views.invoice_credit, name="invoice_credit"),
     path("lines/<int:pk>/", views.line_lineage, name="line"),
     path("events/", views.event_lines, name="event_lines"),
+    path("plans/", views_plans.plan_list, name="plans"),
+    path("plans/new/", views_plans.plan_edit, name="plan_new"),
+    path("plans/<slug:code>/versions/new/", views_plans.plan_edit, name="plan_version_new"),
+    path("contracts/", views_plans.contract_list, name="contracts"),
+    path("contracts/new/", views_plans.contract_edit, name="contract_new"),
+    path("contracts/<int:pk>/amend/", views_plans.contract_amend, name="contract_amend"),
     path("runs/", views.run_list, name="runs"),
     path("runs/start/", views.run_start, name="run_start"),
     path("runs/<int:pk>/progress/", views.run_progress, name="run_progress"),
