@@ -12,7 +12,6 @@ from typing import Any
 from django.db.models import Sum
 from django.http import Http404, HttpRequest, HttpResponse
 from django.template.loader import render_to_string
-from weasyprint import HTML
 
 from billing import selectors
 from billing.models import DocumentKind, Invoice
@@ -42,7 +41,13 @@ def pdf_filename(invoice: Invoice) -> str:
 
 
 def invoice_pdf_bytes(*, html: str, base_url: str) -> bytes:
-    """The printable page as PDF (WeasyPrint, print media)."""
+    """The printable page as PDF (WeasyPrint, print media).
+
+    Imported here, not at the top: WeasyPrint loads Pango when imported, and a machine
+    without it should lose the PDF only, not every billing page.
+    """
+    from weasyprint import HTML
+
     pdf: bytes = HTML(string=html, base_url=base_url).write_pdf()
     return pdf
 
