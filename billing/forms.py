@@ -207,9 +207,13 @@ class RowList:
         """The rows posted, in their ORDER, without those marked DELETE (a missing list: none)."""
         fs = self.formset_class(data, prefix=self.prefix)
         self.rows = []
-        if not fs.is_valid():
-            return self
-        for form in fs.ordered_forms:
+        if fs.is_valid():
+            forms_in_order = list(fs.ordered_forms)
+        else:  # a position that is not a number: keep the rows as they came, lose nothing
+            forms_in_order = [
+                f for f in fs.forms if not getattr(f, "cleaned_data", {}).get("DELETE")
+            ]
+        for form in forms_in_order:
             index = fs.forms.index(form)
             row = Row(values=_strings(form.cleaned_data))
             if self.tiered:

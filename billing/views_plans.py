@@ -14,6 +14,7 @@ Who may do what (checked here, on the server):
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -295,6 +296,35 @@ def contract_list(request: HttpRequest) -> HttpResponse:
     )
 
 
+def _overrides_preview(
+    request: HttpRequest,
+    plan: PricePlan,
+    on: date,
+    lists: dict[str, RowList],
+    errors: list[str],
+) -> dict[str, Any]:
+    """The plan's version in force on `on` with the overrides typed, pricing the usage typed."""
+    usage = _usage_formset(request, [])
+    out: dict[str, Any] = {"usage": usage, "currency": plan.currency}
+    version = selectors.plan_version_on(plan=plan, day=on)
+    figures = _preview_usage(usage)
+    if version is None:
+        errors.append(f"Plan {plan.code} has no price version yet.")
+    elif figures is not None and not any(rows.has_errors for rows in lists.values()):
+        try:
+            out["preview"] = services.price_plan_preview(
+                components=version.components,
+                currency=plan.currency,
+                quantities=figures[0],
+                event_amounts=figures[1],
+                overrides=overrides_json(lists),
+            )
+            out["preview_version"] = version
+        except AppError as exc:
+            _rating_failed(exc, lists, errors)
+    return out
+
+
 def _read_overrides(request: HttpRequest) -> dict[str, RowList]:
     lists = override_lists()
     for name, rows in lists.items():
@@ -319,9 +349,14 @@ def _bound_overrides(overrides: dict[str, Any] | None) -> dict[str, RowList]:
 def contract_edit(request: HttpRequest) -> HttpResponse:
     """A new contract with its overrides (negotiated prices, discounts, caps) as rows."""
     errors: list[str] = []
+    preview: dict[str, Any] = {"usage": _usage_formset(request, [])}
     if request.method == "POST":
         form = ContractForm(request.POST)
         lists = _read_overrides(request)
+        if "preview" in request.POST and form.is_valid():
+            preview = _overrides_preview(
+                request, form.cleaned_data["plan"], form.cleaned_data["start_date"], lists, errors
+            )
         if "save" in request.POST and form.is_valid():
             data = dict(form.cleaned_data)
             try:
@@ -343,7 +378,7 @@ def contract_edit(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "billing/contract_edit.html",
-        {"form": form, "lists": lists, "errors": errors, "contract": None},
+        {"form": form, "lists": lists, "errors": errors, "contract": None, **preview},
     )
 
 
@@ -352,9 +387,14 @@ def contract_amend(request: HttpRequest, pk: int) -> HttpResponse:
     """New terms from a date: another plan, other overrides, or both (a reason is required)."""
     contract = get_object_or_404(selectors.contracts(), pk=pk)
     errors: list[str] = []
+    preview: dict[str, Any] = {"usage": _usage_formset(request, [])}
     if request.method == "POST":
         form = AmendmentForm(request.POST)
         lists = _read_overrides(request)
+        if "preview" in request.POST and form.is_valid():
+            v = form.cleaned_data
+            plan = v["plan"] or contract.plan
+            preview = _overrides_preview(request, plan, v["effective_from"], lists, errors)
         if "save" in request.POST and form.is_valid():
             v = form.cleaned_data
             try:
@@ -388,5 +428,5 @@ def contract_amend(request: HttpRequest, pk: int) -> HttpResponse:
     return render(
         request,
         "billing/contract_edit.html",
-        {"form": form, "lists": lists, "errors": errors, "contract": contract},
+        {"form": form, "lists": lists, "errors": errors, "contract": contract, **preview},
     )

@@ -397,3 +397,27 @@ def test_amendment_form_changes_overrides_from_a_date_with_a_reason(
     assert amendment.overrides["discounts"] == [{"percent_off": "10", "description": "launch"}]
     entry = AuditEntry.objects.get(action="contract.amend", object_id=str(c.pk))
     assert entry.reason == "renegotiated" and entry.actor_label == "integrator"
+
+
+def test_contract_preview_prices_usage_with_the_overrides_typed(
+    admin_client: Client, acme: Customer, usd: Currency
+) -> None:
+    """api 1,234.5 x 0.01 = 12.345 -> 12.35; storage on the override's tiers 200 x 0.08 +
+    1,300 x 0.04 = 68.00; platform 99.00; running total 179.35, 10 % off = 17.935 -> (17.94);
+    subtotal 161.41."""
+    p = plan("storage-2027", usd, TIERED)
+    post = _contract_post(acme, p, OVERRIDES) | {"preview": "1"}
+    post |= _usage([("api_calls", "1234.5", ""), ("storage_gb", "1500", "")])
+    html = admin_client.post("/billing/contracts/new/", post).content.decode()
+    result = html[html.index('aria-label="Preview result"') :]
+    for amount in ("$12.35", "$68.00", "$99.00", "($17.94)"):
+        assert f'<td class="num">{amount}</td>' in result, amount
+    assert 'id="preview-subtotal">$161.41</th>' in result
+    assert not Contract.objects.exists()
+
+
+def test_a_position_that_is_not_a_number_loses_no_row(admin_client: Client, usd: Currency) -> None:
+    post = _plan_post(TIERED) | {"components-1-ORDER": "x"}
+    html = admin_client.post("/billing/plans/new/", post).content.decode()
+    for code in ("api", "storage", "platform"):
+        assert f'value="{code}"' in html, code
