@@ -432,3 +432,9 @@ def invoice_history(*, invoice: Invoice) -> list[HistoryRow]:
             ),
         ]
     )
+
+
+def plan_version_on(*, plan: PricePlan, day: date) -> PricePlanVersion | None:
+    """The plan's version in force on `day` (its first version before it starts)."""
+    found = plan.versions.filter(effective_from__lte=day).order_by("-effective_from").first()
+    return found or plan.versions.order_by("effective_from").first()

@@ -151,23 +151,6 @@ def invoice_history(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "billing/invoice_history.html", {"invoice": invoice, "rows": rows})
 
 
-@role_required(*VIEWERS)
-def invoice_print(request: HttpRequest, pk: int) -> HttpResponse:
-    try:
-        invoice = selectors.invoice_detail(pk=pk)
-    except Invoice.DoesNotExist:
-        raise Http404 from None
-    return render(
-        request,
-        "billing/invoice_print.html",
-        {
-            "invoice": invoice,
-            "lines": invoice.lines.all(),
-            "tax_lines": invoice.tax_lines.all(),
-        },
-    )
-
-
 def _act(
     request: HttpRequest,
     pk: int,

@@ -79,6 +79,7 @@ NOT_AUDITED: dict[str, str] = {
     "metering.services.unmapped_fingerprint": "pure: the fingerprint of an unmapped-customer case",
     "billing.services.entity_rounding": "a read (an entity's rounding mode)",
     "billing.services.credit_memo_preview": "a read (what a credit memo would carry; writes nothing)",
+    "billing.services.price_plan_preview": "pure: what typed usage would cost (the editors' preview)",
     "billing.services.billing_runs_bill_due": (
         "writes nothing itself: it calls billing_run_request and billing_run_execute per due"
         " entity, whose entries are checked above"
