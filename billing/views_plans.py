@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from datetime import date
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.forms import formset_factory
+from django.forms import Form, formset_factory
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
@@ -47,6 +47,7 @@ from core.errors import AppError
 from core.models import Currency
 from core.roles import AUDITOR, INTEGRATION_ADMIN, role_required, user_roles
 
+F = TypeVar("F", bound=Form)
 EDITORS = (INTEGRATION_ADMIN,)
 READERS = (INTEGRATION_ADMIN, AUDITOR)
 UsageFormSet = formset_factory(UsageForm, extra=0)
@@ -63,6 +64,13 @@ def _action(request: HttpRequest) -> str:
         if name.startswith("add_") and name.endswith("_row"):
             return name
     return "apply"
+
+
+def _form(cls: type[F], request: HttpRequest, action: str) -> F:
+    """Bound (checked) for save and preview; for adding or reordering rows, only refilled."""
+    if action in ("save", "preview"):
+        return cls(request.POST)
+    return cls(initial=request.POST.dict())
 
 
 def _add_tier_index(request: HttpRequest) -> int:
@@ -145,10 +153,10 @@ def plan_edit(request: HttpRequest, code: str | None = None) -> HttpResponse:
     errors: list[str] = []
     preview: RatingResult | None = None
     if request.method == "POST":
-        plan_form = PlanForm(request.POST) if plan is None else None
-        version_form = VersionForm(request.POST)
-        components.read(request.POST)
         action = _action(request)
+        plan_form = _form(PlanForm, request, action) if plan is None else None
+        version_form = _form(VersionForm, request, action)
+        components.read(request.POST)
         if action == "add_component":
             components.add()
         elif action == "add_tier":
@@ -351,7 +359,7 @@ def contract_edit(request: HttpRequest) -> HttpResponse:
     errors: list[str] = []
     preview: dict[str, Any] = {"usage": _usage_formset(request, [])}
     if request.method == "POST":
-        form = ContractForm(request.POST)
+        form = _form(ContractForm, request, _action(request))
         lists = _read_overrides(request)
         if "preview" in request.POST and form.is_valid():
             preview = _overrides_preview(
@@ -389,7 +397,7 @@ def contract_amend(request: HttpRequest, pk: int) -> HttpResponse:
     errors: list[str] = []
     preview: dict[str, Any] = {"usage": _usage_formset(request, [])}
     if request.method == "POST":
-        form = AmendmentForm(request.POST)
+        form = _form(AmendmentForm, request, _action(request))
         lists = _read_overrides(request)
         if "preview" in request.POST and form.is_valid():
             v = form.cleaned_data

@@ -178,3 +178,15 @@ def test_customer_api_takes_and_returns_address_and_tax_id(
     assert listed["tax_id"] == "EIN 11-2223334"
     entities = api.get("/api/v1/legal-entities").json()["results"]
     assert {"address", "tax_id"} <= set(entities[0])
+
+
+def test_addresses_and_tax_ids_are_edited_in_the_admin(
+    client: Client, integrator: User, customer_acme
+) -> None:  # type: ignore[no-untyped-def]
+    client.force_login(integrator)
+    for url in (
+        f"/admin/core/customer/{customer_acme.pk}/change/",
+        f"/admin/core/legalentity/{customer_acme.legal_entity_id}/change/",
+    ):
+        page = client.get(url).content.decode()
+        assert 'name="address"' in page and 'name="tax_id"' in page, url

@@ -144,7 +144,9 @@ def test_invoice_page_shows_balance_due_and_due_date(
     assert "WIRE-1" in page and "$100.33" in page
     assert 'name="amount" value="1000.00"' in page  # the form offers the balance
     printable = client.get(f"/billing/invoices/{usd.pk}/print/").content.decode()
-    assert f"Due {due:%Y-%m-%d} (payment terms: net 30 days)" in printable
+    assert f"<th>Due date</th><td>{due:%Y-%m-%d}</td>" in printable
+    assert "<th>Payment terms</th><td>Net 30 days</td>" in printable
+    assert f"Amount due: $1,000.00</strong> by {due:%Y-%m-%d}" in printable  # after the payment
     # the clerk is not offered void or credit, and is told why
     assert "/void/" not in page and "Void: Only finance approver may void." in page
 

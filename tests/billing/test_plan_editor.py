@@ -421,3 +421,55 @@ def test_a_position_that_is_not_a_number_loses_no_row(admin_client: Client, usd:
     html = admin_client.post("/billing/plans/new/", post).content.decode()
     for code in ("api", "storage", "platform"):
         assert f'value="{code}"' in html, code
+
+
+def test_every_component_type_reopened_in_the_editor_gives_back_the_same_json() -> None:
+    """A new version starts from the latest one's rows: unchanged, they are the same JSON."""
+    from billing.forms import ComponentForm, RowList, rows_from_json
+    from billing.rating import components_from_config
+
+    stored = [
+        c.to_dict()
+        for c in components_from_config(
+            [
+                *TIERED,
+                {
+                    "type": "package",
+                    "code": "pk",
+                    "metric": "m",
+                    "package_size": "1000",
+                    "package_price": "5",
+                    "free_units": "10",
+                },
+                {
+                    "type": "volume",
+                    "code": "vol",
+                    "metric": "seats",
+                    "tiers": [
+                        {"up_to": "10", "unit_price": "3"},
+                        {"up_to": None, "unit_price": "2"},
+                    ],
+                },
+                {
+                    "type": "percentage",
+                    "code": "pay",
+                    "metric": "payments",
+                    "rate": "0.029",
+                    "fixed_fee": "0.30",
+                    "min_fee": "0.50",
+                    "max_fee": "25",
+                },
+                {
+                    "type": "minimum_commitment",
+                    "code": "min",
+                    "amount": "500.00",
+                    "metrics": ["api_calls", "storage_gb"],
+                },
+            ]
+        )
+    ]
+    meta = {"pay": {"tax_code": "fin", "amount_property": "value"}}
+    rows = RowList(ComponentForm, "components", tiers=True).load(rows_from_json(stored, meta))
+    again = [c.to_dict() for c in components_from_config(rows.bind().to_json())]
+    assert again == stored
+    assert rows.meta_json() == meta
