@@ -12,7 +12,7 @@ that shapes it (erp/tryton/**, the passwords, the year): PostgreSQL
 ``ll_tryton_tpl_<hash>`` (each session's database is ``CREATE DATABASE ... TEMPLATE``
 of it, about a second, and dropped at the end), SQLite a file under
 .venv-tryton/cache/. A change to the Tryton module or to prepare_db.py makes a new
-template; older ones are dropped."""
+template; beyond the newest four, older ones are dropped."""
 
 from __future__ import annotations
 
@@ -123,6 +123,7 @@ def _pg(uri: str):
 
 
 TEMPLATE_PREFIX = "ll_tryton_tpl_"  # shared by every session on this server, whatever its DB
+KEPT_TEMPLATES = 4  # the newest prepared templates kept (this session's among them)
 
 
 def _pg_database_from_template(uri: str, name: str, env: dict[str, str]) -> None:
@@ -134,13 +135,15 @@ def _pg_database_from_template(uri: str, name: str, env: dict[str, str]) -> None
         with conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(hashtext(%s))", [TEMPLATE_PREFIX])
             cur.execute(
-                "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                "SELECT datname FROM pg_database WHERE datname LIKE %s ORDER BY oid DESC",
                 [f"{TEMPLATE_PREFIX}%"],
             )
-            existing = {row[0] for row in cur.fetchall()}
+            existing = [row[0] for row in cur.fetchall()]  # newest first
             if template not in existing:
                 _run_tryton_sh(["prepare"], {**env, "TRYTON_DB": template})
-            for stale in existing - {template}:
+            # keep a few: worktrees and CI jobs on one server may carry different erp/tryton
+            # (each would otherwise drop the others' template and wait minutes for its own)
+            for stale in [t for t in existing if t != template][KEPT_TEMPLATES - 1 :]:
                 cur.execute(f'DROP DATABASE IF EXISTS "{stale}"')
             _pg_drop(cur, name)
             cur.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
