@@ -161,7 +161,7 @@ class Row:
     values: dict[str, str]
     tiers: list[dict[str, str]] = field(default_factory=list)
     form: forms.Form | None = None
-    tier_forms: BaseFormSet | None = None
+    tier_forms: BaseFormSet[Any] | None = None
 
     def is_blank(self) -> bool:
         return not any(self.values.values()) and not any(any(t.values()) for t in self.tiers)
@@ -199,7 +199,7 @@ class RowList:
         )
         self.rows: list[Row] = []
         self.errors: list[str] = []  # about the list as a whole (shown above it)
-        self.formset: BaseFormSet | None = None
+        self.formset: BaseFormSet[Any] | None = None
 
     # reading what was posted -----------------------------------------------------------
 
@@ -310,6 +310,7 @@ class RowList:
             return False
         row_index, tier_rows = self.sent[index]
         row = self.rows[row_index]
+        target: forms.Form | None
         if tier is not None and row.tier_forms is not None and 0 <= tier < len(tier_rows):
             target = row.tier_forms.forms[tier_rows[tier]]
         else:

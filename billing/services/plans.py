@@ -129,6 +129,10 @@ def price_plan_version_add(
     return version
 
 
+def _tuple_or_none(values: Sequence[Decimal] | None) -> tuple[Decimal, ...] | None:
+    return None if values is None else tuple(values)
+
+
 def price_plan_preview(
     *,
     components: list[dict[str, Any]],
@@ -148,7 +152,8 @@ def price_plan_preview(
     try:
         usages = {
             metric: Usage(
-                quantity=quantities.get(metric, Decimal(0)), event_amounts=amounts.get(metric)
+                quantity=quantities.get(metric, Decimal(0)),
+                event_amounts=_tuple_or_none(amounts.get(metric)),
             )
             for metric in {*quantities, *amounts}
         }

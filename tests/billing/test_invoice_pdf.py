@@ -13,6 +13,7 @@ tests/billing/test_money_pages.py:
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 import re
 from datetime import timedelta
 from decimal import Decimal
@@ -21,9 +22,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 from pypdf import PdfReader
+from rest_framework.test import APIClient
 
 from billing import services
 from billing.models import Invoice
+from core.models import Customer, LegalEntity
+from core.services import IssuedKey
 from tests.billing.conftest import ACTOR
 from tests.billing.test_money_pages import World, make_world
 
@@ -152,8 +156,10 @@ def test_pdf_needs_a_viewer_role(client: Client, world: World, make_user) -> Non
 
 
 def test_customer_api_takes_and_returns_address_and_tax_id(
-    entity_us, make_api_key, api_client
-) -> None:  # type: ignore[no-untyped-def]
+    entity_us: LegalEntity,
+    make_api_key: Callable[..., IssuedKey],
+    api_client: Callable[[str], APIClient],
+) -> None:
     from core.models import ApiScope, Customer
     from exceptions.models import AuditEntry
 
@@ -181,8 +187,8 @@ def test_customer_api_takes_and_returns_address_and_tax_id(
 
 
 def test_addresses_and_tax_ids_are_edited_in_the_admin(
-    client: Client, integrator: User, customer_acme
-) -> None:  # type: ignore[no-untyped-def]
+    client: Client, integrator: User, customer_acme: Customer
+) -> None:
     client.force_login(integrator)
     for url in (
         f"/admin/core/customer/{customer_acme.pk}/change/",

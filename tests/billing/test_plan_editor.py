@@ -17,6 +17,7 @@ subtotal 3,704 + 8,500 + 9,900 = 22,104.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
 from html import unescape
 from typing import Any
@@ -24,8 +25,10 @@ from typing import Any
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from rest_framework.test import APIClient
 
 from billing import services
+from core.services import IssuedKey
 from billing.models import Contract, ContractAmendment, PricePlan
 from core.models import ApiScope, Currency, Customer
 from exceptions.models import AuditEntry
@@ -114,8 +117,11 @@ def admin_client(client: Client, integrator: User) -> Client:
 
 
 def test_a_plan_built_in_the_form_equals_the_plan_the_api_builds(
-    admin_client: Client, usd: Currency, make_api_key, api_client
-) -> None:  # type: ignore[no-untyped-def]
+    admin_client: Client,
+    usd: Currency,
+    make_api_key: Callable[..., IssuedKey],
+    api_client: Callable[[str], APIClient],
+) -> None:
     response = admin_client.post("/billing/plans/new/", _plan_post(TIERED, save="1"))
     assert response.status_code == 302, response.content.decode()[:3000]
     api = api_client(make_api_key(ApiScope.ADMIN).raw_key)
@@ -201,12 +207,12 @@ def test_service_refusals_land_on_their_field(admin_client: Client, usd: Currenc
     html = admin_client.post("/billing/plans/new/", _plan_post(duplicate, save="1")).content
     assert b'id="components-1-code-error"' in html and b"appears twice" in html
     plan("storage-2027", Currency.objects.get(code="USD"), TIERED, effective_from=date(2026, 3, 1))
-    html = admin_client.post(
+    page = admin_client.post(
         "/billing/plans/storage-2027/versions/new/",
         {"effective_from": "2026-02-01", "note": "", **_rows("components", TIERED), "save": "1"},
     ).content.decode()
-    start = html.index('id="effective_from-error"')  # next to the date field
-    assert "A new version must start after 2026-03-01" in html[start : start + 200]
+    start = page.index('id="effective_from-error"')  # next to the date field
+    assert "A new version must start after 2026-03-01" in page[start : start + 200]
 
 
 def test_new_version_starts_from_the_latest_and_is_added(
@@ -337,8 +343,12 @@ def _contract_post(acme: Customer, p: PricePlan, overrides: dict[str, Any]) -> d
 
 
 def test_a_contract_built_in_the_form_equals_the_one_the_api_builds(
-    admin_client: Client, acme: Customer, usd: Currency, make_api_key, api_client
-) -> None:  # type: ignore[no-untyped-def]
+    admin_client: Client,
+    acme: Customer,
+    usd: Currency,
+    make_api_key: Callable[..., IssuedKey],
+    api_client: Callable[[str], APIClient],
+) -> None:
     p = plan("storage-2027", usd, TIERED)
     post = _contract_post(acme, p, OVERRIDES) | {"save": "1"}
     response = admin_client.post("/billing/contracts/new/", post)

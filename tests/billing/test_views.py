@@ -251,7 +251,7 @@ def test_runs_page_offers_to_finalize_only_while_drafts_remain(
     ],
 )
 def test_finalize_selected_returns_only_within_the_site(
-    client, draft, approver, next_url, lands_on
+    client: Client, draft: Invoice, approver: User, next_url: str, lands_on: str
 ) -> None:
     client.force_login(approver)
     answer = client.post("/billing/invoices/finalize/", {"invoice": [draft.pk], "next": next_url})

@@ -38,10 +38,10 @@ PASSWORD_ENV = "LL_TEST_TRYTON_PASSWORD"
 
 
 @pytest.fixture
-def tryton_conn(tryton_server: TrytonServer, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]  # noqa: F811
+def tryton_conn(tryton_server: TrytonServer, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
     monkeypatch.setenv(PASSWORD_ENV, API_PASSWORD)
 
-    def make(world: Any):  # type: ignore[no-untyped-def]
+    def make(world: Any):
         return tryton_connection(
             legal_entity=world.entity,
             actor=ACTOR,
@@ -108,7 +108,7 @@ def test_a_posting_failed_on_a_closed_tryton_period_is_redated_approved_and_post
     make_user,
     tryton_conn,
     admin,  # noqa: F811
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     make_user("clerk", roles.FINANCE_CLERK)
     make_user("approver", roles.FINANCE_APPROVER)
     today = timezone.now().date()
@@ -178,7 +178,7 @@ def test_an_invoice_reversed_by_credit_memo_reaches_tryton_to_the_cent(
     make_user,
     tryton_conn,
     admin,  # noqa: F811
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     make_user("approver", roles.FINANCE_APPROVER)
     make_user("approver2", roles.FINANCE_APPROVER)
     today = timezone.now().date()

@@ -19,12 +19,12 @@ from tests.e2e.test_roles_in_browser import _login
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _click(page, name: str, *, nth: int = 0) -> None:  # type: ignore[no-untyped-def]
+def _click(page, name: str, *, nth: int = 0) -> None:
     page.get_by_role("button", name=name).nth(nth).click()
     page.wait_for_load_state()
 
 
-def test_integrator_builds_a_tiered_plan_and_previews_a_price(page, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_integrator_builds_a_tiered_plan_and_previews_a_price(page, live_server) -> None:
     load_demo_data()
     _login(page, live_server, "integrator")
     page.goto(f"{live_server.url}/billing/plans/")

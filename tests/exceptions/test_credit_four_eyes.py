@@ -32,7 +32,7 @@ def _finalized() -> Invoice:
     return billing.invoice_finalize(invoice=inv, actor=ACTOR)
 
 
-def _as(user) -> Client:  # type: ignore[no-untyped-def]
+def _as(user) -> Client:
     c = Client()
     c.force_login(user)
     return c

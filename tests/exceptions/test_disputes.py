@@ -99,7 +99,7 @@ def test_a_dispute_can_be_rejected_with_a_reason(invoice, clerk) -> None:
 
 def test_a_dispute_ends_in_the_late_usage_adjustment_billing_issued_against_the_invoice(
     invoice, clerk
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from exceptions.workbench.disputes import dispute_open
     from exceptions.workbench.services import Caller
 

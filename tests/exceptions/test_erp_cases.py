@@ -28,7 +28,7 @@ DEC = (date(2026, 12, 1), date(2027, 1, 1))
 
 
 @pytest.fixture
-def people(make_user):  # type: ignore[no-untyped-def]
+def people(make_user):
     clerk = make_user("clerk", roles.FINANCE_CLERK)
     approver = make_user("approver", roles.FINANCE_APPROVER)
     return Caller.for_user(clerk), Caller.for_user(approver)
@@ -49,7 +49,7 @@ def _run(case: ExceptionCase, caller: Caller, action: str, **data: object) -> st
     )
 
 
-def _failed_on_closed_period(erp):  # type: ignore[no-untyped-def]
+def _failed_on_closed_period(erp):
     """One invoice finalized 2026-12-03 (so dated that day), refused: the ERP closed every
     period before 2026-12-10."""
     world = billed_world(1)

@@ -190,7 +190,7 @@ def test_a_bad_filter_value_is_said_not_crashed(rejected_case, clerk) -> None:
 
 def test_an_idempotency_key_whose_process_died_is_taken_over_once_its_lease_expires(
     rejected_case, customer_acme, make_api_key, api_client
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     import hashlib
     import json
     from datetime import timedelta
