@@ -283,7 +283,7 @@ def _usage(contract: Contract, now: datetime) -> list[UsageLine]:
             UsageLine(
                 contract=contract,
                 component=comp.code,
-                kind=type(comp).__name__,
+                kind=str(comp.__struct_config__.tag or type(comp).__name__).replace("_", " "),
                 metric=metric,
                 aggregation=aggregation,
                 quantity=_quantity(
