@@ -29,7 +29,41 @@ def _documents(qs: QuerySet[Invoice]) -> dict[str, str]:
     }
 
 
-def _drafted_by_runs(run_ids: list[int], *, key: str, wanted: int) -> Source:
+def document_batches(labels: dict[str, str]) -> Source:
+    """The batch entries on documents that name some of `labels` (id -> label): a batch
+    finalize (its `numbers`) or a re-rating (totals by id), shown for those documents only."""
+    ids = list(labels)
+
+    def read(e: AuditEntry) -> Shown | None:
+        after = e.after or {}
+        numbers = after.get("numbers") or {}
+        ours = [pk for pk in ids if pk in numbers or pk in after]
+        if not ours:
+            return None
+        shown = {k: v for k, v in after.items() if k != "numbers" and k not in after_ids(after)}
+        for pk in ours:
+            field = "number" if len(ids) == 1 else f"number #{pk}"
+            if pk in numbers:
+                shown[field] = numbers[pk]
+            else:
+                shown["total" if len(ids) == 1 else f"total #{pk}"] = after[pk]
+        return Shown(via=f"batch: {e.object_repr}", before=e.before, after=shown)
+
+    if not ids:
+        return Source(Q(pk__in=[]), read)  # no documents: no batch names them
+    return Source(
+        Q(object_type=INVOICE, after__numbers__has_any_keys=ids)
+        | Q(object_type=INVOICE, after__has_any_keys=ids),
+        read,
+    )
+
+
+def after_ids(after: dict[str, object]) -> set[str]:
+    """The keys of a re-rating entry's `after` that are document ids (its totals by id)."""
+    return {k for k in after if k.isdigit()}
+
+
+def drafted_by_runs(run_ids: list[int], *, key: str, wanted: int) -> Source:
     """The runs' draft batches whose `after[key]` lists `wanted` (the batch drafted it)."""
 
     def read(e: AuditEntry) -> Shown | None:
@@ -66,12 +100,14 @@ def customer_history(*, customer: Customer) -> list[HistoryRow]:
         str(pk): f"case #{pk} {title}"
         for pk, title in ExceptionCase.objects.filter(customer=customer).values_list("pk", "title")
     }
+    docs = _documents(Invoice.objects.filter(customer=customer))
     return history(
         [
             own("core.customer", customer.pk),
             related(CONTRACT, contracts),
             related(MAPPING, mappings),
-            related(INVOICE, _documents(Invoice.objects.filter(customer=customer))),
+            document_batches(docs),
+            related(INVOICE, docs),
             related(CASE, cases),
         ]
     )
@@ -86,12 +122,14 @@ def contract_history(*, contract: Contract) -> list[HistoryRow]:
         str(pk): f"amendment from {day}"
         for pk, day in contract.amendments.values_list("pk", "effective_from")
     }
+    labels = _documents(docs)
     return history(
         [
             own(CONTRACT, contract.pk),
             related("billing.contractamendment", amendments),
-            _drafted_by_runs(runs, key="contract_ids", wanted=contract.pk),
-            related(INVOICE, _documents(docs)),
+            drafted_by_runs(runs, key="contract_ids", wanted=contract.pk),
+            document_batches(labels),
+            related(INVOICE, labels),
         ]
     )
 

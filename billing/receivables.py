@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import cast
+from typing import Any, cast
 
 from django.db.models import (
     Count,
@@ -19,6 +19,7 @@ from django.db.models import (
     DecimalField,
     ExpressionWrapper,
     F,
+    Func,
     Max,
     Min,
     OuterRef,
@@ -49,6 +50,30 @@ BUCKETS: tuple[tuple[str, str, int, int | None], ...] = (
 )
 
 
+class AddDays(Func):
+    """A date plus a whole number of days, as a date, in the database (PostgreSQL: `date +
+    integer`; SQLite: its `date()` modifier); null when the date is null."""
+
+    output_field = DateField()
+    arity = 2
+
+    def as_sql(  # type: ignore[override]
+        self, compiler: Any, connection: Any, **extra: Any
+    ) -> tuple[str, list[Any]]:
+        return super().as_sql(
+            compiler, connection, template="(%(expressions)s)", arg_joiner=" + ", **extra
+        )
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        return super().as_sql(
+            compiler,
+            connection,
+            template="date(%(expressions)s || ' days')",
+            arg_joiner=", '+' || ",
+            **extra,
+        )
+
+
 def with_balance(qs: QuerySet[Invoice]) -> QuerySet[Invoice]:
     """`qs` annotated with `paid` (payments received), `balance` (what is still owed) and `due`
     (issue date + the contract's payment terms; null for drafts), all computed by the database."""
@@ -64,10 +89,7 @@ def with_balance(qs: QuerySet[Invoice]) -> QuerySet[Invoice]:
         balance=ExpressionWrapper(
             F("total") - F("credited_total") - F("paid"), output_field=DecimalField(**MONEY)
         ),
-        due=ExpressionWrapper(
-            F("issue_date") + F("contract__payment_terms_days") * Value(timedelta(days=1)),
-            output_field=DateField(),
-        ),
+        due=AddDays(F("issue_date"), F("contract__payment_terms_days")),
     )
 
 
@@ -261,7 +283,7 @@ def _usage(contract: Contract, now: datetime) -> list[UsageLine]:
             UsageLine(
                 contract=contract,
                 component=comp.code,
-                kind=type(comp).__name__,
+                kind=str(comp.__struct_config__.tag or type(comp).__name__).replace("_", " "),
                 metric=metric,
                 aggregation=aggregation,
                 quantity=_quantity(

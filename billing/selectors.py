@@ -30,9 +30,8 @@ from core import error_codes as core_error_codes
 from core.errors import NotFound
 from core.formatting import money_plain
 from core.models import Currency, Customer
-from exceptions.history import HistoryRow, Shown, Source, history, own, related
-from exceptions.models import AuditEntry
-from billing.audit_actions import BillingAuditAction
+from billing.histories import INVOICE, document_batches, drafted_by_runs
+from exceptions.history import HistoryRow, history, own, related
 from core.roles import FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, has_role
 from metering.for_billing import UsageEvent, summaries_for_event, summary_events
 
@@ -397,38 +396,15 @@ def invoice_history(*, invoice: Invoice) -> list[HistoryRow]:
     (a run that drafted it, a batch that finalized or re-rated it) and its credit memos' and
     adjustments' own entries."""
     pk = str(invoice.pk)
-
-    def drafted(e: AuditEntry) -> Shown | None:
-        if invoice.pk not in (e.after or {}).get("invoice_ids", []):
-            return None
-        return Shown(via=f"billing run {e.object_repr}", before=None, after={"drafted": "yes"})
-
-    def batch(e: AuditEntry) -> Shown:
-        numbers = (e.after or {}).get("numbers") or {}
-        after = {k: v for k, v in (e.after or {}).items() if k != "numbers"}
-        if pk in numbers:
-            after["number"] = numbers[pk]
-        elif pk in (e.after or {}):
-            after = {"total": (e.after or {})[pk]}
-        return Shown(via=f"batch: {e.object_repr}", before=e.before, after=after)
-
-    doc = "billing.invoice"
     return history(
         [
-            own(doc, pk),
-            related(doc, {str(c.pk): str(c) for c in invoice.corrections.all()}),
-            Source(
-                Q(object_type=doc, after__numbers__has_key=pk)
-                | Q(object_type=doc, after__has_key=pk),
-                batch,
-            ),
-            Source(
-                Q(
-                    object_type="billing.billingrun",
-                    object_id=str(invoice.billing_run_id or ""),
-                    action=BillingAuditAction.RUN_DRAFTS_CREATE,
-                ),
-                drafted,
+            document_batches({pk: str(invoice)}),
+            own(INVOICE, pk),
+            related(INVOICE, {str(c.pk): str(c) for c in invoice.corrections.all()}),
+            drafted_by_runs(
+                [invoice.billing_run_id] if invoice.billing_run_id else [],
+                key="invoice_ids",
+                wanted=invoice.pk,
             ),
         ]
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -19,6 +20,23 @@ from core.roles import (
 from exceptions import history, selectors
 from exceptions.models import ExceptionCase
 from exceptions.services import audit_verify_chain
+
+#: The history tab of each kind of object that has one (URL names: no app is imported).
+HISTORY_PAGES = {
+    "billing.invoice": "billing:invoice_history",
+    "core.customer": "billing:customer_history",
+    "billing.contract": "billing:contract_history",
+    "billing.priceplan": "billing:plan_history",
+    "billing.billingrun": "billing:run",
+    "exceptions.exceptioncase": "exceptions:case_history",
+}
+
+
+def history_url(object_type: str, object_id: str) -> str:
+    """The history tab of an audited object, or "" (a batch, or a kind without one)."""
+    name = HISTORY_PAGES.get(object_type)
+    return reverse(name, args=[int(object_id)]) if name and object_id.isdigit() else ""
+
 
 #: Who reads cases (the queue's readers).
 CASE_READERS = (FINANCE_CLERK, FINANCE_APPROVER, INTEGRATION_ADMIN, AUDITOR)
@@ -46,7 +64,14 @@ def audit_list(request: HttpRequest) -> HttpResponse:
         {
             "page": page,
             # each entry with its before and after as field-by-field changes
-            "rows": [(e, history.field_changes(e.before, e.after)) for e in page],
+            "rows": [
+                (
+                    e,
+                    history.field_changes(e.before, e.after),
+                    history_url(e.object_type, e.object_id),
+                )
+                for e in page
+            ],
             "object_types": selectors.audit_object_types(),
             "filters": q,
             "errors": errors,

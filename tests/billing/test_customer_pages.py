@@ -308,3 +308,22 @@ def test_event_history_names_the_summary_and_the_document(client, world: Ageing,
     page = client.get(f"/billing/events/{event.seq}/history/").content.decode()
     assert "usage.summarize" in page and event.event_id in page
     assert client.get("/billing/events/99999999/history/").status_code == 404
+
+
+def test_customer_and_contract_history_show_the_batch_that_finalized_their_invoice() -> None:
+    from exceptions.history import FieldChange
+    from tests.billing.test_money_pages import make_world
+
+    w = make_world()
+    services.invoices_finalize(invoice_ids=[w.usd.pk, w.eur.pk], actor=ACTOR)
+    w.usd.refresh_from_db()
+    w.eur.refresh_from_db()
+    for rows in (
+        histories.customer_history(customer=w.usd.customer),
+        histories.contract_history(contract=w.usd.contract),
+    ):
+        [batch] = [r for r in rows if r.action == "invoices.finalize"]
+        assert batch.via == "batch: 2 invoice(s)"
+        assert FieldChange("number", "—", w.usd.number or "") in batch.changes
+        # the other document's number is not shown (both entities number INV-2026-000001)
+        assert [c.field for c in batch.changes if c.field.startswith("number")] == ["number"]

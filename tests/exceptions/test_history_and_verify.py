@@ -21,8 +21,17 @@ def test_an_auditor_verifies_an_intact_chain_from_the_page(client, auditor) -> N
     page = client.get("/exceptions/audit/").content.decode()
     assert 'action="/exceptions/audit/verify/"' in page and "Verify the chain" in page
     assert "v: 0 → 1" in page  # before and after field by field, not raw dicts
+    with transaction.atomic():
+        audit_record(
+            actor=Actor.system("tests"),
+            action="invoice.void",
+            object_type="billing.invoice",
+            object_id="42",
+        )
+    page = client.get("/exceptions/audit/").content.decode()
+    assert '<a href="/billing/invoices/42/history/">history</a>' in page
     result = client.post("/exceptions/audit/verify/").content.decode()
-    assert "The chain is intact: 3 entries verified." in result
+    assert "The chain is intact: 4 entries verified." in result
 
 
 def test_the_page_names_the_first_broken_entry(client, auditor) -> None:
