@@ -31,9 +31,10 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from billing.models import MONEY, Contract, DocumentKind, Invoice, InvoiceStatus, Payment
+from billing.models import Contract, DocumentKind, Invoice, InvoiceStatus, Payment
 from billing.periods import Cadence, local_date_of, period_bounds_utc, period_containing
 from billing.rating import components_from_config
+from core.fields import MONEY
 from core.models import Currency, Customer, LegalEntity
 from exceptions.models import OPEN_STATUSES, ExceptionCase
 from metering.for_billing import CustomerMapping, UsageEvent
@@ -57,14 +58,14 @@ class AddDays(Func):
     output_field = DateField()
     arity = 2
 
-    def as_sql(  # type: ignore[override]
+    def as_sql(  # type: ignore[override]  # the stubs' signature has no **extra
         self, compiler: Any, connection: Any, **extra: Any
-    ) -> tuple[str, list[Any]]:
+    ) -> tuple[str, Any]:
         return super().as_sql(
             compiler, connection, template="(%(expressions)s)", arg_joiner=" + ", **extra
         )
 
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, Any]:
         return super().as_sql(
             compiler,
             connection,
@@ -101,7 +102,7 @@ def receivable(qs: QuerySet[Invoice]) -> QuerySet[Invoice]:
             status=InvoiceStatus.FINALIZED,
             kind__in=[DocumentKind.INVOICE, DocumentKind.ADJUSTMENT],
         )
-    ).filter(balance__gt=0)
+    ).filter(balance__gt=0)  # type: ignore[misc]  # django-stubs cannot see the annotation
 
 
 def _bucket(key: str, as_of: date) -> Q:
@@ -148,7 +149,7 @@ def ageing(*, entity: LegalEntity, as_of: date) -> Ageing:
         .annotate(n=Count("id"), total_due=Sum("balance"), **sums)
         .order_by("currency_id", "customer_id")
     )
-    raw = list(grouped)
+    raw: list[dict[str, Any]] = [dict(r) for r in grouped]  # bucket keys are not literals
     customers = Customer.objects.in_bulk({r["customer_id"] for r in raw})
     currencies = Currency.objects.in_bulk({r["currency_id"] for r in raw})
     result = Ageing(entity=entity, as_of=as_of)

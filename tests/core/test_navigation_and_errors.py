@@ -83,11 +83,11 @@ def test_menu_links_resolve_and_someone_with_two_roles_gets_both_menus_once() ->
     assert len(every) == len({link.label for link in every})
 
 
-def _boom(request):  # type: ignore[no-untyped-def]
+def _boom(request):
     raise RuntimeError("boom")
 
 
-def _bad(request):  # type: ignore[no-untyped-def]
+def _bad(request):
     from django.core.exceptions import SuspiciousOperation
 
     raise SuspiciousOperation("bad")
@@ -139,7 +139,7 @@ def test_a_stale_form_gets_the_csrf_page(clerk) -> None:
 
 
 def test_the_plain_500_page_when_drawing_the_styled_one_fails(rf, monkeypatch) -> None:
-    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+    def broken(*args, **kwargs):
         raise RuntimeError("template engine down")
 
     monkeypatch.setattr(views, "render", broken)

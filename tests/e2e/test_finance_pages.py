@@ -22,7 +22,7 @@ def world() -> Ageing:
 
 def test_clerk_goes_from_the_customer_to_an_invoice_and_its_history(
     page, live_server, world: Ageing
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     b = world.inv["b"]
     _login(page, live_server, "clerk")
     page.fill("input[name=q]", b.number or "")  # the search box on every page
@@ -46,7 +46,7 @@ def test_clerk_goes_from_the_customer_to_an_invoice_and_its_history(
     _shot(page, "clerk-invoice-history")
 
 
-def test_receivables_are_aged_to_the_cent_in_usd_and_jpy(page, live_server, world: Ageing) -> None:  # type: ignore[no-untyped-def]
+def test_receivables_are_aged_to_the_cent_in_usd_and_jpy(page, live_server, world: Ageing) -> None:
     _login(page, live_server, "approver")
     page.locator("nav[aria-label=Main]").get_by_role("link", name="Receivables").click()
     page.wait_for_load_state()
@@ -76,7 +76,7 @@ def test_receivables_are_aged_to_the_cent_in_usd_and_jpy(page, live_server, worl
     _shot(page, "approver-receivables-jpy")
 
 
-def test_auditor_verifies_the_chain_from_the_audit_page(page, live_server, world: Ageing) -> None:  # type: ignore[no-untyped-def]
+def test_auditor_verifies_the_chain_from_the_audit_page(page, live_server, world: Ageing) -> None:
     _login(page, live_server, "auditor")
     page.locator("nav[aria-label=Main]").get_by_role("link", name="Audit trail").click()
     page.wait_for_load_state()
