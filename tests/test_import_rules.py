@@ -32,7 +32,11 @@ EXCEPTIONS_WIRING = ("exceptions.apps", "exceptions.tasks")  # entry points: wir
 # case, close the case its own failure opened).
 EXCEPTIONS_RECORDING = {
     "exceptions.services.audit_record",
+    "exceptions.services.audit_record_many",
+    "exceptions.services.AuditSpec",
     "exceptions.services.case_open_or_update",
+    "exceptions.services.cases_open_or_update_many",
+    "exceptions.services.CaseOpening",
     "exceptions.services.case_close",
 }
 # How billing reads metering: only through metering/for_billing.py, the named list of what it may call.
