@@ -98,7 +98,11 @@ class RefuseBadParametersMiddleware:
         if "\x00" in request.path:
             return "The address contains a NUL character."
         sources = [request.GET]
-        if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        forms = ["application/x-www-form-urlencoded"]
+        if not request.path.startswith(("/api/", "/compat/")):
+            # not on the API: a view that reads request.body could not after a multipart parse
+            forms.append("multipart/form-data")
+        if request.content_type in forms:
             sources.append(request.POST)
         for params in sources:
             for name, values in params.lists():
