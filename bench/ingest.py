@@ -102,6 +102,24 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
+def bench_env(db_url: str, customers: int) -> dict[str, str]:
+    """The environment of the bench's gunicorn and set-up: production settings on `db_url`,
+    no TLS redirect, no rate limit; bench/ingest_setup.py creates and maps `customers`."""
+    return {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "SECRET_KEY": secrets.token_urlsafe(40),
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "0",
+        "LOG_LEVEL": "WARNING",
+        "API_KEY_RATE": "1000000/min",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PYTHONWARNINGS": "ignore::UserWarning",
+        "BENCH_CUSTOMERS": str(customers),
+    }
+
+
 def admin_sql(host: str, sql: str) -> None:
     import psycopg2
 
@@ -350,19 +368,7 @@ def run(args: argparse.Namespace) -> RunResult:
     """One measurement: fresh database, ingest through gunicorn, then the COPY floor."""
     n_batches = args.events // BATCH
     db_url = f"postgres://postgres@{args.host}:5432/{args.database}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "SECRET_KEY": secrets.token_urlsafe(40),
-        "DEBUG": "0",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "0",
-        "LOG_LEVEL": "WARNING",
-        "API_KEY_RATE": "1000000/min",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "PYTHONWARNINGS": "ignore::UserWarning",
-        "BENCH_CUSTOMERS": str(args.customers),  # bench/ingest_setup.py creates and maps them
-    }
+    env = bench_env(db_url, args.customers)
 
     admin_sql(args.host, f'DROP DATABASE IF EXISTS "{args.database}"')
     admin_sql(args.host, f'CREATE DATABASE "{args.database}"')

@@ -267,6 +267,30 @@ def exceptions_audit_record(w: World) -> Call:
     return Call(run, lambda _: Expected.of("thing.touch", us))
 
 
+def exceptions_audit_record_many(w: World) -> Call:
+    us = w.us
+
+    def run() -> int:
+        with transaction.atomic():
+            spec = exceptions.services.AuditSpec.of(us, "thing.touch")
+            return exceptions.services.audit_record_many(actor=ACTOR, entries=[spec])
+
+    return Call(run, lambda _: Expected.of("thing.touch", us))
+
+
+def exceptions_cases_open_or_update_many(w: World) -> Call:
+    """It returns its cases' entries; the caller appends them (here, as ingest does)."""
+    opening = exceptions.services.CaseOpening(kind="test_failure", fingerprint="fp-m", title="x")
+
+    def run() -> ExceptionCase:
+        with transaction.atomic():
+            opened = exceptions.services.cases_open_or_update_many(openings=[opening], actor=ACTOR)
+            exceptions.services.audit_record_many(actor=ACTOR, entries=opened.audit)
+        return ExceptionCase.objects.get(pk=opened.case_ids["fp-m"])
+
+    return Call(run, lambda case: Expected.of("case.open", case))
+
+
 def exceptions_case_open_or_update_new(w: World) -> Call:
     return Call(lambda: _case(w), lambda case: Expected.of("case.open", case))
 
@@ -671,6 +695,8 @@ CASES: dict[str, Callable[[World], Call]] = {
         core_legal_entity_create,
         core_customer_create,
         exceptions_audit_record,
+        exceptions_audit_record_many,
+        exceptions_cases_open_or_update_many,
         exceptions_case_open_or_update_new,
         exceptions_case_open_or_update_recur,
         exceptions_case_close_resolved,

@@ -34,7 +34,11 @@ EXCEPTIONS_WIRING = ("exceptions.apps", "exceptions.tasks")  # entry points: wir
 EXCEPTIONS_RECORDING = {
     "exceptions.services.audit_record",
     "exceptions.services.cases_lock",
+    "exceptions.services.audit_record_many",
+    "exceptions.services.AuditSpec",
     "exceptions.services.case_open_or_update",
+    "exceptions.services.cases_open_or_update_many",
+    "exceptions.services.CaseOpening",
     "exceptions.services.case_close",
     "exceptions.services.case_resolve_open",
 }

@@ -38,6 +38,7 @@ from billing.services import (
     VersionTerms,
 )
 from core.api.fields import MoneyField
+from core.api.params import choice_param
 from core.errors import AppError
 from core.models import ApiScope, Currency, Customer
 from core.actors import Actor
@@ -388,8 +389,8 @@ class InvoiceListApi(generics.ListAPIView[Invoice]):
             return selectors.invoices(
                 customer=q.get("customer", ""),
                 legal_entity=q.get("legal_entity", ""),
-                status=q.get("status", ""),
-                kind=q.get("kind", ""),
+                status=choice_param(q, "status", InvoiceStatus.values),
+                kind=choice_param(q, "kind", DocumentKind.values),
                 period=q.get("period", ""),
                 number=q.get("number", ""),
                 issued_from=_date_param(self.request, "issued_from"),
