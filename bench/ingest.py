@@ -41,20 +41,28 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from ingest_client import (  # noqa: E402
     BATCH,
+    ClientConfig,
+    ClientReport,
     batch_event_numbers,
     event_fields,
     event_json,
     post,
     request,
 )
+
+if TYPE_CHECKING:  # only its type: importing the script would set Django up
+    from ingest_setup import SetupIds
+    from psycopg2.extensions import connection
 
 PY = sys.executable
 
@@ -94,6 +102,24 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
+def bench_env(db_url: str, customers: int) -> dict[str, str]:
+    """The environment of the bench's gunicorn and set-up: production settings on `db_url`,
+    no TLS redirect, no rate limit; bench/ingest_setup.py creates and maps `customers`."""
+    return {
+        **os.environ,
+        "DATABASE_URL": db_url,
+        "SECRET_KEY": secrets.token_urlsafe(40),
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "SECURE_SSL_REDIRECT": "0",
+        "LOG_LEVEL": "WARNING",
+        "API_KEY_RATE": "1000000/min",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "PYTHONWARNINGS": "ignore::UserWarning",
+        "BENCH_CUSTOMERS": str(customers),
+    }
+
+
 def admin_sql(host: str, sql: str) -> None:
     import psycopg2
 
@@ -107,7 +133,8 @@ def admin_sql(host: str, sql: str) -> None:
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def rss_kb(pid: int) -> int:
@@ -172,7 +199,9 @@ def percentiles(ms: list[float]) -> dict[str, float]:
     return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98]}
 
 
-def copy_text(n_batches: int, customers: int, base: datetime, ids: dict, lag: int) -> io.StringIO:
+def copy_text(
+    n_batches: int, customers: int, base: datetime, ids: SetupIds, lag: int
+) -> io.StringIO:
     """The same rows the clients send (duplicates included), as COPY text for the event table."""
     cust = ids["customer_ids"]
     received = datetime.now(UTC).isoformat()
@@ -223,7 +252,7 @@ def floor_batches(text: io.StringIO, n_batches: int) -> list[tuple[str, str, dic
     return out
 
 
-def exactly_once_floor(conn, batches: list[tuple[str, str, dict[str, str]]]) -> float:
+def exactly_once_floor(conn: connection, batches: list[tuple[str, str, dict[str, str]]]) -> float:
     """Seconds to write the rows the way exactly-once needs at the least, in plain SQL from one
     process: per batch of 1,000, one transaction that looks its keys up, inserts the new ones
     and COPYs their events (the duplicates are found by the lookup and not written)."""
@@ -232,7 +261,9 @@ def exactly_once_floor(conn, batches: list[tuple[str, str, dict[str, str]]]) -> 
     for keys, hashes, rows in batches:
         with conn.cursor() as cur:
             cur.execute(FLOOR_LOOKUP, [keys])
-            found = set(cur.fetchone()[0] or ())
+            row = cur.fetchone()
+            assert row is not None  # an aggregate answers one row
+            found = set(row[0] or ())
             fresh = [k for k in rows if k not in found]
             if fresh:
                 fresh_hashes = hashes
@@ -249,11 +280,12 @@ def main() -> None:
     args = parse()
     if args.events % BATCH:
         sys.exit(f"--events must be a multiple of {BATCH}")
-    results = []
+    results: list[RunResult] = []
     for n in range(args.runs):
         if args.runs > 1:
             print(f"--- run {n + 1} of {args.runs}", flush=True)
         results.append(run(args))
+    result: Mapping[str, object]
     if args.runs == 1:
         result = results[0]
     else:  # the median run's figures (by ratio), and every run's
@@ -277,16 +309,13 @@ def main() -> None:
             ),
             "runs": [
                 {
-                    k: r[k]
-                    for k in (
-                        "events_per_s",
-                        "copy_events_per_s",
-                        "ratio_vs_copy",
-                        "exactly_once_floor_per_s",
-                        "ratio_vs_exactly_once_floor",
-                        "server_peak_mb",
-                        "batch_p95_ms",
-                    )
+                    "events_per_s": r["events_per_s"],
+                    "copy_events_per_s": r["copy_events_per_s"],
+                    "ratio_vs_copy": r["ratio_vs_copy"],
+                    "exactly_once_floor_per_s": r["exactly_once_floor_per_s"],
+                    "ratio_vs_exactly_once_floor": r["ratio_vs_exactly_once_floor"],
+                    "server_peak_mb": r["server_peak_mb"],
+                    "batch_p95_ms": r["batch_p95_ms"],
                 }
                 for r in results
             ],
@@ -304,23 +333,42 @@ def main() -> None:
         sys.exit(1)
 
 
-def run(args: argparse.Namespace) -> dict:
+class RunResult(TypedDict):
+    """One measurement, as the last JSON line reports it (with --runs 1)."""
+
+    events: int
+    seconds: float
+    events_per_s: int
+    copy_seconds: float
+    copy_runs_seconds: list[float]
+    copy_events_per_s: int
+    ratio_vs_copy: float
+    exactly_once_floor_seconds: float
+    exactly_once_floor_runs_seconds: list[float]
+    exactly_once_floor_per_s: int
+    ratio_vs_exactly_once_floor: float
+    server_peak_mb: float
+    batch_p50_ms: float
+    batch_p95_ms: float
+    batch_p99_ms: float
+    single_event_p50_ms: float
+    single_event_p95_ms: float
+    accepted: int
+    duplicate: int
+    rejected: int
+    http_errors: int
+    stored_events: int
+    workers: int
+    clients: int
+    cpus: int | None
+    counts_ok: bool
+
+
+def run(args: argparse.Namespace) -> RunResult:
     """One measurement: fresh database, ingest through gunicorn, then the COPY floor."""
     n_batches = args.events // BATCH
     db_url = f"postgres://postgres@{args.host}:5432/{args.database}"
-    env = {
-        **os.environ,
-        "DATABASE_URL": db_url,
-        "SECRET_KEY": secrets.token_urlsafe(40),
-        "DEBUG": "0",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "SECURE_SSL_REDIRECT": "0",
-        "LOG_LEVEL": "WARNING",
-        "API_KEY_RATE": "1000000/min",
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "PYTHONWARNINGS": "ignore::UserWarning",
-        "BENCH_CUSTOMERS": str(args.customers),  # bench/ingest_setup.py creates and maps them
-    }
+    env = bench_env(db_url, args.customers)
 
     admin_sql(args.host, f'DROP DATABASE IF EXISTS "{args.database}"')
     admin_sql(args.host, f'CREATE DATABASE "{args.database}"')
@@ -328,7 +376,7 @@ def run(args: argparse.Namespace) -> dict:
     try:
         print(f"migrating {args.database} ...", flush=True)
         subprocess.run([PY, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
-        ids = json.loads(
+        ids: SetupIds = json.loads(
             subprocess.run(
                 [PY, "bench/ingest_setup.py"],
                 cwd=ROOT,
@@ -375,7 +423,7 @@ def run(args: argparse.Namespace) -> dict:
         lag = args.clients if args.duplicates == "resent" else 1
         clients = []
         for k in range(args.clients):
-            cfg = {
+            cfg: ClientConfig = {
                 "host": "127.0.0.1",
                 "port": port,
                 "key": ids["raw_key"],
@@ -404,7 +452,10 @@ def run(args: argparse.Namespace) -> dict:
             assert c.stdin is not None
             c.stdin.write("go\n")
             c.stdin.flush()
-        results = [json.loads(c.stdout.readline()) for c in clients]  # type: ignore[union-attr]
+        results: list[ClientReport] = []
+        for c in clients:
+            assert c.stdout is not None
+            results.append(json.loads(c.stdout.readline()))
         elapsed = time.perf_counter() - started
         for c in clients:
             c.wait()
@@ -418,8 +469,11 @@ def run(args: argparse.Namespace) -> dict:
         gunicorn = None
 
         totals = {
-            k: sum(r[k] for r in results)
-            for k in ("accepted", "duplicate", "rejected", "held", "errors")
+            "accepted": sum(r["accepted"] for r in results),
+            "duplicate": sum(r["duplicate"] for r in results),
+            "rejected": sum(r["rejected"] for r in results),
+            "held": sum(r["held"] for r in results),
+            "errors": sum(r["errors"] for r in results),
         }
         # each 1,000-event request's latency, as its client saw it (connect to the last byte)
         latency = percentiles([ms for r in results for ms in r["latencies_ms"]])
@@ -428,7 +482,9 @@ def run(args: argparse.Namespace) -> dict:
         conn = psycopg2.connect(host=args.host, user="postgres", dbname=args.database)
         with conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM metering_usageevent")
-            stored = cur.fetchone()[0]
+            row = cur.fetchone()
+            assert row is not None
+            stored: int = row[0]
         conn.commit()
 
         # The raw COPY floor: the same rows into the same table (its indexes, triggers and
@@ -469,7 +525,20 @@ def run(args: argparse.Namespace) -> dict:
 
         events_per_s = args.events / elapsed
         copy_per_s = args.events / copy_elapsed
-        result = {
+        expected = {
+            "accepted": args.events * 9 // 10,
+            "duplicate": args.events // 10,
+            "http_errors": 0,
+            "stored_events": args.events * 9 // 10 + SINGLE_EVENT_REQUESTS,
+        }
+        got = {
+            "accepted": totals["accepted"],
+            "duplicate": totals["duplicate"],
+            "http_errors": totals["errors"],
+            "stored_events": stored,
+        }
+        wrong = {k: (got[k], v) for k, v in expected.items() if got[k] != v}
+        result: RunResult = {
             "events": args.events,
             "seconds": round(elapsed, 2),
             "events_per_s": round(events_per_s),
@@ -495,6 +564,7 @@ def run(args: argparse.Namespace) -> dict:
             "workers": args.workers,
             "clients": args.clients,
             "cpus": os.cpu_count(),
+            "counts_ok": not wrong,
         }
         print(
             f"ingest:  {args.events:,} events in {elapsed:.1f} s = {events_per_s:,.0f} events/s "
@@ -516,14 +586,6 @@ def run(args: argparse.Namespace) -> dict:
             f"p95 {latency['p95']:.1f} ms, p99 {latency['p99']:.1f} ms; a one-event request, "
             f"one at a time: p50 {single['p50']:.1f} ms, p95 {single['p95']:.1f} ms"
         )
-        expected = {
-            "accepted": args.events * 9 // 10,
-            "duplicate": args.events // 10,
-            "http_errors": 0,
-            "stored_events": args.events * 9 // 10 + SINGLE_EVENT_REQUESTS,
-        }
-        wrong = {k: (result[k], v) for k, v in expected.items() if result[k] != v}
-        result["counts_ok"] = not wrong
         if wrong:
             print(f"WRONG COUNTS (got, expected): {wrong}")
         return result

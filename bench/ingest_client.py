@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 import orjson
 
@@ -87,16 +88,42 @@ def request(host: str, port: int, key: str, body: bytes) -> bytes:
     ).encode() + body
 
 
+class ClientConfig(TypedDict):
+    """What bench/ingest.py gives a client (its one argument, as JSON)."""
+
+    host: str
+    port: int
+    key: str
+    customers: int
+    base: str  # ISO 8601
+    batches: list[int]
+    lag: int
+
+
+class ClientReport(TypedDict):
+    """The JSON line a client prints when it is done, which bench/ingest.py reads."""
+
+    accepted: int
+    duplicate: int
+    rejected: int
+    held: int
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: list[float]
+
+
 def response_counts(body: bytes) -> dict[str, int]:
     """The "counts" object of an ingest response, read without decoding the 1,000 per-event
     results after it (~140 µs a response, on the cores the server runs on; a load generator
     should cost as little as it can). The bench checks the stored events afterwards."""
     start = body.index(b'"counts":') + len(b'"counts":')
-    return orjson.loads(body[start : body.index(b"}", start) + 1])
+    counts: dict[str, int] = orjson.loads(body[start : body.index(b"}", start) + 1])
+    return counts
 
 
 def main() -> None:
-    cfg = json.loads(sys.argv[1])
+    cfg: ClientConfig = json.loads(sys.argv[1])
     base = datetime.fromisoformat(cfg["base"]).astimezone(UTC)
     requests = [
         request(cfg["host"], cfg["port"], cfg["key"], body)
@@ -119,8 +146,17 @@ def main() -> None:
         for k, v in response_counts(data).items():
             if k in counts:
                 counts[k] += v
-    counts["seconds"] = time.perf_counter() - started
-    print(json.dumps({**counts, "latencies_ms": latencies}), flush=True)
+    report: ClientReport = {
+        "accepted": counts["accepted"],
+        "duplicate": counts["duplicate"],
+        "rejected": counts["rejected"],
+        "held": counts["held"],
+        "requests": counts["requests"],
+        "errors": counts["errors"],
+        "seconds": time.perf_counter() - started,
+        "latencies_ms": latencies,
+    }
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":

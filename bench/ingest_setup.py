@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
@@ -23,6 +24,16 @@ from metering.models import CustomerMapping  # noqa: E402
 from metering.services import metric_create  # noqa: E402
 
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "200"))
+
+
+class SetupIds(TypedDict):
+    """The JSON line this script prints, which bench/ingest.py reads."""
+
+    raw_key: str
+    api_key_id: int
+    metric_id: int
+    version_id: int
+    customer_ids: list[int]
 
 
 def main() -> None:
@@ -57,17 +68,14 @@ def main() -> None:
         },
     )
     issued = api_key_create(name="bench", scopes=["usage:write"], actor=actor)
-    print(
-        json.dumps(
-            {
-                "raw_key": issued.raw_key,
-                "api_key_id": issued.api_key.pk,
-                "metric_id": version.metric_id,
-                "version_id": version.pk,
-                "customer_ids": [c.pk for c in customers],
-            }
-        )
-    )
+    ids: SetupIds = {
+        "raw_key": issued.raw_key,
+        "api_key_id": issued.api_key.pk,
+        "metric_id": version.metric_id,
+        "version_id": version.pk,
+        "customer_ids": [c.pk for c in customers],
+    }
+    print(json.dumps(ids))
 
 
 if __name__ == "__main__":

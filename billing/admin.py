@@ -7,12 +7,13 @@ runs and finance events are read-only here (their pages live under /billing/).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
+from django.db.models import Model
 from django.forms import ModelForm
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 
 from billing import services
 from billing.models import (
@@ -30,24 +31,26 @@ from core.errors import AppError
 from core.admin_base import AuditedModelAdmin, ReadOnlyAdmin
 from core.actors import Actor
 
+_M = TypeVar("_M", bound=Model)
 
-class _ServiceAdmin(admin.ModelAdmin):
+
+class _ServiceAdmin(admin.ModelAdmin[_M]):
     """Creates through a service (`create`); existing rows are read-only."""
 
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: _M | None = None) -> bool:
         return False
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_readonly_fields(self, request: HttpRequest, obj: _M | None = None) -> list[str]:
         if obj is None:
             return list(self.readonly_fields)
         return [f.name for f in self.model._meta.fields]
 
     def create(
-        self, request: HttpRequest, obj: Any, form: ModelForm
-    ) -> Any:  # pragma: no cover - abstract
+        self, request: HttpRequest, obj: _M, form: ModelForm[_M]
+    ) -> _M:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def save_model(self, request: HttpRequest, obj: Any, form: ModelForm, change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: _M, form: ModelForm[_M], change: bool) -> None:
         if change:
             return
         try:
@@ -57,7 +60,9 @@ class _ServiceAdmin(admin.ModelAdmin):
             raise forms.ValidationError(exc.message) from None
         obj.pk = created.pk
 
-    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> Any:
+    def add_view(
+        self, request: HttpRequest, form_url: str = "", extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         try:
             return super().add_view(request, form_url, extra_context)
         except forms.ValidationError:
@@ -66,31 +71,35 @@ class _ServiceAdmin(admin.ModelAdmin):
             return redirect(request.path)
 
 
-class _HistoryInline(admin.TabularInline):
+_C = TypeVar("_C", bound=Model)
+_P = TypeVar("_P", bound=Model)
+
+
+class _HistoryInline(admin.TabularInline[_C, _P]):
     """Versions and amendments are shown, never edited in place: add a new one instead."""
 
     extra = 0
     can_delete = False
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return list(self.fields or [])
+    def get_readonly_fields(self, request: HttpRequest, obj: _P | None = None) -> list[str]:
+        return [f for f in self.fields or [] if isinstance(f, str)]  # flat lists of names here
 
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: _P | None = None) -> bool:
         return False
 
 
-class PricePlanVersionInline(_HistoryInline):
+class PricePlanVersionInline(_HistoryInline[PricePlanVersion, PricePlan]):
     model = PricePlanVersion
     fields = ["version", "effective_from", "components", "component_meta", "note"]
 
 
 @admin.register(PricePlan)
-class PricePlanAdmin(_ServiceAdmin):
+class PricePlanAdmin(_ServiceAdmin[PricePlan]):
     list_display = ["code", "name", "currency", "default_tax_code"]
     search_fields = ["code", "name"]
     inlines = [PricePlanVersionInline]
 
-    def create(self, request: HttpRequest, obj: PricePlan, form: ModelForm) -> PricePlan:
+    def create(self, request: HttpRequest, obj: PricePlan, form: ModelForm[PricePlan]) -> PricePlan:
         return services.price_plan_create(
             code=obj.code,
             name=obj.name,
@@ -101,7 +110,7 @@ class PricePlanAdmin(_ServiceAdmin):
 
 
 @admin.register(PricePlanVersion)
-class PricePlanVersionAdmin(_ServiceAdmin):
+class PricePlanVersionAdmin(_ServiceAdmin[PricePlanVersion]):
     """New prices from a date. `components`: the JSON list of price components (see docs/billing.md)."""
 
     list_display = ["plan", "version", "effective_from", "note"]
@@ -109,7 +118,7 @@ class PricePlanVersionAdmin(_ServiceAdmin):
     exclude = ["version"]
 
     def create(
-        self, request: HttpRequest, obj: PricePlanVersion, form: ModelForm
+        self, request: HttpRequest, obj: PricePlanVersion, form: ModelForm[PricePlanVersion]
     ) -> PricePlanVersion:
         return services.price_plan_version_add(
             plan=obj.plan,
@@ -121,13 +130,13 @@ class PricePlanVersionAdmin(_ServiceAdmin):
         )
 
 
-class ContractAmendmentInline(_HistoryInline):
+class ContractAmendmentInline(_HistoryInline[ContractAmendment, Contract]):
     model = ContractAmendment
     fields = ["effective_from", "plan", "overrides", "reason", "created_at"]
 
 
 @admin.register(Contract)
-class ContractAdmin(_ServiceAdmin):
+class ContractAdmin(_ServiceAdmin[Contract]):
     """Contracts are created here; their terms change only by amendments (below)."""
 
     list_display = ["code", "customer", "legal_entity", "plan", "cadence", "start_date", "end_date"]
@@ -136,7 +145,7 @@ class ContractAdmin(_ServiceAdmin):
     exclude = ["legal_entity"]
     inlines = [ContractAmendmentInline]
 
-    def create(self, request: HttpRequest, obj: Contract, form: ModelForm) -> Contract:
+    def create(self, request: HttpRequest, obj: Contract, form: ModelForm[Contract]) -> Contract:
         return services.contract_create(
             code=obj.code,
             customer=obj.customer,
@@ -154,12 +163,12 @@ class ContractAdmin(_ServiceAdmin):
 
 
 @admin.register(ContractAmendment)
-class ContractAmendmentAdmin(_ServiceAdmin):
+class ContractAmendmentAdmin(_ServiceAdmin[ContractAmendment]):
     list_display = ["contract", "effective_from", "plan", "reason"]
     list_filter = ["contract__legal_entity"]
 
     def create(
-        self, request: HttpRequest, obj: ContractAmendment, form: ModelForm
+        self, request: HttpRequest, obj: ContractAmendment, form: ModelForm[ContractAmendment]
     ) -> ContractAmendment:
         return services.contract_amend(
             contract=obj.contract,

@@ -12,6 +12,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.utils import timezone
 
@@ -42,7 +43,7 @@ METRICS = [
     ("payments", "Payment volume", "USD", "sum", "amount"),
 ]
 
-PLANS = {
+PLANS: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
     # plan code: (name, currency, components)
     "growth-usd": (
         "Growth (USD)",

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from django.db import models
 from django.db.models import F, Q, Value
 
 from billing.money import ROUND_HALF_EVEN, ROUND_HALF_UP
+from core.fields import MONEY, RATE
 
-#: Money columns: up to 4 minor units (ISO 4217 maximum), amounts up to 10^14.
-MONEY = {"max_digits": 18, "decimal_places": 4}
-#: Rates, unit prices and quantities: 6 places (billing.money.RATE_PLACES).
-RATE = {"max_digits": 24, "decimal_places": 6}
+if TYPE_CHECKING:
+    from billing.services.runs import RunOutcome
 #: Half of the smallest stored money unit (4 places).
 SUM_TOLERANCE = Value(Decimal("0.00005"))
 
@@ -268,6 +268,8 @@ class BillingRun(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    #: Not stored: set by billing_run_execute on the run it returns, this execution's counts.
+    outcome: RunOutcome
 
     class Meta:
         ordering = ["-period_start", "legal_entity"]
@@ -579,7 +581,9 @@ class ActionKey(models.Model):
     rolled-back action leaves no key behind, so it may be tried again.
     """
 
-    key = models.CharField(max_length=100, unique=True)
+    KEY_MAX_LENGTH = 100
+
+    key = models.CharField(max_length=KEY_MAX_LENGTH, unique=True)
     action = models.CharField(max_length=40)
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="+")
     result = models.ForeignKey(

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 __all__ = [
     "Cadence",
     "Period",
+    "cadence_of",
     "local_date_of",
     "parse_period",
     "period_bounds_utc",
@@ -44,6 +45,18 @@ __all__ = [
 Cadence = Literal["monthly", "quarterly", "annual"]
 _CADENCE_MONTHS: dict[str, int] = {"monthly": 1, "quarterly": 3, "annual": 12}
 assert set(_CADENCE_MONTHS) == set(get_args(Cadence))
+
+
+_CADENCES: tuple[Cadence, ...] = get_args(Cadence)
+
+
+def cadence_of(value: str) -> Cadence:
+    """`value` (a contract's stored cadence) as a Cadence; ValueError if it is none."""
+    for cadence in _CADENCES:
+        if value == cadence:
+            return cadence
+    raise ValueError(f"Unknown cadence {value!r}: one of {', '.join(_CADENCES)}.")
+
 
 _PERIOD_RE = re.compile(r"^(\d{4})-(\d{2})$")
 

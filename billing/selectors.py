@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -31,7 +30,8 @@ from core import error_codes as core_error_codes
 from core.errors import NotFound
 from core.formatting import money_plain
 from core.models import Currency, Customer
-from exceptions.models import AuditEntry
+from billing.histories import INVOICE, document_batches, drafted_by_runs
+from exceptions.history import HistoryRow, history, own, related
 from core.roles import FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, has_role
 from metering.for_billing import UsageEvent, summaries_for_event, summary_events
 
@@ -209,11 +209,12 @@ def invoice_line(*, pk: int) -> InvoiceLine:
     ).get(pk=pk)
 
 
-def line_events(*, line: InvoiceLine) -> QuerySet:  # type: ignore[type-arg]
+def line_events(*, line: InvoiceLine) -> QuerySet[UsageEvent]:
     """The usage events behind a usage line (through its summary), in seq order; none for other lines."""
-    if line.usage_summary_id is None:
+    summary = line.usage_summary  # no query when the line has none
+    if summary is None:
         return UsageEvent.objects.none()
-    return summary_events(summary=line.usage_summary)
+    return summary_events(summary=summary)
 
 
 def event_invoice_lines(*, event_seq: int) -> QuerySet[InvoiceLine]:
@@ -390,90 +391,26 @@ def invoice_actions(*, invoice: Invoice, user: AbstractBaseUser | AnonymousUser)
 # --------------------------------------------------------------------------- history
 
 
-@dataclass(frozen=True)
-class FieldChange:
-    field: str
-    before: str
-    after: str
-
-
-@dataclass(frozen=True)
-class HistoryRow:
-    """One audit entry about a document, its fields' before and after side by side."""
-
-    at: datetime
-    actor: str
-    action: str
-    reason: str
-    via: str  # "" for an entry on the document itself, else what wrote it (a batch, a memo)
-    changes: list[FieldChange]
-    seq: int
-
-
-def _shown(value: object) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, sort_keys=True, ensure_ascii=False)
-    return str(value)
-
-
-def field_changes(before: object, after: object) -> list[FieldChange]:
-    """Before and after of an audit entry as field-by-field changes (fields that did not change
-    are left out; a non-dict side is shown whole as field "value")."""
-    b = before if isinstance(before, dict) else ({} if before is None else {"value": before})
-    a = after if isinstance(after, dict) else ({} if after is None else {"value": after})
-    rows = []
-    for key in list(dict.fromkeys([*b, *a])):
-        old, new = b.get(key), a.get(key)
-        if old != new:
-            rows.append(FieldChange(field=str(key), before=_shown(old), after=_shown(new)))
-    return rows
-
-
 def invoice_history(*, invoice: Invoice) -> list[HistoryRow]:
     """The audit entries about `invoice`, oldest first: its own, the batch entries that name it
     (a run that drafted it, a batch that finalized or re-rated it) and its credit memos' and
     adjustments' own entries."""
     pk = str(invoice.pk)
-    corrections = {str(c.pk): str(c) for c in invoice.corrections.all()}
-    own = Q(object_type="billing.invoice", object_id=pk)
-    batches = Q(object_type="billing.invoice", after__numbers__has_key=pk) | Q(
-        object_type="billing.invoice", after__has_key=pk
+    return history(
+        [
+            document_batches({pk: str(invoice)}),
+            own(INVOICE, pk),
+            related(INVOICE, {str(c.pk): str(c) for c in invoice.corrections.all()}),
+            drafted_by_runs(
+                [invoice.billing_run_id] if invoice.billing_run_id else [],
+                key="invoice_ids",
+                wanted=invoice.pk,
+            ),
+        ]
     )
-    related = Q(object_type="billing.invoice", object_id__in=list(corrections))
-    drafted = Q(
-        object_type="billing.billingrun",
-        object_id=str(invoice.billing_run_id or ""),
-        action="billing_run.drafts_create",
-    )
-    rows = []
-    for e in AuditEntry.objects.filter(own | batches | related | drafted).order_by("seq"):
-        if e.action == "billing_run.drafts_create":
-            if invoice.pk not in (e.after or {}).get("invoice_ids", []):
-                continue
-            via, before, after = f"billing run {e.object_repr}", None, {"drafted": "yes"}
-        elif e.object_id in corrections:
-            via, before, after = f"{corrections[e.object_id]}", e.before, e.after
-        elif e.object_id != pk:
-            numbers = (e.after or {}).get("numbers") or {}
-            via, before = f"batch: {e.object_repr}", e.before
-            after = {**{k: v for k, v in (e.after or {}).items() if k != "numbers"}}
-            if pk in numbers:
-                after["number"] = numbers[pk]
-            elif pk in (e.after or {}):
-                after = {"total": (e.after or {})[pk]}
-        else:
-            via, before, after = "", e.before, e.after
-        rows.append(
-            HistoryRow(
-                at=e.at,
-                actor=e.actor_label,
-                action=e.action,
-                reason=e.reason,
-                via=via,
-                changes=field_changes(before, after),
-                seq=e.seq,
-            )
-        )
-    return rows
+
+
+def plan_version_on(*, plan: PricePlan, day: date) -> PricePlanVersion | None:
+    """The plan's version in force on `day` (its first version before it starts)."""
+    found = plan.versions.filter(effective_from__lte=day).order_by("-effective_from").first()
+    return found or plan.versions.order_by("effective_from").first()

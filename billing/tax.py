@@ -108,10 +108,10 @@ class TableTaxEngine:
             return []
         groups: dict[tuple[str, str, Decimal, str], Decimal] = defaultdict(lambda: ZERO)
         for line in lines:
-            rate = self.rate_for(context=context, tax_code=line.tax_code)
-            if rate is None or rate.rate == 0:
+            found = self.rate_for(context=context, tax_code=line.tax_code)
+            if found is None or found.rate == 0:
                 continue
-            groups[(rate.name, line.tax_code, rate.rate, rate.jurisdiction)] += line.amount
+            groups[(found.name, line.tax_code, found.rate, found.jurisdiction)] += line.amount
         results = []
         for (name, code, rate, jurisdiction), taxable in sorted(groups.items()):
             if taxable == 0:

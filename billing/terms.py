@@ -153,12 +153,13 @@ def pieces_of(*, terms: ContractTerms, period: Period, plans: PlanCache) -> list
     bounds = [*sorted(cuts), active.end]
     pieces: list[Piece] = []
     for start, end in zip(bounds, bounds[1:], strict=False):
-        change = None
+        in_force: TermsChange | None = None
         for c in terms.changes:
             if c.effective_from <= start:
-                change = c
-        if change is None:  # before the first terms: cannot happen for start >= start_date
+                in_force = c
+        if in_force is None:  # before the first terms: cannot happen for start >= start_date
             raise TermsError("no_terms", f"contract {terms.contract_id} has no terms on {start}")
+        change = in_force
         version = plans.version_at(change.plan_id, start)
         if version is None:
             raise TermsError(

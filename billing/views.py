@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import uuid
+from collections.abc import Callable
 from datetime import date
 from decimal import Decimal, InvalidOperation
 
@@ -20,10 +21,12 @@ from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from core.query import date_params
+from core.redirects import safe_next_url
 from billing import selectors, services
 from billing.error_codes import BillingErrorCode
 from billing.models import BillingRun, DocumentKind, Invoice, InvoiceStatus, PaymentMethod
@@ -148,24 +151,12 @@ def invoice_history(request: HttpRequest, pk: int) -> HttpResponse:
     return render(request, "billing/invoice_history.html", {"invoice": invoice, "rows": rows})
 
 
-@role_required(*VIEWERS)
-def invoice_print(request: HttpRequest, pk: int) -> HttpResponse:
-    try:
-        invoice = selectors.invoice_detail(pk=pk)
-    except Invoice.DoesNotExist:
-        raise Http404 from None
-    return render(
-        request,
-        "billing/invoice_print.html",
-        {
-            "invoice": invoice,
-            "lines": invoice.lines.all(),
-            "tax_lines": invoice.tax_lines.all(),
-        },
-    )
-
-
-def _act(request: HttpRequest, pk: int, kind: InvoiceAction, action) -> HttpResponse:  # type: ignore[no-untyped-def]
+def _act(
+    request: HttpRequest,
+    pk: int,
+    kind: InvoiceAction,
+    action: Callable[[Invoice, Actor, str | None], str],
+) -> HttpResponse:
     """Take `kind` on the invoice if `invoice_actions` allows it, else show why not."""
     invoice = get_object_or_404(Invoice, pk=pk)
     refusal = selectors.invoice_actions(invoice=invoice, user=request.user).refused.get(kind)
@@ -187,6 +178,7 @@ def _confirm(
     kind: InvoiceAction,
     consequences: list[str],
     preview: services.CreditPreview | None = None,
+    action_url: str = "",
 ) -> HttpResponse | None:
     """Unless the form says `confirmed`, the page that says what `kind` will do (None: go on).
 
@@ -210,7 +202,7 @@ def _confirm(
             "consequences": consequences,
             "preview": preview,
             "fields": fields,
-            "action_url": request.path,
+            "action_url": action_url or request.path,
         },
     )
 
@@ -311,7 +303,7 @@ def _credit_amounts(post: QueryDict) -> dict[int, Decimal]:
     """The amounts typed per line (`line_<id>` fields); ValueError names a bad one."""
     amounts: dict[int, Decimal] = {}
     for key, raw in post.items():
-        if key.startswith("line_") and raw.strip():
+        if key.startswith("line_") and isinstance(raw, str) and raw.strip():
             try:
                 amounts[int(key[5:])] = Decimal(raw.strip())
             except (ValueError, InvalidOperation):
@@ -345,30 +337,26 @@ def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
             pk,
             InvoiceAction.CREDIT,
             [
-                f"A credit memo against {inv} is issued at once with the next number of "
-                f"{inv.legal_entity.code}'s credit memo series, reason \u201c{reason}\u201d.",
+                f"A credit memo against {inv} is proposed, reason \u201c{reason}\u201d: it is "
+                "issued with the next number of "
+                f"{inv.legal_entity.code}'s credit memo series once a different approver "
+                "approves it in the exception queue (four eyes).",
                 "It lowers what the customer owes on the invoice by its gross amount.",
                 _erp_sentence(inv, "The credit memo and its journal"),
             ],
             preview,
+            # four eyes (DESIGN invariant 6): the exception queue proposes it, a second
+            # person approves it there
+            action_url=reverse("exceptions:credit_request", args=[pk]),
         )
         if ask is not None:
             return ask
-
-    def issue(inv: Invoice, actor: Actor, key: str | None) -> str:
-        memo = services.credit_memo_issue(
-            invoice=inv,
-            reason=reason,
-            actor=actor,
-            lines=None if whole else amounts,
-            idempotency_key=key,
-        )
-        amount = format_money(
-            -memo.total, currency=memo.currency_id, minor_units=inv.currency.minor_units
-        )
-        return f"Credit memo {memo} issued for {amount}."
-
-    return _act(request, pk, InvoiceAction.CREDIT, issue)
+    messages.error(
+        request,
+        "A credit memo is proposed from its preview and approved by a second person in the "
+        "exception queue; nothing was issued.",
+    )
+    return redirect("billing:invoice", pk=pk)
 
 
 @require_POST
@@ -380,7 +368,7 @@ def invoices_finalize_selected(request: HttpRequest) -> HttpResponse:
     else:
         done = services.invoices_finalize(invoice_ids=ids, actor=Actor.for_user(request.user))
         messages.success(request, f"Finalized {len(done)} of {len(ids)} selected document(s).")
-    return redirect(request.POST.get("next") or "billing:invoices")
+    return redirect(safe_next_url(request, "billing:invoices"))
 
 
 @role_required(*VIEWERS)

@@ -12,7 +12,7 @@ import os
 import secrets
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import dj_database_url
 import django_stubs_ext
@@ -67,6 +67,8 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# A form with a missing or stale token gets the site's 403 page, not Django's.
+CSRF_FAILURE_VIEW = "core.views.csrf_failure"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -94,6 +96,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "core.middleware.RefuseBadParametersMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -256,6 +259,11 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "COMPONENT_SPLIT_REQUEST": True,
     # Two choice sets share the field name "status" (invoices, postings): name each.
+    # Every operation documents the errors it can answer (400, 401, 403, 404, 429).
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.api.schema.document_errors",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "InvoiceStatusEnum": "billing.models.InvoiceStatus",
         "PostingStatusEnum": "erp_sync.models.PostingStatus",
@@ -281,7 +289,17 @@ if not DEBUG:
 # Where core's own writes (API keys, master data) record their audit entry, in their transaction:
 # core may not import the audit trail's app, so the settings wire it (docs/decisions.md 36).
 LEDGERLINE_AUDIT_RECORDER = "exceptions.services.audit_record"
-LEDGERLINE = {
+
+
+class LedgerlineSettings(TypedDict):
+    EVENT_MAX_AGE_DAYS: int
+    EVENT_MAX_FUTURE_SECONDS: int
+    MAX_BATCH_EVENTS: int
+    BILLING_GRACE_HOURS: int
+    TAX_ENGINE: NotRequired[str]  # dotted path of billing's tax engine (billing/tax.py)
+
+
+LEDGERLINE: LedgerlineSettings = {
     # Events older than this many days are rejected (event_too_old).
     "EVENT_MAX_AGE_DAYS": int(os.environ.get("EVENT_MAX_AGE_DAYS", "35")),
     # Events more than this many seconds in the future are rejected.

@@ -27,6 +27,16 @@ ENTITIES = [
     ("ll-jp", "Ledgerline K.K.", "JPY", "JP", "Asia/Tokyo"),
     ("ll-bh", "Ledgerline Gulf W.L.L.", "BHD", "BH", "Asia/Bahrain"),
 ]
+#: What the printable invoice shows for the seller: postal address and tax id (made up).
+ENTITY_ADDRESSES = {
+    "ll-us": (
+        "200 Market Street, Suite 400\nSan Francisco, CA 94105\nUnited States",
+        "EIN 12-3456789",
+    ),
+    "ll-de": ("Friedrichstraße 100\n10117 Berlin\nGermany", "DE123456789"),
+    "ll-jp": ("1-2-3 Marunouchi, Chiyoda-ku\nTokyo 100-0005\nJapan", "T1234567890123"),
+    "ll-bh": ("Building 100, Road 1701\nManama 317\nBahrain", "VAT 200000123400003"),
+}
 CUSTOMERS = [
     ("ll-us", "acme", "Acme Corp", "US", "US-CA"),
     ("ll-us", "globex", "Globex LLC", "US", "US-NY"),
@@ -36,6 +46,16 @@ CUSTOMERS = [
     ("ll-jp", "yamada", "Yamada Shoji", "JP", "JP"),
     ("ll-bh", "manama", "Manama Logistics", "BH", "BH"),
 ]
+#: The buyer's billing address and tax id on the printable invoice (made up).
+CUSTOMER_ADDRESSES = {
+    "acme": ("1 Acme Way\nPalo Alto, CA 94301\nUnited States", ""),
+    "globex": ("500 Fifth Avenue\nNew York, NY 10110\nUnited States", "EIN 98-7654321"),
+    "initech": ("4120 Freidrich Lane\nAustin, TX 78744\nUnited States", ""),
+    "muster": ("Musterstraße 1\n80331 München\nGermany", "DE987654321"),
+    "beispiel": ("Beispielgasse 2\n1010 Wien\nAustria", "ATU12345678"),
+    "yamada": ("4-5-6 Umeda, Kita-ku\nOsaka 530-0001\nJapan", "T9876543210987"),
+    "manama": ("Flat 21, Building 2500, Road 2832\nSeef 428\nBahrain", "VAT 200000987600003"),
+}
 
 
 @dataclass(frozen=True)
@@ -71,6 +91,8 @@ def load_demo_data() -> list[DemoUser]:
                     base_currency=Currency.objects.get(code=currency),
                     country=country,
                     timezone_name=tz,
+                    address=ENTITY_ADDRESSES[code][0],
+                    tax_id=ENTITY_ADDRESSES[code][1],
                     actor=actor,
                 )
         for entity_code, code, name, country, jurisdiction in CUSTOMERS:
@@ -82,6 +104,8 @@ def load_demo_data() -> list[DemoUser]:
                     name=name,
                     country=country,
                     tax_jurisdiction=jurisdiction,
+                    address=CUSTOMER_ADDRESSES[code][0],
+                    tax_id=CUSTOMER_ADDRESSES[code][1],
                     actor=actor,
                     external_refs={"product": f"acct_{code}"},
                 )

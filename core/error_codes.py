@@ -21,6 +21,7 @@ class CoreErrorCode(StrEnum):
     VALIDATION_FAILED = "validation_failed"
     REQUEST_TOO_LARGE = "request_too_large"
     INVALID_SCOPE = "invalid_scope"
+    INVALID_PARAMETER = "invalid_parameter"
 
 
 # metering's API views name these two through the module (`core_codes.REQUEST_TOO_LARGE`);

@@ -4,7 +4,9 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequired
-from django.http import HttpRequest, HttpResponseBase
+from django.http import HttpRequest, HttpResponseBadRequest, HttpResponseBase, JsonResponse
+
+from core.error_codes import CoreErrorCode
 
 
 class LoginRequiredMiddleware(DjangoLoginRequired):
@@ -53,3 +55,59 @@ class UserTimezoneMiddleware:
             return self.get_response(request)
         finally:
             timezone.deactivate()
+
+
+# The largest value a bigint column (every id, limit and offset) holds.
+BIGINT_MAX = 2**63 - 1
+# Query parameters read as whole numbers by the API's pagination and the pages.
+_INTEGER_PARAMS = frozenset({"limit", "offset", "page", "page_size"})
+
+
+def _bad_parameter(name: str, value: str) -> str | None:
+    """Why a query or form parameter is refused before any view reads it, or None."""
+    if "\x00" in name or "\x00" in value:
+        return f"The parameter {name.replace(chr(0), '')!r} contains a NUL character."
+    numeric = name in _INTEGER_PARAMS or name == "id" or name.endswith("_id")
+    digits = value.lstrip("+-")
+    if numeric and digits.isdigit() and (len(digits) > 19 or int(digits) > BIGINT_MAX):
+        return f"The parameter {name!r} is out of range (at most {BIGINT_MAX})."
+    return None
+
+
+class RefuseBadParametersMiddleware:
+    """A 400 naming the parameter for a NUL character in any query or form parameter (the
+    database stores none: it answered 500) or a whole number past 64 bits in `limit`,
+    `offset`, `page` or an id (issue 12). JSON for /api/ and /compat/, plain text for pages."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        problem = self._problem(request)
+        if problem is None:
+            return self.get_response(request)
+        if request.path.startswith(("/api/", "/compat/")):
+            return JsonResponse(
+                {"code": CoreErrorCode.INVALID_PARAMETER, "message": problem, "extra": {}},
+                status=400,
+            )
+        return HttpResponseBadRequest(problem, content_type="text/plain; charset=utf-8")
+
+    @staticmethod
+    def _problem(request: HttpRequest) -> str | None:
+        if "\x00" in request.path:
+            return "The address contains a NUL character."
+        sources = [request.GET]
+        forms = ["application/x-www-form-urlencoded"]
+        if not request.path.startswith(("/api/", "/compat/")):
+            # not on the API: a view that reads request.body could not after a multipart parse
+            forms.append("multipart/form-data")
+        if request.content_type in forms:
+            sources.append(request.POST)
+        for params in sources:
+            for name, values in params.lists():
+                for value in values:
+                    problem = _bad_parameter(name, value)
+                    if problem is not None:
+                        return problem
+        return None

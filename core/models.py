@@ -45,6 +45,12 @@ class LegalEntity(models.Model):
     timezone = models.CharField(
         max_length=64, default="UTC", help_text="IANA name, e.g. Europe/Berlin."
     )
+    address = models.TextField(
+        blank=True, help_text="Postal address as printed on invoices, one line per line."
+    )
+    tax_id = models.CharField(
+        max_length=32, blank=True, help_text="VAT/GST/EIN number printed on invoices."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -77,6 +83,12 @@ class Customer(models.Model):
     tax_exempt = models.BooleanField(default=False)
     tax_jurisdiction = models.CharField(max_length=32, blank=True, help_text="e.g. US-CA, DE.")
     email = models.EmailField(blank=True)
+    address = models.TextField(
+        blank=True, help_text="Billing address as printed on invoices, one line per line."
+    )
+    tax_id = models.CharField(
+        max_length=32, blank=True, help_text="The customer's VAT/GST/EIN number, if any."
+    )
     external_refs = models.JSONField(
         default=dict, blank=True, help_text='References in other systems, e.g. {"crm": "0011x00"}.'
     )

@@ -126,7 +126,15 @@ def currency_ensure(*, code: str, name: str, minor_units: int, actor: Actor) -> 
 
 
 def legal_entity_create(
-    *, code: str, name: str, base_currency: Currency, country: str, timezone_name: str, actor: Actor
+    *,
+    code: str,
+    name: str,
+    base_currency: Currency,
+    country: str,
+    timezone_name: str,
+    actor: Actor,
+    address: str = "",
+    tax_id: str = "",
 ) -> LegalEntity:
     with transaction.atomic():
         entity = LegalEntity(
@@ -135,6 +143,8 @@ def legal_entity_create(
             base_currency=base_currency,
             country=country,
             timezone=timezone_name,
+            address=address,
+            tax_id=tax_id,
         )
         entity.full_clean()
         entity.save()
@@ -157,6 +167,8 @@ def customer_create(
     tax_exempt: bool = False,
     tax_jurisdiction: str = "",
     email: str = "",
+    address: str = "",
+    tax_id: str = "",
     external_refs: dict[str, str] | None = None,
 ) -> Customer:
     with transaction.atomic():
@@ -168,6 +180,8 @@ def customer_create(
             tax_exempt=tax_exempt,
             tax_jurisdiction=tax_jurisdiction,
             email=email,
+            address=address,
+            tax_id=tax_id,
             external_refs=external_refs or {},
         )
         customer.full_clean()

@@ -51,10 +51,58 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 API_PREFIXES = ("/api/", "/compat/")
 
+#: The error pages (issue 15, item 8): people get a page in the application's style
+#: (templates/<status>.html on base.html), API clients JSON with a stable code.
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith(API_PREFIXES)
+
+
+def _error(
+    request: HttpRequest, *, status: int, code: CoreErrorCode, message: str, detail: str = ""
+) -> HttpResponse:
+    if _is_api(request):
+        return JsonResponse(error_body(code=code, message=message), status=status)
+    return render(request, f"{status}.html", {"message": message, "detail": detail}, status=status)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """400: the request could not be read (a malformed form, a bad header)."""
+    return _error(
+        request,
+        status=400,
+        code=CoreErrorCode.MALFORMED_REQUEST,
+        message="Ledgerline could not read this request. Nothing was changed.",
+    )
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """403: the role does not allow it (the decorator's message names who may)."""
+    said = str(exception) if exception is not None and str(exception) else ""
+    return _error(
+        request,
+        status=403,
+        code=CoreErrorCode.PERMISSION_DENIED,
+        message=said or "Your role does not allow this page.",
+    )
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """403 for a form whose security token is missing or stale (CSRF_FAILURE_VIEW)."""
+    return _error(
+        request,
+        status=403,
+        code=CoreErrorCode.PERMISSION_DENIED,
+        message="This form had expired or was sent from another site, so it was not accepted. "
+        "Nothing was changed: go back, reload the page and send it again.",
+        detail=reason,
+    )
+
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     """404: JSON with a code for API clients, the site's page for people."""
-    if request.path.startswith(API_PREFIXES):
+    if _is_api(request):
         return JsonResponse(
             error_body(
                 code=CoreErrorCode.NOT_FOUND, message=f"There is no API endpoint at {request.path}."
@@ -64,9 +112,18 @@ def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpR
     return render(request, "404.html", status=404)
 
 
+#: What a person is told when the styled 500 page itself cannot be drawn.
+PLAIN_500 = (
+    "<!doctype html><title>Server error</title><h1>Something went wrong</h1>"
+    "<p>Ledgerline could not handle this request. Nothing was changed; try again, "
+    "and tell an administrator if it happens again.</p>"
+)
+
+
 def server_error(request: HttpRequest) -> HttpResponse:
-    """500: JSON for API clients; a plain page (no template context that could fail again) for people."""
-    if request.path.startswith(API_PREFIXES):
+    """500: JSON for API clients; the site's page for people, or a plain one when drawing that
+    fails too (the database may be what failed: the menu reads the user's roles)."""
+    if _is_api(request):
         return JsonResponse(
             error_body(
                 code=CoreErrorCode.SERVER_ERROR,
@@ -74,9 +131,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
             ),
             status=500,
         )
-    return HttpResponse(
-        "<!doctype html><title>Server error</title><h1>Something went wrong</h1>"
-        "<p>Ledgerline could not handle this request. Nothing was changed; try again, "
-        "and tell an administrator if it happens again.</p>",
-        status=500,
-    )
+    try:
+        return render(request, "500.html", status=500)
+    except Exception:  # noqa: BLE001 - the error page must not fail; the first error is logged
+        return HttpResponse(PLAIN_500, status=500)

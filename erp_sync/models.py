@@ -11,23 +11,18 @@ connection and external id, one ledger entry per source key.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
 
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
 
+from core.fields import MONEY  # money columns, as billing stores them
+
 if TYPE_CHECKING:
     from erp_sync.connectors.base import DocumentKind
 
 
-class MoneyOptions(TypedDict):
-    max_digits: int
-    decimal_places: int
-
-
-#: Money columns, as billing stores them: up to 4 minor units, amounts up to 10^14.
-MONEY: MoneyOptions = {"max_digits": 18, "decimal_places": 4}
 ZERO = Decimal(0)
 
 env_var_name = RegexValidator(

@@ -86,3 +86,15 @@ def reconciliation_runs(*, legal_entity: str = "", limit: int = 50) -> list[Reco
     if legal_entity:
         qs = qs.filter(legal_entity__code=legal_entity)
     return list(qs.order_by("-started_at")[:limit])
+
+
+def document_postings(*, invoice_id: int) -> QuerySet[Posting]:
+    """Every posting of one billing document to any ERP: the document itself (invoice, credit
+    memo, the cancellation of a void) and its journal entries, in the order they were queued."""
+    return (
+        Posting.objects.filter(
+            Q(source_document_id=invoice_id) | Q(entry__source_document_id=invoice_id)
+        )
+        .select_related("connection", "currency", "entry")
+        .order_by("id")
+    )

@@ -100,6 +100,7 @@ class CaseKind(models.TextChoices):
     POSTING_DEAD = "posting_dead", "Posting dead (retries exhausted)"
     RECONCILIATION_MISMATCH = "reconciliation_mismatch", "Reconciliation mismatch"
     CUSTOMER_DISPUTE = "customer_dispute", "Customer dispute"
+    CREDIT_REQUEST = "credit_request", "Credit memo request"
 
 
 class ExceptionCase(models.Model):
@@ -431,7 +432,12 @@ class CaseComment(models.Model):
 
 
 class IdempotentRequest(models.Model):
-    """An API action's answer, kept under its Idempotency-Key so a retry is applied once."""
+    """An API action's answer, kept under its Idempotency-Key so a retry is applied once.
+
+    `status_code` 0 means the first request is still running; it holds the key until
+    `lease_expires_at`. A process that died mid-action leaves its lease to expire, and a
+    retry after that takes the key over and runs the action (the case's `version` refuses it
+    if the first one did commit)."""
 
     api_key = models.ForeignKey("core.ApiKey", on_delete=models.PROTECT, related_name="+")
     key = models.CharField(max_length=200)
@@ -439,6 +445,9 @@ class IdempotentRequest(models.Model):
     status_code = models.PositiveSmallIntegerField()
     response = models.JSONField()
     created_at = models.DateTimeField()
+    lease_expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="While running: until when the key is held."
+    )
 
     class Meta:
         constraints = [

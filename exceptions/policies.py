@@ -10,7 +10,7 @@ from decimal import Decimal
 
 from exceptions.models import ExceptionPolicy, Severity
 
-SEVERITY_ORDER = [Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL]
+SEVERITY_ORDER: list[str] = [Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL]
 
 #: The policy of a kind nobody has configured: due in three days, escalate at 10,000 / 100,000
 #: or after 2 / 5 days, no automatic retry, a second person for any correction or reversal.
@@ -42,7 +42,7 @@ def policies_by_kind(kinds: list[str]) -> dict[str, ExceptionPolicy]:
 
 
 def _max(a: str, b: str) -> str:
-    return a if SEVERITY_ORDER.index(a) >= SEVERITY_ORDER.index(b) else b  # type: ignore[arg-type]
+    return a if SEVERITY_ORDER.index(a) >= SEVERITY_ORDER.index(b) else b
 
 
 def severity_for(

@@ -18,7 +18,11 @@ from metering.services import (
 )
 
 __all__ = [
-    # read models billing filters and joins on
+    # read models billing filters and joins on (MetricDefinition: metric codes of the summaries
+    # a run fetched; CustomerMapping: the customer page and the history tabs list a customer's
+    # identity mappings)
+    "CustomerMapping",
+    "MetricDefinition",
     "UsageEvent",
     "UsageSummary",
     # reads: lineage and percentage pricing
@@ -29,8 +33,6 @@ __all__ = [
     "usage_summaries_close",
     "usage_summarize_window",
     # demo data only (billing/demo.py)
-    "CustomerMapping",
-    "MetricDefinition",
     "customer_mapping_create",
     "metric_create",
     "usage_ingest",

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import fastjsonschema
@@ -23,8 +23,14 @@ from metering.error_codes import MeteringErrorCode
 
 QUANT = Decimal("0.000001")
 _UNIX_RE = re.compile(r"^-?\d+(\.\d+)?$")
-MAX_INT = 10**24
+# A value has at most 22 digits before the point: with its 6 places that is 28 significant
+# digits, what Python's decimal arithmetic (28 by default) carries exactly through summaries
+# and rating. The column holds 24 (QUANTITY_DIGITS 30); 1e22 and more with a fraction made
+# quantize() raise InvalidOperation, a 500 (issue 12).
+MAX_INT = 10**22
 MAX_VALUE = Decimal(MAX_INT)
+MAX_NUMBER_TEXT = 100  # characters of a number written as text (longer ones are refused unread)
+MAX_TIMESTAMP_TEXT = 64  # characters of a timestamp (ISO 8601 with nanoseconds is ~35)
 MAX_LEN = {"source": 100, "event_id": 200, "customer_ref": 200, "metric": 100}
 
 ACCEPTED = "accepted"
@@ -169,6 +175,12 @@ def parse_timestamp(raw: Any) -> datetime:
                 MeteringErrorCode.INVALID_TIMESTAMP, f"'timestamp' {raw} is not a usable Unix time."
             ) from exc
     if isinstance(raw, str):
+        if len(raw) > MAX_TIMESTAMP_TEXT:
+            raise _Reject(
+                MeteringErrorCode.INVALID_TIMESTAMP,
+                f"'timestamp' {raw[:40]!r}... is {len(raw):,} characters long; send ISO 8601 "
+                "or Unix seconds.",
+            )
         if _UNIX_RE.match(raw):
             return parse_timestamp(float(raw) if "." in raw else int(raw))
         try:
@@ -193,6 +205,12 @@ def parse_value(raw: Any, what: str) -> Decimal:
         return Decimal(raw)  # the common case: a whole number
     if isinstance(raw, bool) or not isinstance(raw, str | int | float | Decimal):
         raise _Reject(MeteringErrorCode.INVALID_VALUE, f"{what} must be a number.")
+    if isinstance(raw, int) or (isinstance(raw, str) and len(raw) > MAX_NUMBER_TEXT):
+        # an int past MAX_INT (str() of one past 4,300 digits raises), or a number as long text
+        raise _Reject(
+            MeteringErrorCode.INVALID_VALUE,
+            f"{what} is too large (at most 22 digits before the point and 6 after).",
+        )
     try:
         value = Decimal(str(raw).strip()) if not isinstance(raw, Decimal) else raw
     except InvalidOperation as exc:
@@ -204,12 +222,16 @@ def parse_value(raw: Any, what: str) -> Decimal:
     if abs(value) >= MAX_VALUE:
         raise _Reject(
             MeteringErrorCode.INVALID_VALUE,
-            f"{what} is too large (at most 24 digits before the point).",
+            f"{what} is too large (at most 22 digits before the point).",
         )
-    quantized = value.quantize(QUANT)
+    quantized = value.quantize(QUANT, context=_QUANTIZE)
     if quantized != value:
         raise _Reject(MeteringErrorCode.INVALID_VALUE, f"{what} has more than 6 decimal places.")
     return quantized
+
+
+# Enough digits for any value under MAX_VALUE with 6 places: quantize() never raises.
+_QUANTIZE = Context(prec=40)
 
 
 def content_hash(
@@ -596,7 +618,9 @@ def decode_native(body: bytes) -> list[NativeEvent] | None:
     """The events of a canonical native batch, or None (the general path decodes it)."""
     try:
         return _native_decoder.decode(body).events
-    except msgspec.DecodeError:  # ValidationError included
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        # ValidationError included; nested ~1,000 deep; invalid UTF-8 in a string (orjson says
+        # where, for the 400)
         return None
 
 
@@ -669,12 +693,40 @@ def renamed(message: str, names: dict[str, str]) -> str:
 
 
 LAGO_SOURCE = "lago"
+MAX_DEPTH = 64  # levels of arrays and objects in an event the Lago answer echoes
+
+
+def nests_deeper(value: Any, limit: int) -> bool:
+    """Whether `value` (decoded JSON) has arrays or objects nested more than `limit` deep;
+    without recursion, so any depth is measured."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth >= limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def from_lago(ev: Any) -> Any:
     """Lago's event: transaction_id, external_subscription_id | external_customer_id, code, timestamp, properties."""
     if not isinstance(ev, dict):
         return ev
+    if nests_deeper(ev, MAX_DEPTH):  # Lago's answer echoes the event: refuse it before storing
+        return {
+            "source": LAGO_SOURCE,
+            "event_id": ev.get("transaction_id"),
+            "_reject": (
+                MeteringErrorCode.EVENT_MALFORMED,
+                f"The event nests deeper than {MAX_DEPTH} levels.",
+            ),
+        }
     ref = ev.get("external_subscription_id") or ev.get("external_customer_id")
     ts = ev.get("timestamp")
     if ts is None or ts == "":

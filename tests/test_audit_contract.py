@@ -66,6 +66,7 @@ NOT_AUDITED: dict[str, str] = {
     "exceptions.services.entry_hash_of": "pure: an entry's hash",
     "exceptions.services.object_ref": "pure: (type, id, repr) of a row",
     "exceptions.services.audit_verify_chain": "a read (walks the chain)",
+    "exceptions.services.cases_lock": "takes locks (the cases a transaction will touch)",
     "metering.services.check_header": "pure: checks a CSV header against the expected columns",
     "metering.services.csv_template": "pure: the CSV template a user downloads",
     "metering.services.import_source": "pure: the source a CSV row without one is counted under",
@@ -78,6 +79,7 @@ NOT_AUDITED: dict[str, str] = {
     "metering.services.unmapped_fingerprint": "pure: the fingerprint of an unmapped-customer case",
     "billing.services.entity_rounding": "a read (an entity's rounding mode)",
     "billing.services.credit_memo_preview": "a read (what a credit memo would carry; writes nothing)",
+    "billing.services.price_plan_preview": "pure: what typed usage would cost (the editors' preview)",
     "billing.services.billing_runs_bill_due": (
         "writes nothing itself: it calls billing_run_request and billing_run_execute per due"
         " entity, whose entries are checked above"
@@ -265,6 +267,30 @@ def exceptions_audit_record(w: World) -> Call:
     return Call(run, lambda _: Expected.of("thing.touch", us))
 
 
+def exceptions_audit_record_many(w: World) -> Call:
+    us = w.us
+
+    def run() -> int:
+        with transaction.atomic():
+            spec = exceptions.services.AuditSpec.of(us, "thing.touch")
+            return exceptions.services.audit_record_many(actor=ACTOR, entries=[spec])
+
+    return Call(run, lambda _: Expected.of("thing.touch", us))
+
+
+def exceptions_cases_open_or_update_many(w: World) -> Call:
+    """It returns its cases' entries; the caller appends them (here, as ingest does)."""
+    opening = exceptions.services.CaseOpening(kind="test_failure", fingerprint="fp-m", title="x")
+
+    def run() -> ExceptionCase:
+        with transaction.atomic():
+            opened = exceptions.services.cases_open_or_update_many(openings=[opening], actor=ACTOR)
+            exceptions.services.audit_record_many(actor=ACTOR, entries=opened.audit)
+        return ExceptionCase.objects.get(pk=opened.case_ids["fp-m"])
+
+    return Call(run, lambda case: Expected.of("case.open", case))
+
+
 def exceptions_case_open_or_update_new(w: World) -> Call:
     return Call(lambda: _case(w), lambda case: Expected.of("case.open", case))
 
@@ -279,6 +305,16 @@ def exceptions_case_close_resolved(w: World) -> Call:
     return Call(
         lambda: exceptions.services.case_close(
             case=case, actor=ACTOR, status="resolved", resolution="fixed upstream"
+        ),
+        lambda case: Expected.of("case.resolved", case),
+    )
+
+
+def exceptions_case_resolve_open(w: World) -> Call:
+    _case(w)
+    return Call(
+        lambda: exceptions.services.case_resolve_open(
+            fingerprint="fp-1", actor=ACTOR, resolution="mapped"
         ),
         lambda case: Expected.of("case.resolved", case),
     )
@@ -659,10 +695,13 @@ CASES: dict[str, Callable[[World], Call]] = {
         core_legal_entity_create,
         core_customer_create,
         exceptions_audit_record,
+        exceptions_audit_record_many,
+        exceptions_cases_open_or_update_many,
         exceptions_case_open_or_update_new,
         exceptions_case_open_or_update_recur,
         exceptions_case_close_resolved,
         exceptions_case_close_dismissed,
+        exceptions_case_resolve_open,
         metering_metric_create,
         metering_metric_version_add,
         metering_customer_mapping_create,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
+from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers
@@ -18,12 +20,14 @@ from billing.error_codes import BillingErrorCode
 from billing.models import (
     Cadence,
     Contract,
+    ContractAmendment,
     DocumentKind,
     Invoice,
     InvoiceLine,
     InvoiceStatus,
     LineKind,
     PricePlan,
+    PricePlanVersion,
 )
 from billing.services import (
     contract_amend,
@@ -34,6 +38,7 @@ from billing.services import (
     VersionTerms,
 )
 from core.api.fields import MoneyField
+from core.api.params import choice_param
 from core.errors import AppError
 from core.models import ApiScope, Currency, Customer
 from core.actors import Actor
@@ -41,7 +46,7 @@ from core.actors import Actor
 # --------------------------------------------------------------------------- admin: plans and contracts
 
 
-class _VersionSerializer(serializers.Serializer):
+class _VersionSerializer(serializers.Serializer[PricePlanVersion]):
     version = serializers.IntegerField(read_only=True)
     effective_from = serializers.DateField()
     components = serializers.ListField(child=serializers.DictField())
@@ -49,12 +54,12 @@ class _VersionSerializer(serializers.Serializer):
     note = serializers.CharField(required=False, default="", allow_blank=True)
 
 
-class PricePlanListCreateApi(generics.ListAPIView):
+class PricePlanListCreateApi(generics.ListAPIView[PricePlan]):
     """Price plans with their versions; POST creates a plan with its first version."""
 
     required_scope = ApiScope.ADMIN
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[PricePlan]):
         currency = serializers.CharField(source="currency_id")
         versions = _VersionSerializer(many=True)
 
@@ -70,7 +75,7 @@ class PricePlanListCreateApi(generics.ListAPIView):
                 "created_at",
             ]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
         code = serializers.SlugField(max_length=64)
         name = serializers.CharField(max_length=200)
         currency = serializers.SlugRelatedField(slug_field="code", queryset=Currency.objects.all())
@@ -79,7 +84,7 @@ class PricePlanListCreateApi(generics.ListAPIView):
 
     serializer_class = OutputSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[PricePlan]:
         return selectors.price_plans()
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
@@ -128,7 +133,7 @@ class PricePlanVersionCreateApi(APIView):
         return Response(_VersionSerializer(version).data, status=201)
 
 
-class _AmendmentSerializer(serializers.Serializer):
+class _AmendmentSerializer(serializers.Serializer[ContractAmendment]):
     effective_from = serializers.DateField()
     plan = serializers.SlugRelatedField(
         slug_field="code",
@@ -141,12 +146,12 @@ class _AmendmentSerializer(serializers.Serializer):
     reason = serializers.CharField()
 
 
-class ContractListCreateApi(generics.ListAPIView):
+class ContractListCreateApi(generics.ListAPIView[Contract]):
     """Contracts (filter by entity or customer code); POST creates one."""
 
     required_scope = ApiScope.ADMIN
 
-    class OutputSerializer(serializers.ModelSerializer):
+    class OutputSerializer(serializers.ModelSerializer[Contract]):
         customer = serializers.CharField(source="customer.code")
         legal_entity = serializers.CharField(source="legal_entity.code")
         plan = serializers.CharField(source="plan.code")
@@ -172,7 +177,7 @@ class ContractListCreateApi(generics.ListAPIView):
                 "amendments",
             ]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
         code = serializers.SlugField(max_length=64)
         customer_id = serializers.PrimaryKeyRelatedField(queryset=Customer.objects.all())
         plan = serializers.SlugRelatedField(slug_field="code", queryset=PricePlan.objects.all())
@@ -183,12 +188,12 @@ class ContractListCreateApi(generics.ListAPIView):
         anchor_month = serializers.IntegerField(min_value=1, max_value=12, default=1)
         overrides = serializers.DictField(required=False, default=dict)
         prepaid_balance = serializers.DecimalField(
-            max_digits=18, decimal_places=4, default=0, min_value=0
+            max_digits=18, decimal_places=4, default=Decimal(0), min_value=0
         )
 
     serializer_class = OutputSerializer
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Contract]:
         q = self.request.query_params
         return selectors.contracts(
             legal_entity=q.get("legal_entity", ""), customer=q.get("customer", "")
@@ -231,7 +236,7 @@ class ContractEndApi(APIView):
 
     required_scope = ApiScope.ADMIN
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(serializers.Serializer[dict[str, Any]]):
         end_date = serializers.DateField()
         reason = serializers.CharField()
 
@@ -249,7 +254,7 @@ class ContractEndApi(APIView):
 # --------------------------------------------------------------------------- invoices
 
 
-class _LineSerializer(serializers.ModelSerializer):
+class _LineSerializer(serializers.ModelSerializer[InvoiceLine]):
     usage_summary = serializers.SerializerMethodField()
     amount = MoneyField(currency="invoice.currency")
     credited_amount = MoneyField(currency="invoice.currency")
@@ -292,7 +297,7 @@ class _LineSerializer(serializers.ModelSerializer):
         }
 
 
-class _TaxLineSerializer(serializers.Serializer):
+class _TaxLineSerializer(serializers.Serializer[dict[str, Any]]):
     name = serializers.CharField()
     tax_code = serializers.CharField()
     jurisdiction = serializers.CharField()
@@ -301,7 +306,7 @@ class _TaxLineSerializer(serializers.Serializer):
     amount = MoneyField(currency="invoice.currency")
 
 
-class _InvoiceSerializer(serializers.ModelSerializer):
+class _InvoiceSerializer(serializers.ModelSerializer[Invoice]):
     legal_entity = serializers.CharField(source="legal_entity.code")
     customer = serializers.CharField(source="customer.code")
     contract = serializers.CharField(source="contract.code")
@@ -371,21 +376,21 @@ def _date_param(request: Request, name: str) -> date | None:
         ) from None
 
 
-class InvoiceListApi(generics.ListAPIView):
+class InvoiceListApi(generics.ListAPIView[Invoice]):
     """Invoices, adjustment invoices and credit memos, filtered."""
 
     required_scope = ApiScope.INVOICES_READ
     serializer_class = _InvoiceSerializer
     filter_backends: list[Any] = []
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[Invoice]:
         q = self.request.query_params
         try:
             return selectors.invoices(
                 customer=q.get("customer", ""),
                 legal_entity=q.get("legal_entity", ""),
-                status=q.get("status", ""),
-                kind=q.get("kind", ""),
+                status=choice_param(q, "status", InvoiceStatus.values),
+                kind=choice_param(q, "kind", DocumentKind.values),
                 period=q.get("period", ""),
                 number=q.get("number", ""),
                 issued_from=_date_param(self.request, "issued_from"),
@@ -424,14 +429,14 @@ class InvoiceDetailApi(APIView):
         return Response(self.OutputSerializer(invoice).data)
 
 
-class InvoiceLinesApi(generics.ListAPIView):
+class InvoiceLinesApi(generics.ListAPIView[InvoiceLine]):
     """The lines of one document."""
 
     required_scope = ApiScope.INVOICES_READ
     serializer_class = _LineSerializer
     filter_backends: list[Any] = []
 
-    def get_queryset(self):  # type: ignore[no-untyped-def]
+    def get_queryset(self) -> QuerySet[InvoiceLine]:
         get_object_or_404(Invoice, pk=self.kwargs["pk"])
         return (
             InvoiceLine.objects.filter(invoice_id=self.kwargs["pk"])
@@ -440,9 +445,10 @@ class InvoiceLinesApi(generics.ListAPIView):
         )
 
 
-class _EventSerializer(serializers.Serializer):
+# Any: given a page of events with many=True (the stubs type a plain Serializer for one instance).
+class _EventSerializer(serializers.Serializer[Any]):
     seq = serializers.IntegerField()
-    source = serializers.CharField()
+    source = serializers.CharField()  # type: ignore[assignment]  # stubs: clashes with Field.source
     event_id = serializers.CharField()
     timestamp = serializers.DateTimeField()
     value = serializers.DecimalField(max_digits=30, decimal_places=6, allow_null=True)
@@ -454,7 +460,7 @@ class InvoiceLineLineageApi(APIView):
 
     required_scope = ApiScope.INVOICES_READ
 
-    class OutputSerializer(serializers.Serializer):
+    class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         line = _LineSerializer()
         count = serializers.IntegerField()
         next = serializers.CharField(allow_null=True)
@@ -490,7 +496,8 @@ class EventInvoiceLinesApi(APIView):
 
     required_scope = ApiScope.INVOICES_READ
 
-    class OutputSerializer(serializers.Serializer):
+    # Any: given the lines with many=True (the stubs type a plain Serializer for one instance).
+    class OutputSerializer(serializers.Serializer[Any]):
         line_id = serializers.IntegerField(source="pk")
         position = serializers.IntegerField()
         invoice_id = serializers.IntegerField()

@@ -43,7 +43,12 @@ from billing.services.documents import (
 from billing.services.drafts import ProgressFn
 from billing.services.finalize import billing_run_finalize, invoice_finalize, invoices_finalize
 from billing.services.finance_events import document_payload, finance_events_record
-from billing.services.plans import VersionTerms, price_plan_create, price_plan_version_add
+from billing.services.plans import (
+    VersionTerms,
+    price_plan_create,
+    price_plan_preview,
+    price_plan_version_add,
+)
 from billing.services.runs import (
     billing_run_execute,
     billing_run_request,
@@ -83,5 +88,6 @@ __all__ = [
     "month_ready_at",
     "plan_cache",
     "price_plan_create",
+    "price_plan_preview",
     "price_plan_version_add",
 ]

@@ -66,7 +66,7 @@ def claim_action_key(
     if key is None:
         return None
     key = key.strip()
-    if not key or len(key) > ActionKey._meta.get_field("key").max_length:
+    if not key or len(key) > ActionKey.KEY_MAX_LENGTH:
         raise AppError(
             "An idempotency key is 1 to 100 characters.",
             code=BillingErrorCode.INVALID_IDEMPOTENCY_KEY,

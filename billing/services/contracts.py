@@ -21,6 +21,7 @@ from billing.models import (
     PricePlan,
     PricePlanVersion,
 )
+from billing.periods import cadence_of
 from billing.rating import RatingError, components_from_config, overrides_from_dict, rate_period
 from billing.services._shared import ZERO, rating_error
 from billing.terms import ContractTerms, PlanCache, TermsChange
@@ -278,9 +279,9 @@ def contract_terms(contracts: Sequence[Contract]) -> dict[int, ContractTerms]:
             customer_id=c.customer_id,
             start_date=c.start_date,
             end_date=c.end_date,
-            cadence=c.cadence,
+            cadence=cadence_of(c.cadence),
             anchor_day=c.anchor_day,
-            anchor_month=c.anchor_month,  # type: ignore[arg-type]
+            anchor_month=c.anchor_month,
             changes=tuple(changes),
         )
     return out

@@ -334,13 +334,14 @@ def _credit_lines(
     else:
         by_id = {ln.pk: ln for ln in originals_lines}
         for line_id, amount in sorted(lines.items()):
-            ln = by_id.get(int(line_id))
-            if ln is None:
+            chosen = by_id.get(int(line_id))
+            if chosen is None:
                 raise AppError(
                     f"Line {line_id} is not a line of {original}.",
                     code=BillingErrorCode.CREDIT_LINE_UNKNOWN,
                     extra={"line_id": line_id},
                 )
+            ln = chosen
             amount = Decimal(amount)
             if amount <= 0 or amount != amount.quantize(Decimal(1).scaleb(-minor)):
                 raise AppError(

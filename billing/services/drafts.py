@@ -28,25 +28,29 @@ from core.actors import Actor
 from core.models import Customer
 from exceptions.models import ExceptionCase
 from exceptions.services import case_open_or_update
-from metering.for_billing import UsageSummary, summary_event_values, usage_summarize_window
+from metering.for_billing import (
+    MetricDefinition,
+    UsageSummary,
+    summary_event_values,
+    usage_summarize_window,
+)
 
 
 class SummaryIndex:
     """Usage summaries a run fetched, looked up by (customer, metric code, window)."""
 
     def __init__(self) -> None:
-        self._by_key: dict[tuple[int, str, datetime, datetime], Any] = {}
-        self._by_id: dict[int, Any] = {}
+        self._by_key: dict[tuple[int, str, datetime, datetime], UsageSummary] = {}
+        self._by_id: dict[int, UsageSummary] = {}
         self._codes: dict[int, str] = {}
 
-    def add(self, summaries: Iterable[Any]) -> None:
+    def add(self, summaries: Iterable[UsageSummary]) -> None:
         summaries = list(summaries)
         missing = {s.metric_id for s in summaries} - set(self._codes)
         if missing:
-            metric_model = UsageSummary._meta.get_field("metric").related_model
             self._codes.update(
-                metric_model.objects.filter(pk__in=missing).values_list("pk", "code")
-            )  # type: ignore[union-attr]
+                MetricDefinition.objects.filter(pk__in=missing).values_list("pk", "code")
+            )
         for s in summaries:
             self._by_key[
                 (s.customer_id, self._codes[s.metric_id], s.period_start, s.period_end)
@@ -70,7 +74,7 @@ class SummaryIndex:
             summary_event_values(summary=self._by_id[summary_id], property_name=property_name)
         )
 
-    def get(self, summary_id: int) -> Any:
+    def get(self, summary_id: int) -> UsageSummary | None:
         return self._by_id.get(summary_id)
 
 

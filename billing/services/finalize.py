@@ -142,7 +142,7 @@ def finalize_locked(
     ]
     usage_summaries_close(summary_ids=summary_ids, actor=actor)
     refs = {inv.contract_id: (inv.contract.code, inv.customer.code) for inv in invoices}
-    credits_numbers = dict(
+    credits_numbers: dict[int | None, str | None] = dict(
         Invoice.objects.filter(pk__in={i.credits_id for i in invoices if i.credits_id}).values_list(
             "pk", "number"
         )
@@ -202,7 +202,7 @@ def _apply_credits(
     """Record on the credited documents how much is credited; refuse anything beyond what they hold."""
     if not memos:
         return
-    originals = {
+    originals: dict[int | None, Invoice] = {
         o.pk: o
         for o in Invoice.objects.select_for_update().filter(pk__in={m.credits_id for m in memos})
     }

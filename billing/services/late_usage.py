@@ -90,7 +90,7 @@ def late_usage_corrections(
     corrections = Invoice.objects.filter(
         credits__in=[o.pk for o in originals], billing_run__isnull=False
     ).exclude(status=InvoiceStatus.VOID)
-    revisions_done: dict[int, set[int]] = defaultdict(set)
+    revisions_done: dict[int | None, set[int]] = defaultdict(set)
     next_no: dict[int, int] = {}
     for corr in corrections:
         revisions_done[corr.credits_id].add(corr.usage_revision)

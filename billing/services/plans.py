@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
@@ -14,7 +16,14 @@ from billing.models import (
     PricePlan,
     PricePlanVersion,
 )
-from billing.rating import RatingError, components_from_config
+from billing.rating import (
+    RatingError,
+    RatingResult,
+    Usage,
+    components_from_config,
+    overrides_from_dict,
+    rate_period,
+)
 from billing.services._shared import rating_error
 from core.actors import Actor
 from core.errors import AppError
@@ -118,3 +127,41 @@ def price_plan_version_add(
             },
         )
     return version
+
+
+def _tuple_or_none(values: Sequence[Decimal] | None) -> tuple[Decimal, ...] | None:
+    return None if values is None else tuple(values)
+
+
+def price_plan_preview(
+    *,
+    components: list[dict[str, Any]],
+    currency: Currency,
+    quantities: Mapping[str, Decimal],
+    event_amounts: Mapping[str, Sequence[Decimal]] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RatingResult:
+    """What `components` (and contract `overrides`) would charge for these usage figures.
+
+    Writes nothing: the editors' preview. One whole period (fixed fees unprorated), rounded
+    half-up to the currency's minor units, by the rating engine that bills. Invalid
+    components or usage raise the `AppError` that `price_plan_version_add` would
+    (`billing_invalid_plan`, the path in `extra`).
+    """
+    amounts = event_amounts or {}
+    try:
+        usages = {
+            metric: Usage(
+                quantity=quantities.get(metric, Decimal(0)),
+                event_amounts=_tuple_or_none(amounts.get(metric)),
+            )
+            for metric in {*quantities, *amounts}
+        }
+        return rate_period(
+            components=components_from_config(components),
+            usages=usages,
+            minor_units=currency.minor_units,
+            overrides=overrides_from_dict(overrides) if overrides else None,
+        )
+    except RatingError as exc:
+        raise rating_error(exc, BillingErrorCode.INVALID_PLAN) from None

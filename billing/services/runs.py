@@ -237,7 +237,7 @@ def billing_run_execute(
                 "failed_case_ids": [c.pk for c in outcome.failed_cases],
             },
         )
-    run.outcome = outcome  # type: ignore[attr-defined]  # this execution's counts, not stored
+    run.outcome = outcome  # this execution's counts, not stored
     return run
 
 

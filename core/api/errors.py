@@ -55,8 +55,7 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         message = str(exc.detail)
         extra = {}
     if isinstance(exc, exceptions.Throttled):
-        # Throttled.__init__ sets `wait`; the DRF stubs do not declare it.
-        wait: float | None = exc.wait  # type: ignore[attr-defined]
+        wait: float | None = exc.wait  # type: ignore[attr-defined]  # set by Throttled.__init__; not in the DRF stubs
         if wait is not None:
             extra["retry_after_seconds"] = int(wait)
     response.data = error_body(code=code, message=message, extra=extra)

@@ -21,7 +21,7 @@ from core.formatting import money_plain
         "(USD 2: '12.30', JPY 0: '1230', KWD/BHD 3: '12.300').",
     }
 )
-class MoneyField(serializers.Field):  # type: ignore[type-arg]
+class MoneyField(serializers.Field[tuple[Decimal, int], str, str, Any]):
     """A read-only amount as a decimal string in its currency's minor units.
 
     `currency` is the dotted path from the serialized object to its ``Currency``

@@ -50,7 +50,16 @@ class LegalEntityListApi(generics.ListAPIView[LegalEntity]):
 
         class Meta:
             model = LegalEntity
-            fields = ["id", "code", "name", "base_currency", "country", "timezone"]
+            fields = [
+                "id",
+                "code",
+                "name",
+                "base_currency",
+                "country",
+                "timezone",
+                "address",
+                "tax_id",
+            ]
 
     serializer_class = OutputSerializer
     filterset_fields = ["code", "country"]
@@ -80,6 +89,8 @@ class CustomerListCreateApi(generics.ListAPIView[Customer]):
                 "tax_exempt",
                 "tax_jurisdiction",
                 "email",
+                "address",
+                "tax_id",
                 "external_refs",
                 "created_at",
             ]
@@ -94,6 +105,8 @@ class CustomerListCreateApi(generics.ListAPIView[Customer]):
         tax_exempt = serializers.BooleanField(required=False, default=False)
         tax_jurisdiction = serializers.CharField(max_length=32, required=False, default="")
         email = serializers.EmailField(required=False, default="")
+        address = serializers.CharField(required=False, default="", allow_blank=True)
+        tax_id = serializers.CharField(max_length=32, required=False, default="", allow_blank=True)
         external_refs = serializers.DictField(
             child=serializers.CharField(), required=False, default=dict
         )

@@ -486,6 +486,17 @@ class TrytonConnector(Connector):
                 )
             if record.posted or record.state == "cancelled":
                 return record
+            if record.date is not None and record.date != document.issue_date:
+                # a draft left by an attempt Tryton refused (e.g. a closed period), since
+                # re-dated by the exception queue: post it on the date we send now
+                self._call(
+                    "model.account.invoice.write",
+                    [invoice_id],
+                    {
+                        "invoice_date": document.issue_date,
+                        "payment_term_date": document.due_date or document.issue_date,
+                    },
+                )
         row = self._post_and_read("account.invoice", invoice_id, INVOICE_FIELDS)
         return self._posted(document.external_id, self._invoice_record(row))
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -27,6 +28,11 @@ from exceptions.workbench import dispatch, selectors
 from exceptions.workbench.filters import CaseFilter
 from exceptions.workbench.services import Caller
 
+#: How long a running request holds its Idempotency-Key: longer than any action takes (no action
+#: waits on an ERP; a replayed posting is sent by the outbox drain), so only a request whose
+#: process died is taken over.
+IDEMPOTENCY_LEASE_SECONDS = 120
+
 ACTIONS = [
     "assign",
     "comment",
@@ -39,6 +45,9 @@ ACTIONS = [
     "reopen",
     "approve",
     "reject",
+    "correct_date",
+    "map_account",
+    "settle_adjustment",
 ]
 
 
@@ -123,6 +132,11 @@ class CaseActionApi(APIView):
         customer_id = serializers.IntegerField(required=False)
         rejected_id = serializers.IntegerField(required=False)
         corrected = serializers.DictField(required=False)
+        posting_date = serializers.CharField(required=False, allow_blank=True)
+        account = serializers.CharField(required=False, allow_blank=True)
+        key = serializers.CharField(required=False, allow_blank=True)
+        amount = serializers.CharField(required=False, allow_blank=True)
+        document = serializers.IntegerField(required=False)
 
     class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         message = serializers.CharField()
@@ -158,35 +172,61 @@ class CaseActionApi(APIView):
         digest = hashlib.sha256(
             json.dumps([pk, action, request.data], sort_keys=True, default=str).encode()
         ).hexdigest()
+        record = self._claim_key(api_key, key[:200], digest)
+        if isinstance(record, Response):
+            return record
+        status, body = self._perform(api_key, pk, action, data)
+        IdempotentRequest.objects.filter(pk=record.pk).update(
+            status_code=status, response=body, lease_expires_at=None
+        )
+        return Response(body, status=status)
+
+    def _claim_key(self, api_key: ApiKey, key: str, digest: str) -> IdempotentRequest | Response:
+        """The key's record, held for this request; or the answer to give instead (the first
+        answer replayed). A key still running is refused until its lease expires, then taken
+        over: a process that died mid-action does not block the key for good."""
+        now = timezone.now()
+        lease = now + timedelta(seconds=IDEMPOTENCY_LEASE_SECONDS)
         try:
             with transaction.atomic():
-                record = IdempotentRequest.objects.create(
+                return IdempotentRequest.objects.create(
                     api_key=api_key,
-                    key=key[:200],
+                    key=key,
                     request_hash=digest,
                     status_code=0,
                     response={},
-                    created_at=timezone.now(),
+                    created_at=now,
+                    lease_expires_at=lease,
                 )
         except IntegrityError:
-            seen = IdempotentRequest.objects.get(api_key=api_key, key=key[:200])
-            if seen.request_hash != digest:
-                raise AppError(
-                    "This Idempotency-Key was used for a different request.",
-                    code=ExceptionsErrorCode.IDEMPOTENCY_KEY_REUSED,
-                    status=422,
-                ) from None
-            if seen.status_code == 0:
-                raise Conflict(
-                    "The first request with this Idempotency-Key is still running.",
-                    code=ExceptionsErrorCode.CASE_STALE,
-                ) from None
+            pass
+        seen = IdempotentRequest.objects.get(api_key=api_key, key=key)
+        if seen.request_hash != digest:
+            raise AppError(
+                "This Idempotency-Key was used for a different request.",
+                code=ExceptionsErrorCode.IDEMPOTENCY_KEY_REUSED,
+                status=422,
+            )
+        if seen.status_code != 0:
             return Response(
                 seen.response, status=seen.status_code, headers={"Idempotent-Replay": "true"}
             )
-        status, body = self._perform(api_key, pk, action, data)
-        IdempotentRequest.objects.filter(pk=record.pk).update(status_code=status, response=body)
-        return Response(body, status=status)
+        # Still running, or its process died: take it over only once its lease has expired
+        # (one compare-and-set, so two retries at once cannot both take it).
+        taken = (
+            IdempotentRequest.objects.filter(pk=seen.pk, status_code=0)
+            .filter(Q(lease_expires_at__isnull=True) | Q(lease_expires_at__lte=now))
+            .update(lease_expires_at=lease)
+        )
+        if not taken:
+            left = max(int(((seen.lease_expires_at or now) - now).total_seconds()), 1)
+            raise Conflict(
+                f"The first request with this Idempotency-Key is still running; retry in {left} s.",
+                code=ExceptionsErrorCode.CASE_STALE,
+                extra={"retry_after_seconds": left},
+            )
+        seen.lease_expires_at = lease
+        return seen
 
     def _perform(
         self, api_key: ApiKey, pk: int, action: str, data: dict[str, Any]

@@ -4,9 +4,11 @@ import django.db.models.deletion
 from decimal import Decimal
 from django.conf import settings
 from django.db import migrations, models
+from django.db.backends.base.schema import BaseDatabaseSchemaEditor
+from django.db.migrations.state import StateApps
 
 
-def _due_dates(apps, schema_editor):  # type: ignore[no-untyped-def]
+def _due_dates(apps: StateApps, schema_editor: BaseDatabaseSchemaEditor) -> None:
     """Existing cases get the default policy's due date (72 hours after they were opened)."""
     from datetime import timedelta
 

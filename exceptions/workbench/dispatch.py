@@ -97,7 +97,7 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
         proposal = services.proposal_approve(
             case_id=case.pk, caller=caller, version=version, comment=p.get("comment", "")
         )
-        return _proposal_message(proposal)
+        return proposal_message(proposal)
     if action == "reject":
         services.proposal_reject(
             case_id=case.pk, comment=p.get("comment", ""), caller=caller, version=version
@@ -125,7 +125,7 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
             caller=caller,
             version=version,
         )
-        return _proposal_message(proposal)
+        return proposal_message(proposal)
     if action == "map_customer":
         d = case.details or {}
         customer_id = str(p.get("customer_id", "") or "")
@@ -144,13 +144,30 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
             caller=caller,
             version=version,
         )
-        return _proposal_message(proposal)
+        return proposal_message(proposal)
     if action == "reverse":
         return _reverse(case, caller, p, version)
+    if action == "correct_date":
+        return _correct_date(case, caller, p, version)
+    if action == "map_account":
+        return _map_account(case, caller, p, version)
+    if action == "settle_adjustment":
+        from exceptions.workbench.disputes import dispute_settle_by_adjustment
+
+        raw = str(p.get("document", "") or "")
+        closed = dispute_settle_by_adjustment(
+            case_id=case.pk,
+            document_id=int(raw) if raw.isdigit() else 0,
+            reason_code=str(p.get("reason_code", "") or ""),
+            comment=str(p.get("comment", "") or ""),
+            caller=caller,
+            version=version,
+        )
+        return f"Dispute settled: {closed.resolution}"
     raise AppError(f"Unknown action '{action}'.", code=ExceptionsErrorCode.ACTION_NOT_AVAILABLE)
 
 
-def _proposal_message(proposal: Any) -> str:
+def proposal_message(proposal: Any) -> str:
     if proposal.status == "pending":
         return "Proposed; it waits for a different approver (four eyes)."
     if proposal.status == "failed":
@@ -189,4 +206,66 @@ def _reverse(case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version:
         caller=caller,
         version=version,
     )
-    return _proposal_message(proposal)
+    return proposal_message(proposal)
+
+
+def _correct_date(
+    case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version: int | None
+) -> str:
+    """Propose a new posting date for a failed or dead posting (replayed once applied)."""
+    from exceptions.workbench import erp
+
+    original = erp.posting_date_original(case)
+    day = erp.parse_day(str(p.get("posting_date", "") or ""), field="posting_date")
+    proposal = services.proposal_submit(
+        case_id=case.pk,
+        kind=ProposalKind.CORRECTION,
+        target="posting_date",
+        target_id=str(original["posting_id"]),
+        original=original,
+        proposed=original | {"posting_date": day.isoformat()},
+        amount=case.amount_at_stake,
+        reason_code=str(p.get("reason_code", "") or ""),
+        comment=str(p.get("comment", "") or ""),
+        caller=caller,
+        version=version,
+    )
+    return proposal_message(proposal)
+
+
+def _map_account(
+    case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version: int | None
+) -> str:
+    """Propose the ERP account of a missing GL mapping (held postings released once applied)."""
+    from exceptions.workbench import erp
+
+    conn = erp.case_connection(case)
+    if conn is None:
+        raise AppError(
+            "This case names no ERP connection.", code=ExceptionsErrorCode.INVALID_CORRECTION
+        )
+    d = case.details or {}
+    account = str(p.get("account", "") or "").strip()
+    if not account:
+        raise AppError(
+            "account: type the ERP's account code.",
+            code=ExceptionsErrorCode.INVALID_CORRECTION,
+            extra={"field": "account"},
+        )
+    # "key" blank maps the role's default (covers every key of the role)
+    key = str(p.get("key", d.get("key", "")) or "").strip()
+    original = {"connection_id": conn.pk, "role": d.get("role", ""), "key": key, "account": None}
+    proposal = services.proposal_submit(
+        case_id=case.pk,
+        kind=ProposalKind.CORRECTION,
+        target="gl_mapping",
+        target_id=f"{conn.pk}:{d.get('role', '')}:{key}",
+        original=original,
+        proposed=original | {"account": account},
+        amount=None,
+        reason_code=str(p.get("reason_code", "") or ""),
+        comment=str(p.get("comment", "") or ""),
+        caller=caller,
+        version=version,
+    )
+    return proposal_message(proposal)

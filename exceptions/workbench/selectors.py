@@ -213,6 +213,27 @@ def case_actions(*, case: ExceptionCase, caller: Caller) -> Actions:
     offer("correct", case.kind == CaseKind.USAGE_REJECTED)
     offer("map_customer", case.kind == CaseKind.UNMAPPED_CUSTOMER)
     offer("reverse", case.source_type == "billing.invoice")
+    if case.kind in (CaseKind.POSTING_FAILED, CaseKind.POSTING_DEAD):
+        from erp_sync.services.corrections import posting_date_of
+        from exceptions.workbench import erp
+
+        posting = erp.case_posting(case)
+        offer(
+            "correct_date",
+            posting is not None
+            and posting.status in ("failed", "dead", "held")
+            and posting_date_of(posting) is not None,
+            "the posting is not failed, dead or held, or carries no date",
+        )
+    offer("map_account", case.kind == CaseKind.MISSING_GL_MAPPING)
+    if case.kind == CaseKind.CUSTOMER_DISPUTE:
+        from exceptions.workbench.disputes import dispute_adjustments
+
+        offer(
+            "settle_adjustment",
+            bool(dispute_adjustments(case=case)),
+            "no adjustment has been issued against this invoice yet",
+        )
     if pending is not None:
         mine = pending.proposed_by_label == caller.actor.label
         offer("approve", not mine, "you proposed it: a different approver must approve")
@@ -246,6 +267,19 @@ def case_trace(*, case: ExceptionCase) -> dict[str, Any]:
         from metering.models import DuplicateConflict
 
         trace["conflicts"] = list(DuplicateConflict.objects.filter(case_id=case.pk)[:50])
+    if case.kind in (CaseKind.POSTING_FAILED, CaseKind.POSTING_DEAD):
+        trace.update(posting_trace(case=case))
+    elif case.kind == CaseKind.MISSING_GL_MAPPING:
+        from erp_sync.models import Posting
+
+        waiting = d.get("waiting_external_ids") or []
+        trace["waiting"] = list(
+            Posting.objects.filter(
+                connection_id=d.get("connection_id"), external_id__in=waiting[:200]
+            ).order_by("id")[:50]
+        )
+    elif case.kind == CaseKind.RECONCILIATION_MISMATCH:
+        trace["sides"] = mismatch_sides(d)
     if case.source_type == "billing.invoice" and case.source_id:
         invoice = billing_selectors.invoice_detail(pk=int(case.source_id))
         trace["invoice"] = invoice
@@ -256,6 +290,10 @@ def case_trace(*, case: ExceptionCase) -> dict[str, Any]:
             line = billing_selectors.invoice_line(pk=int(line_id))
             trace["disputed_line"] = line
             trace["line_events"] = list(billing_selectors.line_events(line=line)[:50])
+    if case.kind == CaseKind.CUSTOMER_DISPUTE:
+        from exceptions.workbench.disputes import dispute_adjustments
+
+        trace["adjustments"] = dispute_adjustments(case=case)
     return trace
 
 
@@ -272,11 +310,17 @@ EXPLANATIONS: dict[str, str] = {
     "was drafted for it.",
     CaseKind.BILLING_RUN_FAILED: "A billing run stopped with an error. Retry runs it again; "
     "invoices already drafted are not drafted twice.",
-    CaseKind.MISSING_GL_MAPPING: "A document could not be journalled because an account mapping "
-    "is missing.",
-    CaseKind.POSTING_FAILED: "The ERP refused a document.",
-    CaseKind.POSTING_DEAD: "A document could not reach the ERP after every retry.",
-    CaseKind.RECONCILIATION_MISMATCH: "The ERP's copy of a document differs from ours.",
+    CaseKind.MISSING_GL_MAPPING: "Documents wait (held, not lost) because one of our ledger "
+    "accounts has no ERP account on this connection. Map it below: the held postings go to the "
+    "outbox and the case resolves.",
+    CaseKind.POSTING_FAILED: "The ERP refused a document, in its own words below. Fix the cause "
+    "and retry, or, when its date falls in a closed period, correct the posting date into an "
+    "open one: once approved it is sent again.",
+    CaseKind.POSTING_DEAD: "A document could not reach the ERP after every retry. Retry now "
+    "sends it again with a fresh retry budget (it is looked up in the ERP first, never posted "
+    "twice).",
+    CaseKind.RECONCILIATION_MISMATCH: "The ERP's copy of a document differs from ours. Both "
+    "sides are shown below with the differing fields marked.",
     CaseKind.CUSTOMER_DISPUTE: "A customer disputes an invoice line. Review the events behind it; "
     "end with a credit memo, an adjustment or a reasoned rejection.",
 }
@@ -284,3 +328,59 @@ EXPLANATIONS: dict[str, str] = {
 
 def explanation(*, case: ExceptionCase) -> str:
     return EXPLANATIONS.get(case.kind, "A step failed and needs a person.")
+
+
+def posting_trace(*, case: ExceptionCase) -> dict[str, Any]:
+    """A posting case's posting, its date as the ERP would book it, and every attempt (request
+    and response, as the outbox recorded them), newest first."""
+    from erp_sync.services.corrections import posting_date_of
+    from exceptions.workbench import erp
+
+    posting = erp.case_posting(case)
+    if posting is None:
+        return {}
+    day = posting_date_of(posting)
+    return {
+        "posting": posting,
+        "posting_date": day.isoformat() if day else "",
+        "attempts": list(posting.attempt_rows.order_by("-number")[:20]),
+    }
+
+
+@dataclass(frozen=True)
+class SideRow:
+    """One field of a reconciled document: ours, the ERP's, and whether they differ."""
+
+    field: str
+    ours: Any
+    theirs: Any
+
+    @property
+    def differs(self) -> bool:
+        return bool(self.ours != self.theirs)
+
+
+def mismatch_sides(details: dict[str, Any]) -> list[SideRow]:
+    """A reconciliation mismatch's two sides, field by field (reconciliation stores `ours` and
+    `theirs` as the document's fields, as one amount, or None for a side that has nothing)."""
+    ours, theirs = details.get("ours"), details.get("theirs")
+    if isinstance(ours, dict) or isinstance(theirs, dict):
+        a = ours if isinstance(ours, dict) else {}
+        b = theirs if isinstance(theirs, dict) else {}
+        keys = list(dict.fromkeys([*a.keys(), *b.keys()]))
+        return [
+            SideRow(
+                k,
+                a.get(k, "(none)" if ours is None else ""),
+                b.get(k, "(none)" if theirs is None else ""),
+            )
+            for k in keys
+        ]
+    label = str(details.get("what", "amount"))
+    return [
+        SideRow(
+            label,
+            "(none)" if ours is None else ours,
+            "(none)" if theirs is None else theirs,
+        )
+    ]

@@ -61,6 +61,9 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
     "correct": WORKERS,
     "map_customer": WORKERS,
     "reverse": WORKERS,
+    "correct_date": WORKERS,
+    "map_account": WORKERS,
+    "settle_adjustment": WORKERS,
     "keep_original": WORKERS,
     "retry": WORKERS,
     "dismiss": WORKERS,
@@ -85,6 +88,7 @@ REVERSAL_REASONS = {
     "customer_dispute": "Customer dispute upheld",
     "duplicate_invoice": "Duplicate invoice",
     "goodwill": "Goodwill credit",
+    "invoice_page": "Asked on the invoice page (reason in the comment)",
 }
 DISMISS_REASONS = {
     "expected": "Expected behaviour, nothing to do",

@@ -30,6 +30,7 @@ from exceptions.models import CaseKind, ExceptionCase
 from exceptions.policies import POLICY_FIELDS, policies_by_kind
 from exceptions.templatetags.queue import money_text
 from exceptions.workbench import dispatch, selectors, services
+from exceptions.workbench.disputes import ADJUSTMENT_REASONS
 from exceptions.workbench.filters import CaseFilter, filter_choices
 from exceptions.workbench.services import Caller
 
@@ -221,6 +222,7 @@ def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "correction_reasons": services.CORRECTION_REASONS,
         "reversal_reasons": services.REVERSAL_REASONS,
         "dismiss_reasons": services.DISMISS_REASONS,
+        "adjustment_reasons": ADJUSTMENT_REASONS,
         "users": get_user_model().objects.filter(is_active=True).order_by("username"),
         "customers": Customer.objects.select_related("legal_entity").order_by(
             "legal_entity__code", "code"
@@ -347,3 +349,38 @@ def dispute_new(request: HttpRequest) -> HttpResponse:
         "exceptions/queue/dispute_new.html",
         {"invoice": invoice, "lines": invoice.lines.order_by("position")},
     )
+
+
+@require_POST
+@role_required(*VIEWERS)
+def credit_request(request: HttpRequest, pk: int) -> HttpResponse:
+    """The invoice page's confirmed credit memo: proposed on a case, under four eyes."""
+    from decimal import Decimal, InvalidOperation
+
+    from exceptions.workbench.credits import credit_memo_request
+
+    whole = request.POST.get("whole") == "1"
+    lines: dict[int, Decimal] = {}
+    try:
+        for name in request.POST:
+            raw = request.POST.get(name, "").strip()
+            if name.startswith("line_") and name[5:].isdigit() and raw:
+                lines[int(name[5:])] = Decimal(raw)
+    except InvalidOperation:
+        messages.error(request, "Each line's amount must be a number.")
+        return redirect("billing:invoice", pk=pk)
+    try:
+        case, proposal = credit_memo_request(
+            invoice_id=pk,
+            lines=None if whole else lines,
+            reason=request.POST.get("reason", ""),
+            caller=_caller(request),
+            token=request.POST.get("idempotency_key", ""),
+        )
+    except ObjectDoesNotExist:
+        raise Http404 from None
+    except AppError as exc:
+        messages.error(request, f"{exc.message} ({exc.code})")
+        return redirect("billing:invoice", pk=pk)
+    messages.success(request, f"Case #{case.pk}: {dispatch.proposal_message(proposal)}")
+    return redirect("exceptions:case", pk=case.pk)

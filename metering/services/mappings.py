@@ -11,8 +11,7 @@ from django.utils import timezone
 from core.actors import Actor
 from core.errors import AppError, Conflict
 from core.models import Customer
-from exceptions.models import OPEN_STATUSES, CaseStatus, ExceptionCase
-from exceptions.services import audit_record, case_close
+from exceptions.services import audit_record, case_resolve_open
 from metering import partitions, reference
 from metering.audit_actions import MeteringAction
 from metering.error_codes import MeteringErrorCode
@@ -111,15 +110,9 @@ def held_events_release(*, mapping: CustomerMapping, actor: Actor) -> int:
                     "seq_to": events[-1].seq,
                 },
             )
-        case = ExceptionCase.objects.filter(
+        case_resolve_open(
             fingerprint=unmapped_fingerprint(mapping.source, mapping.customer_ref),
-            status__in=OPEN_STATUSES,
-        ).first()
-        if case is not None:
-            case_close(
-                case=case,
-                actor=actor,
-                status=CaseStatus.RESOLVED,
-                resolution=f"Mapped to customer {mapping.customer}; {len(held)} held event(s) released.",
-            )
+            actor=actor,
+            resolution=f"Mapped to customer {mapping.customer}; {len(held)} held event(s) released.",
+        )
     return len(held)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
+from rest_framework.test import APIClient
 import pytest
 
 from billing import services
-from billing.models import Contract, PricePlan
+from billing.models import Contract, Invoice, PricePlan
+from core.services import IssuedKey
 from exceptions.models import AuditEntry
 from metering.models import UsageEvent
 from tests.billing.conftest import (
@@ -29,7 +33,7 @@ API = {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "
 
 
 @pytest.fixture
-def billed():
+def billed() -> Invoice:
     us = entity("ll-us", "USD", 2, "UTC")
     metric("api_calls")
     acme = customer(us, "acme")
@@ -44,7 +48,7 @@ def billed():
 
 
 def test_invoice_list_filters_and_needs_the_invoices_scope(
-    billed, make_api_key, api_client
+    billed: Invoice, make_api_key: Callable[..., IssuedKey], api_client: Callable[[str], APIClient]
 ) -> None:
     client = api_client(make_api_key("invoices:read").raw_key)
     body = client.get("/api/v1/invoices", {"customer": "acme"}).json()
@@ -64,7 +68,9 @@ def test_invoice_list_filters_and_needs_the_invoices_scope(
     assert refused.status_code == 403 and refused.json()["code"] == "scope_missing"
 
 
-def test_invoice_detail_lineage_and_event_back_to_line(billed, make_api_key, api_client) -> None:
+def test_invoice_detail_lineage_and_event_back_to_line(
+    billed: Invoice, make_api_key: Callable[..., IssuedKey], api_client: Callable[[str], APIClient]
+) -> None:
     client = api_client(make_api_key("invoices:read").raw_key)
     detail = client.get(f"/api/v1/invoices/{billed.pk}").json()
     [line] = detail["lines"]
@@ -98,24 +104,27 @@ def test_invoice_detail_lineage_and_event_back_to_line(billed, make_api_key, api
     assert client.get(f"/api/v1/invoices/{billed.pk}/lines").json()["count"] == 1
 
 
-def test_a_plan_whose_first_version_is_refused_is_not_created(make_api_key, api_client) -> None:
+def test_a_plan_whose_first_version_is_refused_is_not_created(
+    make_api_key: Callable[..., IssuedKey], api_client: Callable[[str], APIClient]
+) -> None:
     entity("ll-us", "USD", 2, "UTC")
     client = api_client(make_api_key("admin").raw_key)
+    first_version: dict[str, Any] = {
+        "effective_from": "2026-01-01",
+        "components": [{**API, "unit_price": "x"}],
+    }
     body = {
         "code": "pro",
         "name": "Pro",
         "currency": "USD",
-        "first_version": {
-            "effective_from": "2026-01-01",
-            "components": [{**API, "unit_price": "x"}],
-        },
+        "first_version": first_version,
     }
     refused = client.post("/api/v1/billing/price-plans", body, format="json")
     assert refused.status_code == 400 and refused.json()["code"] == "billing_invalid_plan"
     assert refused.json()["extra"] == {"rating_code": "invalid_decimal", "path": "[0].unit_price"}
     assert not PricePlan.objects.filter(code="pro").exists()
     assert not AuditEntry.objects.filter(action__startswith="price_plan.").exists()
-    body["first_version"]["components"] = [API]
+    first_version["components"] = [API]
     assert client.post("/api/v1/billing/price-plans", body, format="json").status_code == 201
     assert list(
         AuditEntry.objects.filter(action__startswith="price_plan.")
@@ -124,7 +133,9 @@ def test_a_plan_whose_first_version_is_refused_is_not_created(make_api_key, api_
     ) == ["price_plan.create", "price_plan.version_add"]
 
 
-def test_plans_and_contracts_through_the_admin_api(make_api_key, api_client) -> None:
+def test_plans_and_contracts_through_the_admin_api(
+    make_api_key: Callable[..., IssuedKey], api_client: Callable[[str], APIClient]
+) -> None:
     us = entity("ll-us", "USD", 2, "UTC")
     acme = customer(us, "acme")
     client = api_client(make_api_key("admin").raw_key)
@@ -203,7 +214,9 @@ def test_plans_and_contracts_through_the_admin_api(make_api_key, api_client) -> 
     assert Contract.objects.count() == 1
 
 
-def test_ending_a_contract_prorates_the_last_advance_fee(make_api_key, api_client) -> None:
+def test_ending_a_contract_prorates_the_last_advance_fee(
+    make_api_key: Callable[..., IssuedKey], api_client: Callable[[str], APIClient]
+) -> None:
     us = entity("ll-us", "USD", 2, "UTC")
     acme = customer(us, "acme")
     c = contract(
@@ -231,7 +244,7 @@ def test_ending_a_contract_prorates_the_last_advance_fee(make_api_key, api_clien
 
 
 def test_the_contract_list_reads_amendments_and_their_plans_in_constant_queries(
-    make_api_key, api_client
+    make_api_key: Callable[..., IssuedKey], api_client: Callable[[str], APIClient]
 ) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -242,7 +255,7 @@ def test_the_contract_list_reads_amendments_and_their_plans_in_constant_queries(
     dear = plan("dear", us.base_currency, [{**API, "unit_price": "0.20"}])
     client = api_client(make_api_key("admin").raw_key)
 
-    def listed() -> tuple[int, list]:
+    def listed() -> tuple[int, list[dict[str, Any]]]:
         with CaptureQueriesContext(connection) as q:
             body = client.get("/api/v1/billing/contracts").json()
         return len(q.captured_queries), body["results"]

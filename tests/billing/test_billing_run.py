@@ -70,6 +70,7 @@ def test_usage_and_fees_in_advance_with_tax_to_the_cent() -> None:
     assert usage_line.quantity == D("500") and usage_line.unit_price == D("0.002")
 
     final = services.invoice_finalize(invoice=inv, actor=ACTOR)
+    assert final.issue_date is not None
     assert final.number == f"INV-{final.issue_date.year}-000001" and final.status == "finalized"
     usage_line.usage_summary.refresh_from_db()
     assert usage_line.usage_summary.closed_at is not None
@@ -161,6 +162,7 @@ def test_event_late_on_the_31st_utc_belongs_to_the_entitys_local_month() -> None
     inv = invoice_of(c)
     assert lines(inv) == [("usage", "api", D("100"))]
     summary = inv.lines.get().usage_summary
+    assert summary is not None
     assert (summary.period_start, summary.period_end) == (
         datetime(2026, 10, 31, 15, tzinfo=UTC),
         datetime(2026, 11, 30, 15, tzinfo=UTC),
@@ -194,6 +196,7 @@ def test_dst_month_window_is_local_midnight_to_local_midnight() -> None:
     inv = invoice_of(c)
     assert lines(inv) == [("usage", "api", D("3.00"))]
     s = inv.lines.get().usage_summary
+    assert s is not None
     # 743 hours: the month lost one to summer time
     assert (s.period_end - s.period_start).total_seconds() == 743 * 3600
 
@@ -238,7 +241,8 @@ def test_amendment_mid_period_rates_each_part_under_its_terms_and_counts_usage_o
         ("fixed_fee", "platform", D("60.00")),
     ]
     counts = [
-        ln.usage_summary.event_count for ln in inv.lines.filter(kind="usage").order_by("position")
+        ln.usage_summary and ln.usage_summary.event_count
+        for ln in inv.lines.filter(kind="usage").order_by("position")
     ]
     assert counts == [101, 50]
 

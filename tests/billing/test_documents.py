@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from django.db import IntegrityError, transaction
@@ -11,8 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing import services
-from billing.models import FinanceEvent, Invoice, InvoiceLine, InvoiceTaxLine
+from billing.models import BillingRun, Contract, FinanceEvent, Invoice, InvoiceLine, InvoiceTaxLine
 from core.errors import AppError
+from core.models import LegalEntity
 from exceptions.models import AuditEntry
 from tests.billing.conftest import (
     ACTOR,
@@ -34,7 +37,9 @@ pytestmark = pytest.mark.django_db
 NOW = datetime(2026, 12, 3, 10, tzinfo=UTC)
 
 
-def _world(n_customers: int = 1, components: list | None = None, rate: str | None = "0.10"):
+def _world(
+    n_customers: int = 1, components: list[dict[str, Any]] | None = None, rate: str | None = "0.10"
+) -> tuple[LegalEntity, BillingRun, list[Contract]]:
     us = entity("ll-us", "USD", 2, "UTC")
     metric("api_calls")
     if rate:
@@ -83,7 +88,8 @@ def test_finalize_numbers_are_gapless_per_entity_and_year_even_when_a_transactio
 def test_finalize_all_drafts_of_a_run_numbers_each_once_and_records_one_event_each() -> None:
     us, run, cs = _world(4)
     done = services.billing_run_finalize(run=run, actor=ACTOR)
-    numbers = sorted(i.number for i in done)
+    numbers = sorted(i.number or "" for i in done)
+    assert done[0].issue_date is not None
     assert numbers == [f"INV-{done[0].issue_date.year}-00000{n}" for n in range(1, 5)]
     assert FinanceEvent.objects.filter(type="invoice.finalized").count() == 4
     ids = list(FinanceEvent.objects.values_list("id", flat=True))
@@ -107,6 +113,7 @@ def test_postgres_refuses_edits_and_deletes_of_finalized_documents() -> None:
     us, run, (c,) = _world()
     inv = services.invoice_finalize(invoice=invoice_of(c), actor=ACTOR)
     line = inv.lines.first()
+    assert line is not None
     for statement in (
         lambda: Invoice.objects.filter(pk=inv.pk).update(
             total=D("1.00"), subtotal=D("1.00"), tax_total=0
@@ -147,7 +154,7 @@ def test_postgres_moves_void_paid_and_credited_fields_only_with_their_transition
     other = services.invoice_finalize(invoice=invoice_of(b), actor=ACTOR)
     rows = Invoice.objects.filter(pk=inv.pk)
 
-    def refused(statement) -> None:  # type: ignore[no-untyped-def]
+    def refused(statement: Callable[[], object]) -> None:
         with pytest.raises(IntegrityError), transaction.atomic():
             statement()
 
@@ -315,11 +322,12 @@ def test_late_usage_for_a_closed_period_becomes_an_adjustment_invoice_in_the_nex
     # 7 x 0.10 = 0.70
     assert lines(adj) == [("usage", "api", D("0.70"))]
     summary = adj.lines.get().usage_summary
+    assert summary is not None
     assert summary.revision == 1 and summary.event_count == 107
     bill(us, "2026-12")  # the rerun makes no second adjustment
     assert Invoice.objects.filter(kind="adjustment").count() == 1
     final = services.invoice_finalize(invoice=adj, actor=ACTOR)
-    assert final.number.startswith("INV-")
+    assert final.number is not None and final.number.startswith("INV-")
     assert FinanceEvent.objects.filter(
         type="invoice.finalized", payload__document__credits_id=original.pk
     ).exists()
@@ -441,6 +449,7 @@ def test_a_draft_whose_usage_moved_is_rated_again_when_finalized() -> None:
     c.refresh_from_db()
     assert c.prepaid_balance == 0
     for line in final.lines.filter(kind="usage"):
+        assert line.usage_summary is not None
         assert line.usage_summary.closed_at is not None
         assert line.usage_summary.quantity == line.rated_quantity
     assert AuditEntry.objects.filter(action="invoices.redraft").count() == 1
@@ -476,6 +485,7 @@ def test_a_correction_whose_usage_moved_is_rebuilt_by_the_next_run_not_finalized
         services.invoice_finalize(invoice=adj, actor=ACTOR)
     assert exc.value.code == "billing_usage_changed"
     dec_run = Invoice.objects.get(pk=adj.pk).billing_run
+    assert dec_run is not None
     assert (
         services.billing_run_finalize(run=dec_run, actor=ACTOR) != []
     )  # the December invoice, not the stale fix
@@ -486,7 +496,8 @@ def test_a_correction_whose_usage_moved_is_rebuilt_by_the_next_run_not_finalized
     final = services.invoice_finalize(invoice=rebuilt, actor=ACTOR)
     summary = final.lines.get().usage_summary
     assert (
-        summary.event_count == 110
+        summary is not None
+        and summary.event_count == 110
         and summary.closed_at is not None
         and summary.quantity == D("110")
     )

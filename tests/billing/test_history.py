@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import date
 from decimal import Decimal
 
+from django.contrib.auth.models import User
+from django.test import Client
 import pytest
 
 from billing import selectors, services
-from billing.selectors import FieldChange, field_changes
+from exceptions.history import FieldChange, field_changes
 from tests.billing.conftest import ACTOR
 from tests.billing.test_money_pages import make_world
 
@@ -25,7 +27,9 @@ def test_field_changes_show_only_what_changed() -> None:
     ]
 
 
-def test_invoice_history_names_run_batch_payment_and_credit_memo(client, auditor) -> None:
+def test_invoice_history_names_run_batch_payment_and_credit_memo(
+    client: Client, auditor: User
+) -> None:
     w = make_world()
     services.invoices_finalize(invoice_ids=[w.usd.pk, w.eur.pk], actor=ACTOR)
     w.usd.refresh_from_db()
@@ -48,6 +52,7 @@ def test_invoice_history_names_run_batch_payment_and_credit_memo(client, auditor
     assert actions[0] == "billing_run.drafts_create" and rows[0].via.startswith("billing run")
     assert "invoices.finalize" in actions and "invoice.payment_record" in actions
     batch = rows[actions.index("invoices.finalize")]
+    assert w.usd.number is not None
     assert batch.via.startswith("batch") and FieldChange("number", "—", w.usd.number) in [
         c for c in batch.changes if c.field == "number"
     ]

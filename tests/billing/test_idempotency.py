@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from core import roles
+
 import re
+from collections.abc import Callable
 import threading
 from decimal import Decimal
 
+from django.contrib.auth.models import User
+from django.test import Client
 import pytest
 from django.db import connections
 
@@ -39,7 +44,7 @@ def test_a_key_applies_its_action_once_and_the_second_answer_says_so() -> None:
         )
     assert again.value.code == "billing_already_applied"
     assert again.value.extra["result_number"] == memo.number
-    assert memo.number in again.value.message
+    assert memo.number is not None and memo.number in again.value.message
     assert Invoice.objects.filter(kind="credit_memo").count() == 1
     line.refresh_from_db()
     assert line.credited_amount == D("0.10")
@@ -67,22 +72,38 @@ def test_a_key_applies_its_action_once_and_the_second_answer_says_so() -> None:
 
 
 @pytest.mark.django_db
-def test_the_credit_form_submitted_twice_issues_one_credit_memo(client, approver) -> None:
+def test_the_credit_form_submitted_twice_issues_one_credit_memo(
+    client: Client, approver: User, make_user: Callable[..., User]
+) -> None:
     inv = _finalized()
     line = inv.lines.get(kind="usage")
     client.force_login(approver)
     page = client.get(f"/billing/invoices/{inv.pk}/").content.decode()
     form = page[page.index("billing/invoices/%d/credit/" % inv.pk) :]
-    token = re.search(r'name="idempotency_key" value="([0-9a-f]{32})"', form).group(1)
+    found = re.search(r'name="idempotency_key" value="([0-9a-f]{32})"', form)
+    assert found is not None
+    token = found.group(1)
     body = {f"line_{line.pk}": "0.10", "reason": "sorry", "idempotency_key": token}
     body["confirmed"] = "1"  # the confirmation page re-posts the same fields with this
-    first = client.post(f"/billing/invoices/{inv.pk}/credit/", body, follow=True).content.decode()
-    second = client.post(f"/billing/invoices/{inv.pk}/credit/", body, follow=True).content.decode()
+    # ... to the exception queue, which proposes the memo (four eyes): twice, one proposal
+    url = f"/exceptions/invoices/{inv.pk}/credit/"
+    client.post(url, body, follow=True)
+    client.post(url, body, follow=True)
+    from exceptions.models import CaseProposal, ExceptionCase
+
+    (case,) = ExceptionCase.objects.filter(kind="credit_request")
+    assert CaseProposal.objects.filter(case=case).count() == 1
+    client.force_login(make_user("approver2", roles.FINANCE_APPROVER))
+    first = client.post(
+        f"/exceptions/cases/{case.pk}/approve/", {"version": case.version}, follow=True
+    ).content.decode()
+    second = client.post(
+        f"/exceptions/cases/{case.pk}/approve/", {"version": case.version}, follow=True
+    ).content.decode()
     memo = Invoice.objects.get(kind="credit_memo")
+    assert memo.number is not None
     assert f"Credit memo {memo.number} issued" in first
-    assert (
-        "Already done" in second and memo.number in second and "billing_already_applied" in second
-    )
+    assert "case_stale" in second or "no_pending_proposal" in second
     # the page after it carries fresh tokens: a deliberate second credit is a new request
     fresh = client.get(f"/billing/invoices/{inv.pk}/").content.decode()
     assert token not in fresh

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.models import User
+from django.test import Client
+from rest_framework.test import APIClient
 import ast
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from billing import services
+from billing.models import Invoice
 from billing.selectors import InvoiceAction, invoice_actions
+from core.services import IssuedKey
 from tests.billing.conftest import ACTOR
 
 D = Decimal
@@ -22,7 +28,9 @@ F, P, V, C = (
 )
 
 
-def test_actions_follow_the_status_and_the_role(draft, approver, clerk, auditor) -> None:
+def test_actions_follow_the_status_and_the_role(
+    draft: Invoice, approver: User, clerk: User, auditor: User
+) -> None:
     assert invoice_actions(invoice=draft, user=approver).allowed == {F}
     refused = invoice_actions(invoice=draft, user=approver).refused
     assert refused[V].code == "billing_invoice_not_final"
@@ -35,6 +43,7 @@ def test_actions_follow_the_status_and_the_role(draft, approver, clerk, auditor)
     assert invoice_actions(invoice=draft, user=approver).allowed == {P, V, C}
     assert invoice_actions(invoice=draft, user=clerk).allowed == {P}
     refusal = invoice_actions(invoice=draft, user=approver).refused[F]
+    assert draft.number is not None
     assert refusal.code == "billing_invoice_not_draft" and draft.number in refusal.message
 
     memo = services.credit_memo_issue(
@@ -53,7 +62,7 @@ def test_actions_follow_the_status_and_the_role(draft, approver, clerk, auditor)
 
 
 def test_a_refused_action_posted_anyway_shows_the_reason_and_changes_nothing(
-    client, draft, approver
+    client: Client, draft: Invoice, approver: User
 ) -> None:
     client.force_login(approver)
     page = client.post(f"/billing/invoices/{draft.pk}/paid/", follow=True).content.decode()
@@ -62,7 +71,9 @@ def test_a_refused_action_posted_anyway_shows_the_reason_and_changes_nothing(
     assert draft.status == "draft"
 
 
-def test_the_page_offers_exactly_the_allowed_actions(client, draft, approver, clerk) -> None:
+def test_the_page_offers_exactly_the_allowed_actions(
+    client: Client, draft: Invoice, approver: User, clerk: User
+) -> None:
     services.invoice_finalize(invoice=draft, actor=ACTOR)
     client.force_login(clerk)
     page = client.get(f"/billing/invoices/{draft.pk}/").content.decode()
@@ -72,7 +83,9 @@ def test_the_page_offers_exactly_the_allowed_actions(client, draft, approver, cl
     assert "Record payment" in page and "/void/" in page and "/credit/" in page
 
 
-def test_an_unknown_event_is_billings_own_not_found(make_api_key, api_client) -> None:
+def test_an_unknown_event_is_billings_own_not_found(
+    make_api_key: Callable[..., IssuedKey], api_client: Callable[[str], APIClient]
+) -> None:
     client = api_client(make_api_key("invoices:read").raw_key)
     response = client.get("/api/v1/usage-events/999999/invoice-lines")
     assert response.status_code == 404 and response.json()["code"] == "billing_not_found"

@@ -48,7 +48,7 @@ def test_negative_zero_is_normalised() -> None:
 
 def test_round_money_refuses_floats_and_unknown_modes() -> None:
     with pytest.raises(TypeError):
-        round_money(0.125, minor_units=2)  # type: ignore[arg-type]
+        round_money(0.125, minor_units=2)  # type: ignore[arg-type]  # a float on purpose: refused
     with pytest.raises(ValueError, match="not allowed"):
         round_money(D("0.125"), minor_units=2, rounding=ROUND_DOWN)
     with pytest.raises(ValueError, match="minor_units"):
@@ -70,4 +70,4 @@ def test_minor_unit() -> None:
     assert minor_unit(2) == D("0.01")
     assert minor_unit(3) == D("0.001")
     with pytest.raises(TypeError):
-        minor_unit(True)  # type: ignore[arg-type]
+        minor_unit(True)  # a bool is an int to mypy: minor_unit refuses it at run time

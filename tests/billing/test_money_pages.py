@@ -11,17 +11,22 @@ usage in arrears, tax per rate rounded half-up to the minor unit):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 import csv
 import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
+from django.contrib.auth.models import User
+from django.test import Client
+from rest_framework.test import APIClient
 import pytest
 
 from billing import services
 from billing.models import Invoice
 from core.models import ApiScope
+from core.services import IssuedKey
 from tests.billing.conftest import (
     ACTOR,
     bill,
@@ -103,7 +108,9 @@ def test_hand_computed_totals(world: World) -> None:
     )
 
 
-def test_invoice_page_shows_money_rates_and_quantities(client, world: World, auditor) -> None:
+def test_invoice_page_shows_money_rates_and_quantities(
+    client: Client, world: World, auditor: User
+) -> None:
     client.force_login(auditor)
     usd = client.get(f"/billing/invoices/{world.usd.pk}/").content.decode()
     assert "$1,000.30" in usd and "$100.03" in usd and "$1,100.33" in usd
@@ -119,7 +126,9 @@ def test_invoice_page_shows_money_rates_and_quantities(client, world: World, aud
     assert f"BHD{NBSP}1,150.229" in bhd and f"BHD{NBSP}0.163" in bhd
 
 
-def test_credit_memo_amounts_are_written_in_parentheses(client, world: World, auditor) -> None:
+def test_credit_memo_amounts_are_written_in_parentheses(
+    client: Client, world: World, auditor: User
+) -> None:
     final = services.invoice_finalize(invoice=world.usd, actor=ACTOR)
     memo = services.credit_memo_issue(invoice=final, reason="goodwill", actor=ACTOR)
     assert memo.total == D("-1100.33")
@@ -129,7 +138,7 @@ def test_credit_memo_amounts_are_written_in_parentheses(client, world: World, au
 
 
 def test_list_has_a_currency_column_and_totals_per_currency_never_summed(
-    client, world: World, auditor
+    client: Client, world: World, auditor: User
 ) -> None:
     client.force_login(auditor)
     page = client.get("/billing/invoices/").content.decode()
@@ -142,7 +151,7 @@ def test_list_has_a_currency_column_and_totals_per_currency_never_summed(
 
 
 def test_csv_export_has_plain_amounts_in_minor_units_beside_their_currency(
-    client, world: World, auditor
+    client: Client, world: World, auditor: User
 ) -> None:
     client.force_login(auditor)
     response = client.get("/billing/invoices/export.csv", {"kind": "invoice"})
@@ -160,7 +169,7 @@ def test_csv_export_has_plain_amounts_in_minor_units_beside_their_currency(
 
 
 def test_api_amounts_carry_the_currencys_minor_units(
-    world: World, make_api_key, api_client
+    world: World, make_api_key: Callable[..., IssuedKey], api_client: Callable[[str], APIClient]
 ) -> None:
     api = api_client(make_api_key(ApiScope.INVOICES_READ).raw_key)
     jpy = api.get(f"/api/v1/invoices/{world.jpy.pk}").json()

@@ -3,9 +3,15 @@ what will happen, a credit memo preview, refused actions shown with their reason
 
 from __future__ import annotations
 
+from core import roles
+
 from datetime import date, timedelta
 from decimal import Decimal
+from collections.abc import Callable
+from typing import Any
 
+from django.contrib.auth.models import User
+from django.test import Client
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
@@ -27,14 +33,14 @@ def usd() -> Invoice:
     return services.invoice_finalize(invoice=make_world().usd, actor=ACTOR)
 
 
-def _pay(inv: Invoice, amount: str, **kw: object) -> Payment:
-    args: dict[str, object] = {
+def _pay(inv: Invoice, amount: str, **kw: Any) -> Payment:
+    args: dict[str, Any] = {
         "received_on": date(2026, 12, 10),
         "method": "bank_transfer",
         "reference": "WIRE-1",
     }
     args.update(kw)
-    return services.invoice_payment_record(invoice=inv, amount=D(amount), actor=ACTOR, **args)  # type: ignore[arg-type]
+    return services.invoice_payment_record(invoice=inv, amount=D(amount), actor=ACTOR, **args)
 
 
 def test_partial_payments_leave_a_balance_and_the_last_one_marks_it_paid(usd: Invoice) -> None:
@@ -99,6 +105,7 @@ def test_payments_beyond_the_balance_or_finer_than_a_cent_are_refused(usd: Invoi
 
 def test_a_draft_takes_no_payment(usd: Invoice) -> None:
     other = Invoice.objects.filter(status="draft").first()
+    assert other is not None
     with pytest.raises(AppError) as refused:
         _pay(other, "1.00")
     assert refused.value.code == "billing_invoice_not_final"
@@ -125,21 +132,26 @@ def test_the_database_refuses_to_change_or_delete_a_payment(usd: Invoice) -> Non
         Payment.objects.filter(pk=payment.pk).delete()
 
 
-def test_invoice_page_shows_balance_due_and_due_date(client, usd: Invoice, clerk) -> None:
+def test_invoice_page_shows_balance_due_and_due_date(
+    client: Client, usd: Invoice, clerk: User
+) -> None:
     _pay(usd, "100.33")
     client.force_login(clerk)
     page = client.get(f"/billing/invoices/{usd.pk}/").content.decode()
+    assert usd.issue_date is not None
     due = usd.issue_date + timedelta(days=30)
     assert "Balance due: $1,000.00" in page and f"due {due:%Y-%m-%d} (net 30 days)" in page
     assert "WIRE-1" in page and "$100.33" in page
     assert 'name="amount" value="1000.00"' in page  # the form offers the balance
     printable = client.get(f"/billing/invoices/{usd.pk}/print/").content.decode()
-    assert f"Due {due:%Y-%m-%d} (payment terms: net 30 days)" in printable
+    assert f"<th>Due date</th><td>{due:%Y-%m-%d}</td>" in printable
+    assert "<th>Payment terms</th><td>Net 30 days</td>" in printable
+    assert f"Amount due: $1,000.00</strong> by {due:%Y-%m-%d}" in printable  # after the payment
     # the clerk is not offered void or credit, and is told why
     assert "/void/" not in page and "Void: Only finance approver may void." in page
 
 
-def test_recording_a_payment_through_the_page(client, usd: Invoice, clerk) -> None:
+def test_recording_a_payment_through_the_page(client: Client, usd: Invoice, clerk: User) -> None:
     client.force_login(clerk)
     body = {"amount": "1100.33", "received_on": "2026-12-11", "method": "cheque", "reference": "C7"}
     page = client.post(f"/billing/invoices/{usd.pk}/paid/", body, follow=True).content.decode()
@@ -149,7 +161,9 @@ def test_recording_a_payment_through_the_page(client, usd: Invoice, clerk) -> No
     assert "billing_invoice_not_final" in page  # it is paid now: refused before the amount
 
 
-def test_finalize_and_void_ask_first_and_say_what_will_happen(client, approver) -> None:
+def test_finalize_and_void_ask_first_and_say_what_will_happen(
+    client: Client, approver: User
+) -> None:
     draft = make_world().eur
     client.force_login(approver)
     ask = client.post(f"/billing/invoices/{draft.pk}/finalize/", {"idempotency_key": "t1"})
@@ -170,7 +184,9 @@ def test_finalize_and_void_ask_first_and_say_what_will_happen(client, approver) 
     assert draft.status == "finalized"
 
 
-def test_credit_memo_form_previews_net_tax_and_gross(client, usd: Invoice, approver) -> None:
+def test_credit_memo_form_previews_net_tax_and_gross(
+    client: Client, usd: Invoice, approver: User, make_user: Callable[..., User]
+) -> None:
     line = usd.lines.get(kind="usage")
     client.force_login(approver)
     body = {f"line_{line.pk}": "0.30", "reason": "sorry", "idempotency_key": "c1"}
@@ -178,8 +194,19 @@ def test_credit_memo_form_previews_net_tax_and_gross(client, usd: Invoice, appro
     preview = text[text.index('aria-label="Credit memo preview"') :]
     assert "($0.30)" in preview and "($0.03)" in preview and "($0.33)" in preview
     assert not Invoice.objects.filter(kind="credit_memo").exists()
+    # the preview's "yes" proposes it in the exception queue (four eyes): nothing issued yet
+    assert f'action="/exceptions/invoices/{usd.pk}/credit/"' in text
+    proposed = client.post(
+        f"/exceptions/invoices/{usd.pk}/credit/", {**body, "confirmed": "1"}, follow=True
+    ).content.decode()
+    assert "waits for a different approver" in proposed
+    assert not Invoice.objects.filter(kind="credit_memo").exists()
+    client.force_login(make_user("approver2", roles.FINANCE_APPROVER))
+    from exceptions.models import ExceptionCase
+
+    case = ExceptionCase.objects.get(kind="credit_request", source_id=str(usd.pk))
     done = client.post(
-        f"/billing/invoices/{usd.pk}/credit/", {**body, "confirmed": "1"}, follow=True
+        f"/exceptions/cases/{case.pk}/approve/", {"version": case.version}, follow=True
     ).content.decode()
     memo = Invoice.objects.get(kind="credit_memo")
-    assert memo.total == D("-0.33") and f"Credit memo {memo.number} issued for $0.33." in done
+    assert memo.total == D("-0.33") and f"Credit memo {memo.number} issued" in done

@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from billing.periods import (
+    Cadence,
     Period,
     local_date_of,
     parse_period,
@@ -21,8 +22,10 @@ from billing.periods import (
 HOUR = timedelta(hours=1)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 # --------------------------------------------------------------------------- DST
@@ -145,13 +148,13 @@ def test_local_date_of_refuses_naive_datetimes() -> None:
     ],
 )
 def test_period_containing(
-    local: date, cadence: str, anchor_day: int, anchor_month: int, start: date, end: date
+    local: date, cadence: Cadence, anchor_day: int, anchor_month: int, start: date, end: date
 ) -> None:
     period = period_containing(
         local_date=local,
         cadence=cadence,
         anchor_day=anchor_day,
-        anchor_month=anchor_month,  # type: ignore[arg-type]
+        anchor_month=anchor_month,
     )
     assert period == Period(start=start, end=end)
     assert local in period
@@ -161,17 +164,19 @@ def test_period_containing(
     ("cadence", "anchor_day", "anchor_month"),
     [("monthly", 1, 1), ("quarterly", 17, 2), ("annual", 28, 12)],
 )
-def test_periods_tile_time_without_gaps(cadence: str, anchor_day: int, anchor_month: int) -> None:
+def test_periods_tile_time_without_gaps(
+    cadence: Cadence, anchor_day: int, anchor_month: int
+) -> None:
     period = period_containing(
         local_date=date(2024, 1, 1),
-        cadence=cadence,  # type: ignore[arg-type]
+        cadence=cadence,
         anchor_day=anchor_day,
         anchor_month=anchor_month,
     )
     for _ in range(40):
         following = period_containing(
             local_date=period.end,
-            cadence=cadence,  # type: ignore[arg-type]
+            cadence=cadence,
             anchor_day=anchor_day,
             anchor_month=anchor_month,
         )
@@ -179,7 +184,7 @@ def test_periods_tile_time_without_gaps(cadence: str, anchor_day: int, anchor_mo
         assert (
             period_containing(
                 local_date=period.end - timedelta(days=1),
-                cadence=cadence,  # type: ignore[arg-type]
+                cadence=cadence,
                 anchor_day=anchor_day,
                 anchor_month=anchor_month,
             )
@@ -199,7 +204,7 @@ def test_periods_tile_time_without_gaps(cadence: str, anchor_day: int, anchor_mo
 )
 def test_period_containing_rejects_bad_anchors(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValueError):
-        period_containing(local_date=date(2026, 1, 1), **kwargs)  # type: ignore[arg-type]
+        period_containing(local_date=date(2026, 1, 1), **kwargs)  # type: ignore[arg-type]  # bad on purpose
 
 
 def test_period_containing_refuses_datetimes() -> None:

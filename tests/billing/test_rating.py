@@ -18,6 +18,7 @@ import pytest
 from billing.periods import Period, parse_period, proration_fraction, proration_ratio, split_period
 from billing.rating import (
     Cap,
+    Component,
     Discount,
     FixedFee,
     GraduatedPrice,
@@ -45,7 +46,7 @@ def U(quantity: str | int) -> Usage:
 
 
 def E(*amounts: str) -> Usage:
-    return Usage(quantity=D(len(amounts)), event_amounts=[D(a) for a in amounts])
+    return Usage(quantity=D(len(amounts)), event_amounts=tuple(D(a) for a in amounts))
 
 
 # ---------------------------------------------------------------- plan fragments (JSON form)
@@ -1010,15 +1011,15 @@ def test_overrides_round_trip() -> None:
 
 
 def test_dataclasses_can_be_built_directly() -> None:
-    plan = [
+    plan: list[Component] = [
         PerUnitPrice(code="api", metric="api", unit_price=D("0.002")),
         GraduatedPrice(
             code="gb",
             metric="gb",
-            tiers=[
+            tiers=(
                 Tier(up_to=D(100), unit_price=D("0.10")),
                 Tier(up_to=None, unit_price=D("0.05")),
-            ],
+            ),
         ),
         FixedFee(code="platform", amount=D("10.00")),
     ]
@@ -1160,13 +1161,13 @@ def test_override_parse_errors(raw: dict[str, Any], code: str) -> None:
 
 def test_usage_errors() -> None:
     with pytest.raises(RatingInputError) as info:
-        Usage(quantity=-1)  # type: ignore[arg-type]
+        Usage(quantity=-1)  # type: ignore[arg-type]  # an int on purpose: refused
     assert info.value.code == "invalid_type"
     with pytest.raises(RatingInputError) as info:
         Usage(quantity=D(-1))
     assert info.value.code == "negative_value"
     with pytest.raises(RatingInputError) as info:
-        Usage(quantity=1.5)  # type: ignore[arg-type]
+        Usage(quantity=1.5)  # type: ignore[arg-type]  # a float on purpose: refused
     assert info.value.code == "float_not_allowed"
     with pytest.raises(RatingInputError) as info:
         rate_period(
@@ -1215,7 +1216,7 @@ def test_segments_must_not_overlap() -> None:
 
 def test_plans_stored_before_the_structs_load_unchanged() -> None:
     # Exactly what the hand-written to_dict wrote into PricePlanVersion.components.
-    stored = [
+    stored: list[dict[str, Any]] = [
         {
             "type": "graduated",
             "code": "storage",

@@ -143,6 +143,7 @@ def plans(draw: st.DrawFn) -> tuple[list[Component], dict[str, Usage], Overrides
             FixedFee(code="fee", amount=draw(dec(1000, places=2)), prorate=draw(st.booleans()))
         )
     if draw(st.booleans()):
+        # components[0] is a usage component (n_usage >= 1), which has a metric
         metrics = draw(st.none() | st.just((components[0].metric,)))  # type: ignore[union-attr]
         components.append(
             MinimumCommitment(code="min", amount=draw(dec(5000, places=2)), metrics=metrics)
@@ -151,9 +152,9 @@ def plans(draw: st.DrawFn) -> tuple[list[Component], dict[str, Usage], Overrides
     for c in components:
         if isinstance(c, PercentagePrice):
             amounts = draw(st.lists(dec(10**4, places=2), max_size=5))
-            usages[c.metric] = Usage(quantity=D(len(amounts)), event_amounts=amounts)
+            usages[c.metric] = Usage(quantity=D(len(amounts)), event_amounts=tuple(amounts))
         elif hasattr(c, "metric"):
-            usages[c.metric] = Usage(quantity=draw(quantities))  # type: ignore[union-attr]
+            usages[c.metric] = Usage(quantity=draw(quantities))
     usage_codes = [c.code for c in components[:n_usage]]
     discount_targets = [*[c.code for c in components if not isinstance(c, MinimumCommitment)], None]
     discounts = draw(
@@ -427,7 +428,7 @@ def test_percentage_fee_per_event_within_min_and_max(
     def rate(events: list[Decimal]) -> Decimal:
         return rate_period(
             components=[component],
-            usages={"payments": Usage(quantity=D(len(events)), event_amounts=events)},
+            usages={"payments": Usage(quantity=D(len(events)), event_amounts=tuple(events))},
             minor_units=minor,
             rounding=rounding,
         ).subtotal

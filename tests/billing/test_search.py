@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from django.contrib.auth.models import User
+from django.test import Client
 import pytest
 
 from billing import services
@@ -11,9 +15,12 @@ from tests.billing.test_money_pages import make_world
 pytestmark = pytest.mark.django_db
 
 
-def test_search_finds_documents_by_number_and_customers_by_name(client, clerk, make_user) -> None:
+def test_search_finds_documents_by_number_and_customers_by_name(
+    client: Client, clerk: User, make_user: Callable[..., User]
+) -> None:
     w = make_world()
     final = services.invoice_finalize(invoice=w.jpy, actor=ACTOR)
+    assert final.number is not None
     client.force_login(clerk)
     home = client.get("/billing/invoices/").content.decode()
     assert 'action="/billing/search/"' in home  # the box is in the top bar of every page

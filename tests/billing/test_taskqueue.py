@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from django.contrib.auth.models import User
+from django.test import Client
 from importlib import import_module
 
 import pytest
@@ -14,7 +16,7 @@ from tests.billing.conftest import contract, customer, entity, invoice_of, metri
 pytestmark = [pytest.mark.taskqueue, pytest.mark.django_db(transaction=True)]
 
 
-def test_run_button_queues_the_run_through_the_broker(client, integrator) -> None:
+def test_run_button_queues_the_run_through_the_broker(client: Client, integrator: User) -> None:
     from django_q.brokers import get_broker
     from django_q.signing import SignedPackage
 

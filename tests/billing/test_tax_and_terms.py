@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+from django.contrib.auth.models import User
+from django.test import Client
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -325,7 +327,7 @@ def test_rounding_mode_is_configurable_per_legal_entity() -> None:
 
 
 @pytest.mark.django_db
-def test_admin_adds_plan_versions_through_the_service(client, integrator) -> None:
+def test_admin_adds_plan_versions_through_the_service(client: Client, integrator: User) -> None:
     from billing.models import PricePlanVersion
 
     us = entity("ll-us", "USD", 2, "UTC")

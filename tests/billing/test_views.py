@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from core import roles
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from io import StringIO
 
+from django.contrib.auth.models import User
+from django.test import Client
+from pytest_django import DjangoCaptureOnCommitCallbacks
 import pytest
 from django.core.management import call_command
 from django_q.models import Schedule
@@ -21,7 +27,9 @@ pytestmark = pytest.mark.django_db
 API = {"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.10"}
 
 
-def test_invoice_pages_for_finance_roles_only(client, draft, clerk, auditor, make_user) -> None:
+def test_invoice_pages_for_finance_roles_only(
+    client: Client, draft: Invoice, clerk: User, auditor: User, make_user: Callable[..., User]
+) -> None:
     client.force_login(auditor)
     page = client.get("/billing/invoices/", {"customer": "acme", "period": "2026-11"})
     assert page.status_code == 200 and f"draft #{draft.pk}" in page.content.decode()
@@ -32,6 +40,7 @@ def test_invoice_pages_for_finance_roles_only(client, draft, clerk, auditor, mak
     line = draft.lines.get()
     lineage = client.get(f"/billing/lines/{line.pk}/").content.decode()
     assert "api_calls" in lineage and lineage.count("<tr><td>") >= 3
+    assert line.usage_summary is not None
     seq = str(line.usage_summary.watermark_seq)
     assert f"draft #{draft.pk}" in client.get("/billing/events/", {"seq": seq}).content.decode()
     # an auditor cannot finalize, even by posting directly
@@ -42,7 +51,11 @@ def test_invoice_pages_for_finance_roles_only(client, draft, clerk, auditor, mak
 
 
 def test_approver_finalizes_credits_and_voids_through_the_pages(
-    client, draft, approver, clerk
+    client: Client,
+    draft: Invoice,
+    approver: User,
+    clerk: User,
+    make_user: Callable[..., User],
 ) -> None:
     client.force_login(approver)
     client.post(f"/billing/invoices/{draft.pk}/finalize/", {"confirmed": "1"})
@@ -50,10 +63,17 @@ def test_approver_finalizes_credits_and_voids_through_the_pages(
     assert draft.status == "finalized" and draft.number
     line = draft.lines.get()
     assert "(up to $0.30)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
-    client.post(
-        f"/billing/invoices/{draft.pk}/credit/",
-        {f"line_{line.pk}": "0.10", "reason": "sorry", "confirmed": "1"},
-    )
+    credit = {f"line_{line.pk}": "0.10", "reason": "sorry", "confirmed": "1"}
+    # confirmed on the billing page alone, nothing is issued (four eyes, invariant 6)
+    client.post(f"/billing/invoices/{draft.pk}/credit/", credit)
+    assert not Invoice.objects.filter(kind="credit_memo").exists()
+    client.post(f"/exceptions/invoices/{draft.pk}/credit/", credit)
+    from exceptions.models import ExceptionCase
+
+    case = ExceptionCase.objects.get(kind="credit_request")
+    client.force_login(make_user("approver2", roles.FINANCE_APPROVER))
+    client.post(f"/exceptions/cases/{case.pk}/approve/", {"version": case.version})
+    client.force_login(approver)
     assert "(up to $0.20)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
     memo = Invoice.objects.get(kind="credit_memo")
     assert memo.total == D("-0.10")
@@ -76,7 +96,11 @@ def test_approver_finalizes_credits_and_voids_through_the_pages(
 
 
 def test_runs_page_starts_a_run_for_integration_admins_and_polls_progress(
-    client, integrator, approver, django_capture_on_commit_callbacks, monkeypatch
+    client: Client,
+    integrator: User,
+    approver: User,
+    django_capture_on_commit_callbacks: DjangoCaptureOnCommitCallbacks,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     us = entity("ll-us", "USD", 2, "UTC")
     queued = []
@@ -153,7 +177,7 @@ def test_billing_schedule_exists() -> None:
     assert schedule.schedule_type == Schedule.HOURLY and schedule.repeats == -1
 
 
-def test_scheduled_task_bills_last_closed_month_once(monkeypatch) -> None:
+def test_scheduled_task_bills_last_closed_month_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from billing.tasks import billing_runs_due
 
     us = entity("ll-us", "USD", 2, "UTC")
@@ -170,7 +194,7 @@ def test_scheduled_task_bills_last_closed_month_once(monkeypatch) -> None:
     assert billing_runs_due() == []  # November still in its grace window
 
 
-def test_admin_pages_render_for_integration_admins(client, integrator) -> None:
+def test_admin_pages_render_for_integration_admins(client: Client, integrator: User) -> None:
     us = entity("ll-us", "USD", 2, "UTC")
     p = plan("basic", us.base_currency, [API])
     c = contract(customer(us, "acme"), p, date(2026, 10, 1))
@@ -185,7 +209,9 @@ def test_admin_pages_render_for_integration_admins(client, integrator) -> None:
         assert client.get(url).status_code == 200, url
 
 
-def test_pages_show_periods_with_their_last_day(client, draft, auditor) -> None:
+def test_pages_show_periods_with_their_last_day(
+    client: Client, draft: Invoice, auditor: User
+) -> None:
     """Periods are stored half-open (end = 1 Dec); people read 1 Nov – 30 Nov."""
     assert draft.period_end == date(2026, 12, 1)
     client.force_login(auditor)
@@ -199,9 +225,12 @@ def test_pages_show_periods_with_their_last_day(client, draft, auditor) -> None:
         assert "2026-12-01" not in html, url
 
 
-def test_runs_page_offers_to_finalize_only_while_drafts_remain(client, draft, approver) -> None:
+def test_runs_page_offers_to_finalize_only_while_drafts_remain(
+    client: Client, draft: Invoice, approver: User
+) -> None:
     client.force_login(approver)
     run = draft.billing_run
+    assert run is not None
     assert "Finalize 1 draft<" in client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
     client.post(f"/billing/runs/{run.pk}/finalize/")
     draft.refresh_from_db()
@@ -211,3 +240,21 @@ def test_runs_page_offers_to_finalize_only_while_drafts_remain(client, draft, ap
         '<button type="submit">Finalize'
         not in client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
     )
+
+
+@pytest.mark.parametrize(
+    ("next_url", "lands_on"),
+    [
+        ("/billing/invoices/?customer=acme", "/billing/invoices/?customer=acme"),
+        ("https://evil.example/phish", "/billing/invoices/"),
+        ("//evil.example/phish", "/billing/invoices/"),
+    ],
+)
+def test_finalize_selected_returns_only_within_the_site(
+    client: Client, draft: Invoice, approver: User, next_url: str, lands_on: str
+) -> None:
+    client.force_login(approver)
+    answer = client.post("/billing/invoices/finalize/", {"invoice": [draft.pk], "next": next_url})
+    assert answer.status_code == 302 and answer["Location"] == lands_on
+    draft.refresh_from_db()
+    assert draft.status == "finalized"

@@ -75,6 +75,7 @@ def test_error_codes_and_actions_keep_their_values() -> None:
         "validation_failed",
         "request_too_large",
         "invalid_scope",
+        "invalid_parameter",
     }
     assert {a.value for a in audit.CoreAction} == {
         "api_key.create",

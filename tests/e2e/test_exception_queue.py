@@ -24,7 +24,7 @@ ARTIFACTS = Path(__file__).parent / "artifacts"
 PASSWORD = "pw-for-tests-1"
 
 
-def _login(browser, live_server, username: str):  # type: ignore[no-untyped-def]
+def _login(browser, live_server, username: str):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.goto(f"{live_server.url}/accounts/login/")
@@ -35,12 +35,12 @@ def _login(browser, live_server, username: str):  # type: ignore[no-untyped-def]
     return page
 
 
-def _shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+def _shot(page, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
-def _rejected_setup():  # type: ignore[no-untyped-def]
+def _rejected_setup():
     """A billed customer on 1.00 per API call, one good event and one sent with a typo."""
     ent, cust, con = billed_customer()  # acme mapped as app:ll-us-acme, 1.00 per call
     at = datetime.now(UTC) - timedelta(hours=1)
@@ -56,7 +56,7 @@ def _rejected_setup():  # type: ignore[no-untyped-def]
     return ent, con, at, ExceptionCase.objects.get(kind="usage_rejected")
 
 
-def _propose_correction(page, live_server, case: ExceptionCase) -> None:  # type: ignore[no-untyped-def]
+def _propose_correction(page, live_server, case: ExceptionCase) -> None:
     rejected = metering_selectors.rejected_events().get(case_id=case.pk)
     page.goto(f"{live_server.url}/exceptions/cases/{case.pk}/")
     page.get_by_role("link", name="Correct…").click()
@@ -70,7 +70,7 @@ def _propose_correction(page, live_server, case: ExceptionCase) -> None:  # type
     assert rejected.pk
 
 
-def test_clerk_cannot_approve_own_correction(browser, live_server, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_clerk_cannot_approve_own_correction(browser, live_server, make_user) -> None:
     make_user("clerk", roles.FINANCE_CLERK)
     _, _, _, case = _rejected_setup()
     page = _login(browser, live_server, "clerk")
@@ -86,7 +86,7 @@ def test_clerk_cannot_approve_own_correction(browser, live_server, make_user) ->
     assert case.status == "awaiting_approval"
 
 
-def test_corrected_event_lands_on_the_next_invoice(browser, live_server, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_corrected_event_lands_on_the_next_invoice(browser, live_server, make_user) -> None:
     make_user("clerk", roles.FINANCE_CLERK)
     make_user("approver", roles.FINANCE_APPROVER)
     ent, con, at, case = _rejected_setup()
@@ -111,7 +111,7 @@ def test_corrected_event_lands_on_the_next_invoice(browser, live_server, make_us
     assert "2.00" in approver.content()
 
 
-def test_customer_mapping_releases_held_events(browser, live_server, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_customer_mapping_releases_held_events(browser, live_server, make_user) -> None:
     make_user("clerk", roles.FINANCE_CLERK)
     make_user("approver", roles.FINANCE_APPROVER)
     ent = entity("ll-us", "USD", 2, "UTC")
@@ -139,7 +139,7 @@ def test_customer_mapping_releases_held_events(browser, live_server, make_user) 
     assert ACTOR  # the events were sent by the tests' system actor
 
 
-def test_two_browsers_act_on_one_case_one_wins(browser, live_server, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_two_browsers_act_on_one_case_one_wins(browser, live_server, make_user) -> None:
     make_user("clerk", roles.FINANCE_CLERK)
     make_user("approver", roles.FINANCE_APPROVER)
     make_user("approver2", roles.FINANCE_APPROVER)
@@ -165,7 +165,7 @@ def test_two_browsers_act_on_one_case_one_wins(browser, live_server, make_user) 
     assert applied.count() == 1
 
 
-def test_the_queue_works_with_the_keyboard_alone(browser, live_server, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_the_queue_works_with_the_keyboard_alone(browser, live_server, make_user) -> None:
     make_user("clerk", roles.FINANCE_CLERK)
     _, _, _, case = _rejected_setup()
     page = _login(browser, live_server, "clerk")

@@ -9,7 +9,7 @@ from core.demo import DEMO_PASSWORD, load_demo_data
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def _login(page, live_server, username: str) -> None:  # type: ignore[no-untyped-def]
+def _login(page, live_server, username: str) -> None:
     page.goto(f"{live_server.url}/")
     assert "/accounts/login/" in page.url  # anonymous users land on the login page
     page.fill("#id_username", username)
@@ -29,7 +29,7 @@ def _login(page, live_server, username: str) -> None:  # type: ignore[no-untyped
 )
 def test_each_role_sees_only_what_it_may(
     page, live_server, username, links, absent, audit_status, admin_ok
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     load_demo_data()
     _login(page, live_server, username)
     assert page.locator("h1").inner_text().startswith("Welcome")
@@ -45,7 +45,7 @@ def test_each_role_sees_only_what_it_may(
     assert ("/admin/login/" not in page.url) is admin_ok
 
 
-def test_wrong_password_stays_on_login_with_a_message(page, live_server) -> None:  # type: ignore[no-untyped-def]
+def test_wrong_password_stays_on_login_with_a_message(page, live_server) -> None:
     load_demo_data()
     page.goto(f"{live_server.url}/accounts/login/")
     page.fill("#id_username", "clerk")

@@ -21,12 +21,12 @@ from exceptions.templatetags.queue import money_text
         (Decimal("100000"), "GBP", 2, "£100,000.00"),
     ],
 )
-def test_money_has_symbol_and_minor_units(amount, code, minor, shown) -> None:  # type: ignore[no-untyped-def]
+def test_money_has_symbol_and_minor_units(amount, code, minor, shown) -> None:
     assert money_text(amount, Currency(code=code, name=code, minor_units=minor)) == shown
 
 
 @pytest.mark.django_db
-def test_case_times_follow_the_browsers_time_zone(rejected_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_case_times_follow_the_browsers_time_zone(rejected_case, clerk) -> None:
     from django.utils import timezone
 
     c = Client()

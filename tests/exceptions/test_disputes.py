@@ -27,7 +27,7 @@ def invoice() -> Invoice:
     return billing_services.invoice_finalize(invoice=draft, actor=ACTOR)
 
 
-def _client(user) -> Client:  # type: ignore[no-untyped-def]
+def _client(user) -> Client:
     c = Client()
     c.force_login(user)
     return c
@@ -35,7 +35,7 @@ def _client(user) -> Client:  # type: ignore[no-untyped-def]
 
 def test_invoice_page_links_to_a_dispute_and_the_credit_needs_a_second_person(
     invoice, clerk, approver
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     clerk_c = _client(clerk)
     page = clerk_c.get(f"/billing/invoices/{invoice.pk}/").content.decode()
     assert f"/exceptions/disputes/new/?invoice={invoice.pk}" in page
@@ -78,7 +78,7 @@ def test_invoice_page_links_to_a_dispute_and_the_credit_needs_a_second_person(
     assert case.status == "resolved"
 
 
-def test_a_dispute_can_be_rejected_with_a_reason(invoice, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_a_dispute_can_be_rejected_with_a_reason(invoice, clerk) -> None:
     from exceptions.workbench.disputes import dispute_open
     from exceptions.workbench.services import Caller, case_dismiss
 
@@ -95,3 +95,57 @@ def test_a_dispute_can_be_rejected_with_a_reason(invoice, clerk) -> None:  # typ
     case.refresh_from_db()
     assert case.status == "dismissed" and case.resolution.startswith("Dispute rejected")
     assert not Invoice.objects.filter(kind="credit_memo").exists()
+
+
+def test_a_dispute_ends_in_the_late_usage_adjustment_billing_issued_against_the_invoice(
+    invoice, clerk
+) -> None:
+    from exceptions.workbench.disputes import dispute_open
+    from exceptions.workbench.services import Caller
+
+    line = invoice.lines.get(kind="usage")
+    case = dispute_open(
+        invoice_id=invoice.pk,
+        line_id=line.pk,
+        comment="We made 4 calls, one is missing.",
+        caller=Caller.for_user(clerk),
+    )
+    c = _client(clerk)
+    page = c.get(f"/exceptions/cases/{case.pk}/").content.decode()
+    assert "no adjustment has been issued against this invoice yet" in page
+    # the missing call arrives late; December's run corrects November by an adjustment invoice
+    send(invoice.customer, "api_calls", datetime(2026, 11, 20, tzinfo=UTC))
+    bill(invoice.legal_entity, "2026-12")
+    adjustment = Invoice.objects.get(kind="adjustment", credits=invoice)
+    billing_services.invoice_finalize(invoice=adjustment, actor=ACTOR)
+    adjustment.refresh_from_db()
+    assert adjustment.total == Decimal("1.00")
+
+    case.refresh_from_db()
+    page = c.get(f"/exceptions/cases/{case.pk}/").content.decode()
+    assert 'aria-label="Settle by an adjustment"' in page and str(adjustment) in page
+    refused = c.post(
+        f"/exceptions/cases/{case.pk}/settle_adjustment/",
+        {
+            "version": case.version,
+            "document": invoice.pk,
+            "reason_code": "late_usage",
+            "comment": "x",
+        },
+        follow=True,
+    ).content.decode()
+    assert "document: that is not a finalized adjustment" in refused
+    done = c.post(
+        f"/exceptions/cases/{case.pk}/settle_adjustment/",
+        {
+            "version": case.version,
+            "document": adjustment.pk,
+            "reason_code": "late_usage",
+            "comment": "The late call is billed by the adjustment.",
+        },
+        follow=True,
+    ).content.decode()
+    assert "Dispute settled" in done
+    case.refresh_from_db()
+    assert (case.status, case.resolution_code) == ("resolved", "adjustment")
+    assert f"{adjustment} ($1.00)" in case.resolution

@@ -15,13 +15,13 @@ from exceptions.models import AuditEntry, CaseProposal, ExceptionCase
 pytestmark = pytest.mark.django_db
 
 
-def _login(user) -> Client:  # type: ignore[no-untyped-def]
+def _login(user) -> Client:
     client = Client()
     client.force_login(user)
     return client
 
 
-def test_queue_lists_filters_counts_and_exports(rejected_case, unmapped_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_queue_lists_filters_counts_and_exports(rejected_case, unmapped_case, clerk) -> None:
     c = _login(clerk)
     page = c.get("/exceptions/").content.decode()
     assert f"/exceptions/cases/{rejected_case.pk}/" in page
@@ -43,7 +43,7 @@ def test_queue_lists_filters_counts_and_exports(rejected_case, unmapped_case, cl
 
 def test_queue_sorts_by_severity_and_filters_by_amount(
     rejected_case, unmapped_case, clerk, usd
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from decimal import Decimal
 
     ExceptionCase.objects.filter(pk=unmapped_case.pk).update(
@@ -57,7 +57,7 @@ def test_queue_sorts_by_severity_and_filters_by_amount(
     assert f"/cases/{rejected_case.pk}/" not in by_amount
 
 
-def test_case_page_conflict_message_for_a_stale_form(rejected_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_case_page_conflict_message_for_a_stale_form(rejected_case, clerk) -> None:
     c = _login(clerk)
     page = c.get(f"/exceptions/cases/{rejected_case.pk}/").content.decode()
     assert "refused at intake" in page and "unknown_metric" in page
@@ -81,7 +81,7 @@ def test_case_page_conflict_message_for_a_stale_form(rejected_case, clerk) -> No
     assert rows[1]["actor"] == "clerk" and '"in_progress"' in rows[1]["after"]
 
 
-def test_auditor_sees_but_cannot_act(rejected_case, auditor) -> None:  # type: ignore[no-untyped-def]
+def test_auditor_sees_but_cannot_act(rejected_case, auditor) -> None:
     c = _login(auditor)
     assert c.get("/exceptions/").status_code == 200
     r = c.post(
@@ -94,7 +94,7 @@ def test_auditor_sees_but_cannot_act(rejected_case, auditor) -> None:  # type: i
     assert rejected_case.status == "open"
 
 
-def test_policy_page_edit(approver, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_policy_page_edit(approver, clerk) -> None:
     c = _login(approver)
     r = c.post(
         "/exceptions/policies/",
@@ -119,7 +119,7 @@ def test_policy_page_edit(approver, clerk) -> None:  # type: ignore[no-untyped-d
 
 def test_api_lists_with_filters_and_needs_scope(
     rejected_case, unmapped_case, make_api_key, api_client
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     reader = api_client(make_api_key(ApiScope.EXCEPTIONS_READ).raw_key)
     r = reader.get("/api/v1/exception-cases?kind=unmapped_customer")
     assert r.status_code == 200
@@ -131,7 +131,7 @@ def test_api_lists_with_filters_and_needs_scope(
 
 def test_api_action_is_applied_once_per_idempotency_key(
     rejected_case, customer_acme, make_api_key, api_client, approver
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from metering import selectors as ms
 
     admin = api_client(make_api_key(ApiScope.ADMIN, name="ops").raw_key)
@@ -174,15 +174,61 @@ def test_api_action_is_applied_once_per_idempotency_key(
     assert reused.status_code == 422 and reused.json()["code"] == "idempotency_key_reused"
 
 
-def test_openapi_schema_has_the_case_api(client, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_openapi_schema_has_the_case_api(client, clerk) -> None:
     client.force_login(clerk)
     schema = client.get("/api/schema/?format=json").json()
     assert "/api/v1/exception-cases" in schema["paths"]
     assert "/api/v1/exception-cases/{id}/actions/{action}" in schema["paths"]
 
 
-def test_a_bad_filter_value_is_said_not_crashed(rejected_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_filter_value_is_said_not_crashed(rejected_case, clerk) -> None:
     r = _login(clerk).get("/exceptions/?amount_min=lots&kind=nonsense")
     assert r.status_code == 200
     body = r.content.decode()
     assert "Enter a number" in body and "Select a valid choice" in body
+
+
+def test_an_idempotency_key_whose_process_died_is_taken_over_once_its_lease_expires(
+    rejected_case, customer_acme, make_api_key, api_client
+) -> None:
+    import hashlib
+    import json
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from exceptions.models import IdempotentRequest
+
+    key = make_api_key(ApiScope.ADMIN, name="ops")
+    admin = api_client(key.raw_key)
+    body = {"version": rejected_case.version, "body": "looked at it"}
+    url = f"/api/v1/exception-cases/{rejected_case.pk}/actions/comment"
+    digest = hashlib.sha256(
+        json.dumps([rejected_case.pk, "comment", body], sort_keys=True, default=str).encode()
+    ).hexdigest()
+    # the first request's process died after claiming the key, before answering
+    now = timezone.now()
+    record = IdempotentRequest.objects.create(
+        api_key=key.api_key,
+        key="k-died",
+        request_hash=digest,
+        status_code=0,
+        response={},
+        created_at=now,
+        lease_expires_at=now + timedelta(seconds=60),
+    )
+    running = admin.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-died")
+    assert running.status_code == 409 and "still running" in running.json()["message"]
+    assert running.json()["extra"]["retry_after_seconds"] > 0
+    assert not rejected_case.comments.exists()
+
+    IdempotentRequest.objects.filter(pk=record.pk).update(
+        lease_expires_at=now - timedelta(seconds=1)
+    )
+    retried = admin.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-died")
+    assert retried.status_code == 200, retried.json()
+    assert rejected_case.comments.count() == 1
+    record.refresh_from_db()
+    assert (record.status_code, record.lease_expires_at) == (200, None)
+    again = admin.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-died")
+    assert again.headers["Idempotent-Replay"] == "true" and rejected_case.comments.count() == 1

@@ -45,7 +45,7 @@ def _propose_fix(case: ExceptionCase, caller: wb.Caller, **changes: str) -> Case
     )
 
 
-def test_policy_sets_due_date_and_raises_severity_by_amount(usd) -> None:  # type: ignore[no-untyped-def]
+def test_policy_sets_due_date_and_raises_severity_by_amount(usd) -> None:
     ExceptionPolicy.objects.create(
         kind="posting_failed",
         high_amount=Decimal("1000"),
@@ -79,7 +79,7 @@ def test_policy_sets_due_date_and_raises_severity_by_amount(usd) -> None:  # typ
     assert (again.severity, again.occurrence_count) == ("critical", 2)
 
 
-def test_clerk_proposes_and_cannot_approve_own_correction(rejected_case, clerk, approver) -> None:  # type: ignore[no-untyped-def]
+def test_clerk_proposes_and_cannot_approve_own_correction(rejected_case, clerk, approver) -> None:
     c_clerk = wb.Caller.for_user(clerk)
     proposal = _propose_fix(rejected_case, c_clerk)
     rejected_case.refresh_from_db()
@@ -90,7 +90,7 @@ def test_clerk_proposes_and_cannot_approve_own_correction(rejected_case, clerk, 
     assert refused.value.code == "self_approval"
 
 
-def test_an_approver_cannot_approve_their_own_proposal(rejected_case, approver) -> None:  # type: ignore[no-untyped-def]
+def test_an_approver_cannot_approve_their_own_proposal(rejected_case, approver) -> None:
     me = wb.Caller.for_user(approver)
     _propose_fix(rejected_case, me)
     rejected_case.refresh_from_db()
@@ -100,7 +100,7 @@ def test_an_approver_cannot_approve_their_own_proposal(rejected_case, approver) 
     assert CaseProposal.objects.get().status == "pending"
 
 
-def test_database_refuses_approver_equal_to_proposer(rejected_case, approver) -> None:  # type: ignore[no-untyped-def]
+def test_database_refuses_approver_equal_to_proposer(rejected_case, approver) -> None:
     proposal = _propose_fix(rejected_case, wb.Caller.for_user(approver))
     with pytest.raises(IntegrityError), transaction.atomic():
         CaseProposal.objects.filter(pk=proposal.pk).update(
@@ -108,7 +108,7 @@ def test_database_refuses_approver_equal_to_proposer(rejected_case, approver) ->
         )
 
 
-def test_database_refuses_an_applied_proposal_nobody_approved(rejected_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_database_refuses_an_applied_proposal_nobody_approved(rejected_case, clerk) -> None:
     proposal = _propose_fix(rejected_case, wb.Caller.for_user(clerk))
     with pytest.raises(IntegrityError), transaction.atomic():
         CaseProposal.objects.filter(pk=proposal.pk).update(status="applied")
@@ -116,7 +116,7 @@ def test_database_refuses_an_applied_proposal_nobody_approved(rejected_case, cle
 
 def test_approved_correction_is_reingested_and_resolves_the_case(
     rejected_case, clerk, approver
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     _propose_fix(rejected_case, wb.Caller.for_user(clerk))
     rejected_case.refresh_from_db()
     proposal = wb.proposal_approve(
@@ -151,7 +151,7 @@ def test_approved_correction_is_reingested_and_resolves_the_case(
 
 def test_correction_rejected_again_fails_and_a_new_edit_needs_approval_again(
     rejected_case, clerk, approver
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     _propose_fix(rejected_case, wb.Caller.for_user(clerk), metric="still_wrong")
     rejected_case.refresh_from_db()
     failed = wb.proposal_approve(
@@ -166,7 +166,7 @@ def test_correction_rejected_again_fails_and_a_new_edit_needs_approval_again(
 
 def test_stale_form_is_refused_and_nothing_is_applied_twice(
     rejected_case, clerk, approver, make_user
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from core import roles
 
     other = make_user("approver2", roles.FINANCE_APPROVER)
@@ -185,7 +185,7 @@ def test_stale_form_is_refused_and_nothing_is_applied_twice(
 
 def test_customer_mapping_releases_held_events_and_resolves(
     unmapped_case, clerk, approver, customer_acme
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from exceptions.workbench import dispatch
 
     msg = dispatch.run(
@@ -212,7 +212,7 @@ def test_customer_mapping_releases_held_events_and_resolves(
 
 def test_below_the_policy_amount_one_person_applies(
     unmapped_case, clerk, customer_acme, usd
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     ExceptionCase.objects.filter(pk=unmapped_case.pk).update(
         amount_at_stake=Decimal("12.00"), currency=usd
     )
@@ -234,7 +234,7 @@ def test_below_the_policy_amount_one_person_applies(
     assert (proposal.status, proposal.four_eyes) == ("applied", False)
 
 
-def test_roles_are_enforced_by_the_services(rejected_case, auditor, clerk, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_roles_are_enforced_by_the_services(rejected_case, auditor, clerk, make_user) -> None:
     from core import roles
 
     _propose_fix(rejected_case, wb.Caller.for_user(clerk))
@@ -255,7 +255,7 @@ def test_roles_are_enforced_by_the_services(rejected_case, auditor, clerk, make_
         )
 
 
-def test_dismiss_needs_reason_and_reopen_brings_it_back(rejected_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_dismiss_needs_reason_and_reopen_brings_it_back(rejected_case, clerk) -> None:
     me = wb.Caller.for_user(clerk)
     with pytest.raises(AppError) as no_reason:
         wb.case_dismiss(case_id=rejected_case.pk, reason_code="", comment="", caller=me, version=1)
@@ -277,7 +277,7 @@ def test_dismiss_needs_reason_and_reopen_brings_it_back(rejected_case, clerk) ->
     )
 
 
-def test_bulk_assign_and_dismiss(rejected_case, unmapped_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_bulk_assign_and_dismiss(rejected_case, unmapped_case, clerk) -> None:
     me = wb.Caller.for_user(clerk)
     done = wb.cases_bulk_assign(
         case_ids=[rejected_case.pk, unmapped_case.pk], assignee=clerk, caller=me
@@ -299,7 +299,7 @@ def test_bulk_assign_and_dismiss(rejected_case, unmapped_case, clerk) -> None:  
     assert again.skipped and not again.done
 
 
-def test_retry_unmapped_after_mapping_elsewhere(unmapped_case, clerk, customer_acme) -> None:  # type: ignore[no-untyped-def]
+def test_retry_unmapped_after_mapping_elsewhere(unmapped_case, clerk, customer_acme) -> None:
     from metering.models import CustomerMapping
 
     me = wb.Caller.for_user(clerk)
@@ -312,7 +312,7 @@ def test_retry_unmapped_after_mapping_elsewhere(unmapped_case, clerk, customer_a
     assert unmapped_case.status == "resolved" and unmapped_case.retry_count == 2
 
 
-def test_policy_edit_by_approver_only_and_audited(clerk, approver) -> None:  # type: ignore[no-untyped-def]
+def test_policy_edit_by_approver_only_and_audited(clerk, approver) -> None:
     with pytest.raises(PermissionDenied):
         wb.policy_update(
             kind="usage_rejected", values={"due_hours": 4}, caller=wb.Caller.for_user(clerk)
@@ -341,7 +341,7 @@ def test_database_refuses_a_critical_amount_below_high() -> None:
         )
 
 
-def test_database_refuses_two_pending_proposals_on_a_case(rejected_case, clerk) -> None:  # type: ignore[no-untyped-def]
+def test_database_refuses_two_pending_proposals_on_a_case(rejected_case, clerk) -> None:
     proposal = _propose_fix(rejected_case, wb.Caller.for_user(clerk))
     with pytest.raises(IntegrityError), transaction.atomic():
         CaseProposal.objects.create(
@@ -356,7 +356,7 @@ def test_database_refuses_two_pending_proposals_on_a_case(rejected_case, clerk) 
         )
 
 
-def test_escalation_by_age_is_audited_and_runs_once(rejected_case) -> None:  # type: ignore[no-untyped-def]
+def test_escalation_by_age_is_audited_and_runs_once(rejected_case) -> None:
     ExceptionPolicy.objects.create(
         kind="usage_rejected", high_after_hours=24, critical_after_hours=120
     )
@@ -374,7 +374,7 @@ def test_escalation_by_age_is_audited_and_runs_once(rejected_case) -> None:  # t
     ]
 
 
-def test_auto_retry_follows_the_policy(unmapped_case, customer_acme) -> None:  # type: ignore[no-untyped-def]
+def test_auto_retry_follows_the_policy(unmapped_case, customer_acme) -> None:
     from metering.models import CustomerMapping
 
     ExceptionPolicy.objects.create(
@@ -393,7 +393,7 @@ def test_auto_retry_follows_the_policy(unmapped_case, customer_acme) -> None:  #
 
 def test_case_counts_follow_every_change_in_the_database(
     rejected_case, unmapped_case, clerk
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     from exceptions.models import CaseCount
 
     def counts() -> dict[tuple[str, str], int]:

@@ -3,11 +3,11 @@ not is rejected at intake with `negative_value` on every path, not accepted and 
 
 from __future__ import annotations
 
-from typing import Any
-
 import csv
 import io
-from datetime import timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
 from decimal import Decimal
 from pathlib import Path
 
@@ -15,15 +15,16 @@ import orjson
 import pytest
 from django.core.management import call_command
 
-from metering.models import RejectedEvent, UsageEvent
-from tests.metering.conftest import iso
+from core.models import Customer
+from metering.models import MetricVersion, RejectedEvent, UsageEvent
+from tests.metering.conftest import KeyedClient, iso
 from tests.metering.factories import make_metric
 
 pytestmark = pytest.mark.usefixtures("metrics", "mapped")
 
 
 @pytest.fixture
-def credits(db):  # type: ignore[no-untyped-def]
+def credits(db: None) -> MetricVersion:
     return make_metric("credits", "sum", "amount", accepts_negative=True)
 
 
@@ -32,7 +33,9 @@ def _results(resp: Any) -> list[tuple[str, str | None]]:
     return [(r["status"], r.get("code")) for r in resp.json()["results"]]
 
 
-def test_native_json_rejects_a_negative_value_on_both_paths(writer, event) -> None:  # type: ignore[no-untyped-def]
+def test_native_json_rejects_a_negative_value_on_both_paths(
+    writer: KeyedClient, event: Callable[..., dict[str, Any]]
+) -> None:
     batch = [
         event("n1", metric="storage_gb", value="-2.5"),  # typed path
         event("n2", metric="storage_gb", value=-1),
@@ -52,7 +55,9 @@ def test_native_json_rejects_a_negative_value_on_both_paths(writer, event) -> No
     assert RejectedEvent.objects.filter(code="negative_value").count() >= 3
 
 
-def test_an_accepting_metric_takes_negatives(writer, event, credits) -> None:  # type: ignore[no-untyped-def]
+def test_an_accepting_metric_takes_negatives(
+    writer: KeyedClient, event: Callable[..., dict[str, Any]], credits: MetricVersion
+) -> None:
     batch = [event("c1", metric="credits", value="-12.50"), event("c2", metric="credits", value=4)]
     resp = writer.post(
         "/api/v1/events", data=orjson.dumps({"events": batch}), content_type="application/json"
@@ -61,7 +66,7 @@ def test_an_accepting_metric_takes_negatives(writer, event, credits) -> None:  #
     assert UsageEvent.objects.get(event_id="c1").value == Decimal("-12.50")
 
 
-def test_cloudevents_reject_a_negative_value(writer, now) -> None:  # type: ignore[no-untyped-def]
+def test_cloudevents_reject_a_negative_value(writer: KeyedClient, now: datetime) -> None:
     body = {
         "specversion": "1.0",
         "id": "ce-neg",
@@ -79,7 +84,9 @@ def test_cloudevents_reject_a_negative_value(writer, now) -> None:  # type: igno
     assert not UsageEvent.objects.exists()
 
 
-def test_lago_rejects_a_negative_value(writer, now, customer_acme) -> None:  # type: ignore[no-untyped-def]
+def test_lago_rejects_a_negative_value(
+    writer: KeyedClient, now: datetime, customer_acme: Customer
+) -> None:
     from metering.models import CustomerMapping
 
     CustomerMapping.objects.create(source="lago", customer_ref="sub-1", customer=customer_acme)
@@ -101,7 +108,7 @@ def test_lago_rejects_a_negative_value(writer, now, customer_acme) -> None:  # t
     assert not UsageEvent.objects.exists()
 
 
-def test_csv_import_rejects_a_negative_value(tmp_path: Path, now) -> None:  # type: ignore[no-untyped-def]
+def test_csv_import_rejects_a_negative_value(tmp_path: Path, now: datetime) -> None:
     ts = iso(now - timedelta(hours=1))
     path = tmp_path / "usage.csv"
     path.write_text(
@@ -117,7 +124,9 @@ def test_csv_import_rejects_a_negative_value(tmp_path: Path, now) -> None:  # ty
     assert list(UsageEvent.objects.values_list("event_id", flat=True)) == ["r2"]
 
 
-def test_a_new_version_can_start_accepting_negatives(writer, event, now) -> None:  # type: ignore[no-untyped-def]
+def test_a_new_version_can_start_accepting_negatives(
+    writer: KeyedClient, event: Callable[..., dict[str, Any]], now: datetime
+) -> None:
     from metering.models import MetricDefinition
     from metering.services.metrics import metric_version_add
     from tests.metering.factories import TEST_ACTOR

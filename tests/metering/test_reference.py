@@ -143,12 +143,12 @@ def test_a_new_mapping_waits_for_a_running_batch_and_releases_what_it_held(
     errors: list[BaseException] = []
     open_cases = services._open_unmapped_cases
 
-    def pause_after_storing_held(*args: Any, **kwargs: Any) -> None:
+    def pause_after_storing_held(*args: Any, **kwargs: Any) -> Any:
         # The batch has written its held event and has not yet written anything else (no audit
         # entry, whose chain lock would serialise the two by chance): pause here.
         batch_stored.set()
         finish_batch.wait(10)
-        open_cases(*args, **kwargs)
+        return open_cases(*args, **kwargs)
 
     monkeypatch.setattr(services, "_open_unmapped_cases", pause_after_storing_held)
 
