@@ -103,6 +103,11 @@ class CaseKind(models.TextChoices):
     CREDIT_REQUEST = "credit_request", "Credit memo request"
 
 
+def _open_index(fields: list[str], name: str) -> models.Index:
+    """A partial index over open cases only: the queue lists and sorts nothing else."""
+    return models.Index(fields=fields, condition=Q(status__in=_OPEN_LIST), name=name)
+
+
 class ExceptionCase(models.Model):
     """Something that failed and needs a person: one open case per failure fingerprint.
 
@@ -190,53 +195,17 @@ class ExceptionCase(models.Model):
         ordering = ["-last_seen_at"]
         indexes = [
             # The queue's default list: open cases, newest first, per kind / per assignee / by due.
-            models.Index(
-                fields=["-last_seen_at", "-id"],
-                condition=Q(status__in=_OPEN_LIST),
-                name="case_open_recent_idx",
-            ),
-            models.Index(
-                fields=["kind", "-last_seen_at"],
-                condition=Q(status__in=_OPEN_LIST),
-                name="case_open_kind_idx",
-            ),
-            models.Index(
-                fields=["assignee", "-last_seen_at"],
-                condition=Q(status__in=_OPEN_LIST),
-                name="case_open_assignee_idx",
-            ),
-            models.Index(
-                fields=["legal_entity", "-last_seen_at"],
-                condition=Q(status__in=_OPEN_LIST),
-                name="case_open_entity_idx",
-            ),
-            models.Index(
-                fields=["customer", "-last_seen_at"],
-                condition=Q(status__in=_OPEN_LIST),
-                name="case_open_customer_idx",
-            ),
-            models.Index(
-                fields=["connection_ref", "-last_seen_at"],
-                condition=Q(status__in=_OPEN_LIST),
-                name="case_open_connection_idx",
-            ),
-            models.Index(
-                fields=["due_at", "id"],
-                condition=Q(status__in=_OPEN_LIST),
-                name="case_open_due_idx",
-            ),
-            models.Index(
-                fields=["-first_seen_at", "-id"],
-                condition=Q(status__in=_OPEN_LIST),
-                name="case_open_opened_idx",
-            ),
+            _open_index(["-last_seen_at", "-id"], "case_open_recent_idx"),
+            _open_index(["kind", "-last_seen_at"], "case_open_kind_idx"),
+            _open_index(["assignee", "-last_seen_at"], "case_open_assignee_idx"),
+            _open_index(["legal_entity", "-last_seen_at"], "case_open_entity_idx"),
+            _open_index(["customer", "-last_seen_at"], "case_open_customer_idx"),
+            _open_index(["connection_ref", "-last_seen_at"], "case_open_connection_idx"),
+            _open_index(["due_at", "id"], "case_open_due_idx"),
+            _open_index(["-first_seen_at", "-id"], "case_open_opened_idx"),
             # case_open_amount_idx (amount DESC NULLS LAST, id DESC) is made in migration 0007
             # in SQL: SQLite's indexes take no NULLS LAST.
-            models.Index(
-                fields=["-severity_rank", "-id"],
-                condition=Q(status__in=_OPEN_LIST),
-                name="case_open_severity_idx",
-            ),
+            _open_index(["-severity_rank", "-id"], "case_open_severity_idx"),
             # The counts per kind and status: an index-only scan instead of reading the table.
             models.Index(fields=["status", "kind"], name="case_status_kind_idx"),
             models.Index(fields=["severity", "status"], name="case_severity_status_idx"),

@@ -112,26 +112,27 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
                 code=ExceptionsErrorCode.INVALID_CORRECTION,
             )
         raw = form["rejected"].raw
-        proposal = services.proposal_submit(
-            case_id=case.pk,
+        return _propose(
+            case,
+            caller,
+            p,
+            version,
             kind=ProposalKind.CORRECTION,
             target="rejected_event",
             target_id=rejected_id,
             original=raw,
             proposed=_corrected_event(data, raw),
             amount=None,
-            reason_code=p.get("reason_code", ""),
-            comment=p.get("comment", ""),
-            caller=caller,
-            version=version,
         )
-        return proposal_message(proposal)
     if action == "map_customer":
         d = case.details or {}
         customer_id = str(p.get("customer_id", "") or "")
         original = {"source": d.get("source"), "customer_ref": d.get("customer_ref")}
-        proposal = services.proposal_submit(
-            case_id=case.pk,
+        return _propose(
+            case,
+            caller,
+            p,
+            version,
             kind=ProposalKind.CORRECTION,
             target="customer_mapping",
             target_id=f"{d.get('source')}:{d.get('customer_ref')}",
@@ -139,12 +140,7 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
             proposed=original
             | {"customer_id": int(customer_id) if customer_id.isdigit() else None},
             amount=case.amount_at_stake,
-            reason_code=p.get("reason_code", ""),
-            comment=p.get("comment", ""),
-            caller=caller,
-            version=version,
         )
-        return proposal_message(proposal)
     if action == "reverse":
         return _reverse(case, caller, p, version)
     if action == "correct_date":
@@ -165,6 +161,25 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
         )
         return f"Dispute settled: {closed.resolution}"
     raise AppError(f"Unknown action '{action}'.", code=ExceptionsErrorCode.ACTION_NOT_AVAILABLE)
+
+
+def _propose(
+    case: ExceptionCase,
+    caller: Caller,
+    p: Mapping[str, Any],
+    version: int | None,
+    **proposal: Any,
+) -> str:
+    """Submit a proposal on `case` with the form's reason code and comment; say what follows."""
+    submitted = services.proposal_submit(
+        case_id=case.pk,
+        reason_code=str(p.get("reason_code", "") or ""),
+        comment=str(p.get("comment", "") or ""),
+        caller=caller,
+        version=version,
+        **proposal,
+    )
+    return proposal_message(submitted)
 
 
 def proposal_message(proposal: Any) -> str:
@@ -193,20 +208,18 @@ def _reverse(case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version:
                 f"'{raw}' is not an amount.", code=ExceptionsErrorCode.INVALID_CORRECTION
             ) from None
         proposed = {"invoice_id": invoice_id, "whole": False, "lines": {str(line_id): str(amount)}}
-    proposal = services.proposal_submit(
-        case_id=case.pk,
+    return _propose(
+        case,
+        caller,
+        p,
+        version,
         kind=ProposalKind.REVERSAL,
         target="invoice",
         target_id=str(invoice_id),
         original={"invoice_id": invoice_id, "credit_memo": None},
         proposed=proposed,
         amount=amount,
-        reason_code=str(p.get("reason_code", "") or ""),
-        comment=str(p.get("comment", "") or ""),
-        caller=caller,
-        version=version,
     )
-    return proposal_message(proposal)
 
 
 def _correct_date(
@@ -217,20 +230,18 @@ def _correct_date(
 
     original = erp.posting_date_original(case)
     day = erp.parse_day(str(p.get("posting_date", "") or ""), field="posting_date")
-    proposal = services.proposal_submit(
-        case_id=case.pk,
+    return _propose(
+        case,
+        caller,
+        p,
+        version,
         kind=ProposalKind.CORRECTION,
         target="posting_date",
         target_id=str(original["posting_id"]),
         original=original,
         proposed=original | {"posting_date": day.isoformat()},
         amount=case.amount_at_stake,
-        reason_code=str(p.get("reason_code", "") or ""),
-        comment=str(p.get("comment", "") or ""),
-        caller=caller,
-        version=version,
     )
-    return proposal_message(proposal)
 
 
 def _map_account(
@@ -255,17 +266,15 @@ def _map_account(
     # "key" blank maps the role's default (covers every key of the role)
     key = str(p.get("key", d.get("key", "")) or "").strip()
     original = {"connection_id": conn.pk, "role": d.get("role", ""), "key": key, "account": None}
-    proposal = services.proposal_submit(
-        case_id=case.pk,
+    return _propose(
+        case,
+        caller,
+        p,
+        version,
         kind=ProposalKind.CORRECTION,
         target="gl_mapping",
         target_id=f"{conn.pk}:{d.get('role', '')}:{key}",
         original=original,
         proposed=original | {"account": account},
         amount=None,
-        reason_code=str(p.get("reason_code", "") or ""),
-        comment=str(p.get("comment", "") or ""),
-        caller=caller,
-        version=version,
     )
-    return proposal_message(proposal)
