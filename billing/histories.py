@@ -13,7 +13,12 @@ from billing.models import BillingRun, Contract, Invoice, PricePlan
 from core.models import Customer
 from exceptions.history import HistoryRow, Shown, Source, history, own, related
 from exceptions.models import AuditEntry, ExceptionCase
-from metering.for_billing import CustomerMapping, UsageEvent, summaries_for_event
+from metering.for_billing import (
+    CustomerMapping,
+    UsageEvent,
+    event_supersessions,
+    summaries_for_event,
+)
 
 INVOICE = "billing.invoice"
 CONTRACT = "billing.contract"
@@ -157,7 +162,8 @@ def event_history(*, event: UsageEvent) -> list[HistoryRow]:
     """What the trail says about one accepted event. Events are audited per ingest batch, not
     one by one, so this is: its release from hold (the mapping's release entry whose seq range
     holds it), the usage summaries that counted it (their window's entries whose watermark
-    reached it), the documents it was billed on and exception cases about it."""
+    reached it), the documents it was billed on, exception cases about it, and its supersession
+    (decision 51: superseded by, or replacing, another version)."""
     seq = event.seq
     mappings = {
         str(pk): f"mapping {src}:{ref}"
@@ -189,6 +195,12 @@ def event_history(*, event: UsageEvent) -> list[HistoryRow]:
             source_type="metering.usageevent", source_id=str(seq)
         ).values_list("pk", "title")
     }
+    superseded = {
+        str(s.pk): f"superseded by event #{s.replacement_seq}"
+        if s.original_seq == seq
+        else f"replaces event #{s.original_seq}"
+        for s in event_supersessions(seq=seq)
+    }
     return history(
         [
             Source(
@@ -205,5 +217,6 @@ def event_history(*, event: UsageEvent) -> list[HistoryRow]:
             ),
             related(INVOICE, _documents(docs)),
             related(CASE, cases),
+            related("metering.eventsupersession", superseded),
         ]
     )

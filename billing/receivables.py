@@ -37,7 +37,7 @@ from billing.rating import components_from_config
 from core.fields import MONEY
 from core.models import Currency, Customer, LegalEntity
 from exceptions.models import OPEN_STATUSES, ExceptionCase
-from metering.for_billing import CustomerMapping, UsageEvent
+from metering.for_billing import CustomerMapping, counted_usage_events
 
 ZERO = Value(Decimal(0), output_field=DecimalField(**MONEY))
 
@@ -255,7 +255,8 @@ def _usage(contract: Contract, now: datetime) -> list[UsageLine]:
     start, end = period_bounds_utc(period=period, tz=tz)
     components = [c for c in components_from_config(version.components) if getattr(c, "metric", "")]
     rows = (
-        UsageEvent.objects.filter(
+        counted_usage_events()
+        .filter(
             customer=contract.customer,
             metric__code__in=[getattr(c, "metric") for c in components],
             timestamp__gte=start,

@@ -2,7 +2,8 @@
 
 Lock order (take them in this order, never the reverse, so transactions cannot
 deadlock on them): MAPPING (shared by ingest, exclusive by a new mapping) ->
-EVENT_WATERMARK (shared by ingest, exclusive by the summary job) -> PARTITION ->
+EVENT_WATERMARK (shared by ingest, exclusive by the summary job, and by a supersession until
+its commit) -> PARTITION ->
 FINANCE_EVENTS -> rows: event keys (sorted), control totals (by source and day),
 then exception cases (CASE_FINGERPRINT per bucket of fingerprint hashes, in order, then the
 open case rows by id) -> the audit chain head, which every transaction takes

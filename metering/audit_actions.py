@@ -11,6 +11,7 @@ class MeteringAction(StrEnum):
     USAGE_INGEST_REFUSED = "usage.ingest_refused"
     USAGE_RELEASE = "usage.release"
     USAGE_RESUBMIT = "usage.resubmit"
+    USAGE_SUPERSEDE = "usage.supersede"
     USAGE_SUMMARIZE = "usage.summarize"
     USAGE_SUMMARIES_CLOSE = "usage.summaries_close"
     USAGE_IMPORT_QUEUED = "usage.import_queued"

@@ -35,6 +35,10 @@ class MeteringErrorCode(StrEnum):
     SUMMARY_CLOSED = "summary_closed"
     REJECTED_NOT_OPEN = "rejected_not_open"
     IMPORT_INVALID = "import_invalid"
+    # --- taking the new version of a duplicate conflict (decision 51) ----------------------
+    SUPERSESSION_INVALID = "supersession_invalid"  # the re-sent version cannot be taken
+    SUPERSESSION_DONE = "supersession_done"  # that version was already taken
+    SUPERSESSION_BILLED = "supersession_billed"  # the original is on a finalized invoice
 
 
 class MeteringCaseKind(StrEnum):

@@ -8,7 +8,13 @@ first, so metering's side of the seam is one page to read.
 """
 
 from metering.models import CustomerMapping, MetricDefinition, UsageEvent, UsageSummary
-from metering.selectors import summaries_for_event, summary_event_values, summary_events
+from metering.selectors import (
+    counted_usage_events,
+    event_supersessions,
+    summaries_for_event,
+    summary_event_values,
+    summary_events,
+)
 from metering.services import (
     customer_mapping_create,
     metric_create,
@@ -25,7 +31,10 @@ __all__ = [
     "MetricDefinition",
     "UsageEvent",
     "UsageSummary",
-    # reads: lineage and percentage pricing
+    # reads: lineage and percentage pricing; usage as it stands (superseded events left out,
+    # decision 51) for the receivables page, and an event's supersessions for its history tab
+    "counted_usage_events",
+    "event_supersessions",
     "summaries_for_event",
     "summary_event_values",
     "summary_events",

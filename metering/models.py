@@ -276,6 +276,52 @@ class DuplicateConflict(models.Model):
         ordering = ["-id"]
 
 
+class EventSupersession(models.Model):
+    """Finance took the new version of a conflicting redelivery: the accepted event `original_seq`
+    is superseded by the accepted event `replacement_seq` (the conflict's payload, stored as a new
+    event). Append-only (trigger on PostgreSQL): events are never edited, and a supersession is
+    never undone (taking yet another version supersedes the replacement in turn).
+
+    A usage summary with watermark W counts the events with seq <= W less the originals whose
+    replacement_seq <= W: a summary computed before the supersession keeps its lineage, one
+    computed after it counts the replacement instead (decision 51).
+    """
+
+    source = models.CharField(max_length=100)
+    event_id = models.CharField(max_length=200)
+    original_seq = models.BigIntegerField(unique=True)
+    replacement_seq = models.BigIntegerField(unique=True)
+    replacement_hash = models.CharField(
+        max_length=32, help_text="content_hash of the replacement: its redelivery is a duplicate."
+    )
+    conflict = models.OneToOneField(
+        DuplicateConflict, on_delete=models.PROTECT, related_name="supersession"
+    )
+    case = models.ForeignKey(
+        "exceptions.ExceptionCase",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    reason = models.TextField()
+    actor_label = models.CharField(max_length=200)
+    superseded_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["source", "event_id"], name="supersession_key_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(replacement_seq__gt=models.F("original_seq")),
+                name="supersession_replacement_later",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.event_id} #{self.original_seq} -> #{self.replacement_seq}"
+
+
 class CustomerMapping(models.Model):
     """(source, customer_ref) → customer: how a product's account id becomes our customer."""
 

@@ -13,11 +13,17 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
-from django.db.models import Count, Max, OuterRef, Subquery, Sum
+from django.db.models import Count, Exists, Max, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.fields.json import KT
 
 from core import locks
-from metering.models import Aggregation, MetricDefinition, MetricVersion, UsageEvent
+from metering.models import (
+    Aggregation,
+    EventSupersession,
+    MetricDefinition,
+    MetricVersion,
+    UsageEvent,
+)
 
 QUANT = Decimal("0.000001")
 
@@ -36,6 +42,16 @@ def event_insert_lock() -> None:
             cur.execute("SELECT pg_advisory_xact_lock_shared(%s)", [EVENT_WATERMARK_LOCK])
 
 
+def event_watermark_hold() -> None:
+    """Inside a transaction that inserts an event and recomputes summaries itself (a
+    supersession): the watermark lock alone until commit, so no ingest inserts meanwhile and the
+    summaries it computes see every event below the watermark (PostgreSQL only). Its own
+    current_watermark() calls are granted at once: a backend never waits for its own lock."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s)", [EVENT_WATERMARK_LOCK])
+
+
 def current_watermark() -> int:
     """The highest seq below which every event has committed."""
     with connection.cursor() as cur:
@@ -50,6 +66,16 @@ def current_watermark() -> int:
         # SQLite serialises writers: the highest committed seq is the watermark.
         cur.execute("SELECT COALESCE(MAX(seq), 0) FROM metering_usageevent")
         return int(cur.fetchone()[0])
+
+
+def counted_events(events: QuerySet[UsageEvent], *, watermark: int | None) -> QuerySet[UsageEvent]:
+    """`events` less the ones superseded as of `watermark` (decision 51): an event whose
+    replacement has seq <= watermark is not counted, its replacement is. `watermark=None`: as of
+    now (every supersession made). An anti-join on a small table: free while there is none."""
+    superseded = EventSupersession.objects.filter(original_seq=OuterRef("seq"))
+    if watermark is not None:
+        superseded = superseded.filter(replacement_seq__lte=watermark)
+    return events.filter(~Exists(superseded))
 
 
 @dataclass(frozen=True)
@@ -88,11 +114,14 @@ def aggregate_window(
             groups[(version.aggregation, version.value_property)].append(metric.pk)
     out: list[Aggregate] = []
     for (aggregation, prop), metric_ids in groups.items():
-        base = UsageEvent.objects.filter(
-            metric_id__in=metric_ids,
-            timestamp__gte=period_start,
-            timestamp__lt=period_end,
-            seq__lte=watermark,
+        base = counted_events(
+            UsageEvent.objects.filter(
+                metric_id__in=metric_ids,
+                timestamp__gte=period_start,
+                timestamp__lt=period_end,
+                seq__lte=watermark,
+            ),
+            watermark=watermark,
         )
         if customer_ids is not None:
             base = base.filter(customer_id__in=customer_ids)

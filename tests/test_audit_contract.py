@@ -39,7 +39,7 @@ from core.actors import Actor
 from core.models import Currency, Customer, LegalEntity
 from exceptions.models import AuditEntry, ExceptionCase
 from exceptions.services import object_ref
-from metering.models import CustomerMapping, RejectedEvent
+from metering.models import CustomerMapping, DuplicateConflict, RejectedEvent
 from tests.billing.conftest import (
     ACTOR,
     bill,
@@ -77,6 +77,10 @@ NOT_AUDITED: dict[str, str] = {
     "metering.services.lago_event_intake": "decodes a Lago request and calls usage_ingest",
     "metering.services.lago_batch_intake": "decodes a Lago batch and calls usage_ingest",
     "metering.services.unmapped_fingerprint": "pure: the fingerprint of an unmapped-customer case",
+    "metering.services.supersession_check": (
+        "a check: what taking a conflict's version would supersede (writes nothing but the"
+        " month's event partition validation may create)"
+    ),
     "billing.services.entity_rounding": "a read (an entity's rounding mode)",
     "billing.services.credit_memo_preview": "a read (what a credit memo would carry; writes nothing)",
     "billing.services.price_plan_preview": "pure: what typed usage would cost (the editors' preview)",
@@ -418,6 +422,20 @@ def metering_rejected_event_resubmit(w: World) -> Call:
     )
 
 
+def metering_usage_event_supersede(w: World) -> Call:
+    ts = (datetime.now(UTC) - timedelta(minutes=10)).isoformat()
+    first, second = w.event("v-1", timestamp=ts), w.event("v-1", timestamp=ts, value="2")
+    metering.services.usage_ingest(items=[(first, first)], actor=ACTOR)
+    metering.services.usage_ingest(items=[(second, second)], actor=ACTOR)
+    conflict = DuplicateConflict.objects.get(event_id="v-1")
+    return Call(
+        lambda: metering.services.usage_event_supersede(
+            conflict_id=conflict.pk, reason="the producer's fix", actor=ACTOR
+        ),
+        lambda supersession: Expected.of("usage.supersede", supersession),
+    )
+
+
 def _window(w: World) -> tuple[datetime, datetime]:
     start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
     ev = w.event("s-1", timestamp=(start + timedelta(minutes=10)).isoformat())
@@ -710,6 +728,7 @@ CASES: dict[str, Callable[[World], Call]] = {
         metering_dead_letter_request,
         metering_held_events_release,
         metering_rejected_event_resubmit,
+        metering_usage_event_supersede,
         metering_usage_summarize_window,
         metering_usage_summaries_close,
         metering_usage_summaries_refresh,

@@ -66,6 +66,10 @@ from metering.services.summaries import (
     usage_summaries_refresh,
     usage_summarize_window,
 )
+from metering.services.supersessions import (
+    supersession_check,
+    usage_event_supersede,
+)
 from metering.services.tallies import (
     TALLY_COLUMNS,
     _tally_add,
@@ -110,6 +114,8 @@ __all__ = [
     "customer_mapping_create",
     "held_events_release",
     "rejected_event_resubmit",
+    "supersession_check",
+    "usage_event_supersede",
     "LATE_USAGE_LOOKBACK_DAYS",
     "usage_summaries_refresh",
     "CSV_COLUMNS",

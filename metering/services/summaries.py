@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 from django.db import transaction
 from django.db.models import Min
@@ -94,6 +95,17 @@ def usage_summarize_window(
                 current.append(summary)
             else:
                 current.append(summary)
+        # An open summary whose every event was superseded away (its replacement in another
+        # window, decision 51) has no aggregate any more: it counts nothing now.
+        seen = {(agg.customer_id, agg.metric_id) for agg in aggregates}
+        for pair, summary in latest.items():
+            if pair in seen or summary.closed_at is not None:
+                continue
+            if summary.event_count or summary.quantity:
+                summary.quantity, summary.event_count = Decimal(0), 0
+                summary.watermark_seq, summary.computed_at = watermark, now
+                updated.append(summary)
+            current.append(summary)
         UsageSummary.objects.bulk_create(created, batch_size=2000)
         UsageSummary.objects.bulk_update(
             updated,

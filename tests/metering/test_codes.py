@@ -33,6 +33,9 @@ def test_the_error_codes_keep_their_values() -> None:
             "summary_closed",
             "rejected_not_open",
             "import_invalid",
+            "supersession_invalid",
+            "supersession_done",
+            "supersession_billed",
         ]
     )
     assert sorted(MeteringCaseKind) == ["duplicate_conflict", "unmapped_customer", "usage_rejected"]
@@ -48,6 +51,7 @@ def test_the_audit_actions_keep_their_values() -> None:
             "usage.ingest_refused",
             "usage.release",
             "usage.resubmit",
+            "usage.supersede",
             "usage.summarize",
             "usage.summaries_close",
             "usage.import_queued",
