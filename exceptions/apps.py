@@ -9,4 +9,4 @@ class ExceptionsConfig(AppConfig):
         # The workbench registers what applies a correction and what "retry now" does per kind;
         # it calls metering's and billing's services, which are loaded by now. Importing it here
         # keeps the core modules (models, services, policies) free of other apps.
-        from exceptions.workbench import appliers, erp  # noqa: F401
+        from exceptions.workbench import appliers, erp, supersede  # noqa: F401

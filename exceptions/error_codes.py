@@ -18,3 +18,4 @@ class ExceptionsErrorCode(StrEnum):
     NOTHING_CHANGED = "nothing_changed"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"  # same key, different request
     POLICY_INVALID = "policy_invalid"
+    EVENT_BILLED = "event_billed"  # the event is on a finalized invoice: correct it by a document

@@ -40,6 +40,7 @@ ACTIONS = [
     "map_customer",
     "reverse",
     "keep_original",
+    "take_new_version",
     "retry",
     "dismiss",
     "reopen",
@@ -137,6 +138,7 @@ class CaseActionApi(APIView):
         key = serializers.CharField(required=False, allow_blank=True)
         amount = serializers.CharField(required=False, allow_blank=True)
         document = serializers.IntegerField(required=False)
+        conflict_id = serializers.IntegerField(required=False)
 
     class OutputSerializer(serializers.Serializer[dict[str, Any]]):
         message = serializers.CharField()

@@ -93,6 +93,8 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
             case_id=case.pk, comment=p.get("comment", ""), caller=caller, version=version
         )
         return "Original kept; case resolved."
+    if action == "take_new_version":
+        return _take_new_version(case, caller, p, version)
     if action == "approve":
         proposal = services.proposal_approve(
             case_id=case.pk, caller=caller, version=version, comment=p.get("comment", "")
@@ -219,6 +221,30 @@ def _reverse(case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version:
         original={"invoice_id": invoice_id, "credit_memo": None},
         proposed=proposed,
         amount=amount,
+    )
+
+
+def _take_new_version(
+    case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version: int | None
+) -> str:
+    """Propose that the version re-sent (`conflict_id`) supersede the event that stands."""
+    from exceptions.workbench import supersede
+
+    raw = str(p.get("conflict_id", "") or "")
+    original, proposed = supersede.proposal_sides(
+        case=case, conflict_id=int(raw) if raw.isdigit() else 0
+    )
+    return _propose(
+        case,
+        caller,
+        p,
+        version,
+        kind=ProposalKind.CORRECTION,
+        target=supersede.TARGET,
+        target_id=raw,
+        original=original,
+        proposed=proposed,
+        amount=case.amount_at_stake,
     )
 
 

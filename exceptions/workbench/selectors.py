@@ -210,6 +210,10 @@ def case_actions(*, case: ExceptionCase, caller: Caller) -> Actions:
         offer(name)
     offer("retry", can_retry(case), "nothing to retry for this kind")
     offer("keep_original", case.kind == CaseKind.DUPLICATE_CONFLICT)
+    if case.kind == CaseKind.DUPLICATE_CONFLICT:
+        from exceptions.workbench.supersede import undecided
+
+        offer("take_new_version", undecided(case) > 0, "every version re-sent is decided")
     offer("correct", case.kind == CaseKind.USAGE_REJECTED)
     offer("map_customer", case.kind == CaseKind.UNMAPPED_CUSTOMER)
     offer("reverse", case.source_type == "billing.invoice")
@@ -263,10 +267,7 @@ def case_trace(*, case: ExceptionCase) -> dict[str, Any]:
         trace["held"] = list(held[:50])
         trace["held_total"] = held.count()
     elif case.kind == CaseKind.DUPLICATE_CONFLICT:
-        # metering has no selector for a case's conflicts yet; its model is read directly.
-        from metering.models import DuplicateConflict
-
-        trace["conflicts"] = list(DuplicateConflict.objects.filter(case_id=case.pk)[:50])
+        trace["conflicts"] = list(metering_selectors.case_conflicts(case_id=case.pk)[:50])
     if case.kind in (CaseKind.POSTING_FAILED, CaseKind.POSTING_DEAD):
         trace.update(posting_trace(case=case))
     elif case.kind == CaseKind.MISSING_GL_MAPPING:
@@ -305,7 +306,9 @@ EXPLANATIONS: dict[str, str] = {
     CaseKind.UNMAPPED_CUSTOMER: "Usage arrived for an account we cannot match to a customer. The "
     "events are held, not lost. Map the account to a customer to release them into billing.",
     CaseKind.DUPLICATE_CONFLICT: "A product sent an event id again with different content. The "
-    "first version was counted; decide whether it stands.",
+    "first version was counted; decide whether it stands: keep the original, or take the new "
+    "version, which then supersedes it on every invoice not finalized yet (an event already on "
+    "a finalized invoice is corrected by a credit memo or an adjustment instead).",
     CaseKind.BILLING_RATING_FAILED: "A contract could not be priced for a period, so no invoice "
     "was drafted for it.",
     CaseKind.BILLING_RUN_FAILED: "A billing run stopped with an error. Retry runs it again; "

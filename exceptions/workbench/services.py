@@ -65,6 +65,7 @@ ACTION_ROLES: dict[str, frozenset[str]] = {
     "map_account": WORKERS,
     "settle_adjustment": WORKERS,
     "keep_original": WORKERS,
+    "take_new_version": WORKERS,
     "retry": WORKERS,
     "dismiss": WORKERS,
     "reopen": WORKERS,
@@ -296,6 +297,7 @@ def case_keep_original(
                 "Only a duplicate conflict has an original to keep.",
                 code=ExceptionsErrorCode.ACTION_NOT_AVAILABLE,
             )
+        _withdraw_pending(case, caller=caller, why="original kept")
         return case_close(
             case=case,
             actor=caller.actor,
@@ -498,6 +500,8 @@ def proposal_submit(
     action = "reverse" if kind == ProposalKind.REVERSAL else "correct"
     if target == "customer_mapping":
         action = "map_customer"
+    elif target == "usage_supersession":
+        action = "take_new_version"
     _require(caller, action)
     _reason(reason_code, comment, REVERSAL_REASONS if action == "reverse" else CORRECTION_REASONS)
     if target not in APPLIERS:

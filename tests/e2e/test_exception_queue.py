@@ -195,3 +195,50 @@ def test_the_queue_works_with_the_keyboard_alone(browser, live_server, make_user
     page.keyboard.press("Enter")
     page.wait_for_load_state()
     assert "Assigned to clerk" in page.locator(".messages").inner_text()
+
+
+def test_taking_the_new_version_of_a_duplicate_bills_it(browser, live_server, make_user) -> None:
+    """A product re-sent a storage reading with another value: the clerk takes the new
+    version, a different approver approves, and the invoice bills the new value."""
+    from tests.exceptions.test_take_new_version import send as send_reading
+    from tests.exceptions.test_take_new_version import world
+
+    make_user("clerk", roles.FINANCE_CLERK)
+    make_user("approver", roles.FINANCE_APPROVER)
+    ent, _, con = world()  # 0.40 USD per GB
+    at = datetime.now(UTC) - timedelta(hours=1)
+    send_reading("s-1", at, "10", now=datetime.now(UTC))
+    assert send_reading("s-1", at, "12.25", now=datetime.now(UTC)).conflicting == {0}
+    case = ExceptionCase.objects.get(kind="duplicate_conflict")
+
+    clerk = _login(browser, live_server, "clerk")
+    clerk.goto(f"{live_server.url}/exceptions/cases/{case.pk}/")
+    assert "12.25" in clerk.locator("#conflicts").inner_text()
+    form = clerk.get_by_role("form", name="Take the new version")
+    form.locator("input[name=comment]").fill("The meter was re-read; the second reading is right.")
+    form.get_by_role("button", name="Propose the new version").click()
+    clerk.wait_for_load_state()
+    assert "waits for a different approver" in clerk.locator(".messages").inner_text()
+    assert clerk.locator("#case-status").inner_text() == "Awaiting approval"
+    clerk.locator("#approve").click()  # the clerk cannot approve it
+    clerk.wait_for_load_state()
+    assert clerk.locator("#case-status").inner_text() == "Awaiting approval"
+
+    approver = _login(browser, live_server, "approver")
+    approver.goto(f"{live_server.url}/exceptions/cases/{case.pk}/")
+    changed = approver.locator("tr.changed").all_inner_texts()
+    assert any(row.startswith("properties") and "12.25" in row for row in changed)
+    _shot(approver, "case_take_new_version")
+    approver.locator("#approve").click()
+    approver.wait_for_load_state()
+    assert "New version of app:s-1 taken" in approver.locator(".messages").inner_text()
+    assert approver.locator("#case-status").inner_text() == "Resolved"
+    assert "taken" in approver.locator("#conflicts").inner_text()
+
+    bill(ent, at.strftime("%Y-%m"))
+    invoice = Invoice.objects.get(contract=con, kind="invoice")
+    usage = invoice.lines.get(kind="usage")
+    # 12.25 GB x 0.40 = 4.90 (the first reading would have billed 10 x 0.40 = 4.00)
+    assert (usage.quantity, usage.amount) == (Decimal("12.25"), Decimal("4.90"))
+    approver.goto(f"{live_server.url}/billing/invoices/{invoice.pk}/")
+    assert "4.90" in approver.content() and "4.00" not in approver.content()

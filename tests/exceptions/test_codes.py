@@ -21,4 +21,5 @@ def test_exception_queue_error_codes_keep_their_values() -> None:
         "NOTHING_CHANGED": "nothing_changed",
         "IDEMPOTENCY_KEY_REUSED": "idempotency_key_reused",
         "POLICY_INVALID": "policy_invalid",
+        "EVENT_BILLED": "event_billed",
     }
