@@ -83,3 +83,56 @@ def test_a_clerk_is_refused_the_invoice_pages_credit_memo(make_user) -> None:
     inv = _finalized()
     body = {"whole": "1", "reason": "x", "confirmed": "1"}
     assert _as(clerk).post(f"/billing/invoices/{inv.pk}/credit/", body).status_code == 403
+
+
+def test_an_approver_alone_cannot_issue_a_credit_memo_through_the_api(
+    make_api_key, api_client, clerk
+) -> None:
+    """Billing's invoice API only reads: no path of it issues a credit memo. The exception
+    queue's API proposes one (reverse), and the key that proposed it cannot approve it."""
+    from core.models import ApiScope
+    from exceptions.workbench.disputes import dispute_open
+    from exceptions.workbench.services import Caller
+
+    inv = _finalized()
+    line = inv.lines.get(kind="usage")
+    key = make_api_key(ApiScope.ADMIN, ApiScope.INVOICES_READ, name="ops")
+    ops = api_client(key.raw_key)
+    body = {"whole": True, "reason": "goodwill", "lines": {str(line.pk): "1.00"}}
+    for path in (
+        f"/api/v1/invoices/{inv.pk}",
+        f"/api/v1/invoices/{inv.pk}/lines",
+        f"/api/v1/invoices/{inv.pk}/credit",
+        f"/api/v1/invoices/{inv.pk}/credit-memo",
+        f"/api/v1/invoices/{inv.pk}/credit-memos",
+        f"/api/v1/invoice-lines/{line.pk}/lineage",
+    ):
+        refused = ops.post(path, body, format="json")
+        assert refused.status_code in (404, 405), (path, refused.status_code)
+    assert not Invoice.objects.filter(kind="credit_memo").exists()
+
+    case = dispute_open(
+        invoice_id=inv.pk,
+        line_id=line.pk,
+        comment="one call was a test",
+        caller=Caller.for_user(clerk),
+    )
+    url = f"/api/v1/exception-cases/{case.pk}/actions/"
+    proposed = ops.post(
+        url + "reverse",
+        {"version": case.version, "amount": "1.00", "reason_code": "goodwill", "comment": "ok"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY="r-1",
+    )
+    assert proposed.status_code == 200, proposed.json()
+    assert proposed.json()["case"]["status"] == "awaiting_approval"
+    version = proposed.json()["case"]["version"]
+    own = ops.post(url + "approve", {"version": version}, format="json")
+    assert own.status_code == 403 and own.json()["code"] == "self_approval"
+    assert not Invoice.objects.filter(kind="credit_memo").exists()
+
+    second = api_client(make_api_key(ApiScope.ADMIN, name="ops2").raw_key)
+    approved = second.post(url + "approve", {"version": version}, format="json")
+    assert approved.status_code == 200 and approved.json()["case"]["status"] == "resolved"
+    memo = Invoice.objects.get(kind="credit_memo")
+    assert memo.total == D("-1.00") and memo.credits_id == inv.pk
