@@ -4,7 +4,9 @@ service, return the message to show. Raises AppError when refused."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -93,8 +95,6 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
             case_id=case.pk, comment=p.get("comment", ""), caller=caller, version=version
         )
         return "Original kept; case resolved."
-    if action == "take_new_version":
-        return _take_new_version(case, caller, p, version)
     if action == "approve":
         proposal = services.proposal_approve(
             case_id=case.pk, caller=caller, version=version, comment=p.get("comment", "")
@@ -105,50 +105,9 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
             case_id=case.pk, comment=p.get("comment", ""), caller=caller, version=version
         )
         return "Proposal rejected; the case is back in progress."
-    if action == "correct":
-        rejected_id = p.get("rejected_id", "")
-        form = rejected_form(case, str(rejected_id))
-        if form is None:
-            raise AppError(
-                "That rejected event is not open on this case.",
-                code=ExceptionsErrorCode.INVALID_CORRECTION,
-            )
-        raw = form["rejected"].raw
-        return _propose(
-            case,
-            caller,
-            p,
-            version,
-            kind=ProposalKind.CORRECTION,
-            target="rejected_event",
-            target_id=rejected_id,
-            original=raw,
-            proposed=_corrected_event(data, raw),
-            amount=None,
-        )
-    if action == "map_customer":
-        d = case.details or {}
-        customer_id = str(p.get("customer_id", "") or "")
-        original = {"source": d.get("source"), "customer_ref": d.get("customer_ref")}
-        return _propose(
-            case,
-            caller,
-            p,
-            version,
-            kind=ProposalKind.CORRECTION,
-            target="customer_mapping",
-            target_id=f"{d.get('source')}:{d.get('customer_ref')}",
-            original=original | {"customer_id": None},
-            proposed=original
-            | {"customer_id": int(customer_id) if customer_id.isdigit() else None},
-            amount=case.amount_at_stake,
-        )
-    if action == "reverse":
-        return _reverse(case, caller, p, version)
-    if action == "correct_date":
-        return _correct_date(case, caller, p, version)
-    if action == "map_account":
-        return _map_account(case, caller, p, version)
+    propose = PROPOSALS.get(action)
+    if propose is not None:
+        return _propose(case, caller, p, version, propose(case, p))
     if action == "settle_adjustment":
         from exceptions.workbench.disputes import dispute_settle_by_adjustment
 
@@ -165,23 +124,75 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
     raise AppError(f"Unknown action '{action}'.", code=ExceptionsErrorCode.ACTION_NOT_AVAILABLE)
 
 
+@dataclass(frozen=True)
+class Proposal:
+    """What a proposal action proposes (the form's reason code and comment come with it)."""
+
+    kind: str
+    target: str
+    target_id: str
+    original: dict[str, Any]
+    proposed: dict[str, Any]
+    amount: Decimal | None
+
+
 def _propose(
     case: ExceptionCase,
     caller: Caller,
     p: Mapping[str, Any],
     version: int | None,
-    **proposal: Any,
+    proposal: Proposal,
 ) -> str:
     """Submit a proposal on `case` with the form's reason code and comment; say what follows."""
     submitted = services.proposal_submit(
         case_id=case.pk,
+        kind=proposal.kind,
+        target=proposal.target,
+        target_id=proposal.target_id,
+        original=proposal.original,
+        proposed=proposal.proposed,
+        amount=proposal.amount,
         reason_code=str(p.get("reason_code", "") or ""),
         comment=str(p.get("comment", "") or ""),
         caller=caller,
         version=version,
-        **proposal,
     )
     return proposal_message(submitted)
+
+
+def _correct(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
+    """A rejected event of the case, corrected (re-ingested once applied)."""
+    rejected_id = p.get("rejected_id", "")
+    form = rejected_form(case, str(rejected_id))
+    if form is None:
+        raise AppError(
+            "That rejected event is not open on this case.",
+            code=ExceptionsErrorCode.INVALID_CORRECTION,
+        )
+    raw = form["rejected"].raw
+    return Proposal(
+        kind=ProposalKind.CORRECTION,
+        target="rejected_event",
+        target_id=rejected_id,
+        original=raw,
+        proposed=_corrected_event(p, raw),
+        amount=None,
+    )
+
+
+def _map_customer(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
+    """The customer an unmapped reference belongs to (held events released once applied)."""
+    d = case.details or {}
+    customer_id = str(p.get("customer_id", "") or "")
+    original = {"source": d.get("source"), "customer_ref": d.get("customer_ref")}
+    return Proposal(
+        kind=ProposalKind.CORRECTION,
+        target="customer_mapping",
+        target_id=f"{d.get('source')}:{d.get('customer_ref')}",
+        original=original | {"customer_id": None},
+        proposed=original | {"customer_id": int(customer_id) if customer_id.isdigit() else None},
+        amount=case.amount_at_stake,
+    )
 
 
 def proposal_message(proposal: Any) -> str:
@@ -192,11 +203,9 @@ def proposal_message(proposal: Any) -> str:
     return f"Applied. {proposal.result.get('summary', '')}".strip()
 
 
-def _reverse(case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version: int | None) -> str:
+def _reverse(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
     """Propose a credit memo: for a disputed line, of the amount typed (default: the line's
     amount); otherwise of the whole invoice."""
-    from decimal import Decimal, InvalidOperation
-
     invoice_id = int(case.source_id)
     line_id = (case.details or {}).get("invoice_line_id")
     proposed: dict[str, Any] = {"invoice_id": invoice_id, "whole": True}
@@ -210,11 +219,7 @@ def _reverse(case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version:
                 f"'{raw}' is not an amount.", code=ExceptionsErrorCode.INVALID_CORRECTION
             ) from None
         proposed = {"invoice_id": invoice_id, "whole": False, "lines": {str(line_id): str(amount)}}
-    return _propose(
-        case,
-        caller,
-        p,
-        version,
+    return Proposal(
         kind=ProposalKind.REVERSAL,
         target="invoice",
         target_id=str(invoice_id),
@@ -224,9 +229,7 @@ def _reverse(case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version:
     )
 
 
-def _take_new_version(
-    case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version: int | None
-) -> str:
+def _take_new_version(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
     """Propose that the version re-sent (`conflict_id`) supersede the event that stands."""
     from exceptions.workbench import supersede
 
@@ -234,11 +237,7 @@ def _take_new_version(
     original, proposed = supersede.proposal_sides(
         case=case, conflict_id=int(raw) if raw.isdigit() else 0
     )
-    return _propose(
-        case,
-        caller,
-        p,
-        version,
+    return Proposal(
         kind=ProposalKind.CORRECTION,
         target=supersede.TARGET,
         target_id=raw,
@@ -248,19 +247,13 @@ def _take_new_version(
     )
 
 
-def _correct_date(
-    case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version: int | None
-) -> str:
+def _correct_date(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
     """Propose a new posting date for a failed or dead posting (replayed once applied)."""
     from exceptions.workbench import erp
 
     original = erp.posting_date_original(case)
     day = erp.parse_day(str(p.get("posting_date", "") or ""), field="posting_date")
-    return _propose(
-        case,
-        caller,
-        p,
-        version,
+    return Proposal(
         kind=ProposalKind.CORRECTION,
         target="posting_date",
         target_id=str(original["posting_id"]),
@@ -270,9 +263,7 @@ def _correct_date(
     )
 
 
-def _map_account(
-    case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version: int | None
-) -> str:
+def _map_account(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
     """Propose the ERP account of a missing GL mapping (held postings released once applied)."""
     from exceptions.workbench import erp
 
@@ -292,11 +283,7 @@ def _map_account(
     # "key" blank maps the role's default (covers every key of the role)
     key = str(p.get("key", d.get("key", "")) or "").strip()
     original = {"connection_id": conn.pk, "role": d.get("role", ""), "key": key, "account": None}
-    return _propose(
-        case,
-        caller,
-        p,
-        version,
+    return Proposal(
         kind=ProposalKind.CORRECTION,
         target="gl_mapping",
         target_id=f"{conn.pk}:{d.get('role', '')}:{key}",
@@ -304,3 +291,14 @@ def _map_account(
         proposed=original | {"account": account},
         amount=None,
     )
+
+
+#: The actions that propose a correction or reversal: each says what it proposes.
+PROPOSALS: dict[str, Callable[[ExceptionCase, Mapping[str, Any]], Proposal]] = {
+    "correct": _correct,
+    "map_customer": _map_customer,
+    "reverse": _reverse,
+    "take_new_version": _take_new_version,
+    "correct_date": _correct_date,
+    "map_account": _map_account,
+}
