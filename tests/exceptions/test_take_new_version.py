@@ -82,6 +82,22 @@ def take(case: ExceptionCase, conflict: DuplicateConflict, caller: Caller) -> st
     )
 
 
+def one_conflict() -> tuple[ExceptionCase, DuplicateConflict]:
+    """The world, and s-1 sent with 10 GB then re-sent with 11 GB: its conflict case."""
+    world()
+    send("s-1", NOV_10, "10")
+    send("s-1", NOV_10, "11")
+    return conflict_case()
+
+
+def taken(clerk: Any, approver: Any) -> tuple[ExceptionCase, DuplicateConflict]:
+    """one_conflict(), its new version proposed by the clerk and approved by the approver."""
+    case, conflict = one_conflict()
+    take(case, conflict, Caller.for_user(clerk))
+    approve(case, Caller.for_user(approver))
+    return case, conflict
+
+
 def approve(case: ExceptionCase, caller: Caller) -> str:
     case.refresh_from_db()
     return dispatch.run(
@@ -201,10 +217,7 @@ def test_an_original_on_a_finalized_invoice_is_refused_with_the_way_to_correct_i
 
 
 def test_four_eyes_an_approver_cannot_approve_their_own_new_version(approver, clerk) -> None:
-    world()
-    send("s-1", NOV_10, "10")
-    send("s-1", NOV_10, "11")
-    case, conflict = conflict_case()
+    case, conflict = one_conflict()
     me = Caller.for_user(approver)
     take(case, conflict, me)
     with pytest.raises(AppError) as refused:
@@ -219,10 +232,7 @@ def test_four_eyes_an_approver_cannot_approve_their_own_new_version(approver, cl
 
 
 def test_taking_twice_or_replaying_the_request_applies_once(make_api_key, api_client) -> None:
-    world()
-    send("s-1", NOV_10, "10")
-    send("s-1", NOV_10, "11")
-    case, conflict = conflict_case()
+    case, conflict = one_conflict()
     ops = api_client(make_api_key(ApiScope.ADMIN, name="ops").raw_key)
     ops2 = api_client(make_api_key(ApiScope.ADMIN, name="ops2").raw_key)
     url = f"/api/v1/exception-cases/{case.pk}/actions/"
@@ -266,12 +276,7 @@ def test_taking_twice_or_replaying_the_request_applies_once(make_api_key, api_cl
 def test_the_taken_version_re_sent_is_a_duplicate_and_a_third_one_a_conflict(
     clerk, approver
 ) -> None:
-    world()
-    send("s-1", NOV_10, "10")
-    send("s-1", NOV_10, "11")
-    case, conflict = conflict_case()
-    take(case, conflict, Caller.for_user(clerk))
-    approve(case, Caller.for_user(approver))
+    case, conflict = taken(clerk, approver)
     again = send("s-1", NOV_10, "11", now=NOV_10 + timedelta(hours=3))
     assert again.counts["duplicate"] == 1 and again.conflicting == set()
     third = send("s-1", NOV_10, "12", now=NOV_10 + timedelta(hours=4))
@@ -287,10 +292,7 @@ def test_the_taken_version_re_sent_is_a_duplicate_and_a_third_one_a_conflict(
 
 
 def test_an_unknown_conflict_or_another_kind_of_case_is_refused(clerk) -> None:
-    world()
-    send("s-1", NOV_10, "10")
-    send("s-1", NOV_10, "11")
-    case, conflict = conflict_case()
+    case, conflict = one_conflict()
     case.refresh_from_db()
     with pytest.raises(AppError) as bad:
         dispatch.run(
@@ -300,16 +302,20 @@ def test_an_unknown_conflict_or_another_kind_of_case_is_refused(clerk) -> None:
             data={"conflict_id": "999999", "reason_code": "other", "comment": "x"},
         )
     assert bad.value.code == "invalid_correction"
+    case.kind = "usage_rejected"  # the same action on another kind of case
+    with pytest.raises(AppError) as other:
+        dispatch.run(
+            case=case,
+            caller=Caller.for_user(clerk),
+            action="take_new_version",
+            data={"conflict_id": str(conflict.pk), "reason_code": "other", "comment": "x"},
+        )
+    assert other.value.code == "action_not_available"
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="the trigger is PostgreSQL's")
 def test_the_database_refuses_to_change_a_supersession(clerk, approver) -> None:
-    world()
-    send("s-1", NOV_10, "10")
-    send("s-1", NOV_10, "11")
-    case, conflict = conflict_case()
-    take(case, conflict, Caller.for_user(clerk))
-    approve(case, Caller.for_user(approver))
+    case, conflict = taken(clerk, approver)
     with pytest.raises(IntegrityError), transaction.atomic():
         EventSupersession.objects.update(reason="rewritten")
     with pytest.raises(IntegrityError), transaction.atomic():
@@ -363,3 +369,63 @@ def test_a_new_version_dated_into_a_finalized_period_is_billed_by_an_adjustment(
     assert adjustment.total == D("2.00")
     october.refresh_from_db()
     assert october.total == D("4.00")  # the finalized invoice is not changed
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="threads on PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_supersessions_ingest_and_summaries_at_once_do_not_deadlock() -> None:
+    """Two supersessions, two ingest batches and a summary refresh at the same time: each
+    waits its turn on the watermark lock (core/locks.py order) and the totals add up."""
+    import threading
+
+    from django.db import connections
+
+    world()
+    at = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    window = (at, at + timedelta(hours=1))
+    now = datetime.now(UTC)
+    for n in (1, 2):
+        send(f"s-{n}", at + timedelta(minutes=n), "10", now=now)
+        send(f"s-{n}", at + timedelta(minutes=n), "20", now=now)
+    metering.usage_summarize_window(period_start=window[0], period_end=window[1], actor=ACTOR)
+    conflicts = list(DuplicateConflict.objects.order_by("id").values_list("pk", flat=True))
+    barrier = threading.Barrier(5)
+    errors: list[BaseException] = []
+
+    def job(fn: Any) -> Any:
+        def run() -> None:
+            try:
+                barrier.wait()
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - reported below
+                errors.append(exc)
+            finally:
+                connections.close_all()
+
+        return threading.Thread(target=run)
+
+    threads = [
+        job(lambda c=c: metering.usage_event_supersede(conflict_id=c, reason="r", actor=ACTOR))
+        for c in conflicts
+    ]
+    threads += [
+        job(lambda n=n: send(f"new-{n}", at + timedelta(minutes=30), "1", now=now)) for n in (1, 2)
+    ]
+    threads.append(
+        job(
+            lambda: metering.usage_summarize_window(
+                period_start=window[0], period_end=window[1], actor=ACTOR
+            )
+        )
+    )
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors, errors
+    assert EventSupersession.objects.count() == 2
+    current = metering.usage_summarize_window(
+        period_start=window[0], period_end=window[1], actor=ACTOR
+    )
+    # s-1 and s-2 now 20 each, plus two new events of 1
+    assert [(s.quantity, s.event_count) for s in current] == [(D("42"), 4)]
