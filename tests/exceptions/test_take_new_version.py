@@ -429,3 +429,18 @@ def test_supersessions_ingest_and_summaries_at_once_do_not_deadlock() -> None:
     )
     # s-1 and s-2 now 20 each, plus two new events of 1
     assert [(s.quantity, s.event_count) for s in current] == [(D("42"), 4)]
+
+
+def test_a_draft_rated_on_the_original_is_re_rated_when_finalized(clerk, approver) -> None:
+    ent, _, con = world()
+    send("s-1", NOV_10, "10")
+    send("s-2", NOV_10 + timedelta(days=2), "5.5")
+    bill(ent, "2026-11")
+    assert lines(invoice_of(con)) == [("usage", "gb", D("6.20"))]  # 15.5 x 0.40, a draft
+    send("s-1", NOV_10, "12.25", now=NOV_10 + timedelta(days=3))
+    case, conflict = conflict_case()
+    take(case, conflict, Caller.for_user(clerk))
+    approve(case, Caller.for_user(approver))
+    final = billing.invoice_finalize(invoice=invoice_of(con), actor=ACTOR)
+    # re-rated at finalize from the recomputed summary: 17.75 x 0.40 = 7.10
+    assert lines(final) == [("usage", "gb", D("7.10"))] and final.total == D("7.10")
