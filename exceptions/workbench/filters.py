@@ -45,6 +45,10 @@ def _kind_choices() -> list[tuple[str, str]]:
 
 
 # FilterSet is Any without django-filter's stubs.
+#: The largest age a filter takes (100 years): the queue holds nothing older.
+MAX_AGE_DAYS = 36_500
+
+
 class CaseFilter(df.FilterSet):  # type: ignore[misc]
     """Every filter of the queue. `status` defaults to any open status."""
 
@@ -61,8 +65,13 @@ class CaseFilter(df.FilterSet):  # type: ignore[misc]
     customer = df.CharFilter(field_name="customer__code", label="Customer code")
     connection = df.CharFilter(field_name="connection_ref", label="ERP connection")
     assignee = df.CharFilter(method="filter_assignee", label="Assignee (user name, or 'none')")
-    age_min = df.NumberFilter(method="filter_age_min", label="Older than (days)")
-    age_max = df.NumberFilter(method="filter_age_max", label="Younger than (days)")
+    # Ages are days back from now: a timedelta past MAX_AGE_DAYS overflowed (a 500, not a 400).
+    age_min = df.NumberFilter(
+        method="filter_age_min", label="Older than (days)", min_value=0, max_value=MAX_AGE_DAYS
+    )
+    age_max = df.NumberFilter(
+        method="filter_age_max", label="Younger than (days)", min_value=0, max_value=MAX_AGE_DAYS
+    )
     amount_min = df.NumberFilter(field_name="amount_at_stake", lookup_expr="gte", label="Amount ≥")
     amount_max = df.NumberFilter(field_name="amount_at_stake", lookup_expr="lte", label="Amount ≤")
     due = df.ChoiceFilter(choices=DUE_CHOICES, method="filter_due")

@@ -232,3 +232,12 @@ def test_an_idempotency_key_whose_process_died_is_taken_over_once_its_lease_expi
     assert (record.status_code, record.lease_expires_at) == (200, None)
     again = admin.post(url, body, format="json", HTTP_IDEMPOTENCY_KEY="k-died")
     assert again.headers["Idempotent-Replay"] == "true" and rejected_case.comments.count() == 1
+
+
+def test_an_age_past_a_century_is_a_400_not_a_500(make_api_key, api_client, clerk) -> None:
+    reader = api_client(make_api_key(ApiScope.EXCEPTIONS_READ).raw_key)
+    for query in ("age_min=-7.0969808747803144e%2B16", "age_max=1e12", "age_min=-1"):
+        resp = reader.get(f"/api/v1/exception-cases?{query}")
+        assert resp.status_code == 400, (query, resp.status_code, resp.content[:200])
+    page = _login(clerk).get("/exceptions/?age_min=1e12")
+    assert page.status_code == 200 and "less than or equal to 36500" in page.content.decode()
