@@ -92,3 +92,13 @@ def test_the_bounds() -> None:
     assert _bad_parameter("limit", str(BIGINT_MAX + 1)) is not None
     assert _bad_parameter("customer", HUGE) is None  # a free-text filter may hold digits
     assert _bad_parameter("q", "a\x00") is not None
+    # a superscript digit is a digit to str.isdigit but not to int(): not a crash
+    assert _bad_parameter("limit", "¹") is None and _bad_parameter("customer_id", "-²³") is None
+
+
+def test_a_superscript_limit_is_a_4xx_not_a_500(
+    make_api_key: Callable[..., Any], api_client: Callable[[str], APIClient]
+) -> None:
+    client = api_client(make_api_key("admin").raw_key)
+    resp = client.get("/api/v1/billing/price-plans?limit=%C2%B9")
+    assert resp.status_code < 500, resp.content[:200]
