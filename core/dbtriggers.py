@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.db import migrations
+from django.apps import AppConfig
+from django.db import connections, migrations
 from django.db.backends.base.schema import BaseDatabaseSchemaEditor
 from django.db.migrations.state import StateApps
 
@@ -73,3 +74,33 @@ def append_only(table: str, *, what: str) -> migrations.RunPython:
     application's role should not own the tables (docs/decisions.md).
     """
     return postgres_only(*append_only_sql(table, what=what))
+
+
+# SQLite's triggers, kept whole across table rebuilds.
+#
+# On SQLite, Django alters a table (a column with a default, a changed constraint) by building a
+# new table and copying the rows; the new table has none of the old one's triggers. Each app
+# declares the SQLite triggers it must have *now* (not their history, which is in the
+# migrations), and after every `migrate` (post_migrate) the missing ones are created again.
+# tests/core/test_sqlite_triggers.py checks that a fresh SQLite database has exactly the declared
+# ones, and that a dropped one comes back.
+
+SQLITE_TRIGGERS: dict[str, dict[str, tuple[str, str]]] = {}
+
+
+def sqlite_triggers_declare(app_label: str, triggers: dict[str, tuple[str, str]]) -> None:
+    """Declare `app_label`'s SQLite triggers: {name: (table, definition after the name)}."""
+    SQLITE_TRIGGERS[app_label] = triggers
+
+
+def sqlite_triggers_restore(sender: AppConfig, using: str, **_: object) -> None:
+    """Create the sender app's declared SQLite triggers that are missing (a post_migrate
+    receiver; tables not migrated yet are skipped)."""
+    connection = connections[using]
+    if connection.vendor != "sqlite":
+        return
+    tables = set(connection.introspection.table_names())
+    with connection.cursor() as cursor:
+        for name, (table, definition) in SQLITE_TRIGGERS.get(sender.label, {}).items():
+            if table in tables:
+                cursor.execute(f"CREATE TRIGGER IF NOT EXISTS {name} {definition}")

@@ -19,6 +19,8 @@ rounded here half-up for display only.
 
 from __future__ import annotations
 
+import re
+
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Protocol
 
@@ -110,6 +112,16 @@ def format_percent(rate: object) -> str:
         percent, format=_pattern(0, _RATE_PLACES), locale=NUMBER_LOCALE, decimal_quantization=True
     )
     return f"{text}\u00a0%"
+
+
+def format_tax_label(name: str, rate: object) -> str:
+    """A tax line's label: its name and rate ("VAT 19 %"), the rate left out when the name
+    already says it ("JCT 10 %" stays as it is)."""
+    percent = format_percent(rate)
+    stated = r"(?<![\d.,])" + r"\s*".join(map(re.escape, percent.split())) + r"(?!\d)"
+    if re.search(stated, name):
+        return name
+    return f"{name} {percent}" if name else percent
 
 
 def format_quantity(quantity: object) -> str:

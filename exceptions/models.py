@@ -235,6 +235,11 @@ class ExceptionCase(models.Model):
         return f"[{self.kind}] {self.title}"
 
     @property
+    def kind_label(self) -> str:
+        """The kind in words ("Posting failed"); a kind with no label is shown as its code."""
+        return str(dict(CaseKind.choices).get(self.kind, self.kind))
+
+    @property
     def is_open(self) -> bool:
         return self.status in OPEN_STATUSES
 

@@ -56,6 +56,12 @@ def percent(rate: Decimal | None) -> str:
 
 
 @register.filter
+def tax_label(name: str, rate: Decimal | None) -> str:
+    """A tax line's name and rate, the rate once ("JCT 10 %", not "JCT 10 % 10 %")."""
+    return name if rate is None or rate == "" else formatting.format_tax_label(name, rate)
+
+
+@register.filter
 def quantity(value: Decimal | None) -> str:
     """A quantity without trailing zeros: ``1500.000000`` -> ``1,500``."""
     return "" if value is None or value == "" else formatting.format_quantity(value)

@@ -12,6 +12,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from core.formatting import format_money
+from exceptions.history import FieldChange, field_changes
 
 register = template.Library()
 
@@ -59,7 +60,7 @@ def get(mapping: dict[str, Any], key: str) -> Any:
 
 
 _ROW = (
-    '<tr>{}<td><a href="{}{}/">{}</a></td><td>{}</td><td><span class="sev-{}">{}</span></td>'
+    '<tr>{}<td><a href="{}{}/">{}</a></td><td title="{}">{}</td><td><span class="sev-{}">{}</span></td>'
     '<td>{}</td><td><a href="{}{}/">{}</a>{}</td><td>{}</td><td>{}</td>'
     '<td class="num">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>'
 )
@@ -94,6 +95,7 @@ def queue_rows(rows: Any, case_url: str, can_bulk: bool) -> SafeString:
             r.id,
             r.id,
             r.kind,
+            r.kind_label,
             r.severity,
             r.severity_label,
             r.status_label,
@@ -110,3 +112,9 @@ def queue_rows(rows: Any, case_url: str, can_bulk: bool) -> SafeString:
         )
 
     return format_html_join("\n", _ROW, (cells(r) for r in rows))
+
+
+@register.filter
+def changes(entry: Any) -> list[FieldChange]:
+    """An audit entry's before and after as the fields that changed (exceptions.history)."""
+    return field_changes(entry.before, entry.after)

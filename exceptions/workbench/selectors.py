@@ -56,6 +56,7 @@ class QueueRow:
 
     id: int
     kind: str
+    kind_label: str
     severity: str
     severity_label: str
     status_label: str
@@ -82,6 +83,7 @@ def queue_page_rows(cases: Iterable[ExceptionCase], *, now: datetime) -> list[Qu
             QueueRow(
                 id=c.pk,
                 kind=c.kind,
+                kind_label=c.kind_label,
                 severity=c.severity,
                 severity_label=c.get_severity_display(),
                 status_label=c.get_status_display(),

@@ -11,6 +11,7 @@ from core.formatting import (
     format_money,
     format_percent,
     format_quantity,
+    format_tax_label,
     format_unit_price,
     money_plain,
 )
@@ -92,3 +93,12 @@ def test_template_filters_use_the_currency_row() -> None:
     assert out == f"(BHD{NBSP}1,234.500)|10{NBSP}%|3|"
     with pytest.raises(TypeError):
         Template("{% load ledgerline %}{{ a|money:'USD' }}").render(Context({"a": D("1")}))
+
+
+def test_a_tax_label_states_its_rate_once() -> None:
+    assert format_tax_label("VAT", D("0.190000")) == f"VAT 19{NBSP}%"
+    assert format_tax_label("JCT 10 %", D("0.100000")) == "JCT 10 %"  # the demo's names
+    assert format_tax_label(f"USt 19{NBSP}%", D("0.19")) == f"USt 19{NBSP}%"
+    assert format_tax_label("GST 5 %", D("0.10")) == f"GST 5 % 10{NBSP}%"  # a name that disagrees
+    assert format_tax_label("", D("0.07")) == f"7{NBSP}%"
+    assert format_tax_label("VAT 11 %", D("0.01")) == f"VAT 11 % 1{NBSP}%"  # not the "1 %" of 11

@@ -234,6 +234,19 @@ def test_an_idempotency_key_whose_process_died_is_taken_over_once_its_lease_expi
     assert again.headers["Idempotent-Replay"] == "true" and rejected_case.comments.count() == 1
 
 
+def test_the_queue_names_kinds_in_words_and_the_timeline_shows_changed_fields(
+    rejected_case, clerk
+) -> None:
+    c = _login(clerk)
+    page = c.get("/exceptions/?kind=usage_rejected").content.decode()
+    assert '<td title="usage_rejected">Rejected usage event</td>' in page
+    case = c.get(f"/exceptions/cases/{rejected_case.pk}/").content.decode()
+    timeline = case[case.index("Audit timeline") :]
+    # case.open: nothing before, the case's fields after, one line a field, no raw dicts
+    assert "kind: — → usage_rejected" in timeline
+    assert "before None" not in timeline and "{'" not in timeline
+
+
 def test_an_age_past_a_century_is_a_400_not_a_500(make_api_key, api_client, clerk) -> None:
     reader = api_client(make_api_key(ApiScope.EXCEPTIONS_READ).raw_key)
     for query in ("age_min=-7.0969808747803144e%2B16", "age_max=1e12", "age_min=-1"):
