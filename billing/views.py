@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import uuid
 from collections.abc import Callable
-from datetime import date
-from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -28,11 +26,18 @@ from django.views.decorators.http import require_POST
 from core.query import date_params
 from core.redirects import safe_next_url
 from billing import selectors, services
-from billing.error_codes import BillingErrorCode
 from billing.models import BillingRun, DocumentKind, Invoice, InvoiceStatus, PaymentMethod
 from billing.periods import parse_period
 from billing.selectors import ACTION_ROLES, InvoiceAction
 from core.errors import AppError, NotFound
+from core.form_input import (
+    FormInputError,
+    form_amount,
+    form_amounts_by_id,
+    form_date,
+    form_ids,
+    form_text,
+)
 from core.formatting import format_money
 from core.models import LegalEntity
 from core.roles import (
@@ -167,6 +172,8 @@ def _act(
         key = request.POST.get("idempotency_key") or None  # the form's one-time token
         result = action(invoice, Actor.for_user(request.user), key)
         messages.success(request, result)
+    except FormInputError:
+        raise  # the 400 page naming the field (core.middleware.FormInputErrorMiddleware)
     except AppError as exc:
         messages.error(request, f"{exc.message} ({exc.code})")
     return redirect("billing:invoice", pk=pk)
@@ -241,7 +248,7 @@ def invoice_finalize(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @role_required(*CORRECTORS)
 def invoice_void(request: HttpRequest, pk: int) -> HttpResponse:
-    reason = request.POST.get("reason", "")
+    reason = form_text(request.POST, "reason", label="Reason")
     inv = get_object_or_404(selectors.invoices(), pk=pk)
     ask = _confirm(
         request,
@@ -271,20 +278,18 @@ def invoice_mark_paid(request: HttpRequest, pk: int) -> HttpResponse:
     post = request.POST
 
     def record(inv: Invoice, actor: Actor, key: str | None) -> str:
-        try:
-            amount = Decimal(post.get("amount", "").strip())
-            received_on = date.fromisoformat(post.get("received_on", "").strip())
-        except (InvalidOperation, ValueError):
-            raise AppError(
-                "Type the amount received and the date it was received (YYYY-MM-DD).",
-                code=BillingErrorCode.PAYMENT_INVALID,
-            ) from None
+        # read once the action is allowed (a refusal says why first), before anything changes
+        amount = form_amount(post, "amount", label="Amount received")
+        received_on = form_date(post, "received_on", label="Received on")
+        method = form_text(post, "method", label="Method", max_length=20)
+        reference = form_text(post, "reference", label="Reference", max_length=200)
+        assert amount is not None and received_on is not None
         payment = services.invoice_payment_record(
             invoice=inv,
             amount=amount,
             received_on=received_on,
-            method=post.get("method", ""),
-            reference=post.get("reference", ""),
+            method=method,
+            reference=reference,
             actor=actor,
             idempotency_key=key,
         )
@@ -299,28 +304,12 @@ def invoice_mark_paid(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, InvoiceAction.MARK_PAID, record)
 
 
-def _credit_amounts(post: QueryDict) -> dict[int, Decimal]:
-    """The amounts typed per line (`line_<id>` fields); ValueError names a bad one."""
-    amounts: dict[int, Decimal] = {}
-    for key, raw in post.items():
-        if key.startswith("line_") and isinstance(raw, str) and raw.strip():
-            try:
-                amounts[int(key[5:])] = Decimal(raw.strip())
-            except (ValueError, InvalidOperation):
-                raise ValueError(f"'{raw}' is not an amount.") from None
-    return amounts
-
-
 @require_POST
 @role_required(*ACTION_ROLES[InvoiceAction.CREDIT])
 def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
     """Credit the whole invoice, or the amounts typed per line; first shows net, tax and gross."""
-    reason = request.POST.get("reason", "")
-    try:
-        amounts = _credit_amounts(request.POST)
-    except ValueError as exc:
-        messages.error(request, str(exc))
-        return redirect("billing:invoice", pk=pk)
+    reason = form_text(request.POST, "reason", label="Reason")
+    amounts = form_amounts_by_id(request.POST, "line_", label="The line amount")
     whole = request.POST.get("whole") == "1"
     if not whole and not amounts:
         messages.error(request, "Type an amount on at least one line, or credit the whole invoice.")
@@ -362,7 +351,7 @@ def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @role_required(*FINALIZERS)
 def invoices_finalize_selected(request: HttpRequest) -> HttpResponse:
-    ids = [int(i) for i in request.POST.getlist("invoice") if i.isdigit()]
+    ids = form_ids(request.POST, "invoice", label="Each selected invoice")
     if not ids:
         messages.error(request, "Select at least one draft.")
     else:
@@ -414,18 +403,21 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 @role_required(*RUNNERS)
 def run_start(request: HttpRequest) -> HttpResponse:
-    entity = LegalEntity.objects.filter(code=request.POST.get("entity", "")).first()
+    code = form_text(request.POST, "entity", label="Legal entity", max_length=64)
+    period = form_text(request.POST, "period", label="Period", max_length=7)
+    entity = LegalEntity.objects.filter(code=code).first()
     if entity is None:
         messages.error(request, "Choose a legal entity.")
         return redirect("billing:runs")
     try:
-        month = parse_period(request.POST.get("period", "").strip())
+        month = parse_period(period)
+    except ValueError as exc:
+        raise FormInputError("period", f"Period: {exc}.") from None
+    try:
         run = services.billing_run_start(
             legal_entity=entity, month=month, actor=Actor.for_user(request.user)
         )
         messages.success(request, f"Billing run {run.label} of {entity.code} queued.")
-    except ValueError as exc:
-        messages.error(request, str(exc))
     except AppError as exc:
         messages.error(request, f"{exc.message} ({exc.code})")
     return redirect("billing:runs")

@@ -106,6 +106,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "core.middleware.FormInputErrorMiddleware",
     # Last, as django-axes asks: it turns a lock-out into its 429 answer.
     "axes.middleware.AxesMiddleware",
 ]

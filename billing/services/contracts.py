@@ -26,7 +26,7 @@ from billing.rating import RatingError, components_from_config, overrides_from_d
 from billing.services._shared import ZERO, rating_error
 from billing.terms import ContractTerms, PlanCache, TermsChange
 from core.actors import Actor
-from core.errors import AppError
+from core.errors import AppError, Conflict
 from core.models import Currency, Customer
 from exceptions.services import audit_record
 
@@ -167,6 +167,14 @@ def contract_amend(
                 f"({billed}); correct that invoice with a credit memo instead.",
                 code=BillingErrorCode.AMENDMENT_IN_BILLED_PERIOD,
                 extra={"invoice_id": billed.pk},
+            )
+        taken = contract.amendments.filter(effective_from=effective_from).first()
+        if taken is not None:  # a double submit, or a second change for the same day
+            raise Conflict(
+                f"Contract {contract.code} already has an amendment from {effective_from} "
+                f"(reason \u201c{taken.reason[:80]}\u201d); nothing was changed.",
+                code=BillingErrorCode.INVALID_CONTRACT,
+                extra={"amendment_id": taken.pk, "field": "effective_from"},
             )
         effective_plan = plan or _terms_on(contract, effective_from)[0]
         if overrides is not None:

@@ -10,6 +10,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 
 from core.errors import AppError
+from core.form_input import BIGINT_MAX, form_amount, form_id, form_int, form_text
 from exceptions.error_codes import ExceptionsErrorCode
 from exceptions.models import ExceptionCase, ProposalKind
 from exceptions.workbench import selectors, services
@@ -28,9 +29,33 @@ def rejected_form(case: ExceptionCase, rejected_id: str) -> dict[str, Any] | Non
     return None
 
 
+#: The free-text fields of the case actions, with their limits (core.form_input refuses a NUL or
+#: a longer value with a 400 naming the field before any service runs).
+_TEXT_FIELDS = {
+    "comment": 2000,
+    "body": 2000,
+    "reason_code": 64,
+    "assignee": 150,
+    "account": 200,
+    "key": 200,
+    "posting_date": 10,
+    "properties": 64_000,
+}
+
+
 def _version(data: Mapping[str, Any]) -> int | None:
-    raw = str(data.get("version", "") or "")
-    return int(raw) if raw.isdigit() else None
+    return form_int(data, "version", label="Version", high=BIGINT_MAX, required=False)
+
+
+def _check_fields(data: Mapping[str, Any]) -> None:
+    """Refuse a hostile value in any field an action reads, before any action runs."""
+    for name, limit in _TEXT_FIELDS.items():
+        form_text(data, name, max_length=limit)
+    for name in selectors.EVENT_FIELDS:
+        if not isinstance(data.get(name), (dict, list)):
+            form_text(data, name, max_length=2000)
+    for name in ("customer_id", "document"):
+        form_id(data, name, required=False)
 
 
 def _corrected_event(data: Mapping[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +87,7 @@ def _corrected_event(data: Mapping[str, Any], raw: dict[str, Any]) -> dict[str, 
 def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, Any]) -> str:
     """Run one case action; return the message to show. Raises AppError when refused."""
     p = data
+    _check_fields(data)
     version = _version(data)
     if action == "assign":
         username = str(p.get("assignee", "") or "")
@@ -126,7 +152,7 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
         )
     if action == "map_customer":
         d = case.details or {}
-        customer_id = str(p.get("customer_id", "") or "")
+        customer_id = str(form_id(p, "customer_id", required=False) or "")
         original = {"source": d.get("source"), "customer_ref": d.get("customer_ref")}
         return _propose(
             case,
@@ -150,10 +176,9 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
     if action == "settle_adjustment":
         from exceptions.workbench.disputes import dispute_settle_by_adjustment
 
-        raw = str(p.get("document", "") or "")
         closed = dispute_settle_by_adjustment(
             case_id=case.pk,
-            document_id=int(raw) if raw.isdigit() else 0,
+            document_id=form_id(p, "document", required=False),
             reason_code=str(p.get("reason_code", "") or ""),
             comment=str(p.get("comment", "") or ""),
             caller=caller,
@@ -193,20 +218,13 @@ def proposal_message(proposal: Any) -> str:
 def _reverse(case: ExceptionCase, caller: Caller, p: Mapping[str, Any], version: int | None) -> str:
     """Propose a credit memo: for a disputed line, of the amount typed (default: the line's
     amount); otherwise of the whole invoice."""
-    from decimal import Decimal, InvalidOperation
-
     invoice_id = int(case.source_id)
     line_id = (case.details or {}).get("invoice_line_id")
     proposed: dict[str, Any] = {"invoice_id": invoice_id, "whole": True}
     amount = case.amount_at_stake
     if line_id:
-        raw = str(p.get("amount", "") or "").strip()
-        try:
-            amount = Decimal(raw) if raw else case.amount_at_stake
-        except InvalidOperation:
-            raise AppError(
-                f"'{raw}' is not an amount.", code=ExceptionsErrorCode.INVALID_CORRECTION
-            ) from None
+        typed = form_amount(p, "amount", label="Amount", required=False)
+        amount = typed if typed is not None else case.amount_at_stake
         proposed = {"invoice_id": invoice_id, "whole": False, "lines": {str(line_id): str(amount)}}
     return _propose(
         case,
