@@ -269,6 +269,7 @@ SPECTACULAR_SETTINGS = {
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "core.api.schema.document_errors",
+        "core.api.schema.add_links",
     ],
     "ENUM_NAME_OVERRIDES": {
         "InvoiceStatusEnum": "billing.models.InvoiceStatus",

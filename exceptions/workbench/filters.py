@@ -25,6 +25,8 @@ from exceptions.models import (
     Severity,
 )
 
+#: The oldest age the queue filters by: a century.
+MAX_AGE_DAYS = 36_500
 ANY_OPEN = "open_any"
 ALL = "all"
 STATUS_CHOICES = [(ANY_OPEN, "Any open"), (ALL, "All"), *CaseStatus.choices]
@@ -61,8 +63,13 @@ class CaseFilter(df.FilterSet):  # type: ignore[misc]
     customer = df.CharFilter(field_name="customer__code", label="Customer code")
     connection = df.CharFilter(field_name="connection_ref", label="ERP connection")
     assignee = df.CharFilter(method="filter_assignee", label="Assignee (user name, or 'none')")
-    age_min = df.NumberFilter(method="filter_age_min", label="Older than (days)")
-    age_max = df.NumberFilter(method="filter_age_max", label="Younger than (days)")
+    # bounded: timedelta(days=1e62) overflows (issue 12, item 3)
+    age_min = df.NumberFilter(
+        method="filter_age_min", label="Older than (days)", min_value=0, max_value=MAX_AGE_DAYS
+    )
+    age_max = df.NumberFilter(
+        method="filter_age_max", label="Younger than (days)", min_value=0, max_value=MAX_AGE_DAYS
+    )
     amount_min = df.NumberFilter(field_name="amount_at_stake", lookup_expr="gte", label="Amount ≥")
     amount_max = df.NumberFilter(field_name="amount_at_stake", lookup_expr="lte", label="Amount ≤")
     due = df.ChoiceFilter(choices=DUE_CHOICES, method="filter_due")
