@@ -37,6 +37,7 @@ from core.form_input import (
     form_date,
     form_ids,
     form_text,
+    form_token,
 )
 from core.formatting import format_money
 from core.models import LegalEntity
@@ -169,7 +170,7 @@ def _act(
         messages.error(request, f"{refusal.message} ({refusal.code})")
         return redirect("billing:invoice", pk=pk)
     try:
-        key = request.POST.get("idempotency_key") or None  # the form's one-time token
+        key = form_token(request.POST)  # required: a double submit is applied once
         result = action(invoice, Actor.for_user(request.user), key)
         messages.success(request, result)
     except FormInputError:
@@ -355,8 +356,14 @@ def invoices_finalize_selected(request: HttpRequest) -> HttpResponse:
     if not ids:
         messages.error(request, "Select at least one draft.")
     else:
-        done = services.invoices_finalize(invoice_ids=ids, actor=Actor.for_user(request.user))
-        messages.success(request, f"Finalized {len(done)} of {len(ids)} selected document(s).")
+        token = form_token(request.POST)
+        try:
+            done = services.invoices_finalize(
+                invoice_ids=ids, actor=Actor.for_user(request.user), idempotency_key=token
+            )
+            messages.success(request, f"Finalized {len(done)} of {len(ids)} selected document(s).")
+        except AppError as exc:  # the same submit again: already done
+            messages.error(request, f"{exc.message} ({exc.code})")
     return redirect(safe_next_url(request, "billing:invoices"))
 
 
@@ -405,6 +412,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
 def run_start(request: HttpRequest) -> HttpResponse:
     code = form_text(request.POST, "entity", label="Legal entity", max_length=64)
     period = form_text(request.POST, "period", label="Period", max_length=7)
+    token = form_token(request.POST)
     entity = LegalEntity.objects.filter(code=code).first()
     if entity is None:
         messages.error(request, "Choose a legal entity.")
@@ -415,7 +423,10 @@ def run_start(request: HttpRequest) -> HttpResponse:
         raise FormInputError("period", f"Period: {exc}.") from None
     try:
         run = services.billing_run_start(
-            legal_entity=entity, month=month, actor=Actor.for_user(request.user)
+            legal_entity=entity,
+            month=month,
+            actor=Actor.for_user(request.user),
+            idempotency_key=token,
         )
         messages.success(request, f"Billing run {run.label} of {entity.code} queued.")
     except AppError as exc:
@@ -438,6 +449,12 @@ def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(*FINALIZERS)
 def run_finalize(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(BillingRun, pk=pk)
-    done = services.billing_run_finalize(run=run, actor=Actor.for_user(request.user))
-    messages.success(request, f"Finalized {len(done)} draft(s) of run {run.label}.")
+    token = form_token(request.POST)
+    try:
+        done = services.billing_run_finalize(
+            run=run, actor=Actor.for_user(request.user), idempotency_key=token
+        )
+        messages.success(request, f"Finalized {len(done)} draft(s) of run {run.label}.")
+    except AppError as exc:  # the same submit again: already done
+        messages.error(request, f"{exc.message} ({exc.code})")
     return redirect("billing:runs")

@@ -40,6 +40,7 @@ __all__ = [
     "form_int",
     "form_ids",
     "form_text",
+    "form_token",
 ]
 
 #: The largest value a bigint column (every id) holds.
@@ -187,6 +188,23 @@ def form_amounts_by_id(
             row = check_id(name, name[len(prefix) :], label=f"The id in {name}")
             amounts[row] = check_amount(name, raw.replace(",", ""), label=label)
     return amounts
+
+
+#: The field of a state-changing form's one-time token (`{% one_time_token %}`).
+TOKEN_FIELD = "idempotency_key"
+
+
+def form_token(data: Mapping[str, Any]) -> str:
+    """The form's one-time token, required: the service claims it, so a double submit (or a
+    second tab's) is applied once and the second answer says so."""
+    token = form_text(data, TOKEN_FIELD, label="The form's one-time token", max_length=100)
+    if not token:
+        raise FormInputError(
+            TOKEN_FIELD,
+            "This form carries no one-time token (an old page, or a hand-made request): reload "
+            "the page and submit it again.",
+        )
+    return token
 
 
 def form_date(

@@ -39,6 +39,7 @@ from billing.services import (
 )
 from core.api.fields import MoneyField
 from core.api.filters import SelectorFilterSet, selector
+from core.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from core.errors import AppError
 from core.models import ApiScope, Currency, Customer
 from core.actors import Actor
@@ -87,7 +88,9 @@ class PricePlanListCreateApi(generics.ListAPIView[PricePlan]):
     def get_queryset(self) -> QuerySet[PricePlan]:
         return selectors.price_plans()
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        request=InputSerializer, responses={201: OutputSerializer}, parameters=[IDEMPOTENCY_HEADER]
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -105,6 +108,7 @@ class PricePlanListCreateApi(generics.ListAPIView[PricePlan]):
                 note=first["note"],
             ),
             actor=Actor.for_request(request),
+            idempotency_key=idempotency_key(request),
         )
         return Response(
             self.OutputSerializer(selectors.price_plans().get(pk=plan.pk)).data, status=201
@@ -116,7 +120,11 @@ class PricePlanVersionCreateApi(APIView):
 
     required_scope = ApiScope.ADMIN
 
-    @extend_schema(request=_VersionSerializer, responses={201: _VersionSerializer})
+    @extend_schema(
+        request=_VersionSerializer,
+        responses={201: _VersionSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
     def post(self, request: Request, code: str) -> Response:
         plan = get_object_or_404(PricePlan, code=code)
         data = _VersionSerializer(data=request.data)
@@ -129,6 +137,7 @@ class PricePlanVersionCreateApi(APIView):
             component_meta=v["component_meta"],
             note=v["note"],
             actor=Actor.for_request(request),
+            idempotency_key=idempotency_key(request),
         )
         return Response(_VersionSerializer(version).data, status=201)
 
@@ -209,13 +218,17 @@ class ContractListCreateApi(generics.ListAPIView[Contract]):
     def get_queryset(self) -> QuerySet[Contract]:
         return selectors.contracts()
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        request=InputSerializer, responses={201: OutputSerializer}, parameters=[IDEMPOTENCY_HEADER]
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = dict(data.validated_data)
         v["customer"] = v.pop("customer_id")
-        contract = contract_create(actor=Actor.for_request(request), **v)
+        contract = contract_create(
+            actor=Actor.for_request(request), idempotency_key=idempotency_key(request), **v
+        )
         return Response(
             self.OutputSerializer(selectors.contracts().get(pk=contract.pk)).data, status=201
         )
@@ -226,13 +239,20 @@ class ContractAmendApi(APIView):
 
     required_scope = ApiScope.ADMIN
 
-    @extend_schema(request=_AmendmentSerializer, responses={201: _AmendmentSerializer})
+    @extend_schema(
+        request=_AmendmentSerializer,
+        responses={201: _AmendmentSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
     def post(self, request: Request, pk: int) -> Response:
         contract = get_object_or_404(Contract, pk=pk)
         data = _AmendmentSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         amendment = contract_amend(
-            contract=contract, actor=Actor.for_request(request), **data.validated_data
+            contract=contract,
+            actor=Actor.for_request(request),
+            idempotency_key=idempotency_key(request),
+            **data.validated_data,
         )
         return Response(_AmendmentSerializer(amendment).data, status=201)
 
@@ -246,12 +266,21 @@ class ContractEndApi(APIView):
         end_date = serializers.DateField()
         reason = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={200: ContractListCreateApi.OutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: ContractListCreateApi.OutputSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
     def post(self, request: Request, pk: int) -> Response:
         contract = get_object_or_404(Contract, pk=pk)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        contract_end(contract=contract, actor=Actor.for_request(request), **data.validated_data)
+        contract_end(
+            contract=contract,
+            actor=Actor.for_request(request),
+            idempotency_key=idempotency_key(request),
+            **data.validated_data,
+        )
         return Response(
             ContractListCreateApi.OutputSerializer(selectors.contracts().get(pk=pk)).data
         )

@@ -32,6 +32,7 @@ from core.form_input import (
     form_ids,
     form_int,
     form_text,
+    form_token,
 )
 from core.models import Customer, LegalEntity
 from core.roles import AUDITOR, FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, role_required
@@ -367,13 +368,14 @@ def credit_request(request: HttpRequest, pk: int) -> HttpResponse:
     whole = request.POST.get("whole") == "1"
     lines = form_amounts_by_id(request.POST, "line_", label="The line amount")
     reason = form_text(request.POST, "reason", label="Reason")
+    token = form_token(request.POST)  # required: the same submit twice proposes once
     try:
         case, proposal = credit_memo_request(
             invoice_id=pk,
             lines=None if whole else lines,
             reason=reason,
             caller=_caller(request),
-            token=request.POST.get("idempotency_key", ""),
+            token=token,
         )
     except ObjectDoesNotExist:
         raise Http404 from None
