@@ -356,15 +356,29 @@ def invoices_finalize_selected(request: HttpRequest) -> HttpResponse:
     if not ids:
         messages.error(request, "Select at least one draft.")
     else:
-        token = form_token(request.POST)
-        try:
-            done = services.invoices_finalize(
-                invoice_ids=ids, actor=Actor.for_user(request.user), idempotency_key=token
-            )
-            messages.success(request, f"Finalized {len(done)} of {len(ids)} selected document(s).")
-        except AppError as exc:  # the same submit again: already done
-            messages.error(request, f"{exc.message} ({exc.code})")
+        _finalize(
+            request,
+            lambda actor, key: services.invoices_finalize(
+                invoice_ids=ids, actor=actor, idempotency_key=key
+            ),
+            lambda done: f"Finalized {done} of {len(ids)} selected document(s).",
+        )
     return redirect(safe_next_url(request, "billing:invoices"))
+
+
+def _finalize(
+    request: HttpRequest,
+    finalize: Callable[[Actor, str], list[Invoice]],
+    said: Callable[[int], str],
+) -> None:
+    """Finalize a set of drafts under the form's one-time token; say how many, or that the
+    same submit was already done."""
+    token = form_token(request.POST)
+    try:
+        done = finalize(Actor.for_user(request.user), token)
+        messages.success(request, said(len(done)))
+    except AppError as exc:
+        messages.error(request, f"{exc.message} ({exc.code})")
 
 
 @role_required(*VIEWERS)
@@ -449,12 +463,9 @@ def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(*FINALIZERS)
 def run_finalize(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(BillingRun, pk=pk)
-    token = form_token(request.POST)
-    try:
-        done = services.billing_run_finalize(
-            run=run, actor=Actor.for_user(request.user), idempotency_key=token
-        )
-        messages.success(request, f"Finalized {len(done)} draft(s) of run {run.label}.")
-    except AppError as exc:  # the same submit again: already done
-        messages.error(request, f"{exc.message} ({exc.code})")
+    _finalize(
+        request,
+        lambda actor, key: services.billing_run_finalize(run=run, actor=actor, idempotency_key=key),
+        lambda done: f"Finalized {done} draft(s) of run {run.label}.",
+    )
     return redirect("billing:runs")

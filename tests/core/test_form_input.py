@@ -5,7 +5,6 @@ in a reason. Each is a 400 that names the field, never a 500, and nothing is cha
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -13,13 +12,11 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
-from billing import services as billing_services
 from billing.models import ActionKey, BillingRun, Invoice, Payment
 from core import roles
 from core.form_input import FormInputError, form_amount, form_date, form_id, form_ids, form_text
 from exceptions.models import AuditEntry, CaseComment, CaseProposal, ExceptionCase
-from tests.billing.conftest import ACTOR, bill, send
-from tests.exceptions.conftest import billed_customer
+from tests.exceptions.conftest import finalized_invoice
 
 pytestmark = pytest.mark.django_db
 
@@ -45,11 +42,8 @@ def state() -> tuple[Any, ...]:
 
 @pytest.fixture
 def invoice() -> Invoice:
-    ent, cust, con = billed_customer()
-    send(cust, "api_calls", datetime(2026, 11, 5, tzinfo=UTC), count=3)
-    bill(ent, "2026-11")
-    draft = Invoice.objects.get(contract=con, kind="invoice")
-    return billing_services.invoice_finalize(invoice=draft, actor=ACTOR)
+    invoice: Invoice = finalized_invoice()
+    return invoice
 
 
 @pytest.fixture

@@ -84,17 +84,9 @@ def seeded(every_scope_key: str) -> None:
     with its exception case."""
     from datetime import UTC, datetime, timedelta
 
-    from billing import services as billing_services
-    from billing.models import Invoice
-    from tests.billing.conftest import ACTOR, bill, send
-    from tests.exceptions.conftest import billed_customer, ingest
+    from tests.exceptions.conftest import finalized_invoice, ingest
 
-    ent, cust, con = billed_customer()
-    send(cust, "api_calls", datetime(2026, 11, 5, tzinfo=UTC), count=3)
-    bill(ent, "2026-11")
-    billing_services.invoice_finalize(
-        invoice=Invoice.objects.get(contract=con, kind="invoice"), actor=ACTOR
-    )
+    finalized_invoice()
     ingest(
         {
             "event_id": "bad-1",
