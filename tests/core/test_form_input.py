@@ -225,3 +225,10 @@ def test_the_helpers_take_what_a_person_types() -> None:
         with pytest.raises(FormInputError):
             form_id({"id": bad}, "id")
     assert form_id({"id": str(2**63 - 1)}, "id") == 2**63 - 1
+
+
+def test_a_non_ascii_id_in_a_page_parameter_is_a_400(boss: User) -> None:
+    client = Client(raise_request_exception=False)
+    client.force_login(boss)
+    resp = client.get("/erp/reconciliation/", {"run": "²"})
+    assert resp.status_code == 400 and "run" in resp.content.decode()
