@@ -232,3 +232,21 @@ def test_a_non_ascii_id_in_a_page_parameter_is_a_400(boss: User) -> None:
     client.force_login(boss)
     resp = client.get("/erp/reconciliation/", {"run": "²"})
     assert resp.status_code == 400 and "run" in resp.content.decode()
+
+
+def test_the_case_api_reads_its_fields_through_the_same_helper(
+    dispute: ExceptionCase,
+    make_api_key: Callable[..., Any],
+    api_client: Callable[[str], Any],
+) -> None:
+    """The page and the API share the dispatcher: a hostile amount or comment is a 400
+    `invalid_input` naming the field there too."""
+    client = api_client(make_api_key("admin").raw_key)
+    before = state()
+    url = f"/api/v1/exception-cases/{dispute.pk}/actions/reverse"
+    for field, value in [("amount", "NaN"), ("amount", "1e30"), ("comment", "x" * 100_000)]:
+        body = {"version": dispute.version, "reason_code": "customer_dispute", "comment": "c"}
+        resp = client.post(url, body | {field: value}, format="json")
+        assert resp.status_code == 400, (field, resp.status_code)
+        assert resp.json()["code"] == "invalid_input" and resp.json()["extra"] == {"field": field}
+    assert state() == before
