@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import msgspec
@@ -23,6 +24,8 @@ from django.forms import BaseFormSet, formset_factory
 
 from billing.models import Cadence, PricePlan
 from billing.rating.config import COMPONENT_TYPES, Cap, Discount, PriceOverride
+from core.fields import MONEY, RATE, DecimalOptions
+from core.form_input import FormInputError, check_amount, check_int
 from core.models import Currency, Customer
 
 __all__ = [
@@ -41,15 +44,67 @@ __all__ = [
 ]
 
 
+def _plain_number(column: DecimalOptions) -> Any:
+    """A validator: a plain decimal of ASCII digits that fits `column` (core.form_input), so
+    NaN, Infinity, 1e30, 5,000 digits or Arabic-Indic digits are refused next to the field."""
+
+    def validate(value: Any) -> None:
+        raw = str(value).strip().replace(",", "")
+        try:
+            Decimal(raw)
+        except InvalidOperation:
+            return  # not a number at all: the rating config says so, in its words
+        if raw:
+            try:
+                check_amount("", raw, label="The number", column=column)
+            except FormInputError as exc:
+                raise forms.ValidationError(exc.message, code="invalid") from None
+
+    return validate
+
+
 def _dec(label: str, help_text: str = "") -> forms.CharField:
-    """A decimal typed as text: the rating config parses it (and says what is wrong with it)."""
+    """A decimal typed as text: the rating config parses it (and says what is wrong with it)
+    once it is a plain number (`_plain_number`)."""
     return forms.CharField(
         label=label,
         required=False,
         max_length=40,
         help_text=help_text,
+        validators=[_plain_number(RATE)],
         widget=forms.TextInput(attrs={"inputmode": "decimal", "size": 10}),
     )
+
+
+class PlainDecimalField(forms.DecimalField):
+    """A DecimalField that takes only a plain number of ASCII digits (Django's reads
+    Arabic-Indic digits and exponents)."""
+
+    def __init__(self, *, column: DecimalOptions = MONEY, **kwargs: Any) -> None:
+        kwargs.setdefault("max_digits", column["max_digits"])
+        kwargs.setdefault("decimal_places", column["decimal_places"])
+        super().__init__(**kwargs)
+        self.validators.insert(0, _plain_number(column))
+
+    def to_python(self, value: Any) -> Any:
+        if value not in self.empty_values:
+            _plain_number({"max_digits": 80, "decimal_places": 40})(value)
+        return super().to_python(value)
+
+
+class PlainIntegerField(forms.IntegerField):
+    """An IntegerField of ASCII digits only (Django's reads `int("١")` as 1)."""
+
+    def to_python(self, value: Any) -> Any:
+        raw = str(value).strip() if value not in self.empty_values else ""
+        if raw:
+            try:
+                check_int("", raw, low=-(2**63) + 1)
+            except FormInputError:
+                raise forms.ValidationError(
+                    self.error_messages["invalid"], code="invalid"
+                ) from None
+        return super().to_python(value)
 
 
 def _text(label: str, help_text: str = "", size: int = 14) -> forms.CharField:
@@ -207,19 +262,27 @@ class RowList:
         """The rows posted, in their ORDER, without those marked DELETE (a missing list: none)."""
         fs = self.formset_class(data, prefix=self.prefix)
         self.rows = []
-        if fs.is_valid():
-            forms_in_order = list(fs.ordered_forms)
-        else:  # a position that is not a number: keep the rows as they came, lose nothing
-            forms_in_order = [
-                f for f in fs.forms if not getattr(f, "cleaned_data", {}).get("DELETE")
-            ]
+        fs.is_valid()  # a refused number stays in its row (`_typed`); bind() shows its error
+        forms_in_order = [f for f in fs.forms if not getattr(f, "cleaned_data", {}).get("DELETE")]
+        if any("ORDER" in f.errors for f in forms_in_order):
+            # a position that is not a number: keep the rows as they came, lose nothing
+            self.errors.append("A row's position is not a whole number; rows kept as they came.")
+        else:  # the formset's own order: by position, rows without one last
+            forms_in_order.sort(
+                key=lambda f: (
+                    f.cleaned_data.get("ORDER") is None,
+                    f.cleaned_data.get("ORDER") or 0,
+                )
+            )
         for form in forms_in_order:
             index = fs.forms.index(form)
-            row = Row(values=_strings(form.cleaned_data))
+            row = Row(values=_typed(form))
             if self.tiered:
                 tfs = self.tier_formset_class(data, prefix=f"{self.prefix}-{index}-tiers")
                 if tfs.is_valid():
                     row.tiers = [_strings(t.cleaned_data) for t in tfs.ordered_forms]
+                else:  # a refused number: keep the tiers as typed, bind() shows the error
+                    row.tiers = [_typed(t) for t in tfs.forms if not t.cleaned_data.get("DELETE")]
             self.rows.append(row)
         return self
 
@@ -336,6 +399,16 @@ def _strings(cleaned: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _typed(form: forms.Form) -> dict[str, str]:
+    """A row's values: cleaned where valid, as typed where a field was refused (so the
+    re-bound row shows the value and its error)."""
+    values = _strings(form.cleaned_data)
+    for name in form.errors:
+        if name in form.fields and name not in ("ORDER", "DELETE"):
+            values[name] = str(form[name].value() or "").strip()
+    return values
+
+
 def _management(prefix: str, count: int) -> dict[str, str]:
     return {
         f"{prefix}-TOTAL_FORMS": str(count),
@@ -432,14 +505,20 @@ class UsageForm(forms.Form):
     """A usage figure to price in the preview (not stored)."""
 
     metric = forms.CharField(max_length=64, required=False, widget=forms.TextInput({"size": 12}))
-    quantity = forms.DecimalField(
-        required=False, max_digits=24, decimal_places=6, min_value=0, label="Quantity"
-    )
+    quantity = PlainDecimalField(column=RATE, required=False, min_value=0, label="Quantity")
     event_amounts = forms.CharField(
         required=False,
         label="Event amounts",
         help_text="Percentage components: one amount per event, comma-separated.",
+        max_length=20_000,
     )
+
+    def clean_event_amounts(self) -> str:
+        raw: str = self.cleaned_data.get("event_amounts") or ""
+        for amount in raw.split(","):
+            if amount.strip():
+                _plain_number(MONEY)(amount)
+        return raw
 
 
 class ContractForm(forms.Form):
@@ -457,9 +536,9 @@ class ContractForm(forms.Form):
         help_text="Exclusive; blank: open-ended.",
     )
     cadence = forms.ChoiceField(choices=Cadence.choices, initial=Cadence.MONTHLY)
-    anchor_day = forms.IntegerField(min_value=1, max_value=28, initial=1)
-    anchor_month = forms.IntegerField(min_value=1, max_value=12, initial=1)
-    prepaid_balance = forms.DecimalField(max_digits=18, decimal_places=4, min_value=0, initial=0)
+    anchor_day = PlainIntegerField(min_value=1, max_value=28, initial=1)
+    anchor_month = PlainIntegerField(min_value=1, max_value=12, initial=1)
+    prepaid_balance = PlainDecimalField(min_value=0, initial=0)
 
 
 class AmendmentForm(forms.Form):
@@ -474,7 +553,7 @@ class AmendmentForm(forms.Form):
         label="Replace the overrides with those below",
         help_text="Unticked: the overrides in force stay as they are.",
     )
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}))
+    reason = forms.CharField(max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
 
 
 # The override Structs' fields are the forms' fields (a test holds them equal).

@@ -585,7 +585,13 @@ class ActionKey(models.Model):
 
     key = models.CharField(max_length=KEY_MAX_LENGTH, unique=True)
     action = models.CharField(max_length=40)
-    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="+")
+    invoice = models.ForeignKey(
+        Invoice, on_delete=models.PROTECT, related_name="+", null=True, blank=True
+    )
+    # what the action was on when it is not one invoice: "billing run ll-us 2026-11",
+    # "contract acme-1", "price plan basic" (the page's run forms, the API's plan and contract
+    # actions with an Idempotency-Key)
+    subject = models.CharField(max_length=200, blank=True)
     result = models.ForeignKey(
         Invoice, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
@@ -593,7 +599,7 @@ class ActionKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
-        return f"{self.action} of {self.invoice_id} ({self.key})"
+        return f"{self.action} of {self.invoice_id or self.subject} ({self.key})"
 
 
 class PaymentMethod(models.TextChoices):

@@ -13,8 +13,6 @@ from __future__ import annotations
 import csv
 import uuid
 from collections.abc import Callable
-from datetime import date
-from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -28,11 +26,19 @@ from django.views.decorators.http import require_POST
 from core.query import date_params
 from core.redirects import safe_next_url
 from billing import selectors, services
-from billing.error_codes import BillingErrorCode
 from billing.models import BillingRun, DocumentKind, Invoice, InvoiceStatus, PaymentMethod
 from billing.periods import parse_period
 from billing.selectors import ACTION_ROLES, InvoiceAction
 from core.errors import AppError, NotFound
+from core.form_input import (
+    FormInputError,
+    form_amount,
+    form_amounts_by_id,
+    form_date,
+    form_ids,
+    form_text,
+    form_token,
+)
 from core.formatting import format_money
 from core.models import LegalEntity
 from core.roles import (
@@ -164,9 +170,11 @@ def _act(
         messages.error(request, f"{refusal.message} ({refusal.code})")
         return redirect("billing:invoice", pk=pk)
     try:
-        key = request.POST.get("idempotency_key") or None  # the form's one-time token
+        key = form_token(request.POST)  # required: a double submit is applied once
         result = action(invoice, Actor.for_user(request.user), key)
         messages.success(request, result)
+    except FormInputError:
+        raise  # the 400 page naming the field (core.middleware.FormInputErrorMiddleware)
     except AppError as exc:
         messages.error(request, f"{exc.message} ({exc.code})")
     return redirect("billing:invoice", pk=pk)
@@ -241,7 +249,7 @@ def invoice_finalize(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @role_required(*CORRECTORS)
 def invoice_void(request: HttpRequest, pk: int) -> HttpResponse:
-    reason = request.POST.get("reason", "")
+    reason = form_text(request.POST, "reason", label="Reason")
     inv = get_object_or_404(selectors.invoices(), pk=pk)
     ask = _confirm(
         request,
@@ -271,20 +279,18 @@ def invoice_mark_paid(request: HttpRequest, pk: int) -> HttpResponse:
     post = request.POST
 
     def record(inv: Invoice, actor: Actor, key: str | None) -> str:
-        try:
-            amount = Decimal(post.get("amount", "").strip())
-            received_on = date.fromisoformat(post.get("received_on", "").strip())
-        except (InvalidOperation, ValueError):
-            raise AppError(
-                "Type the amount received and the date it was received (YYYY-MM-DD).",
-                code=BillingErrorCode.PAYMENT_INVALID,
-            ) from None
+        # read once the action is allowed (a refusal says why first), before anything changes
+        amount = form_amount(post, "amount", label="Amount received")
+        received_on = form_date(post, "received_on", label="Received on")
+        method = form_text(post, "method", label="Method", max_length=20)
+        reference = form_text(post, "reference", label="Reference", max_length=200)
+        assert amount is not None and received_on is not None
         payment = services.invoice_payment_record(
             invoice=inv,
             amount=amount,
             received_on=received_on,
-            method=post.get("method", ""),
-            reference=post.get("reference", ""),
+            method=method,
+            reference=reference,
             actor=actor,
             idempotency_key=key,
         )
@@ -299,28 +305,12 @@ def invoice_mark_paid(request: HttpRequest, pk: int) -> HttpResponse:
     return _act(request, pk, InvoiceAction.MARK_PAID, record)
 
 
-def _credit_amounts(post: QueryDict) -> dict[int, Decimal]:
-    """The amounts typed per line (`line_<id>` fields); ValueError names a bad one."""
-    amounts: dict[int, Decimal] = {}
-    for key, raw in post.items():
-        if key.startswith("line_") and isinstance(raw, str) and raw.strip():
-            try:
-                amounts[int(key[5:])] = Decimal(raw.strip())
-            except (ValueError, InvalidOperation):
-                raise ValueError(f"'{raw}' is not an amount.") from None
-    return amounts
-
-
 @require_POST
 @role_required(*ACTION_ROLES[InvoiceAction.CREDIT])
 def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
     """Credit the whole invoice, or the amounts typed per line; first shows net, tax and gross."""
-    reason = request.POST.get("reason", "")
-    try:
-        amounts = _credit_amounts(request.POST)
-    except ValueError as exc:
-        messages.error(request, str(exc))
-        return redirect("billing:invoice", pk=pk)
+    reason = form_text(request.POST, "reason", label="Reason")
+    amounts = form_amounts_by_id(request.POST, "line_", label="The line amount")
     whole = request.POST.get("whole") == "1"
     if not whole and not amounts:
         messages.error(request, "Type an amount on at least one line, or credit the whole invoice.")
@@ -362,13 +352,33 @@ def invoice_credit(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @role_required(*FINALIZERS)
 def invoices_finalize_selected(request: HttpRequest) -> HttpResponse:
-    ids = [int(i) for i in request.POST.getlist("invoice") if i.isdigit()]
+    ids = form_ids(request.POST, "invoice", label="Each selected invoice")
     if not ids:
         messages.error(request, "Select at least one draft.")
     else:
-        done = services.invoices_finalize(invoice_ids=ids, actor=Actor.for_user(request.user))
-        messages.success(request, f"Finalized {len(done)} of {len(ids)} selected document(s).")
+        _finalize(
+            request,
+            lambda actor, key: services.invoices_finalize(
+                invoice_ids=ids, actor=actor, idempotency_key=key
+            ),
+            lambda done: f"Finalized {done} of {len(ids)} selected document(s).",
+        )
     return redirect(safe_next_url(request, "billing:invoices"))
+
+
+def _finalize(
+    request: HttpRequest,
+    finalize: Callable[[Actor, str], list[Invoice]],
+    said: Callable[[int], str],
+) -> None:
+    """Finalize a set of drafts under the form's one-time token; say how many, or that the
+    same submit was already done."""
+    token = form_token(request.POST)
+    try:
+        done = finalize(Actor.for_user(request.user), token)
+        messages.success(request, said(len(done)))
+    except AppError as exc:
+        messages.error(request, f"{exc.message} ({exc.code})")
 
 
 @role_required(*VIEWERS)
@@ -414,18 +424,25 @@ def run_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 @role_required(*RUNNERS)
 def run_start(request: HttpRequest) -> HttpResponse:
-    entity = LegalEntity.objects.filter(code=request.POST.get("entity", "")).first()
+    code = form_text(request.POST, "entity", label="Legal entity", max_length=64)
+    period = form_text(request.POST, "period", label="Period", max_length=7)
+    token = form_token(request.POST)
+    entity = LegalEntity.objects.filter(code=code).first()
     if entity is None:
         messages.error(request, "Choose a legal entity.")
         return redirect("billing:runs")
     try:
-        month = parse_period(request.POST.get("period", "").strip())
+        month = parse_period(period)
+    except ValueError as exc:
+        raise FormInputError("period", f"Period: {exc}.") from None
+    try:
         run = services.billing_run_start(
-            legal_entity=entity, month=month, actor=Actor.for_user(request.user)
+            legal_entity=entity,
+            month=month,
+            actor=Actor.for_user(request.user),
+            idempotency_key=token,
         )
         messages.success(request, f"Billing run {run.label} of {entity.code} queued.")
-    except ValueError as exc:
-        messages.error(request, str(exc))
     except AppError as exc:
         messages.error(request, f"{exc.message} ({exc.code})")
     return redirect("billing:runs")
@@ -446,6 +463,9 @@ def run_progress(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(*FINALIZERS)
 def run_finalize(request: HttpRequest, pk: int) -> HttpResponse:
     run = get_object_or_404(BillingRun, pk=pk)
-    done = services.billing_run_finalize(run=run, actor=Actor.for_user(request.user))
-    messages.success(request, f"Finalized {len(done)} draft(s) of run {run.label}.")
+    _finalize(
+        request,
+        lambda actor, key: services.billing_run_finalize(run=run, actor=actor, idempotency_key=key),
+        lambda done: f"Finalized {done} draft(s) of run {run.label}.",
+    )
     return redirect("billing:runs")

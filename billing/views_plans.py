@@ -44,6 +44,7 @@ from billing.models import PricePlan
 from billing.rating import RatingError, RatingResult, component_from_dict
 from core.actors import Actor
 from core.errors import AppError
+from core.form_input import check_int, form_int
 from core.models import Currency
 from core.roles import AUDITOR, INTEGRATION_ADMIN, role_required, user_roles
 
@@ -74,8 +75,8 @@ def _form(cls: type[F], request: HttpRequest, action: str) -> F:
 
 
 def _add_tier_index(request: HttpRequest) -> int:
-    raw = request.POST.get("add_tier", "")
-    return int(raw) if raw.isdigit() else -1
+    index = form_int(request.POST, "add_tier", label="The row", high=1000, required=False)
+    return -1 if index is None else index
 
 
 def _usage_formset(request: HttpRequest, metrics: list[str]) -> Any:
@@ -204,7 +205,28 @@ def plan_edit(request: HttpRequest, code: str | None = None) -> HttpResponse:
             "preview": preview,
             "currency": _plan_currency(plan, plan_form),
         },
+        status=_status(request, [plan_form, version_form], [components], errors, usage),
     )
+
+
+def _status(
+    request: HttpRequest,
+    forms: list[Form | None],
+    lists: list[RowList],
+    errors: list[str],
+    usage: Any = None,
+) -> int:
+    """400 when a POST comes back with an error to show next to its field (a refused value, a
+    service's refusal): nothing was saved; 200 otherwise (a first view, an added row)."""
+    if request.method != "POST":
+        return 200
+    refused = (
+        bool(errors)
+        or any(f is not None and f.is_bound and bool(f.errors) for f in forms)
+        or any(rows.has_errors for rows in lists)
+        or (usage is not None and usage.is_bound and usage.total_error_count() > 0)
+    )
+    return 400 if refused else 200
 
 
 def _blank_row() -> Row:
@@ -341,9 +363,13 @@ def _read_overrides(request: HttpRequest) -> dict[str, RowList]:
             rows.add()
         if request.POST.get("add_tier", "").startswith(f"{name}:"):
             index = request.POST["add_tier"].split(":", 1)[1]
-            rows.add_tier(int(index) if index.isdigit() else -1)
+            rows.add_tier(check_int("add_tier", index, label="The row", high=1000))
         rows.bind()
     return lists
+
+
+def _lists_refused(lists: dict[str, RowList]) -> bool:
+    return any(rows.has_errors for rows in lists.values())
 
 
 def _bound_overrides(overrides: dict[str, Any] | None) -> dict[str, RowList]:
@@ -365,7 +391,7 @@ def contract_edit(request: HttpRequest) -> HttpResponse:
             preview = _overrides_preview(
                 request, form.cleaned_data["plan"], form.cleaned_data["start_date"], lists, errors
             )
-        if "save" in request.POST and form.is_valid():
+        if "save" in request.POST and form.is_valid() and not _lists_refused(lists):
             data = dict(form.cleaned_data)
             try:
                 contract = services.contract_create(
@@ -387,6 +413,7 @@ def contract_edit(request: HttpRequest) -> HttpResponse:
         request,
         "billing/contract_edit.html",
         {"form": form, "lists": lists, "errors": errors, "contract": None, **preview},
+        status=_status(request, [form], list(lists.values()), errors, preview.get("usage")),
     )
 
 
@@ -403,7 +430,7 @@ def contract_amend(request: HttpRequest, pk: int) -> HttpResponse:
             v = form.cleaned_data
             plan = v["plan"] or contract.plan
             preview = _overrides_preview(request, plan, v["effective_from"], lists, errors)
-        if "save" in request.POST and form.is_valid():
+        if "save" in request.POST and form.is_valid() and not _lists_refused(lists):
             v = form.cleaned_data
             try:
                 amendment = services.contract_amend(
@@ -437,4 +464,5 @@ def contract_amend(request: HttpRequest, pk: int) -> HttpResponse:
         request,
         "billing/contract_edit.html",
         {"form": form, "lists": lists, "errors": errors, "contract": contract, **preview},
+        status=_status(request, [form], list(lists.values()), errors, preview.get("usage")),
     )

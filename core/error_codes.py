@@ -22,6 +22,7 @@ class CoreErrorCode(StrEnum):
     REQUEST_TOO_LARGE = "request_too_large"
     INVALID_SCOPE = "invalid_scope"
     INVALID_PARAMETER = "invalid_parameter"
+    INVALID_INPUT = "invalid_input"  # a page form's field (core.form_input)
 
 
 # metering's API views name these two through the module (`core_codes.REQUEST_TOO_LARGE`);

@@ -5,8 +5,10 @@ from typing import Any
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware as DjangoLoginRequired
 from django.http import HttpRequest, HttpResponseBadRequest, HttpResponseBase, JsonResponse
+from django.shortcuts import render
 
 from core.error_codes import CoreErrorCode
+from core.form_input import BIGINT_MAX, FormInputError
 
 
 class LoginRequiredMiddleware(DjangoLoginRequired):
@@ -57,8 +59,6 @@ class UserTimezoneMiddleware:
             timezone.deactivate()
 
 
-# The largest value a bigint column (every id, limit and offset) holds.
-BIGINT_MAX = 2**63 - 1
 # Query parameters read as whole numbers by the API's pagination and the pages.
 _INTEGER_PARAMS = frozenset({"limit", "offset", "page", "page_size"})
 
@@ -112,3 +112,31 @@ class RefuseBadParametersMiddleware:
                     if problem is not None:
                         return problem
         return None
+
+
+class FormInputErrorMiddleware:
+    """A page form's field refused by `core.form_input` (raised before any service ran) is the
+    400 page saying what is wrong with which field; nothing was changed."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        return self.get_response(request)
+
+    def process_exception(
+        self, request: HttpRequest, exception: Exception
+    ) -> HttpResponseBase | None:
+        if not isinstance(exception, FormInputError):
+            return None
+        if request.path.startswith(("/api/", "/compat/")):
+            return JsonResponse(exception.as_dict(), status=400)
+        return render(
+            request,
+            "400.html",
+            {
+                "message": f"{exception.message} Nothing was changed.",
+                "detail": f"field \u201c{exception.field}\u201d ({exception.code})",
+            },
+            status=400,
+        )

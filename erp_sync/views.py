@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 from billing.periods import parse_period
 from core.actors import Actor
 from core.errors import AppError
+from core.form_input import FormInputError, check_id, form_text
 from core.models import LegalEntity
 from core.roles import (
     AUDITOR,
@@ -89,11 +90,12 @@ def posting_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(*REPLAYERS)
 def posting_replay_view(request: HttpRequest, pk: int) -> HttpResponse:
     posting = get_object_or_404(Posting, pk=pk)
+    reason = form_text(request.POST, "reason", label="Reason")
     try:
         posting_replay(
             posting=posting,
             actor=Actor.for_user(request.user),
-            reason=request.POST.get("reason", ""),
+            reason=reason,
         )
         messages.success(request, f"{posting.external_id} will be sent again by the next drain.")
     except AppError as exc:
@@ -107,7 +109,7 @@ def reconciliation(request: HttpRequest) -> HttpResponse:
     runs = selectors.reconciliation_runs(legal_entity=q.get("legal_entity", ""))
     run = None
     if q.get("run"):
-        run = get_object_or_404(ReconciliationRun, pk=q["run"])
+        run = get_object_or_404(ReconciliationRun, pk=check_id("run", q["run"], label="Run"))
     elif runs:
         run = runs[0]
     return render(
@@ -126,12 +128,13 @@ def reconciliation(request: HttpRequest) -> HttpResponse:
 @require_POST
 @role_required(*RECONCILERS)
 def reconciliation_run(request: HttpRequest) -> HttpResponse:
-    entity = get_object_or_404(LegalEntity, code=request.POST.get("entity", ""))
+    code = form_text(request.POST, "entity", label="Legal entity", max_length=64)
+    period = form_text(request.POST, "period", label="Period", max_length=7)
+    entity = get_object_or_404(LegalEntity, code=code)
     try:
-        month = parse_period(request.POST.get("period", "").strip())
+        month = parse_period(period)
     except ValueError as exc:
-        messages.error(request, str(exc))
-        return redirect("erp_sync:reconciliation")
+        raise FormInputError("period", f"Period: {exc}.") from None
     run = reconcile(
         legal_entity=entity, start=month.start, end=month.end, actor=Actor.for_user(request.user)
     )

@@ -8,6 +8,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
+from core.form_input import form_text
 from core.query import date_params
 from core.errors import AppError
 from core.roles import AUDITOR, FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, role_required
@@ -61,7 +62,8 @@ def imports(request: HttpRequest) -> HttpResponse:
                     upload=upload,
                     user=request.user,
                     actor=Actor.for_user(request.user),
-                    encoding=request.POST.get("encoding") or "utf-8",
+                    encoding=form_text(request.POST, "encoding", label="Encoding", max_length=32)
+                    or "utf-8",
                 )
             except AppError as exc:
                 messages.error(request, exc.message)

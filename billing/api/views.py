@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import django_filters as df  # type: ignore[import-untyped]
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -38,7 +38,8 @@ from billing.services import (
     VersionTerms,
 )
 from core.api.fields import MoneyField
-from core.api.params import choice_param
+from core.api.filters import SelectorFilterSet, selector
+from core.api.idempotency import IDEMPOTENCY_HEADER, idempotency_key
 from core.errors import AppError
 from core.models import ApiScope, Currency, Customer
 from core.actors import Actor
@@ -87,7 +88,9 @@ class PricePlanListCreateApi(generics.ListAPIView[PricePlan]):
     def get_queryset(self) -> QuerySet[PricePlan]:
         return selectors.price_plans()
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer})
+    @extend_schema(
+        request=InputSerializer, responses={201: OutputSerializer}, parameters=[IDEMPOTENCY_HEADER]
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -105,6 +108,7 @@ class PricePlanListCreateApi(generics.ListAPIView[PricePlan]):
                 note=first["note"],
             ),
             actor=Actor.for_request(request),
+            idempotency_key=idempotency_key(request),
         )
         return Response(
             self.OutputSerializer(selectors.price_plans().get(pk=plan.pk)).data, status=201
@@ -116,7 +120,11 @@ class PricePlanVersionCreateApi(APIView):
 
     required_scope = ApiScope.ADMIN
 
-    @extend_schema(request=_VersionSerializer, responses={201: _VersionSerializer})
+    @extend_schema(
+        request=_VersionSerializer,
+        responses={201: _VersionSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
     def post(self, request: Request, code: str) -> Response:
         plan = get_object_or_404(PricePlan, code=code)
         data = _VersionSerializer(data=request.data)
@@ -129,6 +137,7 @@ class PricePlanVersionCreateApi(APIView):
             component_meta=v["component_meta"],
             note=v["note"],
             actor=Actor.for_request(request),
+            idempotency_key=idempotency_key(request),
         )
         return Response(_VersionSerializer(version).data, status=201)
 
@@ -144,6 +153,18 @@ class _AmendmentSerializer(serializers.Serializer[ContractAmendment]):
     )
     overrides = serializers.DictField(required=False, allow_null=True, default=None)
     reason = serializers.CharField()
+
+
+class ContractFilter(SelectorFilterSet):
+    """The contract list's parameters; `selectors.contracts` applies them."""
+
+    legal_entity = df.CharFilter(label="legal entity code")
+    customer = df.CharFilter(label="customer code")
+    select = selector(selectors.contracts)
+
+    class Meta:
+        model = Contract
+        fields: list[str] = []
 
 
 class ContractListCreateApi(generics.ListAPIView[Contract]):
@@ -192,24 +213,22 @@ class ContractListCreateApi(generics.ListAPIView[Contract]):
         )
 
     serializer_class = OutputSerializer
+    filterset_class = ContractFilter
 
     def get_queryset(self) -> QuerySet[Contract]:
-        q = self.request.query_params
-        return selectors.contracts(
-            legal_entity=q.get("legal_entity", ""), customer=q.get("customer", "")
-        )
+        return selectors.contracts()
 
     @extend_schema(
-        request=InputSerializer,
-        responses={201: OutputSerializer},
-        parameters=[OpenApiParameter("legal_entity", str), OpenApiParameter("customer", str)],
+        request=InputSerializer, responses={201: OutputSerializer}, parameters=[IDEMPOTENCY_HEADER]
     )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = dict(data.validated_data)
         v["customer"] = v.pop("customer_id")
-        contract = contract_create(actor=Actor.for_request(request), **v)
+        contract = contract_create(
+            actor=Actor.for_request(request), idempotency_key=idempotency_key(request), **v
+        )
         return Response(
             self.OutputSerializer(selectors.contracts().get(pk=contract.pk)).data, status=201
         )
@@ -220,13 +239,20 @@ class ContractAmendApi(APIView):
 
     required_scope = ApiScope.ADMIN
 
-    @extend_schema(request=_AmendmentSerializer, responses={201: _AmendmentSerializer})
+    @extend_schema(
+        request=_AmendmentSerializer,
+        responses={201: _AmendmentSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
     def post(self, request: Request, pk: int) -> Response:
         contract = get_object_or_404(Contract, pk=pk)
         data = _AmendmentSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         amendment = contract_amend(
-            contract=contract, actor=Actor.for_request(request), **data.validated_data
+            contract=contract,
+            actor=Actor.for_request(request),
+            idempotency_key=idempotency_key(request),
+            **data.validated_data,
         )
         return Response(_AmendmentSerializer(amendment).data, status=201)
 
@@ -240,12 +266,21 @@ class ContractEndApi(APIView):
         end_date = serializers.DateField()
         reason = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={200: ContractListCreateApi.OutputSerializer})
+    @extend_schema(
+        request=InputSerializer,
+        responses={200: ContractListCreateApi.OutputSerializer},
+        parameters=[IDEMPOTENCY_HEADER],
+    )
     def post(self, request: Request, pk: int) -> Response:
         contract = get_object_or_404(Contract, pk=pk)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        contract_end(contract=contract, actor=Actor.for_request(request), **data.validated_data)
+        contract_end(
+            contract=contract,
+            actor=Actor.for_request(request),
+            idempotency_key=idempotency_key(request),
+            **data.validated_data,
+        )
         return Response(
             ContractListCreateApi.OutputSerializer(selectors.contracts().get(pk=pk)).data
         )
@@ -348,32 +383,32 @@ class _InvoiceSerializer(serializers.ModelSerializer[Invoice]):
         ]
 
 
-_INVOICE_FILTERS = [
-    OpenApiParameter("customer", str, description="customer code"),
-    OpenApiParameter("legal_entity", str, description="legal entity code"),
-    OpenApiParameter("status", str, enum=InvoiceStatus.values),
-    OpenApiParameter("kind", str, enum=DocumentKind.values),
-    OpenApiParameter(
-        "period", str, description="YYYY-MM: documents whose period starts in that month"
-    ),
-    OpenApiParameter("issued_from", date),
-    OpenApiParameter("issued_to", date),
-    OpenApiParameter("number", str),
-]
+class InvoiceFilter(SelectorFilterSet):
+    """The invoice list's parameters (django-filter validates and documents them; an unknown
+    status or kind is a 400 naming the allowed values); `selectors.invoices` applies them."""
 
+    customer = df.CharFilter(label="customer code")
+    legal_entity = df.CharFilter(label="legal entity code")
+    status = df.ChoiceFilter(choices=InvoiceStatus.choices)
+    kind = df.ChoiceFilter(choices=DocumentKind.choices)
+    period = df.CharFilter(label="YYYY-MM: documents whose period starts in that month")
+    issued_from = df.DateFilter()
+    issued_to = df.DateFilter()
+    number = df.CharFilter()
+    select = selector(selectors.invoices)
 
-def _date_param(request: Request, name: str) -> date | None:
-    raw = request.query_params.get(name)
-    if not raw:
-        return None
-    try:
-        return date.fromisoformat(raw)
-    except ValueError:
-        raise AppError(
-            f"{name} must be a date (YYYY-MM-DD), got {raw!r}.",
-            code=BillingErrorCode.INVALID_PERIOD,
-            extra={"field": name},
-        ) from None
+    class Meta:
+        model = Invoice
+        fields: list[str] = []
+
+    def filter_queryset(self, queryset: QuerySet[Invoice]) -> QuerySet[Invoice]:
+        try:
+            result: QuerySet[Invoice] = super().filter_queryset(queryset)
+        except ValueError as exc:  # a malformed period
+            raise AppError(
+                str(exc), code=BillingErrorCode.INVALID_PERIOD, extra={"field": "period"}
+            ) from None
+        return result
 
 
 class InvoiceListApi(generics.ListAPIView[Invoice]):
@@ -381,29 +416,10 @@ class InvoiceListApi(generics.ListAPIView[Invoice]):
 
     required_scope = ApiScope.INVOICES_READ
     serializer_class = _InvoiceSerializer
-    filter_backends: list[Any] = []
+    filterset_class = InvoiceFilter
 
     def get_queryset(self) -> QuerySet[Invoice]:
-        q = self.request.query_params
-        try:
-            return selectors.invoices(
-                customer=q.get("customer", ""),
-                legal_entity=q.get("legal_entity", ""),
-                status=choice_param(q, "status", InvoiceStatus.values),
-                kind=choice_param(q, "kind", DocumentKind.values),
-                period=q.get("period", ""),
-                number=q.get("number", ""),
-                issued_from=_date_param(self.request, "issued_from"),
-                issued_to=_date_param(self.request, "issued_to"),
-            )
-        except ValueError as exc:
-            raise AppError(
-                str(exc), code=BillingErrorCode.INVALID_PERIOD, extra={"field": "period"}
-            ) from None
-
-    @extend_schema(parameters=_INVOICE_FILTERS)
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
+        return selectors.invoices()
 
 
 class InvoiceDetailApi(APIView):

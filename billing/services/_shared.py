@@ -53,11 +53,17 @@ def entity_rounding(legal_entity: LegalEntity) -> str:
 
 
 def claim_action_key(
-    *, key: str | None, action: str, invoice: Invoice, actor: Actor
+    *,
+    key: str | None,
+    action: str,
+    actor: Actor,
+    invoice: Invoice | None = None,
+    subject: str = "",
 ) -> ActionKey | None:
     """Claim a request's one-time key inside the caller's transaction, before anything is locked.
 
-    No key (None): nothing to claim. A key used before raises `Conflict`
+    The action is on `invoice`, or on `subject` (a billing run, a contract, a price plan, named
+    for the answer to a replay). No key (None): nothing to claim. A key used before raises `Conflict`
     (`billing_already_applied`) naming what the first request did. Two
     requests with the same key at once: the second waits on the key's unique
     index until the first commits (then it is told) or rolls back (then it
@@ -74,11 +80,16 @@ def claim_action_key(
     try:
         with transaction.atomic():
             return ActionKey.objects.create(
-                key=key, action=action, invoice_id=invoice.pk, actor_label=actor.label
+                key=key,
+                action=action,
+                invoice_id=invoice.pk if invoice is not None else None,
+                subject=subject[:200],
+                actor_label=actor.label,
             )
     except IntegrityError:
         used = ActionKey.objects.select_related("invoice", "result").get(key=key)
-    done = f"{used.action} of {used.invoice}" + (f" ({used.result})" if used.result else "")
+    on = used.invoice if used.invoice is not None else used.subject
+    done = f"{used.action} of {on}" + (f" ({used.result})" if used.result else "")
     raise Conflict(
         f"Already done: {done} was applied by {used.actor_label} at "
         f"{used.created_at:%Y-%m-%d %H:%M:%S} UTC; nothing was applied again.",
@@ -86,6 +97,7 @@ def claim_action_key(
         extra={
             "action": used.action,
             "invoice_id": used.invoice_id,
+            "subject": used.subject,
             "result_id": used.result_id,
             "result_number": used.result.number if used.result else None,
         },

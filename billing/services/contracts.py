@@ -23,10 +23,10 @@ from billing.models import (
 )
 from billing.periods import cadence_of
 from billing.rating import RatingError, components_from_config, overrides_from_dict, rate_period
-from billing.services._shared import ZERO, rating_error
+from billing.services._shared import ZERO, claim_action_key, rating_error
 from billing.terms import ContractTerms, PlanCache, TermsChange
 from core.actors import Actor
-from core.errors import AppError
+from core.errors import AppError, Conflict
 from core.models import Currency, Customer
 from exceptions.services import audit_record
 
@@ -69,7 +69,9 @@ def contract_create(
     overrides: dict[str, Any] | None = None,
     prepaid_balance: Decimal = ZERO,
     currency: Currency | None = None,
+    idempotency_key: str | None = None,
 ) -> Contract:
+    """A new contract. `idempotency_key`: as for the invoice actions."""
     currency = currency or plan.currency
     if currency.pk != plan.currency_id:
         raise AppError(
@@ -78,6 +80,9 @@ def contract_create(
         )
     _check_overrides(plan=plan, overrides=overrides or {}, on=start_date)
     with transaction.atomic():
+        claim_action_key(
+            key=idempotency_key, action="contract_create", actor=actor, subject=f"contract {code}"
+        )
         contract = Contract(
             code=code,
             customer=customer,
@@ -134,8 +139,10 @@ def contract_amend(
     actor: Actor,
     plan: PricePlan | None = None,
     overrides: dict[str, Any] | None = None,
+    idempotency_key: str | None = None,
 ) -> ContractAmendment:
-    """New terms from `effective_from`; refused inside a period already invoiced."""
+    """New terms from `effective_from`; refused inside a period already invoiced.
+    `idempotency_key`: as for the invoice actions."""
     if not reason.strip():
         raise AppError("An amendment needs a reason.", code=BillingErrorCode.REASON_REQUIRED)
     if plan is None and overrides is None:
@@ -144,6 +151,12 @@ def contract_amend(
             code=BillingErrorCode.INVALID_CONTRACT,
         )
     with transaction.atomic():
+        claim_action_key(
+            key=idempotency_key,
+            action="contract_amend",
+            actor=actor,
+            subject=f"contract {contract.code}",
+        )
         contract = Contract.objects.select_for_update().get(pk=contract.pk)
         if effective_from <= contract.start_date or (
             contract.end_date and effective_from >= contract.end_date
@@ -167,6 +180,14 @@ def contract_amend(
                 f"({billed}); correct that invoice with a credit memo instead.",
                 code=BillingErrorCode.AMENDMENT_IN_BILLED_PERIOD,
                 extra={"invoice_id": billed.pk},
+            )
+        taken = contract.amendments.filter(effective_from=effective_from).first()
+        if taken is not None:  # a double submit, or a second change for the same day
+            raise Conflict(
+                f"Contract {contract.code} already has an amendment from {effective_from} "
+                f"(reason \u201c{taken.reason[:80]}\u201d); nothing was changed.",
+                code=BillingErrorCode.INVALID_CONTRACT,
+                extra={"amendment_id": taken.pk, "field": "effective_from"},
             )
         effective_plan = plan or _terms_on(contract, effective_from)[0]
         if overrides is not None:
@@ -194,7 +215,14 @@ def contract_amend(
     return amendment
 
 
-def contract_end(*, contract: Contract, end_date: date, reason: str, actor: Actor) -> Contract:
+def contract_end(
+    *,
+    contract: Contract,
+    end_date: date,
+    reason: str,
+    actor: Actor,
+    idempotency_key: str | None = None,
+) -> Contract:
     """End a contract on `end_date` (exclusive); refused inside or before an invoiced period, and
     on or before an amendment's effective date (the amendment would fall outside the term).
 
@@ -204,6 +232,12 @@ def contract_end(*, contract: Contract, end_date: date, reason: str, actor: Acto
     if not reason.strip():
         raise AppError("Ending a contract needs a reason.", code=BillingErrorCode.REASON_REQUIRED)
     with transaction.atomic():
+        claim_action_key(
+            key=idempotency_key,
+            action="contract_end",
+            actor=actor,
+            subject=f"contract {contract.code}",
+        )
         contract = Contract.objects.select_for_update().get(pk=contract.pk)
         if end_date <= contract.start_date:
             raise AppError(

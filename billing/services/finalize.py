@@ -450,13 +450,24 @@ def invoices_finalize(
     actor: Actor,
     progress: ProgressFn | None = None,
     now: datetime | None = None,
+    idempotency_key: str | None = None,
+    subject: str = "",
 ) -> list[Invoice]:
     """Finalize the given drafts (ids that are not drafts any more are skipped), in batches.
 
-    One transaction and one audit entry per batch of FINALIZE_BATCH_SIZE.
+    One transaction and one audit entry per batch of FINALIZE_BATCH_SIZE. `idempotency_key`
+    (a form's one-time token) is claimed in its own transaction before the first batch, since
+    each batch commits alone: a second submit is told and finalizes nothing.
     """
     now = now or timezone.now()
     ids = sorted(set(invoice_ids))
+    with transaction.atomic():
+        claim_action_key(
+            key=idempotency_key,
+            action="finalize_selected",
+            actor=actor,
+            subject=subject or f"{len(ids)} selected document(s)",
+        )
     out: list[Invoice] = []
     for batch in chunks(ids, FINALIZE_BATCH_SIZE):
         with transaction.atomic():
@@ -485,8 +496,18 @@ def invoices_finalize(
 
 
 def billing_run_finalize(
-    *, run: BillingRun, actor: Actor, progress: ProgressFn | None = None
+    *,
+    run: BillingRun,
+    actor: Actor,
+    progress: ProgressFn | None = None,
+    idempotency_key: str | None = None,
 ) -> list[Invoice]:
-    """Finalize every draft of a run."""
+    """Finalize every draft of a run (`idempotency_key`: as for `invoices_finalize`)."""
     ids = list(run.invoices.filter(status=InvoiceStatus.DRAFT).values_list("pk", flat=True))
-    return invoices_finalize(invoice_ids=ids, actor=actor, progress=progress)
+    return invoices_finalize(
+        invoice_ids=ids,
+        actor=actor,
+        progress=progress,
+        idempotency_key=idempotency_key,
+        subject=f"the drafts of billing run {run.label}",
+    )

@@ -24,7 +24,7 @@ from billing.rating import (
     overrides_from_dict,
     rate_period,
 )
-from billing.services._shared import rating_error
+from billing.services._shared import claim_action_key, rating_error
 from core.actors import Actor
 from core.errors import AppError
 from core.models import Currency
@@ -49,9 +49,17 @@ def price_plan_create(
     actor: Actor,
     default_tax_code: str = "standard",
     first_version: VersionTerms | None = None,
+    idempotency_key: str | None = None,
 ) -> PricePlan:
-    """A new plan and, when given, its first version, in one transaction (both or neither)."""
+    """A new plan and, when given, its first version, in one transaction (both or neither).
+    `idempotency_key`: as for the invoice actions (a second use is told, nothing applied)."""
     with transaction.atomic():
+        claim_action_key(
+            key=idempotency_key,
+            action="price_plan_create",
+            actor=actor,
+            subject=f"price plan {code}",
+        )
         plan = PricePlan(code=code, name=name, currency=currency, default_tax_code=default_tax_code)
         plan.full_clean()
         plan.save()
@@ -81,8 +89,10 @@ def price_plan_version_add(
     actor: Actor,
     component_meta: dict[str, Any] | None = None,
     note: str = "",
+    idempotency_key: str | None = None,
 ) -> PricePlanVersion:
-    """A new version of the plan's prices from `effective_from` (after the latest version's date)."""
+    """A new version of the plan's prices from `effective_from` (after the latest version's date).
+    `idempotency_key`: as for the invoice actions."""
     try:
         parsed = components_from_config(components)
     except RatingError as exc:
@@ -97,6 +107,12 @@ def price_plan_version_add(
             extra={"path": "component_meta"},
         )
     with transaction.atomic():
+        claim_action_key(
+            key=idempotency_key,
+            action="price_plan_version_add",
+            actor=actor,
+            subject=f"price plan {plan.code}",
+        )
         PricePlan.objects.select_for_update().get(pk=plan.pk)
         latest = plan.versions.order_by("-effective_from").first()
         if latest is not None and effective_from <= latest.effective_from:

@@ -24,7 +24,13 @@ from billing.models import (
 from billing.money import minor_unit
 from billing.periods import Period, local_date_of, parse_period, period_bounds_utc
 from billing.rating import RatingError
-from billing.services._shared import RUN_BATCH_SIZE, RUN_STALE_AFTER, chunks, entity_rounding
+from billing.services._shared import (
+    RUN_BATCH_SIZE,
+    RUN_STALE_AFTER,
+    chunks,
+    claim_action_key,
+    entity_rounding,
+)
 from billing.services.contracts import contract_terms, plan_cache
 from billing.services.drafts import (
     ProgressFn,
@@ -96,9 +102,22 @@ def billing_run_request(
     return run
 
 
-def billing_run_start(*, legal_entity: LegalEntity, month: Period, actor: Actor) -> BillingRun:
-    """Request the run and hand it to the task queue once the request commits (the UI button)."""
+def billing_run_start(
+    *,
+    legal_entity: LegalEntity,
+    month: Period,
+    actor: Actor,
+    idempotency_key: str | None = None,
+) -> BillingRun:
+    """Request the run and hand it to the task queue once the request commits (the UI button).
+    `idempotency_key` (the form's one-time token): a second submit is told, nothing queued."""
     with transaction.atomic():
+        claim_action_key(
+            key=idempotency_key,
+            action="run_start",
+            actor=actor,
+            subject=f"billing run {legal_entity.code} {month.start:%Y-%m}",
+        )
         run = billing_run_request(legal_entity=legal_entity, month=month, actor=actor)
         BillingRun.objects.filter(pk=run.pk).update(status=RunStatus.PENDING)
         audit_record(

@@ -76,3 +76,156 @@ def document_errors(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
                     {"description": description, "content": {"application/json": {"schema": ref}}},
                 )
     return result
+
+
+#: OpenAPI links of the main read and act flows, for schemathesis' stateful phase (and for a
+#: reader of the schema): (from operation, its status, link name, to operation, parameters).
+#: A list's link takes its first row (`results/0`).
+FIRST = "$response.body#/results/0/id"
+LINKS: list[tuple[str, str, str, str, dict[str, str]]] = [
+    ("events_ingest", "200", "RejectedEvents", "api_v1_metering_rejected_list", {}),
+    ("events_ingest", "200", "ControlTotals", "api_v1_metering_control_totals_retrieve", {}),
+    ("events_ingest", "200", "ExceptionCases", "api_v1_exception_cases_list", {}),
+    (
+        "api_v1_metering_rejected_list",
+        "200",
+        "Resubmit",
+        "api_v1_metering_rejected_resubmit_create",
+        {"id": FIRST},
+    ),
+    (
+        "api_v1_metering_metrics_create",
+        "201",
+        "NewVersion",
+        "api_v1_metering_metrics_versions_create",
+        {"code": "$response.body#/code"},
+    ),
+    ("api_v1_invoices_list", "200", "Invoice", "api_v1_invoices_retrieve", {"id": FIRST}),
+    ("api_v1_invoices_list", "200", "InvoiceLines", "api_v1_invoices_lines_list", {"id": FIRST}),
+    (
+        "api_v1_invoices_retrieve",
+        "200",
+        "Lines",
+        "api_v1_invoices_lines_list",
+        {"id": "$response.body#/id"},
+    ),
+    (
+        "api_v1_invoices_lines_list",
+        "200",
+        "Lineage",
+        "api_v1_invoice_lines_lineage_retrieve",
+        {"id": FIRST},
+    ),
+    (
+        "api_v1_exception_cases_list",
+        "200",
+        "Case",
+        "api_v1_exception_cases_retrieve",
+        {"id": FIRST},
+    ),
+    (
+        "api_v1_exception_cases_list",
+        "200",
+        "Act",
+        "api_v1_exception_cases_actions_create",
+        {"id": FIRST},
+    ),
+    (
+        "api_v1_exception_cases_retrieve",
+        "200",
+        "Act",
+        "api_v1_exception_cases_actions_create",
+        {"id": "$response.body#/id"},
+    ),
+    (
+        "api_v1_exception_cases_actions_create",
+        "200",
+        "Case",
+        "api_v1_exception_cases_retrieve",
+        {"id": "$response.body#/case/id"},
+    ),
+    ("api_v1_postings_list", "200", "Posting", "api_v1_postings_retrieve", {"id": FIRST}),
+    (
+        "api_v1_postings_retrieve",
+        "200",
+        "Replay",
+        "api_v1_postings_replay_create",
+        {"id": "$response.body#/id"},
+    ),
+    (
+        "api_v1_billing_price_plans_create",
+        "201",
+        "NewVersion",
+        "api_v1_billing_price_plans_versions_create",
+        {"code": "$response.body#/code"},
+    ),
+    (
+        "api_v1_billing_contracts_create",
+        "201",
+        "Amend",
+        "api_v1_billing_contracts_amendments_create",
+        {"id": "$response.body#/id"},
+    ),
+    (
+        "api_v1_billing_contracts_create",
+        "201",
+        "End",
+        "api_v1_billing_contracts_end_create",
+        {"id": "$response.body#/id"},
+    ),
+    (
+        "api_v1_billing_contracts_list",
+        "200",
+        "Amend",
+        "api_v1_billing_contracts_amendments_create",
+        {"id": FIRST},
+    ),
+    (
+        "api_v1_erp_connections_create",
+        "201",
+        "Connection",
+        "api_v1_erp_connections_retrieve",
+        {"id": "$response.body#/id"},
+    ),
+    (
+        "api_v1_erp_connections_list",
+        "200",
+        "Connection",
+        "api_v1_erp_connections_retrieve",
+        {"id": FIRST},
+    ),
+    (
+        "api_v1_erp_connections_retrieve",
+        "200",
+        "Change",
+        "api_v1_erp_connections_partial_update",
+        {"id": "$response.body#/id"},
+    ),
+    (
+        "api_v1_erp_connections_retrieve",
+        "200",
+        "AccountMapping",
+        "api_v1_erp_connections_account_mappings_create",
+        {"id": "$response.body#/id"},
+    ),
+]
+
+
+def add_links(result: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: the `LINKS` on their responses. A link naming an
+    operation the schema does not have is an error here, not a silently shorter test."""
+    operations = {
+        op["operationId"]: op
+        for ops in result.get("paths", {}).values()
+        for method, op in ops.items()
+        if isinstance(op, dict) and "operationId" in op
+    }
+    for source, status, name, target, parameters in LINKS:
+        if source not in operations or target not in operations:
+            raise ValueError(f"link {source} -> {target}: no such operation")
+        response = operations[source]["responses"].setdefault(status, {"description": ""})
+        link: dict[str, Any] = {"operationId": target}
+        if parameters:
+            link["parameters"] = parameters
+        response.setdefault("links", {})[name] = link
+    return result

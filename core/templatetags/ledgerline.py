@@ -7,6 +7,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from django import template
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
 
 from core import formatting
 
@@ -73,3 +75,12 @@ def money_plain(amount: Decimal | None, currency: object) -> str:
     if amount is None or amount == "":
         return ""
     return formatting.money_plain(amount, minor_units=_currency(currency).minor_units)
+
+
+@register.simple_tag
+def one_time_token() -> SafeString:
+    """A state-changing form's one-time token field (core.form_input.form_token): a fresh value
+    each time it is rendered, so a double submit of this form is applied once."""
+    import uuid
+
+    return format_html('<input type="hidden" name="idempotency_key" value="{}">', uuid.uuid4().hex)

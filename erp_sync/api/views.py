@@ -3,17 +3,19 @@ account and party mappings, and posting replay (scope `admin`)."""
 
 from __future__ import annotations
 
-from typing import Any
 
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import generics, serializers
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+import django_filters as df  # type: ignore[import-untyped]
+
 from core.actors import Actor
+from core.api.filters import IdFilter, SelectorFilterSet, selector
 from core.models import ApiScope, Customer, LegalEntity
 from erp_sync import selectors
 from erp_sync.models import (
@@ -89,6 +91,25 @@ class _PostingSerializer(serializers.ModelSerializer):
         ]
 
 
+class PostingFilter(SelectorFilterSet):
+    """The posting list's parameters (django-filter validates and documents them; an unknown
+    status or document type is a 400 naming the allowed values); `selectors.postings` applies
+    them."""
+
+    status = df.ChoiceFilter(choices=PostingStatus.choices)
+    connection = IdFilter(label="Connection id.")
+    document_type = df.ChoiceFilter(choices=DocumentType.choices)
+    customer = df.CharFilter(label="Customer code.")
+    legal_entity = df.CharFilter(label="Legal entity code.")
+    updated_since = df.IsoDateTimeFilter(label="ISO 8601 date-time")
+    arguments = {"connection": "connection_id"}
+    select = selector(selectors.postings)
+
+    class Meta:
+        model = Posting
+        fields: list[str] = []
+
+
 class PostingListApi(generics.ListAPIView):
     """Postings with their status, oldest change first; filter and page with the cursor."""
 
@@ -96,39 +117,10 @@ class PostingListApi(generics.ListAPIView):
     serializer_class = _PostingSerializer
     pagination_class = PostingCursorPagination
 
-    class FilterSerializer(serializers.Serializer):
-        status = serializers.ChoiceField(choices=PostingStatus.choices, required=False)
-        connection = serializers.IntegerField(required=False, help_text="Connection id.")
-        document_type = serializers.ChoiceField(choices=DocumentType.choices, required=False)
-        customer = serializers.CharField(required=False, help_text="Customer code.")
-        legal_entity = serializers.CharField(required=False, help_text="Legal entity code.")
-        updated_since = serializers.DateTimeField(required=False)
+    filterset_class = PostingFilter
 
     def get_queryset(self):
-        f = self.FilterSerializer(data=self.request.query_params)
-        f.is_valid(raise_exception=True)
-        v = f.validated_data
-        return selectors.postings(
-            status=v.get("status", ""),
-            connection_id=v.get("connection"),
-            document_type=v.get("document_type", ""),
-            customer=v.get("customer", ""),
-            legal_entity=v.get("legal_entity", ""),
-            updated_since=v.get("updated_since"),
-        )
-
-    @extend_schema(
-        parameters=[
-            OpenApiParameter("status", str, enum=PostingStatus.values),
-            OpenApiParameter("connection", int),
-            OpenApiParameter("document_type", str, enum=DocumentType.values),
-            OpenApiParameter("customer", str),
-            OpenApiParameter("legal_entity", str),
-            OpenApiParameter("updated_since", str, description="ISO 8601 date-time"),
-        ]
-    )
-    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
-        return super().get(request, *args, **kwargs)
+        return selectors.postings()
 
 
 class PostingDetailApi(APIView):

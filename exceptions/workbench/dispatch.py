@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
 
 from core.errors import AppError
+from core.form_input import BIGINT_MAX, form_amount, form_id, form_int, form_text
 from exceptions.error_codes import ExceptionsErrorCode
 from exceptions.models import ExceptionCase, ProposalKind
 from exceptions.workbench import selectors, services
@@ -30,9 +31,33 @@ def rejected_form(case: ExceptionCase, rejected_id: str) -> dict[str, Any] | Non
     return None
 
 
+#: The free-text fields of the case actions, with their limits (core.form_input refuses a NUL or
+#: a longer value with a 400 naming the field before any service runs).
+_TEXT_FIELDS = {
+    "comment": 2000,
+    "body": 2000,
+    "reason_code": 64,
+    "assignee": 150,
+    "account": 200,
+    "key": 200,
+    "posting_date": 10,
+    "properties": 64_000,
+}
+
+
 def _version(data: Mapping[str, Any]) -> int | None:
-    raw = str(data.get("version", "") or "")
-    return int(raw) if raw.isdigit() else None
+    return form_int(data, "version", label="Version", high=BIGINT_MAX, required=False)
+
+
+def _check_fields(data: Mapping[str, Any]) -> None:
+    """Refuse a hostile value in any field an action reads, before any action runs."""
+    for name, limit in _TEXT_FIELDS.items():
+        form_text(data, name, max_length=limit)
+    for name in selectors.EVENT_FIELDS:
+        if not isinstance(data.get(name), (dict, list)):
+            form_text(data, name, max_length=2000)
+    for name in ("customer_id", "document", "conflict_id"):
+        form_id(data, name, required=False)
 
 
 def _corrected_event(data: Mapping[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
@@ -64,6 +89,7 @@ def _corrected_event(data: Mapping[str, Any], raw: dict[str, Any]) -> dict[str, 
 def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, Any]) -> str:
     """Run one case action; return the message to show. Raises AppError when refused."""
     p = data
+    _check_fields(data)
     version = _version(data)
     if action == "assign":
         username = str(p.get("assignee", "") or "")
@@ -111,10 +137,9 @@ def run(*, case: ExceptionCase, caller: Caller, action: str, data: Mapping[str, 
     if action == "settle_adjustment":
         from exceptions.workbench.disputes import dispute_settle_by_adjustment
 
-        raw = str(p.get("document", "") or "")
         closed = dispute_settle_by_adjustment(
             case_id=case.pk,
-            document_id=int(raw) if raw.isdigit() else 0,
+            document_id=form_id(p, "document", required=False),
             reason_code=str(p.get("reason_code", "") or ""),
             comment=str(p.get("comment", "") or ""),
             caller=caller,
@@ -183,7 +208,7 @@ def _correct(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
 def _map_customer(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
     """The customer an unmapped reference belongs to (held events released once applied)."""
     d = case.details or {}
-    customer_id = str(p.get("customer_id", "") or "")
+    customer_id = str(form_id(p, "customer_id", required=False) or "")
     original = {"source": d.get("source"), "customer_ref": d.get("customer_ref")}
     return Proposal(
         kind=ProposalKind.CORRECTION,
@@ -211,13 +236,8 @@ def _reverse(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
     proposed: dict[str, Any] = {"invoice_id": invoice_id, "whole": True}
     amount = case.amount_at_stake
     if line_id:
-        raw = str(p.get("amount", "") or "").strip()
-        try:
-            amount = Decimal(raw) if raw else case.amount_at_stake
-        except InvalidOperation:
-            raise AppError(
-                f"'{raw}' is not an amount.", code=ExceptionsErrorCode.INVALID_CORRECTION
-            ) from None
+        typed = form_amount(p, "amount", label="Amount", required=False)
+        amount = typed if typed is not None else case.amount_at_stake
         proposed = {"invoice_id": invoice_id, "whole": False, "lines": {str(line_id): str(amount)}}
     return Proposal(
         kind=ProposalKind.REVERSAL,
@@ -233,14 +253,12 @@ def _take_new_version(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
     """Propose that the version re-sent (`conflict_id`) supersede the event that stands."""
     from exceptions.workbench import supersede
 
-    raw = str(p.get("conflict_id", "") or "")
-    original, proposed = supersede.proposal_sides(
-        case=case, conflict_id=int(raw) if raw.isdigit() else 0
-    )
+    conflict_id = form_id(p, "conflict_id", required=False)
+    original, proposed = supersede.proposal_sides(case=case, conflict_id=conflict_id)
     return Proposal(
         kind=ProposalKind.CORRECTION,
         target=supersede.TARGET,
-        target_id=raw,
+        target_id=str(conflict_id),
         original=original,
         proposed=proposed,
         amount=case.amount_at_stake,

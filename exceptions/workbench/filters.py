@@ -25,6 +25,8 @@ from exceptions.models import (
     Severity,
 )
 
+#: The oldest age the queue filters by: a century.
+MAX_AGE_DAYS = 36_500
 ANY_OPEN = "open_any"
 ALL = "all"
 STATUS_CHOICES = [(ANY_OPEN, "Any open"), (ALL, "All"), *CaseStatus.choices]
@@ -45,8 +47,6 @@ def _kind_choices() -> list[tuple[str, str]]:
 
 
 # FilterSet is Any without django-filter's stubs.
-#: The largest age a filter takes (100 years): the queue holds nothing older.
-MAX_AGE_DAYS = 36_500
 
 
 class CaseFilter(df.FilterSet):  # type: ignore[misc]

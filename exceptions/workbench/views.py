@@ -24,6 +24,16 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from core.errors import AppError
+from core.form_input import (
+    FormInputError,
+    form_amount,
+    form_amounts_by_id,
+    form_id,
+    form_ids,
+    form_int,
+    form_text,
+    form_token,
+)
 from core.models import Customer, LegalEntity
 from core.roles import AUDITOR, FINANCE_APPROVER, FINANCE_CLERK, INTEGRATION_ADMIN, role_required
 from exceptions.models import CaseKind, ExceptionCase
@@ -158,8 +168,9 @@ def queue(request: HttpRequest) -> HttpResponse | StreamingHttpResponse:
 @role_required(*VIEWERS)
 def queue_bulk(request: HttpRequest) -> HttpResponse:
     caller = _caller(request)
-    ids = [int(i) for i in request.POST.getlist("case") if i.isdigit()]
+    ids = form_ids(request.POST, "case", label="Each selected case")
     action = request.POST.get("action", "")
+    comment = form_text(request.POST, "comment", label="Comment")
     back = request.POST.get("next") or reverse("exceptions:queue")
     if not ids:
         messages.error(request, "Select at least one case.")
@@ -175,7 +186,7 @@ def queue_bulk(request: HttpRequest) -> HttpResponse:
             result = services.cases_bulk_dismiss(
                 case_ids=ids,
                 reason_code=request.POST.get("reason_code", ""),
-                comment=request.POST.get("comment", ""),
+                comment=comment,
                 caller=caller,
             )
         else:
@@ -265,6 +276,8 @@ def case_action(request: HttpRequest, pk: int, action: str) -> HttpResponse:
             request,
             dispatch.run(case=case, caller=caller, action=action, data=request.POST),
         )
+    except FormInputError:
+        raise  # the 400 page naming the field (core.middleware.FormInputErrorMiddleware)
     except AppError as exc:
         messages.error(request, f"{exc.message} ({exc.code})")
         if action == "correct" and exc.code != "case_stale":
@@ -281,24 +294,18 @@ def policies(request: HttpRequest) -> HttpResponse:
     caller = _caller(request)
     kinds = [k for k, _ in CaseKind.choices]
     if request.method == "POST":
-        kind = request.POST.get("kind", "")
+        kind = form_text(request.POST, "kind", label="Kind", max_length=64)
+        values: dict[str, Any] = {}
+        for name in POLICY_FIELDS:
+            if name == "auto_retry":
+                values[name] = request.POST.get(name, "") == "on"
+            elif name in ("high_amount", "critical_amount", "four_eyes_above"):
+                parsed = form_amount(request.POST, name, required=False)
+                values[name] = parsed if parsed is not None or name != "four_eyes_above" else 0
+            else:
+                required = name in ("due_hours", "retry_every_minutes", "max_auto_retries")
+                values[name] = form_int(request.POST, name, required=required)
         try:
-            values: dict[str, Any] = {}
-            for name in POLICY_FIELDS:
-                raw = request.POST.get(name, "")
-                if name == "auto_retry":
-                    values[name] = raw == "on"
-                elif name in ("high_amount", "critical_amount", "four_eyes_above"):
-                    parsed = services.parse_decimal(raw, label=name)
-                    values[name] = parsed if parsed is not None or name != "four_eyes_above" else 0
-                else:
-                    values[name] = int(raw) if raw.strip().isdigit() else None
-                    if values[name] is None and name in (
-                        "due_hours",
-                        "retry_every_minutes",
-                        "max_auto_retries",
-                    ):
-                        raise AppError(f"{name} needs a whole number.", code="policy_invalid")
             services.policy_update(kind=kind, values=values, caller=caller)
             messages.success(request, f"Policy for {kind} saved.")
         except AppError as exc:
@@ -331,12 +338,13 @@ def dispute_new(request: HttpRequest) -> HttpResponse:
     except ObjectDoesNotExist:
         raise Http404 from None
     if request.method == "POST":
-        line = request.POST.get("line", "")
+        line = form_id(request.POST, "line", label="Line", required=False)
+        comment = form_text(request.POST, "comment", label="Comment")
         try:
             case = dispute_open(
                 invoice_id=invoice.pk,
-                line_id=int(line) if line.isdigit() else 0,
-                comment=request.POST.get("comment", ""),
+                line_id=line,
+                comment=comment,
                 caller=_caller(request),
             )
         except AppError as exc:
@@ -355,27 +363,19 @@ def dispute_new(request: HttpRequest) -> HttpResponse:
 @role_required(*VIEWERS)
 def credit_request(request: HttpRequest, pk: int) -> HttpResponse:
     """The invoice page's confirmed credit memo: proposed on a case, under four eyes."""
-    from decimal import Decimal, InvalidOperation
-
     from exceptions.workbench.credits import credit_memo_request
 
     whole = request.POST.get("whole") == "1"
-    lines: dict[int, Decimal] = {}
-    try:
-        for name in request.POST:
-            raw = request.POST.get(name, "").strip()
-            if name.startswith("line_") and name[5:].isdigit() and raw:
-                lines[int(name[5:])] = Decimal(raw)
-    except InvalidOperation:
-        messages.error(request, "Each line's amount must be a number.")
-        return redirect("billing:invoice", pk=pk)
+    lines = form_amounts_by_id(request.POST, "line_", label="The line amount")
+    reason = form_text(request.POST, "reason", label="Reason")
+    token = form_token(request.POST)  # required: the same submit twice proposes once
     try:
         case, proposal = credit_memo_request(
             invoice_id=pk,
             lines=None if whole else lines,
-            reason=request.POST.get("reason", ""),
+            reason=reason,
             caller=_caller(request),
-            token=request.POST.get("idempotency_key", ""),
+            token=token,
         )
     except ObjectDoesNotExist:
         raise Http404 from None

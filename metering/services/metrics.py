@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 from datetime import UTC, datetime
 from typing import Any
 
 import fastjsonschema
+import orjson
 from django.db import transaction
 
 from core.actors import Actor
@@ -51,8 +54,17 @@ def _check_metric_version(
             "The properties schema must be a JSON object.", code=MeteringErrorCode.METRIC_INVALID
         )
     try:
+        # ingest keys its compiled schemas by the orjson text: a number past 64 bits stored here
+        # made every later batch answer 500 (issue 12, item 3)
+        orjson.dumps(properties_schema, option=orjson.OPT_SORT_KEYS)
+    except TypeError as exc:
+        raise AppError(
+            f"The properties schema cannot be stored: {exc} (numbers must fit 64 bits).",
+            code=MeteringErrorCode.METRIC_INVALID,
+        ) from exc
+    try:
         fastjsonschema.compile(properties_schema)
-    except fastjsonschema.JsonSchemaDefinitionException as exc:
+    except (fastjsonschema.JsonSchemaDefinitionException, re.error, TypeError, ValueError) as exc:
         raise AppError(
             f"The properties schema is not a valid JSON Schema: {exc}",
             code=MeteringErrorCode.METRIC_INVALID,

@@ -154,9 +154,10 @@ def test_invoice_page_shows_balance_due_and_due_date(
 def test_recording_a_payment_through_the_page(client: Client, usd: Invoice, clerk: User) -> None:
     client.force_login(clerk)
     body = {"amount": "1100.33", "received_on": "2026-12-11", "method": "cheque", "reference": "C7"}
+    body["idempotency_key"] = "p1"
     page = client.post(f"/billing/invoices/{usd.pk}/paid/", body, follow=True).content.decode()
     assert f"Payment of $1,100.33 recorded; {usd.number} is paid." in page
-    bad = {**body, "amount": "lots"}
+    bad = {**body, "amount": "lots", "idempotency_key": "p2"}
     page = client.post(f"/billing/invoices/{usd.pk}/paid/", bad, follow=True).content.decode()
     assert "billing_invoice_not_final" in page  # it is paid now: refused before the amount
 

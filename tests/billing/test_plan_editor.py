@@ -483,3 +483,58 @@ def test_every_component_type_reopened_in_the_editor_gives_back_the_same_json() 
     again = [c.to_dict() for c in components_from_config(rows.bind().to_json())]
     assert again == stored
     assert rows.meta_json() == meta
+
+
+# --------------------------------------------------------------------------- hostile values
+
+from tests.core.test_form_input import HOSTILE_AMOUNTS, HOSTILE_IDS, HOSTILE_TEXTS  # noqa: E402
+
+
+def test_every_hostile_value_in_the_editors_is_a_400_next_to_its_field_and_nothing_is_saved(
+    admin_client: Client, acme: Customer, usd: Currency
+) -> None:
+    """NaN, Infinity, 1e30, 5,000 digits or non-ASCII digits as a price, a quantity, a balance or
+    a row position; NUL or 100,000 characters in a name or a reason (issue 12, item 3)."""
+    p = plan("storage-2027", usd, TIERED)
+    c = services.contract_create(
+        code="acme-1", customer=acme, plan=p, start_date=date(2026, 1, 1), actor=ACTOR
+    )
+    plan_save = _plan_post(TIERED, save="1") | {"code": "other"}
+    preview = _plan_post(TIERED, preview="1") | _usage([("api_calls", "10", "")])
+    contract = _contract_post(acme, p, OVERRIDES) | {"save": "1"}
+    amend = {"effective_from": "2026-04-01", "reason": "r", "save": "1", "change_overrides": "on"}
+    amend |= _contract_post(acme, p, OVERRIDES)
+    cases = [
+        ("/billing/plans/new/", plan_save, "components-0-unit_price", HOSTILE_AMOUNTS),
+        ("/billing/plans/new/", plan_save, "components-1-tiers-0-up_to", HOSTILE_AMOUNTS),
+        ("/billing/plans/new/", plan_save, "name", HOSTILE_TEXTS),
+        ("/billing/plans/new/", plan_save, "note", HOSTILE_TEXTS),
+        ("/billing/plans/new/", plan_save, "components-0-ORDER", ["²", "x"]),
+        ("/billing/plans/new/", preview, "usage-0-quantity", HOSTILE_AMOUNTS),
+        ("/billing/plans/new/", preview, "usage-0-event_amounts", HOSTILE_AMOUNTS),
+        ("/billing/plans/new/", _plan_post(TIERED), "add_tier", HOSTILE_IDS),
+        ("/billing/contracts/new/", contract, "prepaid_balance", HOSTILE_AMOUNTS),
+        ("/billing/contracts/new/", contract, "anchor_day", HOSTILE_IDS),
+        ("/billing/contracts/new/", contract, "prices-0-unit_price", HOSTILE_AMOUNTS),
+        ("/billing/contracts/new/", contract, "code", HOSTILE_TEXTS),
+        (f"/billing/contracts/{c.pk}/amend/", amend, "reason", HOSTILE_TEXTS),
+        (f"/billing/contracts/{c.pk}/amend/", amend, "discounts-0-percent_off", HOSTILE_AMOUNTS),
+    ]
+    before = (
+        PricePlan.objects.count(),
+        Contract.objects.count(),
+        ContractAmendment.objects.count(),
+    )
+    client = Client(raise_request_exception=False)
+    client.force_login(User.objects.get(username="integrator"))
+    failures: list[tuple[object, ...]] = []
+    for url, body, field, values in cases:
+        for value in values:
+            resp = client.post(url, body | {field: value})
+            html = resp.content.decode(errors="replace")
+            named = f'id="{field}-error"' in html or f"'{field}'" in html
+            if resp.status_code != 400 or not (named or "ORDER" in field or field == "add_tier"):
+                failures.append((url, field, value[:12], resp.status_code))
+    after = (PricePlan.objects.count(), Contract.objects.count(), ContractAmendment.objects.count())
+    assert not failures, "\n".join(map(str, failures))
+    assert after == before

@@ -37,7 +37,10 @@ def test_run_button_queues_the_run_through_the_broker(client: Client, integrator
     broker.purge_queue()
     client.force_login(integrator)
     assert (
-        client.post("/billing/runs/start/", {"entity": "ll-us", "period": "2026-10"}).status_code
+        client.post(
+            "/billing/runs/start/",
+            {"entity": "ll-us", "period": "2026-10", "idempotency_key": "r1"},
+        ).status_code
         == 302
     )
     run = BillingRun.objects.get()

@@ -58,12 +58,19 @@ def test_approver_finalizes_credits_and_voids_through_the_pages(
     make_user: Callable[..., User],
 ) -> None:
     client.force_login(approver)
-    client.post(f"/billing/invoices/{draft.pk}/finalize/", {"confirmed": "1"})
+    client.post(
+        f"/billing/invoices/{draft.pk}/finalize/", {"confirmed": "1", "idempotency_key": "f1"}
+    )
     draft.refresh_from_db()
     assert draft.status == "finalized" and draft.number
     line = draft.lines.get()
     assert "(up to $0.30)" in client.get(f"/billing/invoices/{draft.pk}/").content.decode()
-    credit = {f"line_{line.pk}": "0.10", "reason": "sorry", "confirmed": "1"}
+    credit = {
+        f"line_{line.pk}": "0.10",
+        "reason": "sorry",
+        "confirmed": "1",
+        "idempotency_key": "c1",
+    }
     # confirmed on the billing page alone, nothing is issued (four eyes, invariant 6)
     client.post(f"/billing/invoices/{draft.pk}/credit/", credit)
     assert not Invoice.objects.filter(kind="credit_memo").exists()
@@ -86,7 +93,12 @@ def test_approver_finalizes_credits_and_voids_through_the_pages(
     assert client.post(f"/billing/invoices/{draft.pk}/void/", {"reason": "x"}).status_code == 403
     client.post(
         f"/billing/invoices/{draft.pk}/paid/",
-        {"amount": "0.20", "received_on": "2026-12-10", "method": "bank_transfer"},
+        {
+            "amount": "0.20",
+            "received_on": "2026-12-10",
+            "method": "bank_transfer",
+            "idempotency_key": "p1",
+        },
     )
     draft.refresh_from_db()
     assert draft.status == "paid"
@@ -112,7 +124,10 @@ def test_runs_page_starts_a_run_for_integration_admins_and_polls_progress(
     )
     client.force_login(integrator)
     with django_capture_on_commit_callbacks(execute=True):
-        client.post("/billing/runs/start/", {"entity": "ll-us", "period": "2026-10"})
+        client.post(
+            "/billing/runs/start/",
+            {"entity": "ll-us", "period": "2026-10", "idempotency_key": "r1"},
+        )
     run = BillingRun.objects.get(legal_entity=us)
     assert queued == [("billing.tasks.billing_run_task", run.pk, "integrator")]
     row = client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
@@ -123,7 +138,9 @@ def test_runs_page_starts_a_run_for_integration_admins_and_polls_progress(
     page = client.get("/billing/runs/").content.decode()
     assert "Run billing" in page
     future = client.post(
-        "/billing/runs/start/", {"entity": "ll-us", "period": "2099-01"}, follow=True
+        "/billing/runs/start/",
+        {"entity": "ll-us", "period": "2099-01", "idempotency_key": "r2"},
+        follow=True,
     )
     assert "billing_period_not_closed" in future.content.decode()
 
@@ -232,7 +249,7 @@ def test_runs_page_offers_to_finalize_only_while_drafts_remain(
     run = draft.billing_run
     assert run is not None
     assert "Finalize 1 draft<" in client.get(f"/billing/runs/{run.pk}/progress/").content.decode()
-    client.post(f"/billing/runs/{run.pk}/finalize/")
+    client.post(f"/billing/runs/{run.pk}/finalize/", {"idempotency_key": "rf1"})
     draft.refresh_from_db()
     assert draft.status == "finalized"
     assert "Finalize 1 draft<" not in client.get("/billing/runs/").content.decode()
@@ -254,7 +271,8 @@ def test_finalize_selected_returns_only_within_the_site(
     client: Client, draft: Invoice, approver: User, next_url: str, lands_on: str
 ) -> None:
     client.force_login(approver)
-    answer = client.post("/billing/invoices/finalize/", {"invoice": [draft.pk], "next": next_url})
+    body = {"invoice": [draft.pk], "next": next_url, "idempotency_key": "fs1"}
+    answer = client.post("/billing/invoices/finalize/", body)
     assert answer.status_code == 302 and answer["Location"] == lands_on
     draft.refresh_from_db()
     assert draft.status == "finalized"

@@ -76,6 +76,7 @@ def test_error_codes_and_actions_keep_their_values() -> None:
         "request_too_large",
         "invalid_scope",
         "invalid_parameter",
+        "invalid_input",
     }
     assert {a.value for a in audit.CoreAction} == {
         "api_key.create",

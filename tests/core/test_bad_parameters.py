@@ -13,7 +13,8 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from drf_spectacular.generators import SchemaGenerator
 from rest_framework.test import APIClient
 
-from core.middleware import BIGINT_MAX, _bad_parameter
+from core.form_input import BIGINT_MAX
+from core.middleware import _bad_parameter
 
 pytestmark = pytest.mark.django_db
 

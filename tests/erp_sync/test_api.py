@@ -65,7 +65,8 @@ def test_posting_list_filters_and_pages_with_a_stable_cursor(
     ]
     assert later.pk in [p["id"] for p in since]
     bad = client.get("/api/v1/postings", {"status": "nope"})
-    assert bad.status_code == 400 and bad.json()["code"] == "validation_failed"
+    assert bad.status_code == 400 and bad.json()["code"] == "invalid_parameter"
+    assert "posted" in bad.json()["message"] and "posted" in bad.json()["extra"]["allowed"]
 
 
 def test_posting_detail_has_every_attempt(postings_world, make_api_key, api_client) -> None:

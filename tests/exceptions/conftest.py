@@ -94,3 +94,16 @@ def billed_customer() -> tuple[Any, Any, Any]:
         date(2026, 1, 1),
     )
     return ent, cust, con
+
+
+def finalized_invoice(calls: int = 3) -> Any:
+    """`billed_customer`'s November 2026 invoice for `calls` API calls (1.00 each), finalized."""
+    from billing import services as billing_services
+    from billing.models import Invoice
+    from tests.billing.conftest import bill, send
+
+    ent, cust, con = billed_customer()
+    send(cust, "api_calls", datetime(2026, 11, 5, tzinfo=UTC), count=calls)
+    bill(ent, "2026-11")
+    draft = Invoice.objects.get(contract=con, kind="invoice")
+    return billing_services.invoice_finalize(invoice=draft, actor=ACTOR)

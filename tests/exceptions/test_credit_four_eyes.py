@@ -43,6 +43,7 @@ def test_an_approver_alone_cannot_issue_a_credit_memo_from_the_invoice_page(make
     inv = _finalized()
     line = inv.lines.get(kind="usage")
     body = {f"line_{line.pk}": "1.00", "reason": "one call billed twice", "confirmed": "1"}
+    body["idempotency_key"] = "c1"
     page = _as(approver)
     # posting the confirmed form straight to billing (as the page did) issues nothing
     said = page.post(f"/billing/invoices/{inv.pk}/credit/", body, follow=True).content.decode()

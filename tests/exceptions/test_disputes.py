@@ -13,18 +13,15 @@ from billing import services as billing_services
 from billing.models import Invoice
 from exceptions.models import ExceptionCase
 from tests.billing.conftest import ACTOR, bill, send
-from tests.exceptions.conftest import billed_customer
+from tests.exceptions.conftest import finalized_invoice
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def invoice() -> Invoice:
-    ent, cust, con = billed_customer()
-    send(cust, "api_calls", datetime(2026, 11, 5, tzinfo=UTC), count=3)
-    bill(ent, "2026-11")
-    draft = Invoice.objects.get(contract=con, kind="invoice")
-    return billing_services.invoice_finalize(invoice=draft, actor=ACTOR)
+    invoice: Invoice = finalized_invoice()
+    return invoice
 
 
 def _client(user) -> Client:
