@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
 
@@ -27,6 +27,7 @@ from billing.models import (
     PricePlanVersion,
     TaxRate,
 )
+from billing.periods import Period
 from core.errors import AppError
 from core.admin_base import AuditedModelAdmin, ReadOnlyAdmin
 from core.actors import Actor
@@ -222,14 +223,40 @@ class InvoiceAdmin(ReadOnlyAdmin):
 
 @admin.register(BillingRun)
 class BillingRunAdmin(ReadOnlyAdmin):
+    """Every attempt is a row (decision 52); "Run again" queues a new attempt of each month."""
+
     list_display = [
+        "id",
         "legal_entity",
         "period_start",
+        "attempt",
         "status",
         "processed",
         "total",
         "invoices_created",
+        "started_at",
+        "finished_at",
     ]
+    list_filter = ["legal_entity", "status"]
+    actions = ["run_again"]
+
+    @admin.action(description="Run the selected months again (a new attempt each)")
+    def run_again(self, request: HttpRequest, queryset: QuerySet[BillingRun]) -> None:
+        actor = Actor.for_user(request.user)
+        months = {(r.legal_entity, r.period_start, r.period_end) for r in queryset}
+        for entity, start, end in sorted(months, key=lambda m: (m[0].code, m[1])):
+            try:
+                run = services.billing_run_start(
+                    legal_entity=entity, month=Period(start=start, end=end), actor=actor
+                )
+            except AppError as exc:
+                self.message_user(request, f"{exc.message} ({exc.code})", messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"{entity.code} {run.label}: attempt {run.attempt} (#{run.pk}) queued.",
+                messages.SUCCESS,
+            )
 
 
 @admin.register(FinanceEvent)

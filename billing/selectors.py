@@ -9,7 +9,8 @@ from decimal import Decimal
 from enum import StrEnum
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 
 from billing.models import (
     BillingRun,
@@ -25,6 +26,7 @@ from billing.models import (
     PricePlanVersion,
 )
 from billing.error_codes import BillingErrorCode
+from billing import receivables
 from billing.periods import parse_period
 from core import error_codes as core_error_codes
 from core.errors import NotFound
@@ -180,8 +182,10 @@ def invoice_csv_rows(*, docs: QuerySet[Invoice]) -> Iterator[tuple[str, ...]]:
 
 
 def invoice_detail(*, pk: int) -> Invoice:
+    """The document with what its pages show, `due_date` annotated (`receivables.due_on`)."""
     return (
-        Invoice.objects.select_related(
+        Invoice.objects.annotate(due_date=receivables.due_on())
+        .select_related(
             "legal_entity", "customer", "currency", "contract", "credits", "billing_run"
         )
         .prefetch_related(
@@ -233,13 +237,27 @@ def event_invoice_lines(*, event_seq: int) -> QuerySet[InvoiceLine]:
 
 
 def billing_runs(*, legal_entity: str = "") -> QuerySet[BillingRun]:
-    """Runs, newest month first, each with `drafts`: how many of its invoices still wait to be finalized."""
+    """Run attempts, newest month first and newest attempt first within it, each with
+    `drafted`: the documents it drafted, and `drafts`: how many drafts of its month (of any
+    attempt) still wait to be finalized."""
+    month_drafts = (
+        Invoice.objects.filter(
+            billing_run__legal_entity_id=OuterRef("legal_entity_id"),
+            billing_run__period_start=OuterRef("period_start"),
+            status="draft",
+        )
+        .order_by()
+        .values("billing_run__legal_entity_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     qs = BillingRun.objects.select_related("legal_entity").annotate(
-        drafts=Count("invoices", filter=Q(invoices__status="draft"))
+        drafted=Count("invoices"),
+        drafts=Coalesce(Subquery(month_drafts), 0),
     )
     if legal_entity:
         qs = qs.filter(legal_entity__code=legal_entity)
-    return qs.order_by("-period_start", "legal_entity__code")
+    return qs.order_by("-period_start", "legal_entity__code", "-attempt")
 
 
 def finance_events(*, after_id: int = 0, limit: int = 500) -> list[FinanceEvent]:

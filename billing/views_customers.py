@@ -170,8 +170,8 @@ def run_history(request: HttpRequest) -> HttpResponse:
 
 @role_required(*VIEWERS)
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """One run: its figures, the documents it drafted and its history (each start, failure and
-    finish is an audit entry, so a run started again shows every attempt)."""
+    """One run attempt: its figures, the other attempts of its month, the documents it drafted
+    and its history (created, queued, started, failed or finished, its draft batches)."""
     run = get_object_or_404(selectors.billing_runs(), pk=pk)
     docs = Invoice.objects.filter(billing_run=run).select_related("customer", "currency")
     return render(
@@ -179,6 +179,9 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "billing/run_detail.html",
         {
             "run": run,
+            "attempts": BillingRun.objects.filter(
+                legal_entity_id=run.legal_entity_id, period_start=run.period_start
+            ).order_by("attempt"),
             "documents": docs.order_by("id")[:500],
             "count": docs.count(),
             "duration": _duration(run),
