@@ -18,7 +18,8 @@ subtotal 3,704 + 8,500 + 9,900 = 22,104.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from html import unescape
 from typing import Any
 
@@ -29,7 +30,7 @@ from rest_framework.test import APIClient
 
 from billing import services
 from core.services import IssuedKey
-from billing.models import Contract, ContractAmendment, PricePlan
+from billing.models import Contract, ContractAmendment, EntityBillingSettings, PricePlan
 from core.models import ApiScope, Currency, Customer
 from exceptions.models import AuditEntry
 from tests.billing.conftest import ACTOR, currency, plan
@@ -483,3 +484,57 @@ def test_every_component_type_reopened_in_the_editor_gives_back_the_same_json() 
     again = [c.to_dict() for c in components_from_config(rows.bind().to_json())]
     assert again == stored
     assert rows.meta_json() == meta
+
+
+# --------------------------------------------------------------------------- the entity's rounding
+
+
+def test_contract_preview_rounds_as_the_contracts_entity_bills(
+    admin_client: Client, acme: Customer, usd: Currency
+) -> None:
+    """The same preview as above with acme's entity rounding half even: api 12.345 -> 12.34;
+    running total 12.34 + 68.00 + 99.00 = 179.34, 10 % off = 17.934 -> (17.93); subtotal
+    161.41."""
+    EntityBillingSettings.objects.create(legal_entity=acme.legal_entity, rounding="ROUND_HALF_EVEN")
+    p = plan("storage-2027", usd, TIERED)
+    post = _contract_post(acme, p, OVERRIDES) | {"preview": "1"}
+    post |= _usage([("api_calls", "1234.5", ""), ("storage_gb", "1500", "")])
+    html = admin_client.post("/billing/contracts/new/", post).content.decode()
+    result = html[html.index('aria-label="Preview result"') :]
+    for amount in ("$12.34", "$68.00", "$99.00", "($17.93)"):
+        assert f'<td class="num">{amount}</td>' in result, amount
+    assert 'id="preview-subtotal">$161.41</th>' in result
+    assert f"Rounded as {acme.legal_entity.code} bills: Half even (0.125 → 0.12)." in unescape(html)
+
+
+def test_plan_preview_rounds_as_the_chosen_entity_and_the_run_bills_the_same_cents(
+    admin_client: Client, usd: Currency
+) -> None:
+    """0.125 per call, 1 call: half up 0.13, half even 0.12; the preview for the half-even
+    entity says 0.12, and that entity's billing run drafts 0.12."""
+    from tests.billing.conftest import bill, contract, customer, entity, invoice_of, metric, send
+
+    up = entity("ll-up", "USD", 2, "UTC")
+    even = entity("ll-even", "USD", 2, "UTC")
+    EntityBillingSettings.objects.create(legal_entity=even, rounding="ROUND_HALF_EVEN")
+    eighth = [{"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.125"}]
+    usage = _usage([("api_calls", "1", "")])
+
+    def previewed(entity_code: str | None) -> str:
+        post = _plan_post(eighth, preview="1") | usage
+        if entity_code:
+            post["preview_entity"] = entity_code
+        html = admin_client.post("/billing/plans/new/", post).content.decode()
+        start = html.index('id="preview-subtotal">') + len('id="preview-subtotal">')
+        return html[start : html.index("</th>", start)]
+
+    # unchosen: the first entity (by code) whose base currency is the plan's, ll-even
+    assert previewed(None) == "$0.12"
+    assert previewed(up.code) == "$0.13"
+    assert previewed("ll-even") == "$0.12"
+    metric("api_calls")
+    cust = customer(even, "acme")
+    c = contract(cust, plan("eighth", usd, eighth), date(2026, 9, 1))
+    send(cust, "api_calls", datetime(2026, 10, 5, tzinfo=UTC), count=1)
+    bill(even, "2026-10")
+    assert invoice_of(c).subtotal == Decimal("0.12")
