@@ -98,8 +98,6 @@ def billing_run_request(
         except IntegrityError:
             # another request of this month committed its attempt meanwhile
             other = attempts.filter(status__in=RUN_IN_PROGRESS_STATUSES).first()
-            if other is None:
-                other = attempts.order_by("-attempt").first()
             raise _in_progress(other, legal_entity=legal_entity, month=month) from None
         audit_record(
             actor=actor,
@@ -117,11 +115,11 @@ def _in_progress(
     month: Period | None = None,
 ) -> Conflict:
     """The refusal of a second attempt while one is pending or running."""
-    if run is None:  # pragma: no cover - the index names a row that exists
+    if run is None:  # the other attempt took the same number and has ended already
         assert legal_entity is not None and month is not None
         return Conflict(
             f"Another billing run of {legal_entity.code} for {month.start:%Y-%m} was started at "
-            "the same moment; wait for it to finish.",
+            "the same moment; look at the run history before running the month again.",
             code=BillingErrorCode.RUN_IN_PROGRESS,
         )
     since = run.started_at or run.created_at
@@ -140,7 +138,8 @@ def _abandon(run: BillingRun, *, actor: Actor, now: datetime) -> None:
     before = run.status
     run.status, run.finished_at = RunStatus.FAILED, now
     run.error = (
-        f"Abandoned: still {before} {RUN_STALE_AFTER} after it was queued or started "
+        f"Abandoned: still {before} {RUN_STALE_AFTER.total_seconds() / 3600:g} h after it was "
+        "queued or started "
         "(its worker is taken to have died); a new attempt replaced it."
     )
     run.save(update_fields=["status", "finished_at", "error"])

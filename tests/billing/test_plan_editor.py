@@ -30,7 +30,13 @@ from rest_framework.test import APIClient
 
 from billing import services
 from core.services import IssuedKey
-from billing.models import Contract, ContractAmendment, EntityBillingSettings, PricePlan
+from billing.models import (
+    Contract,
+    ContractAmendment,
+    EntityBillingSettings,
+    PricePlan,
+    Rounding,
+)
 from core.models import ApiScope, Currency, Customer
 from exceptions.models import AuditEntry
 from tests.billing.conftest import ACTOR, currency, plan
@@ -410,20 +416,28 @@ def test_amendment_form_changes_overrides_from_a_date_with_a_reason(
     assert entry.reason == "renegotiated" and entry.actor_label == "integrator"
 
 
+@pytest.mark.parametrize(
+    ("rounding", "api", "discount"),
+    [("ROUND_HALF_UP", "$12.35", "($17.94)"), ("ROUND_HALF_EVEN", "$12.34", "($17.93)")],
+)
 def test_contract_preview_prices_usage_with_the_overrides_typed(
-    admin_client: Client, acme: Customer, usd: Currency
+    admin_client: Client, acme: Customer, usd: Currency, rounding: str, api: str, discount: str
 ) -> None:
     """api 1,234.5 x 0.01 = 12.345 -> 12.35; storage on the override's tiers 200 x 0.08 +
     1,300 x 0.04 = 68.00; platform 99.00; running total 179.35, 10 % off = 17.935 -> (17.94);
-    subtotal 161.41."""
+    subtotal 161.41. Rounded as acme's entity bills, half even: 12.345 -> 12.34; 179.34,
+    10 % off = 17.934 -> (17.93); subtotal 161.41."""
+    EntityBillingSettings.objects.create(legal_entity=acme.legal_entity, rounding=rounding)
     p = plan("storage-2027", usd, TIERED)
     post = _contract_post(acme, p, OVERRIDES) | {"preview": "1"}
     post |= _usage([("api_calls", "1234.5", ""), ("storage_gb", "1500", "")])
     html = admin_client.post("/billing/contracts/new/", post).content.decode()
     result = html[html.index('aria-label="Preview result"') :]
-    for amount in ("$12.35", "$68.00", "$99.00", "($17.94)"):
+    for amount in (api, "$68.00", "$99.00", discount):
         assert f'<td class="num">{amount}</td>' in result, amount
     assert 'id="preview-subtotal">$161.41</th>' in result
+    label = Rounding(rounding).label
+    assert f"Rounded as {acme.legal_entity.code} bills: {label}." in unescape(html)
     assert not Contract.objects.exists()
 
 
@@ -487,24 +501,6 @@ def test_every_component_type_reopened_in_the_editor_gives_back_the_same_json() 
 
 
 # --------------------------------------------------------------------------- the entity's rounding
-
-
-def test_contract_preview_rounds_as_the_contracts_entity_bills(
-    admin_client: Client, acme: Customer, usd: Currency
-) -> None:
-    """The same preview as above with acme's entity rounding half even: api 12.345 -> 12.34;
-    running total 12.34 + 68.00 + 99.00 = 179.34, 10 % off = 17.934 -> (17.93); subtotal
-    161.41."""
-    EntityBillingSettings.objects.create(legal_entity=acme.legal_entity, rounding="ROUND_HALF_EVEN")
-    p = plan("storage-2027", usd, TIERED)
-    post = _contract_post(acme, p, OVERRIDES) | {"preview": "1"}
-    post |= _usage([("api_calls", "1234.5", ""), ("storage_gb", "1500", "")])
-    html = admin_client.post("/billing/contracts/new/", post).content.decode()
-    result = html[html.index('aria-label="Preview result"') :]
-    for amount in ("$12.34", "$68.00", "$99.00", "($17.93)"):
-        assert f'<td class="num">{amount}</td>' in result, amount
-    assert 'id="preview-subtotal">$161.41</th>' in result
-    assert f"Rounded as {acme.legal_entity.code} bills: Half even (0.125 → 0.12)." in unescape(html)
 
 
 def test_plan_preview_rounds_as_the_chosen_entity_and_the_run_bills_the_same_cents(

@@ -173,26 +173,25 @@ def test_a_second_attempt_while_one_is_pending_is_refused_with_the_running_one_n
 
 def test_the_database_refuses_a_second_attempt_in_progress_for_a_month() -> None:
     us, _ = _world(1)
-    BillingRun.objects.create(
-        legal_entity=us, period_start=NOVEMBER.start, period_end=NOVEMBER.end, status="running"
-    )
-    with pytest.raises(IntegrityError), transaction.atomic():
-        BillingRun.objects.create(
+
+    def attempt(n: int, status: str) -> BillingRun:
+        return BillingRun.objects.create(
             legal_entity=us,
             period_start=NOVEMBER.start,
             period_end=NOVEMBER.end,
-            attempt=2,
-            status="pending",
+            attempt=n,
+            status=status,
         )
-    # an ended attempt does not count: a failed one and a done one may sit beside it
-    BillingRun.objects.create(
-        legal_entity=us,
-        period_start=NOVEMBER.start,
-        period_end=NOVEMBER.end,
-        attempt=3,
-        status="failed",
-    )
-    assert BillingRun.objects.count() == 2
+
+    attempt(1, "running")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        attempt(2, "pending")
+    # an ended attempt does not count: failed and done ones may sit beside it
+    attempt(3, "failed")
+    attempt(4, "done")
+    assert BillingRun.objects.count() == 3
+    with pytest.raises(IntegrityError), transaction.atomic():
+        attempt(4, "failed")  # and each attempt number once
 
 
 def test_an_attempt_that_stopped_reporting_is_abandoned_by_the_next_one() -> None:
@@ -208,7 +207,7 @@ def test_an_attempt_that_stopped_reporting_is_abandoned_by_the_next_one() -> Non
     )
     stale.refresh_from_db()
     assert (stale.status, fresh.attempt, fresh.status) == ("failed", 2, "pending")
-    assert stale.error.startswith("Abandoned: still running 2:00:00 after it was")
+    assert stale.error.startswith("Abandoned: still running 2 h after it was queued or started")
     services.billing_run_execute(run_id=fresh.pk, actor=ACTOR)
     assert invoice_of(BillingRun.objects.get(pk=fresh.pk).invoices.get().contract).total == D(
         "0.10"
