@@ -11,9 +11,10 @@ from typing import Any, TypeVar
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from django.forms import ModelForm
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
 
 from billing import services
 from billing.models import (
@@ -27,6 +28,7 @@ from billing.models import (
     PricePlanVersion,
     TaxRate,
 )
+from billing.periods import Period
 from core.errors import AppError
 from core.admin_base import AuditedModelAdmin, ReadOnlyAdmin
 from core.actors import Actor
@@ -71,6 +73,27 @@ class _ServiceAdmin(admin.ModelAdmin[_M]):
             return redirect(request.path)
 
 
+class _PagesAdmin(_ServiceAdmin[_M]):
+    """Shows links to the application's form editor and detail page above the JSON fields."""
+
+    change_form_template = "admin/billing/change_form_pages.html"
+
+    def app_pages(self, obj: _M | None) -> list[tuple[str, str]]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: _M | None = None,
+    ) -> HttpResponse:
+        context["app_pages"] = self.app_pages(obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+
 _C = TypeVar("_C", bound=Model)
 _P = TypeVar("_P", bound=Model)
 
@@ -88,16 +111,35 @@ class _HistoryInline(admin.TabularInline[_C, _P]):
         return False
 
 
+def _plan_pages(plan: PricePlan) -> list[tuple[str, str]]:
+    return [
+        ("Plan page", reverse("billing:plan", args=[plan.pk])),
+        ("New version (form editor)", reverse("billing:plan_version_new", args=[plan.code])),
+    ]
+
+
+def _contract_pages(contract: Contract) -> list[tuple[str, str]]:
+    return [
+        ("Contract page", reverse("billing:contract", args=[contract.pk])),
+        ("Amend (form editor)", reverse("billing:contract_amend", args=[contract.pk])),
+    ]
+
+
 class PricePlanVersionInline(_HistoryInline[PricePlanVersion, PricePlan]):
     model = PricePlanVersion
     fields = ["version", "effective_from", "components", "component_meta", "note"]
 
 
 @admin.register(PricePlan)
-class PricePlanAdmin(_ServiceAdmin[PricePlan]):
+class PricePlanAdmin(_PagesAdmin[PricePlan]):
     list_display = ["code", "name", "currency", "default_tax_code"]
     search_fields = ["code", "name"]
     inlines = [PricePlanVersionInline]
+
+    def app_pages(self, obj: PricePlan | None) -> list[tuple[str, str]]:
+        if obj is None:
+            return [("New price plan (form editor)", reverse("billing:plan_new"))]
+        return _plan_pages(obj)
 
     def create(self, request: HttpRequest, obj: PricePlan, form: ModelForm[PricePlan]) -> PricePlan:
         return services.price_plan_create(
@@ -110,12 +152,17 @@ class PricePlanAdmin(_ServiceAdmin[PricePlan]):
 
 
 @admin.register(PricePlanVersion)
-class PricePlanVersionAdmin(_ServiceAdmin[PricePlanVersion]):
+class PricePlanVersionAdmin(_PagesAdmin[PricePlanVersion]):
     """New prices from a date. `components`: the JSON list of price components (see docs/billing.md)."""
 
     list_display = ["plan", "version", "effective_from", "note"]
     list_filter = ["plan"]
     exclude = ["version"]
+
+    def app_pages(self, obj: PricePlanVersion | None) -> list[tuple[str, str]]:
+        if obj is None:
+            return [("Price plans (form editor for a new version)", reverse("billing:plans"))]
+        return _plan_pages(obj.plan)
 
     def create(
         self, request: HttpRequest, obj: PricePlanVersion, form: ModelForm[PricePlanVersion]
@@ -136,7 +183,7 @@ class ContractAmendmentInline(_HistoryInline[ContractAmendment, Contract]):
 
 
 @admin.register(Contract)
-class ContractAdmin(_ServiceAdmin[Contract]):
+class ContractAdmin(_PagesAdmin[Contract]):
     """Contracts are created here; their terms change only by amendments (below)."""
 
     list_display = ["code", "customer", "legal_entity", "plan", "cadence", "start_date", "end_date"]
@@ -144,6 +191,11 @@ class ContractAdmin(_ServiceAdmin[Contract]):
     search_fields = ["code", "customer__code", "customer__name"]
     exclude = ["legal_entity"]
     inlines = [ContractAmendmentInline]
+
+    def app_pages(self, obj: Contract | None) -> list[tuple[str, str]]:
+        if obj is None:
+            return [("New contract (form editor)", reverse("billing:contract_new"))]
+        return _contract_pages(obj)
 
     def create(self, request: HttpRequest, obj: Contract, form: ModelForm[Contract]) -> Contract:
         return services.contract_create(
@@ -163,9 +215,14 @@ class ContractAdmin(_ServiceAdmin[Contract]):
 
 
 @admin.register(ContractAmendment)
-class ContractAmendmentAdmin(_ServiceAdmin[ContractAmendment]):
+class ContractAmendmentAdmin(_PagesAdmin[ContractAmendment]):
     list_display = ["contract", "effective_from", "plan", "reason"]
     list_filter = ["contract__legal_entity"]
+
+    def app_pages(self, obj: ContractAmendment | None) -> list[tuple[str, str]]:
+        if obj is None:
+            return [("Contracts (amend in the form editor)", reverse("billing:contracts"))]
+        return _contract_pages(obj.contract)
 
     def create(
         self, request: HttpRequest, obj: ContractAmendment, form: ModelForm[ContractAmendment]
@@ -222,14 +279,40 @@ class InvoiceAdmin(ReadOnlyAdmin):
 
 @admin.register(BillingRun)
 class BillingRunAdmin(ReadOnlyAdmin):
+    """Every attempt is a row (decision 52); "Run again" queues a new attempt of each month."""
+
     list_display = [
+        "id",
         "legal_entity",
         "period_start",
+        "attempt",
         "status",
         "processed",
         "total",
         "invoices_created",
+        "started_at",
+        "finished_at",
     ]
+    list_filter = ["legal_entity", "status"]
+    actions = ["run_again"]
+
+    @admin.action(description="Run the selected months again (a new attempt each)")
+    def run_again(self, request: HttpRequest, queryset: QuerySet[BillingRun]) -> None:
+        actor = Actor.for_user(request.user)
+        months = {(r.legal_entity, r.period_start, r.period_end) for r in queryset}
+        for entity, start, end in sorted(months, key=lambda m: (m[0].code, m[1])):
+            try:
+                run = services.billing_run_start(
+                    legal_entity=entity, month=Period(start=start, end=end), actor=actor
+                )
+            except AppError as exc:
+                self.message_user(request, f"{exc.message} ({exc.code})", messages.ERROR)
+                continue
+            self.message_user(
+                request,
+                f"{entity.code} {run.label}: attempt {run.attempt} (#{run.pk}) queued.",
+                messages.SUCCESS,
+            )
 
 
 @admin.register(FinanceEvent)

@@ -16,7 +16,10 @@ class BillingErrorCode(StrEnum):
     AMENDMENT_IN_BILLED_PERIOD = "billing_amendment_in_billed_period"
     INVALID_PERIOD = "billing_invalid_period"
     PERIOD_NOT_CLOSED = "billing_period_not_closed"  # the grace window has not passed yet
-    RUN_IN_PROGRESS = "billing_run_in_progress"
+    RUN_IN_PROGRESS = (
+        "billing_run_in_progress"  # another attempt of the month is pending or running
+    )
+    RUN_ENDED = "billing_run_ended"  # an attempt runs once: run the month again for a new one
     RATING_FAILED = "billing_rating_failed"
     INVOICE_NOT_DRAFT = "billing_invoice_not_draft"  # finalized documents are immutable
     INVOICE_NOT_FINAL = "billing_invoice_not_final"

@@ -24,6 +24,7 @@ from django.forms import BaseFormSet, formset_factory
 
 from billing.models import Cadence, PricePlan
 from billing.rating.config import COMPONENT_TYPES, Cap, Discount, PriceOverride
+from billing.terms_tables import TYPE_LABELS
 from core.fields import MONEY, RATE, DecimalOptions
 from core.form_input import FormInputError, check_amount, check_int
 from core.models import Currency, Customer
@@ -126,15 +127,6 @@ class TierForm(forms.Form):
     flat_fee = _dec("Flat fee", "Charged once when any unit falls in the tier.")
 
 
-TYPE_LABELS = {
-    "per_unit": "Per unit",
-    "package": "Package",
-    "graduated": "Graduated tiers",
-    "volume": "Volume tiers",
-    "percentage": "Percentage of amount",
-    "fixed_fee": "Fixed fee",
-    "minimum_commitment": "Minimum commitment",
-}
 #: Component types priced by tiers: their rows show a tier table.
 TIERED = ("graduated", "volume")
 

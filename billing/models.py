@@ -8,7 +8,6 @@ database constraints here, or PostgreSQL triggers in the migrations
 
 from __future__ import annotations
 
-from datetime import date, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -246,11 +245,17 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class BillingRun(models.Model):
-    """One billing run of a legal entity for a calendar month (`period_start` .. `period_end`).
+#: The statuses of a run attempt that has not ended: at most one per entity and month.
+RUN_IN_PROGRESS_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING)
 
-    Bills every contract period that ends inside (period_start, period_end].
-    Running it again creates nothing new for contracts already invoiced.
+
+class BillingRun(models.Model):
+    """One attempt at billing a legal entity's calendar month (`period_start` .. `period_end`).
+
+    Bills every contract period that ends inside (period_start, period_end]. Each
+    attempt is its own row (`attempt` 1, 2, ... per entity and month, decision 52):
+    a re-run creates nothing new for contracts already invoiced, and at most one
+    attempt per entity and month is pending or running (a partial unique index).
     """
 
     legal_entity = models.ForeignKey(
@@ -258,6 +263,9 @@ class BillingRun(models.Model):
     )
     period_start = models.DateField()
     period_end = models.DateField()
+    attempt = models.PositiveIntegerField(
+        default=1, help_text="1, 2, ... per legal entity and month: every run is its own row."
+    )
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.PENDING)
     total = models.PositiveIntegerField(default=0)
     processed = models.PositiveIntegerField(default=0)
@@ -272,10 +280,17 @@ class BillingRun(models.Model):
     outcome: RunOutcome
 
     class Meta:
-        ordering = ["-period_start", "legal_entity"]
+        ordering = ["-period_start", "legal_entity", "-attempt"]
         constraints = [
             models.UniqueConstraint(
-                fields=["legal_entity", "period_start"], name="billing_run_one_per_period"
+                fields=["legal_entity", "period_start", "attempt"], name="billing_run_attempt"
+            ),
+            # Two starts for one entity and month at once: the second insert waits for the
+            # first and is refused, so only one attempt runs (the service says so).
+            models.UniqueConstraint(
+                fields=["legal_entity", "period_start"],
+                condition=Q(status__in=RUN_IN_PROGRESS_STATUSES),
+                name="billing_run_one_in_progress",
             ),
             models.CheckConstraint(
                 condition=Q(period_end__gt=F("period_start")), name="billing_run_period"
@@ -288,6 +303,10 @@ class BillingRun(models.Model):
     @property
     def label(self) -> str:
         return f"{self.period_start:%Y-%m}"
+
+    @property
+    def in_progress(self) -> bool:
+        return self.status in RUN_IN_PROGRESS_STATUSES
 
     @property
     def percent(self) -> int:
@@ -432,13 +451,6 @@ class Invoice(models.Model):
     @property
     def open_amount(self) -> Decimal:
         return self.total - self.credited_total
-
-    @property
-    def due_date(self) -> date | None:
-        """Issue date plus the contract's payment terms (None for a draft)."""
-        if self.issue_date is None:
-            return None
-        return self.issue_date + timedelta(days=self.contract.payment_terms_days)
 
 
 class LineKind(models.TextChoices):

@@ -75,6 +75,13 @@ class AddDays(Func):
         )
 
 
+def due_on() -> AddDays:
+    """A document's due date: its issue date plus its contract's payment terms (null for a
+    draft). The one place it is computed: the ageing, the customer page and the invoice and
+    print pages (`selectors.invoice_detail`) all annotate it from here."""
+    return AddDays(F("issue_date"), F("contract__payment_terms_days"))
+
+
 def with_balance(qs: QuerySet[Invoice]) -> QuerySet[Invoice]:
     """`qs` annotated with `paid` (payments received), `balance` (what is still owed) and `due`
     (issue date + the contract's payment terms; null for drafts), all computed by the database."""
@@ -90,7 +97,7 @@ def with_balance(qs: QuerySet[Invoice]) -> QuerySet[Invoice]:
         balance=ExpressionWrapper(
             F("total") - F("credited_total") - F("paid"), output_field=DecimalField(**MONEY)
         ),
-        due=AddDays(F("issue_date"), F("contract__payment_terms_days")),
+        due=due_on(),
     )
 
 

@@ -9,7 +9,8 @@ from decimal import Decimal
 from enum import StrEnum
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.db.models import Count, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
 
 from billing.models import (
     BillingRun,
@@ -25,6 +26,7 @@ from billing.models import (
     PricePlanVersion,
 )
 from billing.error_codes import BillingErrorCode
+from billing import receivables, terms_tables
 from billing.periods import parse_period
 from core import error_codes as core_error_codes
 from core.errors import NotFound
@@ -180,8 +182,10 @@ def invoice_csv_rows(*, docs: QuerySet[Invoice]) -> Iterator[tuple[str, ...]]:
 
 
 def invoice_detail(*, pk: int) -> Invoice:
+    """The document with what its pages show, `due_date` annotated (`receivables.due_on`)."""
     return (
-        Invoice.objects.select_related(
+        Invoice.objects.annotate(due_date=receivables.due_on())
+        .select_related(
             "legal_entity", "customer", "currency", "contract", "credits", "billing_run"
         )
         .prefetch_related(
@@ -233,13 +237,27 @@ def event_invoice_lines(*, event_seq: int) -> QuerySet[InvoiceLine]:
 
 
 def billing_runs(*, legal_entity: str = "") -> QuerySet[BillingRun]:
-    """Runs, newest month first, each with `drafts`: how many of its invoices still wait to be finalized."""
+    """Run attempts, newest month first and newest attempt first within it, each with
+    `drafted`: the documents it drafted, and `drafts`: how many drafts of its month (of any
+    attempt) still wait to be finalized."""
+    month_drafts = (
+        Invoice.objects.filter(
+            billing_run__legal_entity_id=OuterRef("legal_entity_id"),
+            billing_run__period_start=OuterRef("period_start"),
+            status="draft",
+        )
+        .order_by()
+        .values("billing_run__legal_entity_id")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     qs = BillingRun.objects.select_related("legal_entity").annotate(
-        drafts=Count("invoices", filter=Q(invoices__status="draft"))
+        drafted=Count("invoices"),
+        drafts=Coalesce(Subquery(month_drafts), 0),
     )
     if legal_entity:
         qs = qs.filter(legal_entity__code=legal_entity)
-    return qs.order_by("-period_start", "legal_entity__code")
+    return qs.order_by("-period_start", "legal_entity__code", "-attempt")
 
 
 def finance_events(*, after_id: int = 0, limit: int = 500) -> list[FinanceEvent]:
@@ -414,3 +432,112 @@ def plan_version_on(*, plan: PricePlan, day: date) -> PricePlanVersion | None:
     """The plan's version in force on `day` (its first version before it starts)."""
     found = plan.versions.filter(effective_from__lte=day).order_by("-effective_from").first()
     return found or plan.versions.order_by("effective_from").first()
+
+
+# --------------------------------------------------------------------------- contract and plan pages
+
+
+@dataclass
+class TermsInForce:
+    """What a contract bills on a day: its plan, that plan's version then, the overrides."""
+
+    on: date
+    plan: PricePlan
+    version: PricePlanVersion | None
+    components: list[terms_tables.TermsRow]
+    overrides: terms_tables.OverrideTables
+    since: date
+
+
+@dataclass
+class AmendmentRow:
+    amendment: ContractAmendment
+    overrides: terms_tables.OverrideTables | None  # None: the overrides were left as they were
+
+
+@dataclass
+class ContractPage:
+    contract: Contract
+    in_force: TermsInForce | None
+    base_overrides: terms_tables.OverrideTables
+    amendments: list[AmendmentRow]
+    invoices: list[Invoice]
+
+
+def contract_page(*, pk: int, today: date) -> ContractPage:
+    """A contract with the terms in force `today` (its local date), its own overrides and each
+    amendment's as tables, and its documents (newest first)."""
+    contract = Contract.objects.select_related("customer", "legal_entity", "plan", "currency").get(
+        pk=pk
+    )
+    from billing.services.contracts import contract_terms  # a read; services import selectors
+
+    amendments = list(contract.amendments.select_related("plan").order_by("effective_from"))
+    terms = contract_terms([contract])[contract.pk]
+    in_force: TermsInForce | None = None
+    change = next((ch for ch in reversed(terms.changes) if ch.effective_from <= today), None)
+    if change is not None:
+        plan = PricePlan.objects.select_related("currency").get(pk=change.plan_id)
+        version = (
+            plan.versions.filter(effective_from__lte=today).order_by("-effective_from").first()
+        )
+        in_force = TermsInForce(
+            on=today,
+            plan=plan,
+            version=version,
+            components=terms_tables.component_rows(version.components if version else []),
+            overrides=terms_tables.override_tables(change.overrides),
+            since=change.effective_from,
+        )
+    invoices = list(
+        Invoice.objects.filter(contract=contract)
+        .select_related("currency", "billing_run")
+        .order_by("-period_start", "-id")[:200]
+    )
+    return ContractPage(
+        contract=contract,
+        in_force=in_force,
+        base_overrides=terms_tables.override_tables(contract.overrides),
+        amendments=[
+            AmendmentRow(
+                a,
+                None if a.overrides is None else terms_tables.override_tables(a.overrides),
+            )
+            for a in amendments
+        ],
+        invoices=invoices,
+    )
+
+
+@dataclass
+class VersionTable:
+    version: PricePlanVersion
+    components: list[terms_tables.TermsRow]
+    until: date | None
+
+
+@dataclass
+class PlanPage:
+    plan: PricePlan
+    versions: list[VersionTable]  # newest first
+    contracts: list[Contract]  # created on the plan or amended to it
+
+
+def plan_page(*, pk: int) -> PlanPage:
+    plan = PricePlan.objects.select_related("currency").get(pk=pk)
+    versions = list(plan.versions.order_by("effective_from"))
+    tables = [
+        VersionTable(
+            v,
+            terms_tables.component_rows(v.components),
+            versions[i + 1].effective_from if i + 1 < len(versions) else None,
+        )
+        for i, v in enumerate(versions)
+    ]
+    amended = ContractAmendment.objects.filter(plan=plan).values("contract_id")
+    contracts = list(
+        Contract.objects.filter(Q(plan=plan) | Q(pk__in=amended))
+        .select_related("customer", "legal_entity")
+        .order_by("code")
+    )
+    return PlanPage(plan=plan, versions=tables[::-1], contracts=contracts)

@@ -31,6 +31,8 @@ urlpatterns = [
     # issue 15, items 4, 5 and 8: customers, receivables, run history, history tabs
     path("customers/<int:pk>/", views_customers.customer_detail, name="customer"),
     path("customers/<int:pk>/history/", views_customers.customer_history, name="customer_history"),
+    path("contracts/<int:pk>/", views_customers.contract_detail, name="contract"),
+    path("plans/<int:pk>/", views_customers.plan_detail, name="plan"),
     path("contracts/<int:pk>/history/", views_customers.contract_history, name="contract_history"),
     path("plans/<int:pk>/history/", views_customers.plan_history, name="plan_history"),
     path("events/<int:seq>/history/", views_customers.event_history, name="event_history"),

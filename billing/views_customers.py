@@ -13,9 +13,11 @@ from django.utils import timezone
 
 from billing import histories, receivables, selectors
 from billing.models import BillingRun, Contract, Invoice, PricePlan
+from billing.periods import local_date_of
 from billing.views import VIEWERS
+from billing.views_plans import EDITORS, READERS
 from core.models import Customer, LegalEntity
-from core.roles import role_required
+from core.roles import has_role, role_required
 from exceptions.history import HistoryRow
 from metering.for_billing import UsageEvent
 
@@ -66,12 +68,50 @@ def customer_history(request: HttpRequest, pk: int) -> HttpResponse:
 
 
 @role_required(*VIEWERS)
+def contract_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A contract: its customer, the plan version and overrides in force today, its own
+    overrides and amendments as tables, its documents; links to its history and editor."""
+    try:
+        contract = Contract.objects.select_related("legal_entity").get(pk=pk)
+    except Contract.DoesNotExist:
+        raise Http404(f"No contract {pk}.") from None
+    today = local_date_of(ts=timezone.now(), tz=contract.legal_entity.timezone)
+    return render(
+        request,
+        "billing/contract_detail.html",
+        {
+            "page": selectors.contract_page(pk=pk, today=today),
+            "can_edit": has_role(request.user, *EDITORS),
+            "can_list": has_role(request.user, *READERS),
+        },
+    )
+
+
+@role_required(*VIEWERS)
+def plan_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """A price plan: each version's components and tiers as a table, the contracts on it."""
+    try:
+        page = selectors.plan_page(pk=pk)
+    except PricePlan.DoesNotExist:
+        raise Http404(f"No price plan {pk}.") from None
+    return render(
+        request,
+        "billing/plan_detail.html",
+        {
+            "page": page,
+            "can_edit": has_role(request.user, *EDITORS),
+            "can_list": has_role(request.user, *READERS),
+        },
+    )
+
+
+@role_required(*VIEWERS)
 def contract_history(request: HttpRequest, pk: int) -> HttpResponse:
     contract = get_object_or_404(Contract.objects.select_related("customer"), pk=pk)
     return _history(
         request,
         title=f"contract {contract.code}",
-        back=f"/billing/customers/{contract.customer_id}/",
+        back=f"/billing/contracts/{contract.pk}/",
         rows=histories.contract_history(contract=contract),
         hint="Entries on the contract (created, amended, ended, edited), its amendments, the "
         "billing runs that drafted its invoices, and those documents.",
@@ -84,7 +124,7 @@ def plan_history(request: HttpRequest, pk: int) -> HttpResponse:
     return _history(
         request,
         title=f"price plan {plan.code}",
-        back="",
+        back=f"/billing/plans/{plan.pk}/",
         rows=histories.price_plan_history(plan=plan),
         hint="Entries on the plan (created, versions added, edited), its versions, and the "
         "contracts created on it or amended to it.",
@@ -170,8 +210,8 @@ def run_history(request: HttpRequest) -> HttpResponse:
 
 @role_required(*VIEWERS)
 def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """One run: its figures, the documents it drafted and its history (each start, failure and
-    finish is an audit entry, so a run started again shows every attempt)."""
+    """One run attempt: its figures, the other attempts of its month, the documents it drafted
+    and its history (created, queued, started, failed or finished, its draft batches)."""
     run = get_object_or_404(selectors.billing_runs(), pk=pk)
     docs = Invoice.objects.filter(billing_run=run).select_related("customer", "currency")
     return render(
@@ -179,6 +219,9 @@ def run_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "billing/run_detail.html",
         {
             "run": run,
+            "attempts": BillingRun.objects.filter(
+                legal_entity_id=run.legal_entity_id, period_start=run.period_start
+            ).order_by("attempt"),
             "documents": docs.order_by("id")[:500],
             "count": docs.count(),
             "duration": _duration(run),

@@ -40,12 +40,12 @@ from billing.forms import (
     overrides_json,
     rows_from_json,
 )
-from billing.models import PricePlan
+from billing.models import PricePlan, Rounding
 from billing.rating import RatingError, RatingResult, component_from_dict
 from core.actors import Actor
 from core.errors import AppError
 from core.form_input import check_int, form_int
-from core.models import Currency
+from core.models import Currency, LegalEntity
 from core.roles import AUDITOR, INTEGRATION_ADMIN, role_required, user_roles
 
 F = TypeVar("F", bound=Form)
@@ -176,6 +176,7 @@ def plan_edit(request: HttpRequest, code: str | None = None) -> HttpResponse:
                         currency=currency,
                         quantities=figures[0],
                         event_amounts=figures[1],
+                        legal_entity=_preview_entity(request, currency),
                     )
                 except AppError as exc:
                     _rating_failed(exc, lists, errors)
@@ -204,6 +205,8 @@ def plan_edit(request: HttpRequest, code: str | None = None) -> HttpResponse:
             "errors": errors,
             "preview": preview,
             "currency": _plan_currency(plan, plan_form),
+            "entities": LegalEntity.objects.order_by("code"),
+            **_rounds_as(_preview_entity(request, _plan_currency(plan, plan_form))),
         },
         status=_status(request, [plan_form, version_form], [components], errors, usage),
     )
@@ -227,6 +230,23 @@ def _status(
         or (usage is not None and usage.is_bound and usage.total_error_count() > 0)
     )
     return 400 if refused else 200
+
+
+def _rounds_as(entity: LegalEntity | None) -> dict[str, Any]:
+    """The preview's note of whose rounding it used ("ll-de: Half even (0.125 → 0.12)")."""
+    if entity is None:
+        return {"rounds_as": None}
+    return {"rounds_as": entity, "rounding": Rounding(services.entity_rounding(entity)).label}
+
+
+def _preview_entity(request: HttpRequest, currency: Currency | None) -> LegalEntity | None:
+    """The entity whose rounding the plan preview uses: the one chosen, else the first whose
+    base currency is the plan's (a plan belongs to no entity; each bills in its own mode)."""
+    chosen = request.POST.get("preview_entity", "")
+    entities = LegalEntity.objects.order_by("code")
+    if chosen:
+        return entities.filter(code=chosen).first()
+    return entities.filter(base_currency=currency).first() if currency else None
 
 
 def _blank_row() -> Row:
@@ -332,10 +352,12 @@ def _overrides_preview(
     on: date,
     lists: dict[str, RowList],
     errors: list[str],
+    legal_entity: LegalEntity,
 ) -> dict[str, Any]:
-    """The plan's version in force on `on` with the overrides typed, pricing the usage typed."""
+    """The plan's version in force on `on` with the overrides typed, pricing the usage typed,
+    rounded as the contract's entity bills."""
     usage = _usage_formset(request, [])
-    out: dict[str, Any] = {"usage": usage, "currency": plan.currency}
+    out: dict[str, Any] = {"usage": usage, "currency": plan.currency, **_rounds_as(legal_entity)}
     version = selectors.plan_version_on(plan=plan, day=on)
     figures = _preview_usage(usage)
     if version is None:
@@ -348,6 +370,7 @@ def _overrides_preview(
                 quantities=figures[0],
                 event_amounts=figures[1],
                 overrides=overrides_json(lists),
+                legal_entity=legal_entity,
             )
             out["preview_version"] = version
         except AppError as exc:
@@ -388,8 +411,9 @@ def contract_edit(request: HttpRequest) -> HttpResponse:
         form = _form(ContractForm, request, _action(request))
         lists = _read_overrides(request)
         if "preview" in request.POST and form.is_valid():
+            v = form.cleaned_data
             preview = _overrides_preview(
-                request, form.cleaned_data["plan"], form.cleaned_data["start_date"], lists, errors
+                request, v["plan"], v["start_date"], lists, errors, v["customer"].legal_entity
             )
         if "save" in request.POST and form.is_valid() and not _lists_refused(lists):
             data = dict(form.cleaned_data)
@@ -429,7 +453,9 @@ def contract_amend(request: HttpRequest, pk: int) -> HttpResponse:
         if "preview" in request.POST and form.is_valid():
             v = form.cleaned_data
             plan = v["plan"] or contract.plan
-            preview = _overrides_preview(request, plan, v["effective_from"], lists, errors)
+            preview = _overrides_preview(
+                request, plan, v["effective_from"], lists, errors, contract.legal_entity
+            )
         if "save" in request.POST and form.is_valid() and not _lists_refused(lists):
             v = form.cleaned_data
             try:

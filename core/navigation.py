@@ -40,8 +40,9 @@ MENU: tuple[MenuItem, ...] = (
     MenuItem("Run history", "billing:run_history", (ADMIN, AUDITOR)),
     MenuItem("Usage imports", "metering:imports", (ADMIN,)),
     MenuItem("Mappings", "admin:metering_customermapping_changelist", (ADMIN,)),
-    MenuItem("Plans", "admin:billing_priceplan_changelist", (ADMIN,)),
-    MenuItem("Contracts", "admin:billing_contract_changelist", (ADMIN,)),
+    # the application's pages (editors for the integrator, read-only for the auditor)
+    MenuItem("Plans", "billing:plans", (ADMIN, AUDITOR)),
+    MenuItem("Contracts", "billing:contracts", (ADMIN, AUDITOR)),
     MenuItem("ERP", "erp_sync:postings", (ADMIN, APPROVER, AUDITOR)),
     MenuItem("Audit trail", "exceptions:audit", (APPROVER, AUDITOR)),
 )

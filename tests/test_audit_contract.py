@@ -88,6 +88,10 @@ NOT_AUDITED: dict[str, str] = {
         "writes nothing itself: it calls billing_run_request and billing_run_execute per due"
         " entity, whose entries are checked above"
     ),
+    "billing.services.billing_run_retry": (
+        "writes nothing itself: it calls billing_run_request and billing_run_execute for a new"
+        " attempt of the run's month, whose entries are checked above"
+    ),
     "billing.services.contract_terms": "a read (contracts' terms in force)",
     "billing.services.plan_cache": "a read (price plans by id)",
     "billing.services.document_payload": "pure: a document's finance-event payload",

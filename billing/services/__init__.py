@@ -52,6 +52,7 @@ from billing.services.plans import (
 from billing.services.runs import (
     billing_run_execute,
     billing_run_request,
+    billing_run_retry,
     billing_run_start,
     billing_runs_bill_due,
     month_ready_at,
@@ -68,6 +69,7 @@ __all__ = [
     "billing_run_execute",
     "billing_run_finalize",
     "billing_run_request",
+    "billing_run_retry",
     "billing_run_start",
     "billing_runs_bill_due",
     "contract_amend",

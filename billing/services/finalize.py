@@ -502,8 +502,17 @@ def billing_run_finalize(
     progress: ProgressFn | None = None,
     idempotency_key: str | None = None,
 ) -> list[Invoice]:
-    """Finalize every draft of a run (`idempotency_key`: as for `invoices_finalize`)."""
-    ids = list(run.invoices.filter(status=InvoiceStatus.DRAFT).values_list("pk", flat=True))
+    """Finalize every draft of the run's month: those of this attempt and of earlier ones
+    (`idempotency_key`: as for `invoices_finalize`)."""
+    ids = list(
+        Invoice.objects.filter(
+            billing_run__legal_entity_id=run.legal_entity_id,
+            billing_run__period_start=run.period_start,
+            status=InvoiceStatus.DRAFT,
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
     return invoices_finalize(
         invoice_ids=ids,
         actor=actor,

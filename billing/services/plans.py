@@ -24,10 +24,11 @@ from billing.rating import (
     overrides_from_dict,
     rate_period,
 )
-from billing.services._shared import claim_action_key, rating_error
+from billing.money import ROUND_HALF_UP
+from billing.services._shared import claim_action_key, entity_rounding, rating_error
 from core.actors import Actor
 from core.errors import AppError
-from core.models import Currency
+from core.models import Currency, LegalEntity
 from exceptions.services import audit_record
 
 
@@ -156,11 +157,13 @@ def price_plan_preview(
     quantities: Mapping[str, Decimal],
     event_amounts: Mapping[str, Sequence[Decimal]] | None = None,
     overrides: dict[str, Any] | None = None,
+    legal_entity: LegalEntity | None = None,
 ) -> RatingResult:
     """What `components` (and contract `overrides`) would charge for these usage figures.
 
     Writes nothing: the editors' preview. One whole period (fixed fees unprorated), rounded
-    half-up to the currency's minor units, by the rating engine that bills. Invalid
+    to the currency's minor units in `legal_entity`'s rounding mode, as its billing run rounds
+    (`entity_rounding`; half-up without an entity), by the rating engine that bills. Invalid
     components or usage raise the `AppError` that `price_plan_version_add` would
     (`billing_invalid_plan`, the path in `extra`).
     """
@@ -177,6 +180,7 @@ def price_plan_preview(
             components=components_from_config(components),
             usages=usages,
             minor_units=currency.minor_units,
+            rounding=entity_rounding(legal_entity) if legal_entity else ROUND_HALF_UP,
             overrides=overrides_from_dict(overrides) if overrides else None,
         )
     except RatingError as exc:

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Q
+from django.db import IntegrityError, transaction
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from billing.audit_actions import BillingAuditAction
@@ -19,6 +19,7 @@ from billing.models import (
     Contract,
     DocumentKind,
     Invoice,
+    RUN_IN_PROGRESS_STATUSES,
     RunStatus,
 )
 from billing.money import minor_unit
@@ -65,7 +66,13 @@ def month_ready_at(*, legal_entity: LegalEntity, month: Period) -> datetime:
 def billing_run_request(
     *, legal_entity: LegalEntity, month: Period, actor: Actor, now: datetime | None = None
 ) -> BillingRun:
-    """The run of `legal_entity` for `month` (created if new), refused before the grace window passed."""
+    """A new run attempt of `legal_entity` for `month` (pending), refused before the grace window
+    passed and while another attempt of that month is pending or running (decision 52).
+
+    An attempt still pending or running `RUN_STALE_AFTER` (by the wall clock) after it was
+    queued or started is taken to have died: it is marked failed ("abandoned") and the new attempt replaces it.
+    Two requests at the same moment meet at the partial unique index: the second is refused.
+    """
     now = now or timezone.now()
     ready = month_ready_at(legal_entity=legal_entity, month=month)
     if now < ready:
@@ -76,30 +83,80 @@ def billing_run_request(
             extra={"ready_at": ready.isoformat()},
         )
     with transaction.atomic():
-        run, created = BillingRun.objects.select_for_update().get_or_create(
-            legal_entity=legal_entity,
-            period_start=month.start,
-            defaults={"period_end": month.end, "requested_by": actor.label},
+        attempts = BillingRun.objects.filter(legal_entity=legal_entity, period_start=month.start)
+        current = attempts.select_for_update().filter(status__in=RUN_IN_PROGRESS_STATUSES).first()
+        if current is not None:
+            # staleness on the wall clock (`now` may be a chosen day, for the grace window)
+            clock = timezone.now()
+            if clock - (current.started_at or current.created_at) < RUN_STALE_AFTER:
+                raise _in_progress(current)
+            _abandon(current, actor=actor, now=clock)
+        last = attempts.aggregate(n=Max("attempt"))["n"] or 0
+        try:
+            with transaction.atomic():
+                run = BillingRun.objects.create(
+                    legal_entity=legal_entity,
+                    period_start=month.start,
+                    period_end=month.end,
+                    attempt=last + 1,
+                    requested_by=actor.label,
+                )
+        except IntegrityError:
+            # another request of this month committed its attempt meanwhile
+            other = attempts.filter(status__in=RUN_IN_PROGRESS_STATUSES).first()
+            raise _in_progress(other, legal_entity=legal_entity, month=month) from None
+        audit_record(
+            actor=actor,
+            action=BillingAuditAction.RUN_CREATE,
+            obj=run,
+            after={"legal_entity": legal_entity.code, "period": run.label, "attempt": run.attempt},
         )
-        if (
-            not created
-            and run.status == RunStatus.RUNNING
-            and run.started_at
-            and now - run.started_at < RUN_STALE_AFTER
-        ):
-            raise Conflict(
-                f"The {run.label} run of {legal_entity.code} is running.",
-                code=BillingErrorCode.RUN_IN_PROGRESS,
-                extra={"run_id": run.pk},
-            )
-        if created:
-            audit_record(
-                actor=actor,
-                action=BillingAuditAction.RUN_CREATE,
-                obj=run,
-                after={"legal_entity": legal_entity.code, "period": run.label},
-            )
     return run
+
+
+def _in_progress(
+    run: BillingRun | None,
+    *,
+    legal_entity: LegalEntity | None = None,
+    month: Period | None = None,
+) -> Conflict:
+    """The refusal of a second attempt while one is pending or running."""
+    if run is None:  # the other attempt took the same number and has ended already
+        assert legal_entity is not None and month is not None
+        return Conflict(
+            f"Another billing run of {legal_entity.code} for {month.start:%Y-%m} was started at "
+            "the same moment; look at the run history before running the month again.",
+            code=BillingErrorCode.RUN_IN_PROGRESS,
+        )
+    since = run.started_at or run.created_at
+    state = "running since" if run.status == RunStatus.RUNNING else "queued at"
+    return Conflict(
+        f"Billing run #{run.pk} of {run.legal_entity.code} for {run.label} (attempt "
+        f"{run.attempt}) is {state} {since:%Y-%m-%d %H:%M} UTC; wait for it to finish before "
+        "running the month again.",
+        code=BillingErrorCode.RUN_IN_PROGRESS,
+        extra={"run_id": run.pk},
+    )
+
+
+def _abandon(run: BillingRun, *, actor: Actor, now: datetime) -> None:
+    """Mark an attempt that stopped reporting as failed, so a new attempt may start."""
+    before = run.status
+    run.status, run.finished_at = RunStatus.FAILED, now
+    run.error = (
+        f"Abandoned: still {before} {RUN_STALE_AFTER.total_seconds() / 3600:g} h after it was "
+        "queued or started "
+        "(its worker is taken to have died); a new attempt replaced it."
+    )
+    run.save(update_fields=["status", "finished_at", "error"])
+    audit_record(
+        actor=actor,
+        action=BillingAuditAction.RUN_FAIL,
+        obj=run,
+        before={"status": before},
+        after={"status": RunStatus.FAILED, "error": run.error},
+        reason="abandoned",
+    )
 
 
 def billing_run_start(
@@ -109,7 +166,7 @@ def billing_run_start(
     actor: Actor,
     idempotency_key: str | None = None,
 ) -> BillingRun:
-    """Request the run and hand it to the task queue once the request commits (the UI button).
+    """Request a new attempt and hand it to the task queue once the request commits (the UI button).
     `idempotency_key` (the form's one-time token): a second submit is told, nothing queued."""
     with transaction.atomic():
         claim_action_key(
@@ -119,7 +176,6 @@ def billing_run_start(
             subject=f"billing run {legal_entity.code} {month.start:%Y-%m}",
         )
         run = billing_run_request(legal_entity=legal_entity, month=month, actor=actor)
-        BillingRun.objects.filter(pk=run.pk).update(status=RunStatus.PENDING)
         audit_record(
             actor=actor,
             action=BillingAuditAction.RUN_ENQUEUE,
@@ -138,16 +194,16 @@ def billing_run_start(
             )
 
         transaction.on_commit(enqueue)
-    run.refresh_from_db()
     return run
 
 
 def billing_runs_bill_due(*, actor: Actor, now: datetime | None = None) -> list[int]:
     """Bill last month of every legal entity whose grace window has passed (the hourly schedule).
 
-    An entity's month is skipped while its run is running or once it is done,
-    so calling this again (every hour, or twice at once) bills nothing twice.
-    Returns the ids of the runs executed.
+    An entity's month is skipped while an attempt of it is pending or running and once one
+    is done, so calling this again (every hour, or twice at once) bills nothing twice; a
+    month whose last attempt failed gets a new attempt each hour. Returns the ids of the
+    attempts executed.
     """
     now = now or timezone.now()
     done: list[int] = []
@@ -157,10 +213,13 @@ def billing_runs_bill_due(*, actor: Actor, now: datetime | None = None) -> list[
         month = parse_period(f"{last_month:%Y-%m}")
         if now < month_ready_at(legal_entity=entity, month=month):
             continue
-        existing = BillingRun.objects.filter(legal_entity=entity, period_start=month.start).first()
-        if existing is not None and existing.status in (RunStatus.DONE, RunStatus.RUNNING):
+        attempts = BillingRun.objects.filter(legal_entity=entity, period_start=month.start)
+        if attempts.filter(status=RunStatus.DONE).exists():
             continue
-        run = billing_run_request(legal_entity=entity, month=month, actor=actor, now=now)
+        try:
+            run = billing_run_request(legal_entity=entity, month=month, actor=actor, now=now)
+        except Conflict:
+            continue  # an attempt of this month is pending or running
         billing_run_execute(run_id=run.pk, actor=actor)
         done.append(run.pk)
     return done
@@ -187,21 +246,22 @@ def billing_run_execute(
 ) -> BillingRun:
     """Rate every contract period of the run's month into draft invoices, then late-usage corrections.
 
-    Safe to run again: contracts already invoiced for the period are skipped
-    (and the database refuses a second invoice for a contract period).
+    Executes a pending attempt once: an attempt that is running is refused (RUN_IN_PROGRESS),
+    one that has ended too (RUN_ENDED: run the month again, `billing_run_retry`, for a new
+    attempt). A new attempt skips the contracts already invoiced for the period by earlier
+    attempts (and the database refuses a second invoice for a contract period).
     """
     now = now or timezone.now()
     with transaction.atomic():
         run = BillingRun.objects.select_for_update().select_related("legal_entity").get(pk=run_id)
-        if (
-            run.status == RunStatus.RUNNING
-            and run.started_at
-            and now - run.started_at < RUN_STALE_AFTER
-        ):
+        if run.status == RunStatus.RUNNING:
+            raise _in_progress(run)
+        if run.status != RunStatus.PENDING:
             raise Conflict(
-                f"Run {run.pk} is already running.",
-                code=BillingErrorCode.RUN_IN_PROGRESS,
-                extra={"run_id": run.pk},
+                f"Billing run #{run.pk} of {run.legal_entity.code} for {run.label} has ended "
+                f"({run.get_status_display().lower()}); run the month again for a new attempt.",
+                code=BillingErrorCode.RUN_ENDED,
+                extra={"run_id": run.pk, "status": run.status},
             )
         before = run.status
         run.status, run.started_at, run.finished_at, run.error = RunStatus.RUNNING, now, None, ""
@@ -231,7 +291,8 @@ def billing_run_execute(
             )
         case_open_or_update(
             kind="billing_run_failed",
-            fingerprint=f"billing:run:{run.pk}",
+            # one case per entity and month: a failing re-run counts again on it (decision 52)
+            fingerprint=f"billing:run:{run.legal_entity_id}:{run.label}",
             title=f"Billing run {run.label} of {run.legal_entity.code} failed",
             actor=actor,
             error_message=str(exc)[:2000],
@@ -258,6 +319,14 @@ def billing_run_execute(
         )
     run.outcome = outcome  # this execution's counts, not stored
     return run
+
+
+def billing_run_retry(*, run_id: int, actor: Actor) -> BillingRun:
+    """Run the month of an ended attempt again: a new attempt, executed now (case retry, admin)."""
+    run = BillingRun.objects.select_related("legal_entity").get(pk=run_id)
+    month = Period(start=run.period_start, end=run.period_end)
+    again = billing_run_request(legal_entity=run.legal_entity, month=month, actor=actor)
+    return billing_run_execute(run_id=again.pk, actor=actor)
 
 
 def _run_month(run: BillingRun, *, actor: Actor, progress: ProgressFn | None) -> RunOutcome:
@@ -365,7 +434,7 @@ def _run_month(run: BillingRun, *, actor: Actor, progress: ProgressFn | None) ->
             invoices = write_documents(docs)
             apply_prepaid(docs)
             BillingRun.objects.filter(pk=run.pk).update(
-                processed=processed, invoices_created=run.invoices_created + created + len(docs)
+                processed=processed, invoices_created=created + len(docs)
             )
             if invoices:
                 audit_record(

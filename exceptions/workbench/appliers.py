@@ -134,7 +134,9 @@ def _retry_unmapped(case: ExceptionCase, actor: Actor) -> RetryOutcome:
 @retry_handler(CaseKind.BILLING_RUN_FAILED)
 def _retry_run(case: ExceptionCase, actor: Actor) -> RetryOutcome:
     try:
-        run = billing_services.billing_run_execute(run_id=int(case.source_id), actor=actor)
+        run = billing_services.billing_run_retry(run_id=int(case.source_id), actor=actor)
     except Exception as exc:  # noqa: BLE001 - the run's own failure is recorded on the run and shown here
         return RetryOutcome(False, f"The billing run failed again: {exc}")
-    return RetryOutcome(True, f"Billing run {run.label} finished.")
+    return RetryOutcome(
+        True, f"Billing run {run.label} finished (attempt {run.attempt}, #{run.pk})."
+    )

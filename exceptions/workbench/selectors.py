@@ -313,8 +313,8 @@ EXPLANATIONS: dict[str, str] = {
     "a finalized invoice is corrected by a credit memo or an adjustment instead).",
     CaseKind.BILLING_RATING_FAILED: "A contract could not be priced for a period, so no invoice "
     "was drafted for it.",
-    CaseKind.BILLING_RUN_FAILED: "A billing run stopped with an error. Retry runs it again; "
-    "invoices already drafted are not drafted twice.",
+    CaseKind.BILLING_RUN_FAILED: "A billing run stopped with an error. Retry runs the month "
+    "again as a new attempt; invoices already drafted are not drafted twice.",
     CaseKind.MISSING_GL_MAPPING: "Documents wait (held, not lost) because one of our ledger "
     "accounts has no ERP account on this connection. Map it below: the held postings go to the "
     "outbox and the case resolves.",

@@ -32,6 +32,7 @@ def test_error_code_values_are_the_published_ones() -> None:
             "billing_plan_version_order",
             "billing_rating_failed",
             "billing_reason_required",
+            "billing_run_ended",
             "billing_run_in_progress",
             "billing_usage_changed",
         ]

@@ -18,7 +18,8 @@ subtotal 3,704 + 8,500 + 9,900 = 22,104.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from html import unescape
 from typing import Any
 
@@ -29,7 +30,13 @@ from rest_framework.test import APIClient
 
 from billing import services
 from core.services import IssuedKey
-from billing.models import Contract, ContractAmendment, PricePlan
+from billing.models import (
+    Contract,
+    ContractAmendment,
+    EntityBillingSettings,
+    PricePlan,
+    Rounding,
+)
 from core.models import ApiScope, Currency, Customer
 from exceptions.models import AuditEntry
 from tests.billing.conftest import ACTOR, currency, plan
@@ -409,20 +416,28 @@ def test_amendment_form_changes_overrides_from_a_date_with_a_reason(
     assert entry.reason == "renegotiated" and entry.actor_label == "integrator"
 
 
+@pytest.mark.parametrize(
+    ("rounding", "api", "discount"),
+    [("ROUND_HALF_UP", "$12.35", "($17.94)"), ("ROUND_HALF_EVEN", "$12.34", "($17.93)")],
+)
 def test_contract_preview_prices_usage_with_the_overrides_typed(
-    admin_client: Client, acme: Customer, usd: Currency
+    admin_client: Client, acme: Customer, usd: Currency, rounding: str, api: str, discount: str
 ) -> None:
     """api 1,234.5 x 0.01 = 12.345 -> 12.35; storage on the override's tiers 200 x 0.08 +
     1,300 x 0.04 = 68.00; platform 99.00; running total 179.35, 10 % off = 17.935 -> (17.94);
-    subtotal 161.41."""
+    subtotal 161.41. Rounded as acme's entity bills, half even: 12.345 -> 12.34; 179.34,
+    10 % off = 17.934 -> (17.93); subtotal 161.41."""
+    EntityBillingSettings.objects.create(legal_entity=acme.legal_entity, rounding=rounding)
     p = plan("storage-2027", usd, TIERED)
     post = _contract_post(acme, p, OVERRIDES) | {"preview": "1"}
     post |= _usage([("api_calls", "1234.5", ""), ("storage_gb", "1500", "")])
     html = admin_client.post("/billing/contracts/new/", post).content.decode()
     result = html[html.index('aria-label="Preview result"') :]
-    for amount in ("$12.35", "$68.00", "$99.00", "($17.94)"):
+    for amount in (api, "$68.00", "$99.00", discount):
         assert f'<td class="num">{amount}</td>' in result, amount
     assert 'id="preview-subtotal">$161.41</th>' in result
+    label = Rounding(rounding).label
+    assert f"Rounded as {acme.legal_entity.code} bills: {label}." in unescape(html)
     assert not Contract.objects.exists()
 
 
@@ -538,3 +553,39 @@ def test_every_hostile_value_in_the_editors_is_a_400_next_to_its_field_and_nothi
     after = (PricePlan.objects.count(), Contract.objects.count(), ContractAmendment.objects.count())
     assert not failures, "\n".join(map(str, failures))
     assert after == before
+
+
+# --------------------------------------------------------------------------- the entity's rounding
+
+
+def test_plan_preview_rounds_as_the_chosen_entity_and_the_run_bills_the_same_cents(
+    admin_client: Client, usd: Currency
+) -> None:
+    """0.125 per call, 1 call: half up 0.13, half even 0.12; the preview for the half-even
+    entity says 0.12, and that entity's billing run drafts 0.12."""
+    from tests.billing.conftest import bill, contract, customer, entity, invoice_of, metric, send
+
+    up = entity("ll-up", "USD", 2, "UTC")
+    even = entity("ll-even", "USD", 2, "UTC")
+    EntityBillingSettings.objects.create(legal_entity=even, rounding="ROUND_HALF_EVEN")
+    eighth = [{"type": "per_unit", "code": "api", "metric": "api_calls", "unit_price": "0.125"}]
+    usage = _usage([("api_calls", "1", "")])
+
+    def previewed(entity_code: str | None) -> str:
+        post = _plan_post(eighth, preview="1") | usage
+        if entity_code:
+            post["preview_entity"] = entity_code
+        html = admin_client.post("/billing/plans/new/", post).content.decode()
+        start = html.index('id="preview-subtotal">') + len('id="preview-subtotal">')
+        return html[start : html.index("</th>", start)]
+
+    # unchosen: the first entity (by code) whose base currency is the plan's, ll-even
+    assert previewed(None) == "$0.12"
+    assert previewed(up.code) == "$0.13"
+    assert previewed("ll-even") == "$0.12"
+    metric("api_calls")
+    cust = customer(even, "acme")
+    c = contract(cust, plan("eighth", usd, eighth), date(2026, 9, 1))
+    send(cust, "api_calls", datetime(2026, 10, 5, tzinfo=UTC), count=1)
+    bill(even, "2026-10")
+    assert invoice_of(c).subtotal == Decimal("0.12")

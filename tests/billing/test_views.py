@@ -186,7 +186,12 @@ def test_bill_reports_what_this_run_did_not_running_totals() -> None:
     call_command("bill", "--period", "2026-10", "--entity", us.code, stdout=second)
     # this run drafted the late contract only (the run's total is 2) and failed the broken again
     assert "ll-us 2026-10: 1 invoice(s), 0 correction(s) drafted, 1 failed" in second.getvalue()
-    assert BillingRun.objects.get(legal_entity=us).invoices_created == 2
+    # each run is its own attempt with its own counts (decision 52)
+    assert list(
+        BillingRun.objects.filter(legal_entity=us)
+        .order_by("attempt")
+        .values_list("attempt", "invoices_created")
+    ) == [(1, 1), (2, 1)]
 
 
 def test_billing_schedule_exists() -> None:

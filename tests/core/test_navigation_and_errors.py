@@ -58,6 +58,8 @@ def _menu(client: Client) -> list[str]:
                 "Run history",
                 "ERP",
                 "Audit trail",
+                "Plans",
+                "Contracts",
                 "Admin",
             ],
             ["Usage imports", "Approvals"],

@@ -44,6 +44,23 @@ def test_clerk_goes_from_the_customer_to_an_invoice_and_its_history(
     assert "invoice.payment_record" in history and "1000.33" in history
     assert "billing_run.drafts_create" in history
     _shot(page, "clerk-invoice-history")
+    # from the invoice to its contract's page: the terms in force and its documents
+    page.go_back()
+    page.wait_for_load_state()
+    contract = b.contract
+    page.get_by_role("link", name=contract.code, exact=True).first.click()
+    page.wait_for_load_state()
+    text = _text(page)
+    assert f"Contract {contract.code}" in text and "In force today" in text
+    assert f"Plan {contract.plan.code}" in text
+    docs = page.get_by_role("table", name="Documents").inner_text()
+    assert b.number in docs and "$1,100.33" in docs and "(attempt 1)" in docs
+    _shot(page, "clerk-contract-page")
+    page.get_by_role("link", name=contract.plan.code, exact=True).first.click()
+    page.wait_for_load_state()
+    assert f"Price plan {contract.plan.code}" in _text(page)
+    assert contract.code in page.get_by_role("table", name="Contracts on this plan").inner_text()
+    _shot(page, "clerk-plan-page")
 
 
 def test_receivables_are_aged_to_the_cent_in_usd_and_jpy(page, live_server, world: Ageing) -> None:
