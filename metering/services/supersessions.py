@@ -12,6 +12,7 @@ a finalized invoice is corrected by a credit memo or an adjustment, never re-rat
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
@@ -31,6 +32,28 @@ from metering.models import (
 from metering.services.ingest import _validate
 from metering.services.summaries import usage_summarize_window
 from metering.summaries import event_watermark_hold
+
+
+def _as_received(conflict: DuplicateConflict) -> tuple[Any, Any, str]:
+    """The version kept, as ingest read it when it arrived: (raw, canonical event, channel).
+
+    A conflict keeps the payload in its own format, so a CloudEvent or a Lago event goes through
+    the same adapter as at intake; one that had no time takes its receipt time, as it did then.
+    """
+    raw = conflict.raw
+    if isinstance(raw, dict) and "specversion" in raw:
+        event, channel = ingest.from_cloudevent(raw), "cloudevents-supersede"
+        stamped = isinstance(event, dict) and bool(event.get(ingest.TIME_FROM_RECEIPT))
+    elif (
+        isinstance(raw, dict) and conflict.source == ingest.LAGO_SOURCE and "transaction_id" in raw
+    ):
+        event, channel = ingest.from_lago(raw), "lago-supersede"
+        stamped = raw.get("timestamp") in (None, "")
+    else:
+        return raw, raw, "supersede"
+    if stamped and isinstance(event, dict):
+        event["timestamp"] = conflict.received_at.isoformat()
+    return raw, event, channel
 
 
 def supersession_check(*, conflict: DuplicateConflict) -> tuple[UsageEvent, ingest.Candidate]:
@@ -57,8 +80,8 @@ def supersession_check(*, conflict: DuplicateConflict) -> tuple[UsageEvent, inge
             code=MeteringErrorCode.SUPERSESSION_BILLED,
             extra={"event_seq": original.seq},
         )
-    raw = conflict.raw
-    validated = _validate([(raw, raw)], reference.current(), conflict.received_at, "supersede")
+    raw, event, channel = _as_received(conflict)
+    validated = _validate([(event, raw)], reference.current(), conflict.received_at, channel)
     if validated.rejections:
         rej = validated.rejections[0]
         raise AppError(

@@ -4,6 +4,7 @@ an event already on a finalized invoice is refused."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -444,3 +445,60 @@ def test_a_draft_rated_on_the_original_is_re_rated_when_finalized(clerk, approve
     final = billing.invoice_finalize(invoice=invoice_of(con), actor=ACTOR)
     # re-rated at finalize from the recomputed summary: 17.75 x 0.40 = 7.10
     assert lines(final) == [("usage", "gb", D("7.10"))] and final.total == D("7.10")
+
+
+@pytest.mark.parametrize("fmt", ["cloudevents", "lago"])
+def test_a_cloudevent_or_a_lago_event_re_sent_is_taken_as_its_adapter_reads_it(
+    fmt: str, make_api_key, api_client, clerk, approver
+) -> None:
+    """The conflict keeps the payload in its own format; taking it reads it as intake did: a
+    CloudEvent's data, a Lago event's properties and its subscription's mapping."""
+    from metering.models import CustomerMapping
+
+    _, cust, _ = world()
+    CustomerMapping.objects.create(source="lago", customer_ref="sub-acme", customer=cust)
+    writer = api_client(make_api_key(ApiScope.USAGE_WRITE, name="producer").raw_key)
+    at = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+
+    def sent(gb: str) -> None:
+        if fmt == "cloudevents":
+            body: dict[str, Any] = {
+                "specversion": "1.0",
+                "id": "ce-1",
+                "source": "app",
+                "subject": "ll-us-acme",
+                "type": "storage",
+                "time": at.isoformat(),
+                "data": {"gb": gb},
+            }
+            resp = writer.post(
+                "/api/v1/events",
+                data=json.dumps(body),
+                content_type="application/cloudevents+json",
+            )
+        else:
+            body = {
+                "event": {
+                    "transaction_id": "ce-1",
+                    "external_subscription_id": "sub-acme",
+                    "code": "storage",
+                    "timestamp": int(at.timestamp()),
+                    "properties": {"gb": gb},
+                }
+            }
+            resp = writer.post("/compat/lago/api/v1/events", body, format="json")
+            if gb != "10":  # Lago's own answer to a re-sent transaction id; the conflict is kept
+                assert resp.status_code == 422, resp.content
+                return
+        assert resp.status_code < 300, resp.content
+
+    sent("10")
+    sent("12.5")
+    case, conflict = conflict_case("ce-1")
+    take(case, conflict, Caller.for_user(clerk))
+    approve(case, Caller.for_user(approver))
+    case.refresh_from_db()
+    assert case.status == "resolved"
+    standing = metering_selectors.current_event(source=conflict.source, event_id="ce-1")
+    assert standing is not None and standing.properties == {"gb": "12.5"}
+    assert standing.customer_id == cust.pk and standing.timestamp == at
