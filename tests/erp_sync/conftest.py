@@ -22,6 +22,7 @@ import os
 import shutil
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,3 +264,71 @@ def accounts(api: TrytonClient) -> dict[str, int]:
 def misc_journal(api: TrytonClient) -> int:
     (journal,) = api.call("model.account.journal.search", [("code", "=", "MISC")], 0, None, None)
     return int(journal)
+
+
+# ------------------------------------------------------------------ a Tryton connection of a world
+
+#: The environment variable the tests' Tryton connections read their password from.
+PASSWORD_ENV = "LL_TEST_TRYTON_PASSWORD"
+
+
+@pytest.fixture
+def tryton_conn(tryton_server: TrytonServer, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``tryton_conn(world, **fields)``: a Tryton connection (erp_sync.demo's, documents
+    mode) for the world's legal entity on the session's Tryton, its password in the
+    environment, with its own external-id prefix (the Tryton database lives for the whole
+    session, so each test's documents stay apart)."""
+    from erp_sync.demo import tryton_connection
+    from tests.billing.conftest import ACTOR
+
+    monkeypatch.setenv(PASSWORD_ENV, API_PASSWORD)
+
+    def make(world: Any, **fields: Any) -> Any:
+        return tryton_connection(
+            legal_entity=world.entity,
+            actor=ACTOR,
+            base_url=tryton_server.url,
+            database=tryton_server.database,
+            login=API_LOGIN,
+            password_env=PASSWORD_ENV,
+            external_id_prefix=f"t{uuid.uuid4().hex[:8]}",
+            **fields,
+        )
+
+    return make
+
+
+def tryton_company(admin: TrytonClient, conn: Any) -> int:
+    """The Tryton company of a connection (named by its party's name)."""
+    return int(
+        admin.call(
+            "model.company.company.search", [("party.name", "=", conn.company)], 0, None, None
+        )[0]
+    )
+
+
+def tryton_period_of(admin: TrytonClient, company: int, day: datetime.date) -> int | None:
+    """The company's standard period holding ``day``, or None."""
+    found = admin.call(
+        "model.account.period.search",
+        [
+            ("company", "=", company),
+            ("start_date", "<=", day),
+            ("end_date", ">=", day),
+            ("type", "=", "standard"),
+        ],
+        0,
+        None,
+        None,
+    )
+    return int(found[0]) if found else None
+
+
+def tryton_period_reopen(admin: TrytonClient, period: int) -> None:
+    """Reopen a period closed by a test, and its journal-periods (Tryton keeps those closed)."""
+    admin.call("model.account.period.reopen", [period])
+    journal_periods = admin.call(
+        "model.account.journal.period.search", [("period", "=", period)], 0, None, None
+    )
+    if journal_periods:
+        admin.call("model.account.journal.period.reopen", journal_periods)
