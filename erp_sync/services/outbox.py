@@ -3,7 +3,8 @@
 `outbox_drain(worker=..., connection_id=..., max_postings=...)` is the one entry point every
 worker, task, test and benchmark uses. It loops over three short steps per posting:
 
-1. **claim** (one transaction): the oldest posting that is `pending`, `retry_wait` and due, or
+1. **claim** (one transaction for up to CLAIM_BATCH postings, decision 54): the oldest
+   postings that are `pending`, `retry_wait` and due, or
    `in_flight` with an expired lease, whose connection is enabled and whose dependency (the
    invoice a credit memo or a cancellation refers to) is posted; locked with
    ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL (a compare-and-set UPDATE on SQLite).
@@ -11,10 +12,12 @@ worker, task, test and benchmark uses. It loops over three short steps per posti
    `missing_gl_mapping` case (nothing is sent, nothing is counted). Otherwise our attempt
    counter goes up, a `PostingAttempt` row (running) is written and a lease taken, all
    committed BEFORE the ERP is called. A posting taken over from an expired lease has its
-   running attempt recorded as of unknown outcome and is looked up in the ERP first.
+   running attempt recorded as of unknown outcome and is looked up in the ERP first. A
+   posting of a batch whose lease ran short before its turn is given back unsent.
 2. **send** (no transaction open): the connector call; every request it makes is recorded.
-3. **finish** (one transaction): the outcome moves the posting to `posted`, `retry_wait`
-   (exponential backoff with jitter, per-connection limits), `dead` (attempts exhausted) or
+3. **finish** (one transaction; one statement for a first attempt that posted): the outcome
+   moves the posting to `posted`, `retry_wait` (exponential backoff with jitter,
+   per-connection limits), `dead` (attempts exhausted) or
    `failed` (permanent error at once); `failed`/`dead` open a case with the ERP's own message.
    A worker whose lease was taken over meanwhile records its attempt but leaves the posting
    to the new holder.
@@ -935,7 +938,8 @@ def _finish_posted(
     connector created (as party mappings), the posting `posted` if we still hold its lease,
     and then its audit entry appended to the chain (exceptions' audit_append_cte), so the
     chain head is locked for the end of this one statement only. A lease lost meanwhile
-    records the attempt and leaves the posting (and the audit trail) to the new holder."""
+    records the attempt and leaves the posting (and the audit trail) to the new holder.
+    Its commit is asynchronous (decision 54); the claim's, before the ERP call, is not."""
     posting, conn = claim.posting, claim.posting.connection
     now = timezone.now()
     rows = _exchange_rows(conn, exchanges)
@@ -1006,6 +1010,11 @@ def _finish_posted(
         PostingStatus.IN_FLIGHT,
         *audit_params,
     ]
+    if not db_connection.in_atomic_block:
+        # one implicit transaction; its commit does not wait for the WAL flush (decision 54:
+        # a finish lost with a crash of PostgreSQL itself is a posting left in flight, which
+        # the next claim looks up in the ERP, as after a worker killed before its finish)
+        sql = "SET LOCAL synchronous_commit = off;" + sql
     with db_connection.cursor() as cur:
         cur.execute(sql, params)
         posted, audited = cur.fetchone()
