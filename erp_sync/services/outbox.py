@@ -413,7 +413,7 @@ class Claim:
     attempt: PostingAttempt
     token: str
     send: Send
-    learned: dict[str, str]  # code -> ERP party id, shared by the claims of one batch
+    learned: dict[str, str]  # code -> ERP party id, shared by a batch's claims of a connection
     was: str = PostingStatus.PENDING  # the status it was claimed from
     saved: set[str] = field(default_factory=set)  # learned codes stored as party mappings
 
@@ -539,9 +539,10 @@ def _claim_batch(
                 c for p in postings if p.connection_id == resolver.conn.pk for c in _customers_of(p)
             )
         token = f"{worker}:{uuid.uuid4().hex[:12]}"
-        learned: dict[str, str] = {}  # shared by the batch: a party is ensured once
-        saved: set[str] = set()
-        taken: list[tuple[Posting, Send, str]] = []
+        # per connection, shared by the batch: a party is ensured once (codes -> ERP ids, and
+        # the codes stored as party mappings already)
+        shared: dict[int, tuple[dict[str, str], set[str]]] = {}
+        taken: list[tuple[Posting, Send, str, dict[str, str], set[str]]] = []
         for posting in postings:
             conn = posting.connection
             was = posting.status
@@ -564,6 +565,7 @@ def _claim_batch(
                 Posting.objects.filter(pk=posting.pk).update(lookup_first=True)
             resolver = resolvers[conn.pk]
             resolver.missing = []
+            learned, saved = shared.setdefault(conn.pk, ({}, set()))
             try:
                 send, _parties = build_send(posting, resolver, learned)
             except MissingMappings as exc:
@@ -574,11 +576,11 @@ def _claim_batch(
                     posting, conn, PostingStatus.DEAD, posting.last_error or "attempts exhausted"
                 )
                 continue
-            taken.append((posting, send, was))
+            taken.append((posting, send, was, learned, saved))
         if not taken:
             return []
         by_lease: dict[int, list[int]] = {}
-        for posting, _, _ in taken:
+        for posting, *_ in taken:
             by_lease.setdefault(posting.connection.lease_seconds, []).append(posting.pk)
         for seconds, ids in by_lease.items():
             Posting.objects.filter(pk__in=ids).update(
@@ -589,7 +591,7 @@ def _claim_batch(
                 updated_at=now,
             )
         attempts = []
-        for posting, _, _ in taken:
+        for posting, *_ in taken:
             posting.attempts += 1
             posting.status = PostingStatus.IN_FLIGHT
             posting.lease_expires_at = now + datetime.timedelta(
@@ -604,7 +606,7 @@ def _claim_batch(
         PostingAttempt.objects.bulk_create(attempts)
     return [
         Claim(posting, attempt, token, send, learned, was=was, saved=saved)
-        for (posting, send, was), attempt in zip(taken, attempts, strict=True)
+        for (posting, send, was, learned, saved), attempt in zip(taken, attempts, strict=True)
     ]
 
 

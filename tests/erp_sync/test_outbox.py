@@ -13,6 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing import services as billing
+from erp_sync.connectors.memory import memory_erp
 from erp_sync.models import AccountRole, AttemptOutcome, PartyMapping, Posting, PostingAttempt
 from erp_sync.services import (
     account_mapping_set,
@@ -380,3 +381,29 @@ def test_a_batch_gives_back_the_postings_its_lease_no_longer_covers(erp) -> None
     assert first.started_at == second.started_at
     assert second.finished_at is not None and third.started_at > second.finished_at
     assert set(erp.creates.values()) == {1}
+
+
+def test_a_batch_over_two_connections_keeps_each_erps_own_party_ids(erp) -> None:
+    """One claim batch holds postings of two connections of one entity (each entry gets a
+    posting per connection); a party created in one ERP is never mapped on the other."""
+    other = memory_erp("other")
+    other.reset()
+    for _ in range(5):  # the other ERP's ids run ahead, so the two ERPs' party ids differ
+        next(other._ids)
+    world = billed_world(2)
+    a = memory_connection(world.entity)
+    b = memory_connection(world.entity, name="erp-b", database="other")
+    ledger_consume(actor=ACTOR)
+    try:
+        result = outbox_drain(worker="w1")
+        assert result.posted == Posting.objects.count() == 4
+        for conn, its_erp in ((a, erp), (b, other)):
+            mapped = dict(
+                PartyMapping.objects.filter(connection=conn).values_list(
+                    "customer__code", "erp_party_id"
+                )
+            )
+            assert mapped == {c.code: its_erp.parties[c.code] for c in world.customers}
+        assert erp.parties != other.parties
+    finally:
+        other.reset()
