@@ -239,6 +239,27 @@ def _jsonb_text(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def _fixed_values(
+    at: Any, actor: Actor, spec: AuditSpec, before: Any, after: Any
+) -> tuple[Any, ...]:
+    """An entry's column values known before the chain head is locked (_ENTRY_COLUMNS up to
+    seq), the JSON columns as their JSON text."""
+    return (
+        at,
+        actor.kind,
+        actor.label[:200],
+        actor.user_id,
+        actor.api_key_id,
+        spec.action,
+        spec.object_type,
+        str(spec.object_id),
+        spec.object_repr[:200],
+        _jsonb_text(before),
+        _jsonb_text(after),
+        spec.reason,
+    )
+
+
 def _content_parts(
     *, at: str, actor: Actor, spec: AuditSpec, before: Any, after: Any
 ) -> tuple[str, str]:
@@ -288,24 +309,7 @@ def audit_record_many(*, actor: Actor, entries: Sequence[AuditSpec]) -> int:
         head, mid = _content_parts(at=at_text, actor=actor, spec=spec, before=before, after=after)
         fixed = ""
         if postgres:
-            fixed = copy_text(
-                [
-                    (
-                        at.isoformat(),
-                        actor.kind,
-                        actor.label[:200],
-                        actor.user_id,
-                        actor.api_key_id,
-                        spec.action,
-                        spec.object_type,
-                        str(spec.object_id),
-                        spec.object_repr[:200],
-                        _jsonb_text(before),
-                        _jsonb_text(after),
-                        spec.reason,
-                    )
-                ]
-            )[:-1]
+            fixed = copy_text([_fixed_values(at.isoformat(), actor, spec, before, after)])[:-1]
         prepared.append((head, mid, fixed, spec, before, after))
 
     last_seq, last_hash = _lock_head()
@@ -391,23 +395,7 @@ def audit_append_cte(*, actor: Actor, spec: AuditSpec, guard: str) -> tuple[str,
         FROM (SELECT 1 FROM {guard} LIMIT 1) AS changed LEFT JOIN _audit_new AS n ON true
         RETURNING seq
     )"""
-    params = [
-        head,
-        mid,
-        at,
-        actor.kind,
-        actor.label[:200],
-        actor.user_id,
-        actor.api_key_id,
-        spec.action,
-        spec.object_type,
-        str(spec.object_id),
-        spec.object_repr[:200],
-        _jsonb_text(before),
-        _jsonb_text(after),
-        spec.reason,
-    ]
-    return sql, params
+    return sql, [head, mid, *_fixed_values(at, actor, spec, before, after)]
 
 
 @dataclass(frozen=True)
