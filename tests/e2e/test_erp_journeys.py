@@ -8,7 +8,7 @@ Screenshots land in tests/e2e/artifacts/ (gitignored).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, time, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -24,10 +24,8 @@ from tests.billing.conftest import ACTOR
 from tests.e2e.test_exception_queue import _login, _shot
 from tests.erp_sync.conftest import (  # noqa: F401 - the session's Tryton fixtures
     admin,
-    tryton_company,
+    last_month_closed_in_tryton,
     tryton_conn,
-    tryton_period_of,
-    tryton_period_reopen,
     tryton_server,
 )
 from tests.erp_sync.world import billed_world
@@ -57,21 +55,10 @@ def test_a_posting_failed_on_a_closed_tryton_period_is_redated_approved_and_post
 ) -> None:
     make_user("clerk", roles.FINANCE_CLERK)
     make_user("approver", roles.FINANCE_APPROVER)
-    today = timezone.now().date()
-    last_day = today.replace(day=1) - timedelta(days=1)
-    # last month billed and finalized on its last day, so the invoice is dated in last month
-    world = billed_world(
-        1,
-        month=f"{last_day:%Y-%m}",
-        finalize_at=datetime.combine(last_day, time(12), tzinfo=UTC),
-    )
-    conn = tryton_conn(world)
-    ledger_consume(actor=ACTOR)
-    period = tryton_period_of(admin, tryton_company(admin, conn), last_day)
-    if period is None:
-        pytest.skip(f"the prepared Tryton has no period for {last_day} (a new fiscal year)")
-    admin.call("model.account.period.close", [period])  # finance closed last month in Tryton
-    try:
+    # last month billed and finalized on its last day, so the invoice is dated in last month;
+    # finance closed last month in Tryton
+    with last_month_closed_in_tryton(admin, tryton_conn) as closed:
+        world, today, last_day = closed.world, closed.today, closed.last_day
         outbox_drain()
         posting = Posting.objects.get(document_type="invoice")
         assert posting.status == "failed" and posting.attempts == 1, posting.last_error
@@ -106,8 +93,6 @@ def test_a_posting_failed_on_a_closed_tryton_period_is_redated_approved_and_post
         assert posting.status == "pending"
         # the scheduled drain (every minute) sends it, last month still closed in Tryton
         outbox_drain()
-    finally:
-        tryton_period_reopen(admin, period)
     approver.reload()
     assert approver.locator("#case-status").inner_text() == "Resolved"
     assert approver.locator("#posting-status").inner_text() == "Posted"

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -332,3 +333,43 @@ def tryton_period_reopen(admin: TrytonClient, period: int) -> None:
     )
     if journal_periods:
         admin.call("model.account.journal.period.reopen", journal_periods)
+
+
+@dataclass(frozen=True)
+class ClosedMonth:
+    world: Any
+    conn: Any
+    today: datetime.date
+    last_day: datetime.date  # of last month: the documents' date
+    period: int
+
+
+@contextmanager
+def last_month_closed_in_tryton(admin: TrytonClient, tryton_conn: Any) -> Iterator[ClosedMonth]:
+    """Last month billed and finalized on its last day (so its invoice and journal are dated
+    in last month), booked, and last month's period closed in Tryton, as finance closes it;
+    reopened (with its journal-periods) on the way out. Skips in a new fiscal year that the
+    prepared Tryton has no period for."""
+    from django.utils import timezone
+
+    from erp_sync.services import ledger_consume
+    from tests.billing.conftest import ACTOR
+    from tests.erp_sync.world import billed_world
+
+    today = timezone.now().date()
+    last_day = today.replace(day=1) - datetime.timedelta(days=1)
+    world = billed_world(
+        1,
+        month=f"{last_day:%Y-%m}",
+        finalize_at=datetime.datetime.combine(last_day, datetime.time(12), tzinfo=datetime.UTC),
+    )
+    conn = tryton_conn(world)
+    ledger_consume(actor=ACTOR)
+    period = tryton_period_of(admin, tryton_company(admin, conn), last_day)
+    if period is None:
+        pytest.skip(f"the prepared Tryton has no period for {last_day} (a new fiscal year)")
+    admin.call("model.account.period.close", [period])
+    try:
+        yield ClosedMonth(world, conn, today, last_day, period)
+    finally:
+        tryton_period_reopen(admin, period)

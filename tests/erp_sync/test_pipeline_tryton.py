@@ -26,7 +26,7 @@ from tests.billing.conftest import ACTOR
 from tests.conftest import requires_postgres
 from tests.erp_sync.world import billed_world
 
-from .conftest import tryton_company, tryton_period_of, tryton_period_reopen
+from .conftest import last_month_closed_in_tryton, tryton_period_reopen
 
 pytestmark = [pytest.mark.tryton, pytest.mark.django_db]
 D = Decimal
@@ -161,36 +161,20 @@ def test_a_journal_refused_for_a_closed_period_is_re_dated_and_posted_on_the_new
     """Last month closed in Tryton: the invoice and the journal moving its advance fee to
     deferred revenue are refused; both re-dated today (the exception queue's correction) and
     replayed, they reach Tryton on today's date, last month still closed, once each."""
-    from datetime import UTC, datetime, time
-
     from erp_sync.services import posting_replay
     from erp_sync.services.corrections import posting_date_correct
 
-    today = timezone.now().date()
-    last_day = today.replace(day=1) - timedelta(days=1)
-    world = billed_world(
-        1,
-        month=f"{last_day:%Y-%m}",
-        finalize_at=datetime.combine(last_day, time(12), tzinfo=UTC),
-    )
-    conn = tryton_conn(world)
-    ledger_consume(actor=ACTOR)
-    period = tryton_period_of(admin, tryton_company(admin, conn), last_day)
-    if period is None:
-        pytest.skip(f"the prepared Tryton has no period for {last_day} (a new fiscal year)")
-    admin.call("model.account.period.close", [period])
-    try:
+    with last_month_closed_in_tryton(admin, tryton_conn) as closed:
         outbox_drain()
         journal = Posting.objects.get(document_type="journal")
-        assert journal.status == "failed" and journal.payload["date"] == last_day.isoformat()
+        assert journal.status == "failed"
+        assert journal.payload["date"] == closed.last_day.isoformat()
         for failed in Posting.objects.filter(status="failed"):
             posting_date_correct(
-                posting=failed, new_date=today, actor=ACTOR, reason="last month is closed"
+                posting=failed, new_date=closed.today, actor=ACTOR, reason="last month is closed"
             )
             posting_replay(posting=failed, actor=ACTOR, reason="re-dated")
         outbox_drain()
-    finally:
-        tryton_period_reopen(admin, period)
     assert set(Posting.objects.values_list("status", flat=True)) == {"posted"}
     (move,) = admin.call(
         "model.account.move.search_read",
@@ -201,8 +185,9 @@ def test_a_journal_refused_for_a_closed_period_is_re_dated_and_posted_on_the_new
         ["state", "date", "period"],
         context={"company_filter": "all"},
     )
-    assert move["state"] == "posted" and move["date"] == today and move["period"] != period
-    assert set(in_tryton(admin, conn.external_id_prefix).values()) == {1}
+    assert move["state"] == "posted" and move["date"] == closed.today
+    assert move["period"] != closed.period
+    assert set(in_tryton(admin, closed.conn.external_id_prefix).values()) == {1}
 
 
 @requires_postgres
