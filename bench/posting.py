@@ -16,7 +16,9 @@ its advance fee to deferred revenue, so 2 postings an invoice). Then:
   is empty (each logged in to Tryton before the clock starts, as the bare loop's clients are;
   2 Tryton calls a clean posting, plus one for each customer new to the worker); throughput = postings / (last worker's end - first worker's start), measured inside
   the workers after Django is set up. Our overhead per posting is its time outside the
-  connector call (claim, attempt row, finish), from the drain's own timings;
+  connector call (claim, attempt row, finish), from the drain's own timings; the drain claims
+  up to 10 postings in one transaction, and each posting of a batch carries an equal share of
+  that claim's time;
 - bare: N threads, each with its own logged-in TrytonClient, sending the same documents (the
   same Tryton values, built before the clock starts, under another external id) with nothing
   but ``create`` and ``post`` per document: no lookup, no read-back, no bookkeeping.

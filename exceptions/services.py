@@ -239,6 +239,27 @@ def _jsonb_text(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
+def _fixed_values(
+    at: Any, actor: Actor, spec: AuditSpec, before: Any, after: Any
+) -> tuple[Any, ...]:
+    """An entry's column values known before the chain head is locked (_ENTRY_COLUMNS up to
+    seq), the JSON columns as their JSON text."""
+    return (
+        at,
+        actor.kind,
+        actor.label[:200],
+        actor.user_id,
+        actor.api_key_id,
+        spec.action,
+        spec.object_type,
+        str(spec.object_id),
+        spec.object_repr[:200],
+        _jsonb_text(before),
+        _jsonb_text(after),
+        spec.reason,
+    )
+
+
 def _content_parts(
     *, at: str, actor: Actor, spec: AuditSpec, before: Any, after: Any
 ) -> tuple[str, str]:
@@ -288,24 +309,7 @@ def audit_record_many(*, actor: Actor, entries: Sequence[AuditSpec]) -> int:
         head, mid = _content_parts(at=at_text, actor=actor, spec=spec, before=before, after=after)
         fixed = ""
         if postgres:
-            fixed = copy_text(
-                [
-                    (
-                        at.isoformat(),
-                        actor.kind,
-                        actor.label[:200],
-                        actor.user_id,
-                        actor.api_key_id,
-                        spec.action,
-                        spec.object_type,
-                        str(spec.object_id),
-                        spec.object_repr[:200],
-                        _jsonb_text(before),
-                        _jsonb_text(after),
-                        spec.reason,
-                    )
-                ]
-            )[:-1]
+            fixed = copy_text([_fixed_values(at.isoformat(), actor, spec, before, after)])[:-1]
         prepared.append((head, mid, fixed, spec, before, after))
 
     last_seq, last_hash = _lock_head()
@@ -347,6 +351,51 @@ def audit_record_many(*, actor: Actor, entries: Sequence[AuditSpec]) -> int:
         AuditEntry.objects.bulk_create(rows, batch_size=1000)
     _set_head(seq, prev)
     return seq
+
+
+def audit_append_cte(*, actor: Actor, spec: AuditSpec, guard: str) -> tuple[str, list[Any]]:
+    """WITH-list items that append one entry to the audit trail inside the caller's single
+    statement (PostgreSQL only), and their parameters, for a write that is one statement
+    (in autocommit that statement is its transaction: the entry commits with the change).
+
+    The entry is appended when the caller's CTE named `guard` returns a row (its change
+    happened), and not otherwise. Its content is built here, before the statement, as
+    audit_record_many builds it; the database locks the chain head, computes seq and the
+    SHA-256 of that content around the head's hash (the same bytes entry_hash_of checks),
+    inserts the entry and moves the head, all in the statement, so the head is locked for
+    the rest of that one statement only. A missing head row fails the statement (a NULL
+    seq), so a change never commits without its entry."""
+    if not spec.action or not spec.object_type:
+        raise ValueError("audit_append_cte needs an action and an object.")
+    at = timezone.now()
+    at_text = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    before, after = _json_safe(spec.before), _json_safe(spec.after)
+    head, mid = _content_parts(at=at_text, actor=actor, spec=spec, before=before, after=after)
+    table, columns = AuditEntry._meta.db_table, ", ".join(_ENTRY_COLUMNS)
+    sql = f"""
+    _audit_head AS (
+        SELECT last_seq, last_hash FROM {_HEAD_TABLE}
+        WHERE id = 1 AND EXISTS (SELECT 1 FROM {guard}) FOR UPDATE
+    ),
+    _audit_new AS (
+        SELECT last_seq + 1 AS seq, last_hash AS prev_hash,
+               encode(sha256(convert_to(
+                   %s || last_hash || %s || (last_seq + 1)::text || '}}', 'UTF8')), 'hex')
+                   AS entry_hash
+        FROM _audit_head
+    ),
+    _audit_moved AS (
+        UPDATE {_HEAD_TABLE} AS h SET last_seq = n.seq, last_hash = n.entry_hash
+        FROM _audit_new AS n WHERE h.id = 1 RETURNING h.id
+    ),
+    _audit_entry AS (
+        INSERT INTO {table} ({columns})
+        SELECT %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s,
+               n.seq, n.prev_hash, n.entry_hash
+        FROM (SELECT 1 FROM {guard} LIMIT 1) AS changed LEFT JOIN _audit_new AS n ON true
+        RETURNING seq
+    )"""
+    return sql, [head, mid, *_fixed_values(at, actor, spec, before, after)]
 
 
 @dataclass(frozen=True)

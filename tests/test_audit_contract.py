@@ -66,6 +66,10 @@ NOT_AUDITED: dict[str, str] = {
     "exceptions.services.entry_hash_of": "pure: an entry's hash",
     "exceptions.services.object_ref": "pure: (type, id, repr) of a row",
     "exceptions.services.audit_verify_chain": "a read (walks the chain)",
+    "exceptions.services.audit_append_cte": (
+        "pure: the SQL of one entry for a caller's statement (PostgreSQL; the entry it appends"
+        " is checked in tests/exceptions/test_audit.py and by the drain's own tests)"
+    ),
     "exceptions.services.cases_lock": "takes locks (the cases a transaction will touch)",
     "metering.services.check_header": "pure: checks a CSV header against the expected columns",
     "metering.services.csv_template": "pure: the CSV template a user downloads",

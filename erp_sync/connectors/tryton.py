@@ -706,6 +706,14 @@ class TrytonConnector(Connector):
         )
         if row is not None and row["state"] == "posted":
             return self._move_of(row)
+        if row is not None and row.get("date") is not None and row["date"] != journal.date:
+            # a draft left by an earlier attempt, since re-dated by the exception queue (a
+            # closed period): move it to the date (and its period) we send now, then post
+            self._call(
+                "model.account.move.write",
+                [move_id],
+                {"date": journal.date, "period": self._period(journal.date)},
+            )
         row = self._post_and_read("account.move", move_id, MOVE_READ)
         return self._posted(journal.external_id, self._move_of(row))
 

@@ -8,8 +8,7 @@ Screenshots land in tests/e2e/artifacts/ (gitignored).
 
 from __future__ import annotations
 
-import uuid
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -17,76 +16,21 @@ import pytest
 from django.utils import timezone
 
 from core import roles
-from erp_sync.demo import tryton_connection
 from erp_sync.models import Posting
 from erp_sync.services import ledger_consume, outbox_drain
 from erp_sync.tryton_rpc import TrytonClient
 from exceptions.models import ExceptionCase
 from tests.billing.conftest import ACTOR
 from tests.e2e.test_exception_queue import _login, _shot
-from tests.erp_sync.conftest import (  # noqa: F401 - the session's Tryton server fixtures
-    API_LOGIN,
-    API_PASSWORD,
-    TrytonServer,
+from tests.erp_sync.conftest import (  # noqa: F401 - the session's Tryton fixtures
     admin,
+    last_month_closed_in_tryton,
+    tryton_conn,
     tryton_server,
 )
 from tests.erp_sync.world import billed_world
 
 pytestmark = [pytest.mark.browser, pytest.mark.tryton, pytest.mark.django_db(transaction=True)]
-PASSWORD_ENV = "LL_TEST_TRYTON_PASSWORD"
-
-
-@pytest.fixture
-def tryton_conn(tryton_server: TrytonServer, monkeypatch: pytest.MonkeyPatch):  # noqa: F811
-    monkeypatch.setenv(PASSWORD_ENV, API_PASSWORD)
-
-    def make(world: Any):
-        return tryton_connection(
-            legal_entity=world.entity,
-            actor=ACTOR,
-            base_url=tryton_server.url,
-            database=tryton_server.database,
-            login=API_LOGIN,
-            password_env=PASSWORD_ENV,
-            # its own external ids: the Tryton database lives for the whole session
-            external_id_prefix=f"q{uuid.uuid4().hex[:8]}",
-        )
-
-    return make
-
-
-def _company(admin: TrytonClient, conn: Any) -> int:  # noqa: F811
-    return int(
-        admin.call(
-            "model.company.company.search", [("party.name", "=", conn.company)], 0, None, None
-        )[0]
-    )
-
-
-def _period_of(admin: TrytonClient, company: int, day: date) -> int | None:  # noqa: F811
-    found = admin.call(
-        "model.account.period.search",
-        [
-            ("company", "=", company),
-            ("start_date", "<=", day),
-            ("end_date", ">=", day),
-            ("type", "=", "standard"),
-        ],
-        0,
-        None,
-        None,
-    )
-    return int(found[0]) if found else None
-
-
-def _reopen(admin: TrytonClient, period: int) -> None:  # noqa: F811
-    admin.call("model.account.period.reopen", [period])
-    journal_periods = admin.call(
-        "model.account.journal.period.search", [("period", "=", period)], 0, None, None
-    )
-    if journal_periods:
-        admin.call("model.account.journal.period.reopen", journal_periods)
 
 
 def _in_tryton(admin: TrytonClient, external_id: str) -> list[dict[str, Any]]:  # noqa: F811
@@ -106,26 +50,15 @@ def test_a_posting_failed_on_a_closed_tryton_period_is_redated_approved_and_post
     browser,
     live_server,
     make_user,
-    tryton_conn,
+    tryton_conn,  # noqa: F811
     admin,  # noqa: F811
 ) -> None:
     make_user("clerk", roles.FINANCE_CLERK)
     make_user("approver", roles.FINANCE_APPROVER)
-    today = timezone.now().date()
-    last_day = today.replace(day=1) - timedelta(days=1)
-    # last month billed and finalized on its last day, so the invoice is dated in last month
-    world = billed_world(
-        1,
-        month=f"{last_day:%Y-%m}",
-        finalize_at=datetime.combine(last_day, time(12), tzinfo=UTC),
-    )
-    conn = tryton_conn(world)
-    ledger_consume(actor=ACTOR)
-    period = _period_of(admin, _company(admin, conn), last_day)
-    if period is None:
-        pytest.skip(f"the prepared Tryton has no period for {last_day} (a new fiscal year)")
-    admin.call("model.account.period.close", [period])  # finance closed last month in Tryton
-    try:
+    # last month billed and finalized on its last day, so the invoice is dated in last month;
+    # finance closed last month in Tryton
+    with last_month_closed_in_tryton(admin, tryton_conn) as closed:
+        world, today, last_day = closed.world, closed.today, closed.last_day
         outbox_drain()
         posting = Posting.objects.get(document_type="invoice")
         assert posting.status == "failed" and posting.attempts == 1, posting.last_error
@@ -160,8 +93,6 @@ def test_a_posting_failed_on_a_closed_tryton_period_is_redated_approved_and_post
         assert posting.status == "pending"
         # the scheduled drain (every minute) sends it, last month still closed in Tryton
         outbox_drain()
-    finally:
-        _reopen(admin, period)
     approver.reload()
     assert approver.locator("#case-status").inner_text() == "Resolved"
     assert approver.locator("#posting-status").inner_text() == "Posted"
@@ -176,7 +107,7 @@ def test_an_invoice_reversed_by_credit_memo_reaches_tryton_to_the_cent(
     browser,
     live_server,
     make_user,
-    tryton_conn,
+    tryton_conn,  # noqa: F811
     admin,  # noqa: F811
 ) -> None:
     make_user("approver", roles.FINANCE_APPROVER)

@@ -22,7 +22,9 @@ import os
 import shutil
 import socket
 import subprocess
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,3 +265,111 @@ def accounts(api: TrytonClient) -> dict[str, int]:
 def misc_journal(api: TrytonClient) -> int:
     (journal,) = api.call("model.account.journal.search", [("code", "=", "MISC")], 0, None, None)
     return int(journal)
+
+
+# ------------------------------------------------------------------ a Tryton connection of a world
+
+#: The environment variable the tests' Tryton connections read their password from.
+PASSWORD_ENV = "LL_TEST_TRYTON_PASSWORD"
+
+
+@pytest.fixture
+def tryton_conn(tryton_server: TrytonServer, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``tryton_conn(world, **fields)``: a Tryton connection (erp_sync.demo's, documents
+    mode) for the world's legal entity on the session's Tryton, its password in the
+    environment, with its own external-id prefix (the Tryton database lives for the whole
+    session, so each test's documents stay apart)."""
+    from erp_sync.demo import tryton_connection
+    from tests.billing.conftest import ACTOR
+
+    monkeypatch.setenv(PASSWORD_ENV, API_PASSWORD)
+
+    def make(world: Any, **fields: Any) -> Any:
+        return tryton_connection(
+            legal_entity=world.entity,
+            actor=ACTOR,
+            base_url=tryton_server.url,
+            database=tryton_server.database,
+            login=API_LOGIN,
+            password_env=PASSWORD_ENV,
+            external_id_prefix=f"t{uuid.uuid4().hex[:8]}",
+            **fields,
+        )
+
+    return make
+
+
+def tryton_company(admin: TrytonClient, conn: Any) -> int:
+    """The Tryton company of a connection (named by its party's name)."""
+    return int(
+        admin.call(
+            "model.company.company.search", [("party.name", "=", conn.company)], 0, None, None
+        )[0]
+    )
+
+
+def tryton_period_of(admin: TrytonClient, company: int, day: datetime.date) -> int | None:
+    """The company's standard period holding ``day``, or None."""
+    found = admin.call(
+        "model.account.period.search",
+        [
+            ("company", "=", company),
+            ("start_date", "<=", day),
+            ("end_date", ">=", day),
+            ("type", "=", "standard"),
+        ],
+        0,
+        None,
+        None,
+    )
+    return int(found[0]) if found else None
+
+
+def tryton_period_reopen(admin: TrytonClient, period: int) -> None:
+    """Reopen a period closed by a test, and its journal-periods (Tryton keeps those closed)."""
+    admin.call("model.account.period.reopen", [period])
+    journal_periods = admin.call(
+        "model.account.journal.period.search", [("period", "=", period)], 0, None, None
+    )
+    if journal_periods:
+        admin.call("model.account.journal.period.reopen", journal_periods)
+
+
+@dataclass(frozen=True)
+class ClosedMonth:
+    world: Any
+    conn: Any
+    today: datetime.date
+    last_day: datetime.date  # of last month: the documents' date
+    period: int
+
+
+@contextmanager
+def last_month_closed_in_tryton(admin: TrytonClient, tryton_conn: Any) -> Iterator[ClosedMonth]:
+    """Last month billed and finalized on its last day (so its invoice and journal are dated
+    in last month), booked, and last month's period closed in Tryton, as finance closes it;
+    reopened (with its journal-periods) on the way out. Skips in a new fiscal year that the
+    prepared Tryton has no period for."""
+    from django.utils import timezone
+
+    from erp_sync.services import ledger_consume
+    from tests.billing.conftest import ACTOR
+    from tests.erp_sync.world import billed_world
+
+    today = timezone.now().date()
+    last_day = today.replace(day=1) - datetime.timedelta(days=1)
+    world = billed_world(
+        1,
+        month=f"{last_day:%Y-%m}",
+        finalize_at=datetime.datetime.combine(last_day, datetime.time(12), tzinfo=datetime.UTC),
+    )
+    conn = tryton_conn(world)
+    ledger_consume(actor=ACTOR)
+    period = tryton_period_of(admin, tryton_company(admin, conn), last_day)
+    if period is None:
+        pytest.skip(f"the prepared Tryton has no period for {last_day} (a new fiscal year)")
+    admin.call("model.account.period.close", [period])
+    try:
+        yield ClosedMonth(world, conn, today, last_day, period)
+    finally:
+        tryton_period_reopen(admin, period)

@@ -504,6 +504,44 @@ def test_closed_period_is_permanent_then_reopened_period_and_journal_periods_wor
     assert [m["state"] for m in moves_in_tryton(admin, ext)] == ["posted"]
 
 
+def test_a_draft_move_left_behind_is_re_dated_and_posted_on_the_date_sent_now(
+    make: Make, admin: TrytonClient
+) -> None:
+    """An attempt created the move and never got to post it; the journal was re-dated since
+    (the exception queue's date correction): the draft is moved to the new date and its
+    period, and posted there, one move under the external id."""
+    faulty = Faulty()
+    connector, _ = make(http=faulty)
+    old_day, new_day = datetime.date(TODAY.year + 1, 5, 12), datetime.date(TODAY.year + 1, 6, 3)
+    ext = f"ll-de-je-{uid()}"
+    faulty.refuse["model.account.move.ledgerline_post"] = 1
+    with pytest.raises(TransientError):
+        connector.post_journal(journal(ext, day=old_day), fresh=True)
+    (draft,) = admin.call(
+        "model.account.move.search_read",
+        [("ledgerline_external_id", "=", ext)],
+        0,
+        None,
+        None,
+        ["state", "date", "period.start_date"],
+    )
+    assert draft["state"] == "draft" and draft["date"] == old_day
+
+    record = connector.post_journal(journal(ext, day=new_day))
+
+    assert record.posted and record.date == new_day
+    (move,) = admin.call(
+        "model.account.move.search_read",
+        [("ledgerline_external_id", "=", ext)],
+        0,
+        None,
+        None,
+        ["state", "date", "period.start_date", "period.end_date"],
+    )
+    assert move["id"] == draft["id"] and move["state"] == "posted" and move["date"] == new_day
+    assert move["period."]["start_date"] <= new_day <= move["period."]["end_date"]
+
+
 # ------------------------------------------------------------------ wizards
 
 

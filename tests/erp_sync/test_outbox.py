@@ -9,9 +9,11 @@ from decimal import Decimal
 
 import pytest
 from django.db import connection as db_connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from billing import services as billing
+from erp_sync.connectors.memory import memory_erp
 from erp_sync.models import AccountRole, AttemptOutcome, PartyMapping, Posting, PostingAttempt
 from erp_sync.services import (
     account_mapping_set,
@@ -19,7 +21,9 @@ from erp_sync.services import (
     outbox_drain,
     posting_replay,
 )
+from erp_sync.services.outbox import CLAIM_BATCH, _places
 from exceptions.models import AuditEntry, ExceptionCase
+from exceptions.services import audit_verify_chain
 from tests.billing.conftest import ACTOR
 from tests.conftest import requires_postgres
 from tests.erp_sync.world import erp_fixture  # noqa: F401 - the `erp` fixture
@@ -170,10 +174,13 @@ def test_a_worker_that_died_holding_the_lease_is_taken_over_after_it_expires(erp
     ledger_consume(actor=ACTOR)
     posting = Posting.objects.get()
     # a worker claimed it, sent it and was killed before recording anything
-    from erp_sync.services.outbox import Claim, _claim_next, _send
+    from erp_sync.services.outbox import _claim_batch, _send
 
-    claim = _claim_next(connection_id=None, worker="killed", now=timezone.now(), exclude=set())
-    assert isinstance(claim, Claim)
+    claims = _claim_batch(
+        connection_id=None, worker="killed", now=timezone.now(), exclude=set(), limit=1
+    )
+    assert claims is not None
+    (claim,) = claims
     _send(claim, [])
     assert erp.creates[posting.external_id] == 1
     assert outbox_drain().claimed == 0  # lease still held
@@ -272,14 +279,17 @@ def test_the_password_is_read_from_the_environment_and_redacted_in_exchanges(
 @requires_postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_drains_at_once_never_send_the_same_posting(erp) -> None:
-    world = billed_world(12)
+    # more postings than the drains claim at once (CLAIM_BATCH each), so all three get some
+    world = billed_world(3 * CLAIM_BATCH + 6)
     memory_connection(world.entity)
     ledger_consume(actor=ACTOR)
     erp.delay_seconds = 0.02
     results = []
+    start = threading.Barrier(3)
 
     def drain(name: str) -> None:
         try:
+            start.wait()
             results.append(outbox_drain(worker=name))
         finally:
             db_connection.close()
@@ -289,10 +299,14 @@ def test_two_drains_at_once_never_send_the_same_posting(erp) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert sum(r.claimed for r in results) == 12 and all(r.claimed for r in results)
+    n = 3 * CLAIM_BATCH + 6
+    assert sum(r.claimed for r in results) == n and all(r.claimed for r in results)
     assert set(Posting.objects.values_list("status", "attempts")) == {("posted", 1)}
     assert erp.max_concurrent_same == 1
-    assert set(erp.creates.values()) == {1} and len(erp.creates) == 12
+    assert set(erp.creates.values()) == {1} and len(erp.creates) == n
+    # the three drains appended their audit entries to one unbroken chain
+    assert AuditEntry.objects.filter(action="posting.posted").count() == n
+    assert audit_verify_chain() == (AuditEntry.objects.count(), None)
 
 
 def test_defer_by_journal_books_the_invoice_to_revenue_and_moves_the_advance_fee_by_journal(
@@ -317,3 +331,79 @@ def test_defer_by_journal_books_the_invoice_to_revenue_and_moves_the_advance_fee
         for ln in rec.lines:
             net[ln.account] = net.get(ln.account, D(0)) + ln.debit - ln.credit
     assert (net["4000"], net["2400"], net["4100"]) == (D("-100.00"), D("-100.00"), D("-1.00"))
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_drain_makes_one_statement_a_posting_and_a_few_a_batch(erp) -> None:
+    """The drain's database work per posting, counted so it cannot silently grow back: a
+    batch of CLAIM_BATCH claims is one transaction of five statements (lock, mappings,
+    parties, counters and leases, attempts); each posting's finish is ONE statement (attempt,
+    party mapping, posting, audit entry)."""
+    world = billed_world(CLAIM_BATCH)  # each invoice with its deferral journal: 2 postings
+    memory_connection(world.entity, options={"defer_by_journal": True})
+    ledger_consume(actor=ACTOR)
+    n = Posting.objects.count()
+    assert n == 2 * CLAIM_BATCH
+    _places("USD")  # a currency's minor unit is read once a process
+    with CaptureQueriesContext(db_connection) as ctx:
+        result = outbox_drain(worker="w1")
+    assert (result.claimed, result.posted) == (n, n)
+    sql = [q["sql"] for q in ctx.captured_queries]
+    finishes = [s for s in sql if "_audit_entry" in s]
+    assert len(finishes) == n
+    batches = -(-n // CLAIM_BATCH)
+    # per batch BEGIN + 5 + COMMIT; then the empty claim (BEGIN, SELECT, COMMIT), the held count
+    assert len(sql) == n + 7 * batches + 4, "\n".join(s[:120] for s in sql)
+    # every posting posted once, its party mapped once, one audit entry each, the chain whole
+    assert set(Posting.objects.values_list("status", "attempts")) == {("posted", 1)}
+    assert PartyMapping.objects.count() == CLAIM_BATCH
+    assert AuditEntry.objects.filter(action="posting.posted").count() == n
+    assert audit_verify_chain()[1] is None
+
+
+def test_a_batch_gives_back_the_postings_its_lease_no_longer_covers(erp) -> None:
+    """A posting further down a claimed batch is sent only with half its lease left (and more
+    than the connector's timeout); the rest go back unsent, as if never claimed, and the next
+    claim sends them: each posting once, one attempt each."""
+    world = billed_world(3)
+    memory_connection(world.entity, lease_seconds=4, timeout_seconds=1)
+    ledger_consume(actor=ACTOR)
+    # 1.1 s a posting (party and invoice, 0.55 s each): the third send would start with under
+    # 2 s of its lease left
+    erp.delay_seconds = 0.55
+    result = outbox_drain(worker="w1")
+    assert (result.claimed, result.posted) == (3, 3)
+    assert set(Posting.objects.values_list("status", "attempts")) == {("posted", 1)}
+    first, second, third = PostingAttempt.objects.order_by("posting_id")
+    assert {(a.number, a.outcome) for a in (first, second, third)} == {(1, AttemptOutcome.POSTED)}
+    # the first two went under one claim; the third, given back, under a later one
+    assert first.started_at == second.started_at
+    assert second.finished_at is not None and third.started_at > second.finished_at
+    assert set(erp.creates.values()) == {1}
+
+
+def test_a_batch_over_two_connections_keeps_each_erps_own_party_ids(erp) -> None:
+    """One claim batch holds postings of two connections of one entity (each entry gets a
+    posting per connection); a party created in one ERP is never mapped on the other."""
+    other = memory_erp("other")
+    other.reset()
+    for _ in range(5):  # the other ERP's ids run ahead, so the two ERPs' party ids differ
+        next(other._ids)
+    world = billed_world(2)
+    a = memory_connection(world.entity)
+    b = memory_connection(world.entity, name="erp-b", database="other")
+    ledger_consume(actor=ACTOR)
+    try:
+        result = outbox_drain(worker="w1")
+        assert result.posted == Posting.objects.count() == 4
+        for conn, its_erp in ((a, erp), (b, other)):
+            mapped = dict(
+                PartyMapping.objects.filter(connection=conn).values_list(
+                    "customer__code", "erp_party_id"
+                )
+            )
+            assert mapped == {c.code: its_erp.parties[c.code] for c in world.customers}
+        assert erp.parties != other.parties
+    finally:
+        other.reset()

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from django.db import connection as db_connection
 from django.utils import timezone
 
 from billing import services as billing
-from erp_sync.demo import tryton_connection
 from erp_sync.models import Posting
 from erp_sync.services import (
     ledger_consume,
@@ -29,31 +26,10 @@ from tests.billing.conftest import ACTOR
 from tests.conftest import requires_postgres
 from tests.erp_sync.world import billed_world
 
-from .conftest import API_LOGIN, API_PASSWORD, TrytonServer
+from .conftest import last_month_closed_in_tryton, tryton_period_reopen
 
 pytestmark = [pytest.mark.tryton, pytest.mark.django_db]
 D = Decimal
-PASSWORD_ENV = "LL_TEST_TRYTON_PASSWORD"
-
-
-@pytest.fixture
-def tryton_conn(tryton_server: TrytonServer, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv(PASSWORD_ENV, API_PASSWORD)
-
-    def make(world: Any, **fields: Any):
-        return tryton_connection(
-            legal_entity=world.entity,
-            actor=ACTOR,
-            base_url=tryton_server.url,
-            database=tryton_server.database,
-            login=API_LOGIN,
-            password_env=PASSWORD_ENV,
-            # each test its own external ids: the Tryton database lives for the session
-            external_id_prefix=f"t{uuid.uuid4().hex[:8]}",
-            **fields,
-        )
-
-    return make
 
 
 def this_world(n: int):
@@ -169,12 +145,7 @@ def test_a_closed_period_fails_with_trytons_message_and_replay_after_reopening_p
         case = ExceptionCase.objects.get(kind="posting_failed", source_id=str(invoice.pk))
         assert "you must reopen the period" in case.error_message  # Tryton's own words
     finally:
-        admin.call("model.account.period.reopen", [period])
-        journal_periods = admin.call(
-            "model.account.journal.period.search", [("period", "=", period)], 0, None, None
-        )
-        if journal_periods:
-            admin.call("model.account.journal.period.reopen", journal_periods)
+        tryton_period_reopen(admin, period)
     from erp_sync.services import posting_replay
 
     for failed in Posting.objects.filter(status="failed"):
@@ -182,6 +153,41 @@ def test_a_closed_period_fails_with_trytons_message_and_replay_after_reopening_p
     outbox_drain()
     assert set(Posting.objects.values_list("status", flat=True)) == {"posted"}
     assert set(in_tryton(admin, conn.external_id_prefix).values()) == {1}
+
+
+def test_a_journal_refused_for_a_closed_period_is_re_dated_and_posted_on_the_new_date(
+    tryton_conn, admin: TrytonClient
+) -> None:
+    """Last month closed in Tryton: the invoice and the journal moving its advance fee to
+    deferred revenue are refused; both re-dated today (the exception queue's correction) and
+    replayed, they reach Tryton on today's date, last month still closed, once each."""
+    from erp_sync.services import posting_replay
+    from erp_sync.services.corrections import posting_date_correct
+
+    with last_month_closed_in_tryton(admin, tryton_conn) as closed:
+        outbox_drain()
+        journal = Posting.objects.get(document_type="journal")
+        assert journal.status == "failed"
+        assert journal.payload["date"] == closed.last_day.isoformat()
+        for failed in Posting.objects.filter(status="failed"):
+            posting_date_correct(
+                posting=failed, new_date=closed.today, actor=ACTOR, reason="last month is closed"
+            )
+            posting_replay(posting=failed, actor=ACTOR, reason="re-dated")
+        outbox_drain()
+    assert set(Posting.objects.values_list("status", flat=True)) == {"posted"}
+    (move,) = admin.call(
+        "model.account.move.search_read",
+        [("ledgerline_external_id", "=", journal.external_id)],
+        0,
+        None,
+        None,
+        ["state", "date", "period"],
+        context={"company_filter": "all"},
+    )
+    assert move["state"] == "posted" and move["date"] == closed.today
+    assert move["period"] != closed.period
+    assert set(in_tryton(admin, closed.conn.external_id_prefix).values()) == {1}
 
 
 @requires_postgres

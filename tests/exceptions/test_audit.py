@@ -14,6 +14,8 @@ from exceptions.models import AuditChainHead, AuditEntry
 from core.actors import Actor
 from exceptions.services import (
     AuditOutsideTransaction,
+    AuditSpec,
+    audit_append_cte,
     audit_record,
     audit_verify_chain,
     entry_hash_of,
@@ -173,3 +175,79 @@ def test_audit_date_to_includes_the_whole_last_day() -> None:
     _tamper("UPDATE exceptions_auditentry SET at = %s", [last_instant])
     assert selectors.audit_entries(date_to=date(2026, 11, 24)).count() == 1
     assert selectors.audit_entries(date_from=date(2026, 11, 25)).count() == 0
+
+
+def _append_in_one_statement(actor: Actor, i: int, *, changed: bool = True) -> int | None:
+    """An entry appended by audit_append_cte in one autocommit statement (guarded by a CTE
+    that returns a row when `changed`); returns its seq, None when nothing was appended."""
+    sql, params = audit_append_cte(
+        actor=actor,
+        spec=AuditSpec("test.cte", "tests.thing", str(i), before={"v": i}, reason=f"cte {i}"),
+        guard="_changed",
+    )
+    with connection.cursor() as cur:
+        cur.execute(
+            f"WITH _changed AS (SELECT 1 AS x WHERE %s), {sql} SELECT (SELECT seq FROM _audit_entry)",
+            [changed, *params],
+        )
+        row = cur.fetchone()
+    return None if row is None else row[0]
+
+
+@requires_postgres
+def test_an_entry_appended_in_the_callers_statement_chains_like_any_other() -> None:
+    actor = Actor.system("tests")
+    _write_entries(1)
+    assert _append_in_one_statement(actor, 1) == 2
+    assert _append_in_one_statement(actor, 2, changed=False) is None  # nothing changed
+    _write_entries(1)
+    assert list(AuditEntry.objects.order_by("seq").values_list("seq", "action")) == [
+        (1, "test.write"),
+        (2, "test.cte"),
+        (3, "test.write"),
+    ]
+    assert AuditChainHead.objects.get().last_seq == 3
+    assert audit_verify_chain() == (3, None)
+
+
+@requires_postgres
+def test_statement_appends_and_transaction_appends_at_once_keep_one_chain() -> None:
+    import threading
+
+    actor = Actor.system("tests")
+    _write_entries(1)  # the head row exists
+    start = threading.Barrier(4)
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            start.wait()
+            for i in range(15):
+                if k % 2:
+                    _append_in_one_statement(actor, 100 * k + i)
+                else:
+                    with transaction.atomic():
+                        audit_record(
+                            actor=actor, action="test.write", object_type="a.b", object_id=str(i)
+                        )
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert AuditEntry.objects.filter(action="test.cte").count() == 30
+    assert audit_verify_chain() == (61, None)
+
+
+@requires_postgres
+def test_a_statement_append_without_a_chain_head_fails_the_whole_statement() -> None:
+    AuditChainHead.objects.all().delete()
+    with pytest.raises(IntegrityError):
+        _append_in_one_statement(Actor.system("tests"), 1)
+    assert not AuditEntry.objects.exists()
