@@ -44,7 +44,7 @@ from billing.models import PricePlan, Rounding
 from billing.rating import RatingError, RatingResult, component_from_dict
 from core.actors import Actor
 from core.errors import AppError
-from core.form_input import check_int, form_int
+from core.form_input import check_int, form_int, form_token
 from core.models import Currency, LegalEntity
 from core.roles import AUDITOR, INTEGRATION_ADMIN, role_required, user_roles
 
@@ -283,6 +283,7 @@ def _save_plan(
     if not forms_ok:
         return None
     actor = Actor.for_user(request.user)
+    key = form_token(request.POST)  # required: a double save is applied once, the second told
     v = version_form.cleaned_data
     terms = services.VersionTerms(
         effective_from=v["effective_from"],
@@ -301,6 +302,7 @@ def _save_plan(
                 default_tax_code=p["default_tax_code"],
                 first_version=terms,
                 actor=actor,
+                idempotency_key=key,
             )
             messages.success(request, f"Price plan {plan.code} created with version 1.")
         else:
@@ -311,6 +313,7 @@ def _save_plan(
                 component_meta=terms.component_meta,
                 note=terms.note,
                 actor=actor,
+                idempotency_key=key,
             )
             messages.success(
                 request,
@@ -417,9 +420,13 @@ def contract_edit(request: HttpRequest) -> HttpResponse:
             )
         if "save" in request.POST and form.is_valid() and not _lists_refused(lists):
             data = dict(form.cleaned_data)
+            key = form_token(request.POST)  # required: a double save is applied once
             try:
                 contract = services.contract_create(
-                    actor=Actor.for_user(request.user), overrides=overrides_json(lists), **data
+                    actor=Actor.for_user(request.user),
+                    overrides=overrides_json(lists),
+                    idempotency_key=key,
+                    **data,
                 )
                 messages.success(request, f"Contract {contract.code} created.")
                 return redirect("billing:contracts")
@@ -458,6 +465,7 @@ def contract_amend(request: HttpRequest, pk: int) -> HttpResponse:
             )
         if "save" in request.POST and form.is_valid() and not _lists_refused(lists):
             v = form.cleaned_data
+            key = form_token(request.POST)  # required: a double save is applied once
             try:
                 amendment = services.contract_amend(
                     contract=contract,
@@ -466,6 +474,7 @@ def contract_amend(request: HttpRequest, pk: int) -> HttpResponse:
                     plan=v["plan"],
                     overrides=overrides_json(lists) if v["change_overrides"] else None,
                     actor=Actor.for_user(request.user),
+                    idempotency_key=key,
                 )
                 messages.success(
                     request,

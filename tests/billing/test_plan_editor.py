@@ -17,6 +17,7 @@ subtotal 3,704 + 8,500 + 9,900 = 22,104.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -107,6 +108,7 @@ def _plan_post(components: list[dict[str, Any]], **extra: str) -> dict[str, str]
         "default_tax_code": "saas",
         "effective_from": "2026-01-01",
         "note": "from the editor",
+        "idempotency_key": uuid.uuid4().hex,  # the page's one-time token
         **_rows("components", components),
         **extra,
     }
@@ -216,7 +218,13 @@ def test_service_refusals_land_on_their_field(admin_client: Client, usd: Currenc
     plan("storage-2027", Currency.objects.get(code="USD"), TIERED, effective_from=date(2026, 3, 1))
     page = admin_client.post(
         "/billing/plans/storage-2027/versions/new/",
-        {"effective_from": "2026-02-01", "note": "", **_rows("components", TIERED), "save": "1"},
+        {
+            "effective_from": "2026-02-01",
+            "note": "",
+            **_rows("components", TIERED),
+            "save": "1",
+            "idempotency_key": uuid.uuid4().hex,
+        },
     ).content.decode()
     start = page.index('id="effective_from-error"')  # next to the date field
     assert "A new version must start after 2026-03-01" in page[start : start + 200]
@@ -230,6 +238,7 @@ def test_new_version_starts_from_the_latest_and_is_added(
     assert 'value="0.0125"' in page and 'name="components-1-tiers-1-flat_fee"' in page
     changed = [{**TIERED[0], "unit_price": "0.01"}, *TIERED[1:]]
     post = {"effective_from": "2026-06-01", "note": "cheaper", **_rows("components", changed)}
+    post["idempotency_key"] = uuid.uuid4().hex
     assert admin_client.post(f"/billing/plans/{p.code}/versions/new/", post | {"save": "1"})
     latest = p.versions.order_by("-version").first()
     assert latest is not None and latest.version == 2
@@ -343,6 +352,7 @@ def _contract_post(acme: Customer, p: PricePlan, overrides: dict[str, Any]) -> d
         "anchor_day": "1",
         "anchor_month": "1",
         "prepaid_balance": "0",
+        "idempotency_key": uuid.uuid4().hex,  # the page's one-time token
     }
     for name in ("prices", "discounts", "caps"):
         data |= _rows(name, overrides.get(name, []))
@@ -589,3 +599,47 @@ def test_plan_preview_rounds_as_the_chosen_entity_and_the_run_bills_the_same_cen
     send(cust, "api_calls", datetime(2026, 10, 5, tzinfo=UTC), count=1)
     bill(even, "2026-10")
     assert invoice_of(c).subtotal == Decimal("0.12")
+
+
+def test_a_double_save_of_an_editor_is_applied_once_and_the_second_is_told(
+    admin_client: Client, acme: Customer, usd: Currency
+) -> None:
+    """The editors carry a one-time token (issue 12, item 4): the same save sent twice (a double
+    click, a second tab) makes one plan, one contract, one amendment; a save without the token
+    (an old page, a hand-made request) is refused before anything is saved."""
+    page = admin_client.get("/billing/plans/new/").content.decode()
+    assert 'name="idempotency_key"' in page
+    save = _plan_post(TIERED, save="1")
+    assert admin_client.post("/billing/plans/new/", save).status_code == 302
+    again = admin_client.post("/billing/plans/new/", save)
+    assert again.status_code == 400 and b"Already done: price_plan_create of" in again.content
+    assert PricePlan.objects.filter(code="storage-2027").count() == 1
+    p = PricePlan.objects.get(code="storage-2027")
+    version = {"effective_from": "2026-06-01", "note": "v2", **_rows("components", TIERED)}
+    version |= {"save": "1", "idempotency_key": uuid.uuid4().hex}
+    for _ in range(2):
+        admin_client.post(f"/billing/plans/{p.code}/versions/new/", version)
+    assert p.versions.count() == 2
+
+    contract = _contract_post(acme, p, OVERRIDES) | {"save": "1"}
+    assert admin_client.post("/billing/contracts/new/", contract).status_code == 302
+    twice = admin_client.post("/billing/contracts/new/", contract)
+    assert twice.status_code == 400 and b"Already done: contract_create of" in twice.content
+    c = Contract.objects.get(code="acme-2027")
+    amend = _contract_post(acme, p, OVERRIDES) | {
+        "effective_from": "2026-04-01",
+        "plan": "",
+        "reason": "renegotiated",
+        "change_overrides": "on",
+        "save": "1",
+    }
+    assert admin_client.post(f"/billing/contracts/{c.pk}/amend/", amend).status_code == 302
+    twice = admin_client.post(f"/billing/contracts/{c.pk}/amend/", amend)
+    assert twice.status_code == 400 and b"Already done: contract_amend of" in twice.content
+    assert ContractAmendment.objects.filter(contract=c).count() == 1
+
+    tokenless = _plan_post(TIERED, save="1") | {"code": "other"}
+    del tokenless["idempotency_key"]
+    refused = admin_client.post("/billing/plans/new/", tokenless)
+    assert refused.status_code == 400 and b"one-time token" in refused.content
+    assert not PricePlan.objects.filter(code="other").exists()
