@@ -53,7 +53,7 @@ class CaseFilter(df.FilterSet):  # type: ignore[misc]
     """Every filter of the queue. `status` defaults to any open status."""
 
     view = df.ChoiceFilter(choices=VIEW_CHOICES, method="filter_view", label="Saved view")
-    kind = df.ChoiceFilter(choices=_kind_choices)
+    kind = df.ChoiceFilter(choices=CaseKind.choices)
     status = df.ChoiceFilter(choices=STATUS_CHOICES, method="filter_status", empty_label=None)
     severity = df.ChoiceFilter(choices=Severity.choices)
     entity = df.ModelChoiceFilter(
