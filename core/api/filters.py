@@ -13,6 +13,7 @@ schema), the selector applies them.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import django_filters as df  # type: ignore[import-untyped]
@@ -25,7 +26,14 @@ from core.error_codes import CoreErrorCode
 from core.errors import AppError
 from core.form_input import BIGINT_MAX
 
-__all__ = ["FilterBackend", "IdFilter", "SelectorFilterSet", "invalid_choice", "refused_filter"]
+__all__ = [
+    "FilterBackend",
+    "IdFilter",
+    "SelectorFilterSet",
+    "UtcDateTimeFilter",
+    "invalid_choice",
+    "refused_filter",
+]
 
 
 def invalid_choice(name: str, value: str, allowed: list[str]) -> AppError:
@@ -67,6 +75,24 @@ class IdFilter(df.NumberFilter):  # type: ignore[misc]
     """A row id: a whole number from 1 to 2^63 - 1 (a decimal or a larger one is refused)."""
 
     field_class = _IdField
+
+
+class _UtcDateTimeField(df.fields.IsoDateTimeField):  # type: ignore[misc]
+    def clean(self, value: Any) -> datetime | None:
+        moment = super().clean(value)
+        if moment is None:
+            return None
+        try:  # PostgreSQL takes offsets up to 15:59 only: compare in UTC
+            return moment.astimezone(UTC) if moment.tzinfo else moment
+        except OverflowError:
+            raise forms.ValidationError("Enter a date-time from year 1 to 9999.") from None
+
+
+class UtcDateTimeFilter(df.IsoDateTimeFilter):  # type: ignore[misc]
+    """An ISO 8601 date-time, compared in UTC (any offset Python reads, such as +22:10, that
+    PostgreSQL's would refuse; one that leaves years 1-9999 is refused)."""
+
+    field_class = _UtcDateTimeField
 
 
 class FilterBackend(DjangoFilterBackend):  # type: ignore[misc]

@@ -15,7 +15,7 @@ from rest_framework.views import APIView
 import django_filters as df  # type: ignore[import-untyped]
 
 from core.actors import Actor
-from core.api.filters import IdFilter, SelectorFilterSet, selector
+from core.api.filters import IdFilter, SelectorFilterSet, UtcDateTimeFilter, selector
 from core.models import ApiScope, Customer, LegalEntity
 from erp_sync import selectors
 from erp_sync.models import (
@@ -101,7 +101,7 @@ class PostingFilter(SelectorFilterSet):
     document_type = df.ChoiceFilter(choices=DocumentType.choices)
     customer = df.CharFilter(label="Customer code.")
     legal_entity = df.CharFilter(label="Legal entity code.")
-    updated_since = df.IsoDateTimeFilter(label="ISO 8601 date-time")
+    updated_since = UtcDateTimeFilter(label="ISO 8601 date-time")
     arguments = {"connection": "connection_id"}
     select = selector(selectors.postings)
 

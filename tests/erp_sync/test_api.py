@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+
 from datetime import date
 
 import pytest
@@ -64,6 +66,13 @@ def test_posting_list_filters_and_pages_with_a_stable_cursor(
         "results"
     ]
     assert later.pk in [p["id"] for p in since]
+    # an offset PostgreSQL would refuse (it takes up to 15:59) is compared in UTC: the same moment
+    far = later.updated_at.astimezone(datetime.timezone(datetime.timedelta(hours=22, minutes=10)))
+    same = client.get("/api/v1/postings", {"updated_since": far.isoformat()})
+    assert same.status_code == 200 and later.pk in [p["id"] for p in same.json()["results"]]
+    # schemathesis found this one: year 1 at +22:10 is before year 1 in UTC
+    edge = client.get("/api/v1/postings", {"updated_since": "0001-01-01T01:00:00+22:10"})
+    assert edge.status_code == 400 and edge.json()["extra"]["field"] == "updated_since"
     bad = client.get("/api/v1/postings", {"status": "nope"})
     assert bad.status_code == 400 and bad.json()["code"] == "invalid_parameter"
     assert "posted" in bad.json()["message"] and "posted" in bad.json()["extra"]["allowed"]
