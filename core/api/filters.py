@@ -80,7 +80,7 @@ class IdFilter(df.NumberFilter):  # type: ignore[misc]
 class _UtcDateTimeField(df.fields.IsoDateTimeField):  # type: ignore[misc]
     def clean(self, value: Any) -> datetime | None:
         moment = super().clean(value)
-        if moment is None:
+        if not isinstance(moment, datetime):
             return None
         try:  # PostgreSQL takes offsets up to 15:59 only: compare in UTC
             return moment.astimezone(UTC) if moment.tzinfo else moment
