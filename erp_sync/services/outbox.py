@@ -30,9 +30,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import logging
 import os
 import random
+import re
 import threading
 import time
 import uuid
@@ -512,8 +514,9 @@ def _claim_batch(
     seen were taken or held (look again).
 
     One ``SELECT ... FOR UPDATE SKIP LOCKED LIMIT n``, the mappings and parties of the batch in
-    two queries, one UPDATE raising every attempt counter and taking the leases (one token for
-    the batch), one INSERT of the running attempts: committed before the first is sent."""
+    two queries, and one statement raising every attempt counter, taking the leases (one token
+    for the batch) and inserting the running attempts (`_take_leases`; SQLite: an UPDATE and an
+    INSERT): committed before the first is sent."""
     with transaction.atomic():
         qs = _claimable(now, connection_id).exclude(pk__in=exclude)
         if db_connection.features.has_select_for_update_skip_locked:
@@ -579,17 +582,6 @@ def _claim_batch(
             taken.append((posting, send, was, learned, saved))
         if not taken:
             return []
-        by_lease: dict[int, list[int]] = {}
-        for posting, *_ in taken:
-            by_lease.setdefault(posting.connection.lease_seconds, []).append(posting.pk)
-        for seconds, ids in by_lease.items():
-            Posting.objects.filter(pk__in=ids).update(
-                attempts=F("attempts") + 1,
-                status=PostingStatus.IN_FLIGHT,
-                lease_expires_at=now + datetime.timedelta(seconds=seconds),
-                leased_by=token,
-                updated_at=now,
-            )
         attempts = []
         for posting, *_ in taken:
             posting.attempts += 1
@@ -603,11 +595,78 @@ def _claim_batch(
                     posting=posting, number=posting.attempts, worker=worker, started_at=now
                 )
             )
-        PostingAttempt.objects.bulk_create(attempts)
+        if db_connection.vendor == "postgresql":
+            _take_leases(
+                taken=[t[0] for t in taken], attempts=attempts, token=token, worker=worker, now=now
+            )
+        else:
+            by_lease: dict[int, list[int]] = {}
+            for posting, *_ in taken:
+                by_lease.setdefault(posting.connection.lease_seconds, []).append(posting.pk)
+            for seconds, ids in by_lease.items():
+                Posting.objects.filter(pk__in=ids).update(
+                    attempts=F("attempts") + 1,
+                    status=PostingStatus.IN_FLIGHT,
+                    lease_expires_at=now + datetime.timedelta(seconds=seconds),
+                    leased_by=token,
+                    updated_at=now,
+                )
+            PostingAttempt.objects.bulk_create(attempts)
     return [
         Claim(posting, attempt, token, send, learned, was=was, saved=saved)
         for (posting, send, was, learned, saved), attempt in zip(taken, attempts, strict=True)
     ]
+
+
+def _take_leases(
+    *,
+    taken: list[Posting],
+    attempts: list[PostingAttempt],
+    token: str,
+    worker: str,
+    now: datetime.datetime,
+) -> None:
+    """The claim's counters, leases and running attempts in ONE statement (PostgreSQL): every
+    locked posting's attempt counter up by one, in flight under the batch's token until its
+    own lease ends, and its attempt row (running) inserted with the number the counter now
+    says. `taken` are locked by the caller; `attempts` (unsaved, one a posting, in order) get
+    their ids."""
+    sql = f"""
+    WITH _taken AS (
+        UPDATE {Posting._meta.db_table} AS p
+        SET attempts = p.attempts + 1, status = %s, lease_expires_at = l.expires,
+            leased_by = %s, updated_at = %s
+        FROM unnest(%s::bigint[], %s::timestamptz[]) AS l(id, expires)
+        WHERE p.id = l.id
+        RETURNING p.id, p.attempts
+    )
+    INSERT INTO {PostingAttempt._meta.db_table}
+        (posting_id, number, worker, started_at, outcome, error_class, error_message, exchanges)
+    SELECT id, attempts, %s, %s, %s, '', '', '[]'::jsonb FROM _taken
+    RETURNING posting_id, number, id
+    """
+    with db_connection.cursor() as cur:
+        cur.execute(
+            sql,
+            [
+                PostingStatus.IN_FLIGHT,
+                token,
+                now,
+                [p.pk for p in taken],
+                [p.lease_expires_at for p in taken],
+                worker,
+                now,
+                AttemptOutcome.RUNNING,
+            ],
+        )
+        ids = {posting_id: (number, pk) for posting_id, number, pk in cur.fetchall()}
+    for posting, attempt in zip(taken, attempts, strict=True):
+        # the rows are locked since our SELECT: the counter is what we read, plus one
+        number, pk = ids[posting.pk]
+        assert number == posting.attempts, (posting.pk, number, posting.attempts)
+        attempt.pk = pk
+        attempt._state.adding = False
+        attempt._state.db = db_connection.alias
 
 
 def _lease_enough(claim: Claim, now: datetime.datetime) -> bool:
@@ -932,6 +991,42 @@ def _finish(
         result.retry += 1
 
 
+#: The name of the prepared finish statement (`_finish_posted`) on a connection.
+FINISH_POSTED = "erp_sync_finish_posted"
+
+
+class _PreparedStatements(threading.local):
+    """Per thread: the raw database connection the statements were prepared on, and which."""
+
+    def __init__(self) -> None:
+        self.by_thread: dict[str, tuple[Any, str]] = {}  # name -> (raw connection, its text)
+
+
+_PREPARED = _PreparedStatements()
+
+
+def _prepared(name: str, sql: str, nparams: int) -> str:
+    """``EXECUTE name(%s, ...)`` for `sql` (psycopg2's ``%s`` placeholders), PREPAREd first on
+    this connection if it is not yet (psycopg2 never prepares by itself). A prepared statement
+    lives as long as its session and does not roll back with a transaction; a new connection
+    (Django reconnects after CONN_MAX_AGE or an error) or another text prepares it again. The
+    name carries a hash of the text, so two texts never share one."""
+    db_connection.ensure_connection()
+    raw = db_connection.connection
+    known = _PREPARED.by_thread.get(name)
+    digest = hashlib.sha1(sql.encode(), usedforsecurity=False).hexdigest()[:12]
+    full = f"{name}_{digest}"
+    if known is None or known[0] is not raw or known[1] != full:
+        with db_connection.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_prepared_statements WHERE name = %s", [full])
+            if cur.fetchone() is None:
+                numbered = iter(range(1, nparams + 1))
+                text = re.sub(r"%s", lambda _m: f"${next(numbered)}", sql)
+                cur.execute(f"PREPARE {full} AS {text}")
+        _PREPARED.by_thread[name] = (raw, full)
+    return f"EXECUTE {full}({', '.join(['%s'] * nparams)})"
+
+
 def _finish_posted(
     claim: Claim, rec: base.ErpRecord, exchanges: list[base.Exchange], result: DrainResult
 ) -> None:
@@ -1012,13 +1107,19 @@ def _finish_posted(
         PostingStatus.IN_FLIGHT,
         *audit_params,
     ]
+    # the statement's text is the same every time: parsed and planned once per connection
+    execute = _prepared(FINISH_POSTED, sql, len(params))
     if not db_connection.in_atomic_block:
         # one implicit transaction; its commit does not wait for the WAL flush (decision 54:
         # a finish lost with a crash of PostgreSQL itself is a posting left in flight, which
         # the next claim looks up in the ERP, as after a worker killed before its finish)
-        sql = "SET LOCAL synchronous_commit = off;" + sql
+        execute = "SET LOCAL synchronous_commit = off;" + execute
     with db_connection.cursor() as cur:
-        cur.execute(sql, params)
+        try:
+            cur.execute(execute, params)
+        except Exception:
+            _PREPARED.by_thread.clear()  # look again (and prepare again) on the next finish
+            raise
         posted, audited = cur.fetchone()
     claim.saved.update(codes)
     if not posted:

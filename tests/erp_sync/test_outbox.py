@@ -21,7 +21,7 @@ from erp_sync.services import (
     outbox_drain,
     posting_replay,
 )
-from erp_sync.services.outbox import CLAIM_BATCH, _places
+from erp_sync.services.outbox import _PREPARED, CLAIM_BATCH, FINISH_POSTED, _places
 from exceptions.models import AuditEntry, ExceptionCase
 from exceptions.services import audit_verify_chain
 from tests.billing.conftest import ACTOR
@@ -337,28 +337,58 @@ def test_defer_by_journal_books_the_invoice_to_revenue_and_moves_the_advance_fee
 @pytest.mark.django_db(transaction=True)
 def test_the_drain_makes_one_statement_a_posting_and_a_few_a_batch(erp) -> None:
     """The drain's database work per posting, counted so it cannot silently grow back: a
-    batch of CLAIM_BATCH claims is one transaction of five statements (lock, mappings,
-    parties, counters and leases, attempts); each posting's finish is ONE statement (attempt,
-    party mapping, posting, audit entry)."""
+    batch of CLAIM_BATCH claims is one transaction of four statements (lock, mappings,
+    parties, then counters, leases and attempts in one); each posting's finish is ONE prepared
+    statement (attempt, party mapping, posting, audit entry)."""
     world = billed_world(CLAIM_BATCH)  # each invoice with its deferral journal: 2 postings
     memory_connection(world.entity, options={"defer_by_journal": True})
     ledger_consume(actor=ACTOR)
     n = Posting.objects.count()
     assert n == 2 * CLAIM_BATCH
     _places("USD")  # a currency's minor unit is read once a process
+    # a connection that has not prepared the finish yet (another test's drain may have)
+    with db_connection.cursor() as cur:
+        cur.execute("DEALLOCATE ALL")
+    _PREPARED.by_thread.clear()
     with CaptureQueriesContext(db_connection) as ctx:
         result = outbox_drain(worker="w1")
     assert (result.claimed, result.posted) == (n, n)
     sql = [q["sql"] for q in ctx.captured_queries]
-    finishes = [s for s in sql if "_audit_entry" in s]
+    finishes = [s for s in sql if f"EXECUTE {FINISH_POSTED}_" in s]
     assert len(finishes) == n
+    # the finish is parsed and planned once on the connection: looked up, then PREPAREd
+    prepares = [s for s in sql if s.startswith(f"PREPARE {FINISH_POSTED}_")]
+    assert len(prepares) == 1 and "_audit_entry" in prepares[0]
     batches = -(-n // CLAIM_BATCH)
-    # per batch BEGIN + 5 + COMMIT; then the empty claim (BEGIN, SELECT, COMMIT), the held count
-    assert len(sql) == n + 7 * batches + 4, "\n".join(s[:120] for s in sql)
+    # per batch BEGIN + 4 + COMMIT; then the empty claim (BEGIN, SELECT, COMMIT), the held count;
+    # once, the prepared statement's lookup and PREPARE
+    assert len(sql) == n + 6 * batches + 4 + 2, "\n".join(s[:120] for s in sql)
     # every posting posted once, its party mapped once, one audit entry each, the chain whole
     assert set(Posting.objects.values_list("status", "attempts")) == {("posted", 1)}
     assert PartyMapping.objects.count() == CLAIM_BATCH
     assert AuditEntry.objects.filter(action="posting.posted").count() == n
+    assert audit_verify_chain()[1] is None
+
+
+@requires_postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_prepared_finish_survives_a_reconnect(erp) -> None:
+    """The finish is PREPAREd on the session: after Django opens a new connection (the old one
+    closed, as CONN_MAX_AGE or an error does), the next finish prepares it there again."""
+    world = billed_world(2)
+    memory_connection(world.entity)
+    ledger_consume(actor=ACTOR)
+    n = Posting.objects.count()
+    assert n >= 2
+    assert outbox_drain(worker="w1", max_postings=1).posted == 1
+    db_connection.close()
+    assert outbox_drain(worker="w1").posted == n - 1
+    assert set(Posting.objects.values_list("status", flat=True)) == {"posted"}
+    with db_connection.cursor() as cur:
+        cur.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE %s", ["erp_sync_%"]
+        )
+        assert cur.fetchone() == (1,)
     assert audit_verify_chain()[1] is None
 
 
