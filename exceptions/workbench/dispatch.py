@@ -208,14 +208,14 @@ def _correct(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
 def _map_customer(case: ExceptionCase, p: Mapping[str, Any]) -> Proposal:
     """The customer an unmapped reference belongs to (held events released once applied)."""
     d = case.details or {}
-    customer_id = str(form_id(p, "customer_id", required=False) or "")
+    customer_id = form_id(p, "customer_id", required=False) or None  # 0: none chosen
     original = {"source": d.get("source"), "customer_ref": d.get("customer_ref")}
     return Proposal(
         kind=ProposalKind.CORRECTION,
         target="customer_mapping",
         target_id=f"{d.get('source')}:{d.get('customer_ref')}",
         original=original | {"customer_id": None},
-        proposed=original | {"customer_id": int(customer_id) if customer_id.isdigit() else None},
+        proposed=original | {"customer_id": customer_id},
         amount=case.amount_at_stake,
     )
 

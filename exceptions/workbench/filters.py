@@ -42,10 +42,6 @@ DUE_CHOICES = [
 ]
 
 
-def _kind_choices() -> list[tuple[str, str]]:
-    return list(CaseKind.choices)
-
-
 # FilterSet is Any without django-filter's stubs.
 
 
@@ -222,7 +218,7 @@ SORT_CHOICES = [
 def filter_choices() -> dict[str, object]:
     """The options the queue's filter form offers (the form is written out in the template)."""
     return {
-        "kind": _kind_choices(),
+        "kind": CaseKind.choices,
         "status": STATUS_CHOICES,
         "severity": Severity.choices,
         "entity": list(LegalEntity.objects.order_by("code").values_list("code", flat=True)),
